@@ -1,0 +1,1 @@
+"""CRM adapters: Salesforce (simple-salesforce) and Dataverse (httpx) behind one seam."""

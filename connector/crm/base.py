@@ -1,0 +1,98 @@
+"""The seam every CRM adapter implements; the engine talks to nothing else of a CRM."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from connector.mapping.filters import Filter
+from connector.model import CrmOpportunity, CrmStatusUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class CrmPage:
+    """One page of changed records and the cursor that is safe once it is handled."""
+
+    records: Sequence[CrmOpportunity]
+    #: opaque to the engine; committed only after every record of the page is handled
+    cursor: str | None
+    #: ids of rows deleted since the last cursor (Dataverse change tracking)
+    deleted_ids: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StageInfo:
+    """One sales stage as the CRM defines it."""
+
+    label: str
+    api_name: str
+    probability: Decimal | None
+    is_closed: bool
+    is_won: bool
+    active: bool = True
+    sort_order: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of writing one record."""
+
+    crm_id: str | None
+    ok: bool
+    error_code: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewOpportunity:
+    """A CRM opportunity to create for an incoming referral (CRM field → value)."""
+
+    referral_id: str
+    values: Mapping[str, Any]
+
+
+@dataclass
+class ApiUsage:
+    """API calls this adapter made, and the CRM's own usage figures when it reports them."""
+
+    calls: int = 0
+    used: int | None = None
+    limit: int | None = None
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str) -> None:
+        self.calls += 1
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+
+
+class CrmAdapter(Protocol):
+    """Pull changes, read stage metadata, write status, create opportunities."""
+
+    system: str
+    usage: ApiUsage
+
+    def pull_changes(
+        self, cursor: str | None, *, fields: Sequence[str], select: Filter | None
+    ) -> Iterator[CrmPage]:
+        """Pages of opportunities changed since ``cursor`` (everything when None)."""
+        ...
+
+    def fetch(self, record_id: str, *, fields: Sequence[str]) -> CrmOpportunity | None:
+        """One record by id, or None when it does not exist."""
+        ...
+
+    def stage_metadata(self) -> list[StageInfo]:
+        """The org's active sales stages."""
+        ...
+
+    def write_status(self, updates: Sequence[CrmStatusUpdate]) -> list[WriteResult]:
+        """Write status fields; one result per update, in order."""
+        ...
+
+    def create_opportunities(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
+        """Create opportunities; one result per item, in order (``crm_id`` = the new id)."""
+        ...
+
+    def close(self) -> None: ...

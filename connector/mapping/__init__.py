@@ -1,0 +1,1 @@
+"""Mapping files: which records take part, and how CRM values become a deal."""

@@ -1,0 +1,57 @@
+"""A structured record filter, compiled by each adapter to SOQL or OData with escaped values.
+
+In YAML::
+
+    select:
+      all:
+        - {field: Sync_with_Partner_Center__c, op: eq, value: true}
+        - any:
+            - {field: Amount, op: ge, value: 1000}
+            - not: {field: StageName, op: in, value: [Closed Lost]}
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scalar = Union[bool, int, float, str, date, datetime, None]  # noqa: UP007 - pydantic union order
+Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "like"]
+
+#: a field name or relationship path: ``Amount``, ``Account.BillingCountry``
+FIELD_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*){0,4}$"
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=FIELD_PATTERN)
+    op: Op = "eq"
+    value: Scalar | list[Scalar]
+
+
+class AllOf(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    all: list[Filter] = Field(min_length=1)
+
+
+class AnyOf(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    any: list[Filter] = Field(min_length=1)
+
+
+class Not(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    not_: Filter = Field(alias="not")
+
+
+Filter = Annotated[Union[Condition, AllOf, AnyOf, Not], Field(union_mode="left_to_right")]  # noqa: UP007
+
+AllOf.model_rebuild()
+AnyOf.model_rebuild()
+Not.model_rebuild()

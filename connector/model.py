@@ -1,0 +1,191 @@
+"""The canonical model: what a deal is, independent of any CRM or of the core's JSON.
+
+Pure data, no I/O. Adapters normalise CRM rows into :class:`CrmOpportunity`; the
+mapping turns those into :class:`DealDraft` or :class:`Rejection`; the planner
+compares drafts with what the store knows of the linked referral.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+
+class StandardStage(StrEnum):
+    """Partner Center's standard sales stages."""
+
+    CREATED = "Created"
+    ACCEPTED = "Accepted"
+    QUALIFIED = "Qualified"
+    DEVELOPED = "Developed"
+    PROPOSED = "Proposed"
+    NEGOTIATED = "Negotiated"
+    WON = "Won"
+    LOST = "Lost"
+
+    @property
+    def percent(self) -> int:
+        return STAGE_PERCENT[self]
+
+    @property
+    def is_closed(self) -> bool:
+        return self in (StandardStage.WON, StandardStage.LOST)
+
+
+STAGE_PERCENT: dict[StandardStage, int] = {
+    StandardStage.CREATED: 10,
+    StandardStage.ACCEPTED: 10,
+    StandardStage.QUALIFIED: 20,
+    StandardStage.DEVELOPED: 40,
+    StandardStage.PROPOSED: 60,
+    StandardStage.NEGOTIATED: 80,
+    StandardStage.WON: 100,
+    StandardStage.LOST: 0,
+}
+
+
+class DealType(StrEnum):
+    PRIVATE = "Private"
+    CO_SELL = "Co-sell"
+    PARTNER_TO_PARTNER = "Partner-to-partner"
+
+
+class Status(StrEnum):
+    NEW = "New"
+    ACTIVE = "Active"
+    CLOSED = "Closed"
+
+
+class Substatus(StrEnum):
+    PENDING = "Pending"
+    RECEIVED = "Received"
+    ACCEPTED = "Accepted"
+    WON = "Won"
+    LOST = "Lost"
+    DECLINED = "Declined"
+    EXPIRED = "Expired"
+
+
+TERMINAL_SUBSTATUSES = frozenset(
+    {Substatus.WON, Substatus.LOST, Substatus.DECLINED, Substatus.EXPIRED}
+)
+
+#: the help that can be asked of Microsoft (``inviteContext.assistanceRequestCode``)
+ASSISTANCE_CODES = (
+    "GeneralOrOther",
+    "CustomerTechnicalArchitecture",
+    "ProofOfConceptOrDemo",
+    "QuotesOrLicensing",
+    "PostSalesCustomerSuccess",
+    "WorkloadSpecificValueProposition",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CrmOpportunity:
+    """One CRM row, normalised: plain values keyed by the CRM's field names.
+
+    Relationship fields are flattened with dots (``Account.BillingCountry``).
+    Datetimes are timezone-aware, money is :class:`~decimal.Decimal`.
+    """
+
+    id: str
+    modstamp: datetime
+    fields: Mapping[str, Any]
+    deleted: bool = False
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    first_name: str
+    last_name: str
+    phone: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    name: str
+    country: str
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    address_line1: str | None = None
+    contacts: tuple[Contact, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DealDraft:
+    """The deal a CRM record should be in the core: only fields the CRM owns."""
+
+    crm_id: str
+    name: str
+    value: Decimal
+    currency: str
+    close_date: date
+    customer: Customer
+    team: tuple[Contact, ...]
+    solutions: tuple[str, ...]
+    stage: StandardStage
+    deal_type: DealType = DealType.PRIVATE
+    assistance_code: str | None = None
+    notes: str | None = None
+    campaign_id: str | None = None
+
+    def fingerprint(self) -> str:
+        """A stable hash of the mapped outbound fields (the no-echo check)."""
+        payload = json.dumps(asdict(self), sort_keys=True, default=str, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that cannot become a deal, with every reason at once."""
+
+    crm_id: str
+    reasons: tuple[str, ...]
+    code: str = "invalid_record"
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralState:
+    """What the connector needs to know of one referral in the core."""
+
+    id: str
+    engagement_id: str | None
+    etag: str | None
+    status: Status
+    substatus: Substatus | None
+    direction: str
+    updated: datetime | None
+    external_reference_id: str | None = None
+    name: str | None = None
+    sales_stage: int | None = None
+    deal_type: DealType | None = None
+    expiration: datetime | None = None
+    registration_status: str | None = None
+    status_reason: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status == Status.CLOSED or self.substatus in TERMINAL_SUBSTATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class CrmStatusUpdate:
+    """Values to write into one CRM record's status fields (CRM field name → value)."""
+
+    crm_id: str
+    values: Mapping[str, Any]

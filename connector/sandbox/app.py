@@ -1,0 +1,322 @@
+"""The sandbox ASGI app: one server, three imitated APIs, an admin API under ``/_sandbox/``.
+
+A thin ASGI middleware in front of the router counts calls per API and method,
+adds the configured latency and injects faults before a request reaches its API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from connector.sandbox.context import APIS, FaultSettings, Persistent, SandboxContext
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Part(Persistent, Protocol):
+    """One imitated API: its routes, its error shape, its data."""
+
+    api: str
+
+    @property
+    def routes(self) -> list[BaseRoute]: ...
+
+    def error_response(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> Response: ...
+
+
+def api_of(path: str) -> str | None:
+    """Which imitated system a request path belongs to (None for the admin API)."""
+    if path.startswith("/v1.0/engagements"):
+        return "core"
+    if path.startswith("/services/"):
+        return "salesforce"
+    if path.startswith("/api/data/"):
+        return "dataverse"
+    if "/oauth2/" in path:
+        return "entra"
+    return None
+
+
+class FaultMiddleware:
+    """Counts, delays and breaks requests as the admin API configured."""
+
+    def __init__(self, app: ASGIApp, ctx: SandboxContext, parts: dict[str, Part]) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.parts = parts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        api = api_of(path)
+        if api is None:
+            await self.app(scope, receive, send)
+            return
+        ctx = self.ctx
+        method: str = scope["method"]
+        auth = _header(scope, b"authorization")
+        now = time.monotonic()
+        stats = ctx.stats
+        stats.counts[(api, method)] += 1
+        key = (api, auth)
+        not_before = stats.retry_not_before.get(key)
+        if not_before is not None:
+            if now + 0.005 < not_before:  # 5 ms of slack for clock granularity
+                stats.early_retries += 1
+            else:
+                del stats.retry_not_before[key]
+        fault = ctx.pick_fault(api) if api in self.parts or api == "entra" else None
+        stats.arrivals.append(_arrival(api, method, path, now, auth, fault))
+        latency = ctx.latency_ms.get(api, 0.0)
+        if latency > 0:
+            await asyncio.sleep(latency / 1000.0)
+        if fault is None:
+            await self.app(scope, receive, send)
+            return
+        stats.faults[(api, fault)] += 1
+        settings = ctx.faults[api]
+        part = self.parts.get(api)
+        if fault == "slow":
+            await asyncio.sleep(settings.slow_ms / 1000.0)
+            await self.app(scope, receive, send)
+            return
+        if fault == "reset":
+            # Start a response that promises more bytes than it sends, then fail:
+            # the server drops the connection and the client sees it broken mid-way.
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", b"4096"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b'{"value": [', "more_body": True})
+            raise ConnectionResetError("sandbox fault: connection reset")
+        if part is None:  # faults on the token endpoint: plain OAuth-style errors
+            response: Response = JSONResponse(
+                {"error": "temporarily_unavailable", "error_description": f"sandbox fault {fault}"},
+                status_code=503,
+            )
+        elif fault == "429":
+            stats.retry_not_before[key] = now + settings.retry_after_s
+            response = part.error_response(
+                429, "throttled", "Too many requests (sandbox fault)", settings.retry_after_s
+            )
+        elif fault == "token_expiry":
+            ctx.tokens.revoke(auth)
+            response = part.error_response(
+                401, "unauthenticated", "The token expired (sandbox fault)"
+            )
+        else:
+            response = part.error_response(
+                int(fault), "serviceNotAvailable", f"Sandbox fault {fault}", None
+            )
+        await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+def _arrival(
+    api: str, method: str, path: str, at: float, auth: str | None, fault: str | None
+) -> Any:
+    from connector.sandbox.context import Arrival
+
+    return Arrival(api, method, path, at, auth, fault)
+
+
+def admin_routes(
+    ctx: SandboxContext, parts: dict[str, Part], state_file: Path | None
+) -> list[BaseRoute]:
+    async def stats(request: Request) -> Response:
+        data = ctx.stats.as_json()
+        data["clock"] = ctx.clock.now().isoformat()
+        return JSONResponse(data)
+
+    async def stats_reset(request: Request) -> Response:
+        ctx.stats.reset()
+        return JSONResponse({"ok": True})
+
+    async def arrivals(request: Request) -> Response:
+        api = request.query_params.get("api")
+        rows = [
+            {"api": a.api, "method": a.method, "path": a.path, "at": a.at, "fault": a.fault}
+            for a in ctx.stats.arrivals
+            if api is None or a.api == api
+        ]
+        return JSONResponse({"arrivals": rows})
+
+    async def clock(request: Request) -> Response:
+        if request.method == "POST":
+            body = await request.json()
+            delta = timedelta(
+                days=float(body.get("days", 0)),
+                hours=float(body.get("hours", 0)),
+                minutes=float(body.get("minutes", 0)),
+                seconds=float(body.get("seconds", 0)),
+            )
+            if delta < timedelta():
+                return JSONResponse({"error": "the clock only moves forward"}, status_code=400)
+            ctx.clock.advance(delta)
+            for part in parts.values():
+                tick = getattr(part, "tick", None)
+                if tick is not None:
+                    tick()
+        return JSONResponse({"now": ctx.clock.now().isoformat()})
+
+    async def faults(request: Request) -> Response:
+        if request.method == "PUT":
+            body = await request.json()
+            for api, settings in body.items():
+                if api not in APIS:
+                    return JSONResponse({"error": f"unknown api {api!r}"}, status_code=400)
+                try:
+                    ctx.faults[api] = FaultSettings(**settings)
+                except TypeError as exc:
+                    return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({api: vars(f) for api, f in ctx.faults.items()})
+
+    async def latency(request: Request) -> Response:
+        if request.method == "PUT":
+            body = await request.json()
+            for api, ms in body.items():
+                if api not in APIS:
+                    return JSONResponse({"error": f"unknown api {api!r}"}, status_code=400)
+                ctx.latency_ms[api] = float(ms)
+        return JSONResponse(ctx.latency_ms)
+
+    async def seed(request: Request) -> Response:
+        body = await request.json()
+        n = int(body.get("opportunities", 0))
+        s = int(body.get("seed", ctx.seed))
+        only = body.get("apis")
+        for name, part in parts.items():
+            if only is None or name in only:
+                part.seed(n, s)
+        return JSONResponse({"seeded": n, "seed": s})
+
+    async def save(request: Request) -> Response:
+        if state_file is None:
+            return JSONResponse({"error": "started without --state"}, status_code=400)
+        save_state(state_file, ctx, parts)
+        return JSONResponse({"saved": str(state_file)})
+
+    return [
+        Route("/_sandbox/stats", stats, methods=["GET"]),
+        Route("/_sandbox/stats/reset", stats_reset, methods=["POST"]),
+        Route("/_sandbox/arrivals", arrivals, methods=["GET"]),
+        Route("/_sandbox/clock", clock, methods=["GET", "POST"]),
+        Route("/_sandbox/faults", faults, methods=["GET", "PUT"]),
+        Route("/_sandbox/latency", latency, methods=["GET", "PUT"]),
+        Route("/_sandbox/seed", seed, methods=["POST"]),
+        Route("/_sandbox/save", save, methods=["POST"]),
+    ]
+
+
+def save_state(path: Path, ctx: SandboxContext, parts: dict[str, Part]) -> None:
+    data = {
+        "clock_offset_s": ctx.clock.offset_seconds,
+        "parts": {name: part.dump() for name, part in parts.items()},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_state(path: Path, ctx: SandboxContext, parts: dict[str, Part]) -> bool:
+    if not path.exists():
+        return False
+    data = json.loads(path.read_text(encoding="utf-8"))
+    ctx.clock.advance(timedelta(seconds=float(data.get("clock_offset_s", 0))))
+    for name, part_data in data.get("parts", {}).items():
+        if name in parts:
+            parts[name].load(part_data)
+    return True
+
+
+def build_parts(ctx: SandboxContext) -> dict[str, Part]:
+    """Create every imitated API that is available in this build."""
+    parts: dict[str, Part] = {}
+    try:
+        from connector.sandbox import partner_center
+    except ImportError:  # pragma: no cover - while a part is being written
+        pass
+    else:
+        parts["core"] = partner_center.create(ctx)
+    try:
+        from connector.sandbox import salesforce
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        parts["salesforce"] = salesforce.create(ctx)
+    try:
+        from connector.sandbox import dataverse
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        parts["dataverse"] = dataverse.create(ctx)
+    for name, part in parts.items():
+        ctx.parts[name] = part
+    return parts
+
+
+def create_app(
+    ctx: SandboxContext | None = None,
+    *,
+    opportunities: int = 0,
+    state_file: Path | None = None,
+) -> Starlette:
+    """Build the sandbox app; seeds ``opportunities`` records unless a state file is loaded."""
+    from connector.sandbox import entra
+
+    ctx = ctx or SandboxContext()
+    parts = build_parts(ctx)
+    loaded = state_file is not None and load_state(state_file, ctx, parts)
+    if not loaded and opportunities:
+        for part in parts.values():
+            part.seed(opportunities, ctx.seed)
+    routes: list[BaseRoute] = [*admin_routes(ctx, parts, state_file), *entra.routes(ctx)]
+    for part in parts.values():
+        routes.extend(part.routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if state_file is not None:
+            save_state(state_file, ctx, parts)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.ctx = ctx
+    app.state.parts = parts
+    app.add_middleware(FaultMiddleware, ctx=ctx, parts=parts)  # type: ignore[arg-type]
+    return app
