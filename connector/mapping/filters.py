@@ -13,9 +13,9 @@ In YAML::
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 Scalar = Union[bool, int, float, str, date, datetime, None]  # noqa: UP007 - pydantic union order
 Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "like"]
@@ -50,7 +50,31 @@ class Not(BaseModel):
     not_: Filter = Field(alias="not")
 
 
-Filter = Annotated[Union[Condition, AllOf, AnyOf, Not], Field(union_mode="left_to_right")]  # noqa: UP007
+def _filter_kind(value: Any) -> str:
+    """Pick the filter form from its keys, so errors speak of one form only."""
+    if isinstance(value, dict):
+        for key in ("all", "any", "not"):
+            if key in value:
+                return key
+        return "condition"
+    if isinstance(value, AllOf):
+        return "all"
+    if isinstance(value, AnyOf):
+        return "any"
+    if isinstance(value, Not):
+        return "not"
+    return "condition"
+
+
+Filter = Annotated[
+    Union[  # noqa: UP007
+        Annotated[Condition, Tag("condition")],
+        Annotated[AllOf, Tag("all")],
+        Annotated[AnyOf, Tag("any")],
+        Annotated[Not, Tag("not")],
+    ],
+    Discriminator(_filter_kind),
+]
 
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
