@@ -1,0 +1,268 @@
+"""The ``connector`` command line: sync, status, sandbox, auth, mappings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from connector import logs
+from connector.errors import ConfigError, ConnectorError, MappingError
+from connector.settings import Settings, load_config
+
+app = typer.Typer(
+    help="Co-sell connector: keeps CRM opportunities and Partner Center referrals in step.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+mappings_app = typer.Typer(help="Check and inspect mapping files.", no_args_is_help=True)
+auth_app = typer.Typer(help="Sign in to Partner Center.", no_args_is_help=True)
+app.add_typer(mappings_app, name="mappings")
+app.add_typer(auth_app, name="auth")
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+log = logging.getLogger("connector")
+
+
+class ExitCode:
+    """Documented exit codes (README, "Exit codes")."""
+
+    OK = 0  # every record synced or skipped
+    PARTIAL = 1  # some records were rejected or failed: see `connector errors list`
+    FAILED = 2  # the run failed: a remote system unreachable, a state error
+    QUOTA = 3  # stopped at the configured share of a CRM's API allowance
+    BAD_CONFIG = 4  # the config or a mapping file is invalid
+    INTERRUPTED = 130
+
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Config file (default: $CONNECTOR_CONFIG or config/sandbox.yaml).")
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    settings = Settings()
+    if config is not None:
+        settings = settings.model_copy(update={"config": config})
+    logs.setup(settings.log_level, settings.log_format)
+    return settings
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {logs.scrub(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def sync(
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit (the default; `connector run` is the daemon).")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing anywhere.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Ignore the CRM cursor: re-read every selected record.")] = False,
+    connection: Annotated[str | None, typer.Option("--connection", help="Only this connection.")] = None,
+    config: ConfigOpt = None,
+    report_json: Annotated[Path | None, typer.Option("--report-json", help="Write the run report as JSON here.")] = None,
+) -> None:
+    """Run one sync cycle for each connection (or one) and print a summary."""
+    from connector.sync.oneshot import run_once
+
+    settings = _settings(config)
+    try:
+        cfg = load_config(settings.config)
+        connections = cfg.connection(connection)
+    except (ConfigError, MappingError) as exc:
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    try:
+        reports = run_once(settings, cfg, connections, dry_run=dry_run, full=full, console=console)
+    except (ConfigError, MappingError) as exc:
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    except ConnectorError as exc:
+        raise _fail(exc.message, ExitCode.FAILED) from None
+    data: dict[str, Any] = _combined_report(reports)
+    if report_json is not None:
+        report_json.parent.mkdir(parents=True, exist_ok=True)
+        report_json.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    raise typer.Exit(_exit_code([r.outcome for r in reports]))
+
+
+def _combined_report(reports: list[Any]) -> dict[str, Any]:
+    if len(reports) == 1:
+        return dict(reports[0].as_json())
+    total: dict[str, Any] = {"connections": [r.as_json() for r in reports]}
+    for key in ("created", "updated", "closed", "mirrored"):
+        total[key] = sum(getattr(r, key) for r in reports)
+    for key in ("skipped", "rejected", "failed"):
+        merged: dict[str, int] = {}
+        for r in reports:
+            for reason, n in getattr(r, key).items():
+                merged[reason] = merged.get(reason, 0) + n
+        total[key] = merged
+    calls: dict[str, int] = {}
+    for r in reports:
+        for system, n in r.api_calls.items():
+            calls[system] = calls.get(system, 0) + n
+    total["api_calls"] = calls
+    total["duration_s"] = round(sum(r.duration_s for r in reports), 3)
+    return total
+
+
+def _exit_code(outcomes: list[str]) -> int:
+    from connector.sync.report import Outcome
+
+    if Outcome.FAILED in outcomes:
+        return ExitCode.FAILED
+    if Outcome.QUOTA in outcomes:
+        return ExitCode.QUOTA
+    if Outcome.INTERRUPTED in outcomes:
+        return ExitCode.INTERRUPTED
+    if Outcome.PARTIAL in outcomes:
+        return ExitCode.PARTIAL
+    return ExitCode.OK
+
+
+@app.command()
+def status(config: ConfigOpt = None) -> None:
+    """Show cursors, link counts, dead letters and recent runs."""
+    from connector.state.store import Store
+
+    settings = _settings(config)
+    try:
+        cfg = load_config(settings.config)
+    except ConfigError as exc:
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    store = Store.open(cfg.state_url or settings.state_url)
+    try:
+        table = Table(title="Connections")
+        for col in ("connection", "CRM cursor", "core cursor", "links", "dead letters"):
+            table.add_column(col)
+        for conn in cfg.connections:
+            counts = store.count_links(conn.name)
+            letters = store.list_dead_letters(conn.name)
+            table.add_row(
+                conn.name,
+                store.get_cursor(conn.name, "crm") or "-",
+                store.get_cursor(conn.name, "core") or "-",
+                ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "0",
+                str(len(letters)),
+            )
+        console.print(table)
+        runs = Table(title="Recent runs")
+        for col in ("connection", "started", "outcome", "duration", "counts"):
+            runs.add_column(col)
+        for run in store.recent_runs(limit=10):
+            runs.add_row(
+                run.connection,
+                str(run.started)[:19],
+                run.outcome or "running",
+                f"{run.duration_s or 0:.1f}s",
+                json.dumps({k: v for k, v in (run.counts or {}).items() if v}, default=str)[:80],
+            )
+        console.print(runs)
+    finally:
+        store.close()
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback only unless --allow-remote).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
+    opportunities: Annotated[int, typer.Option(help="Opportunities to seed in each CRM.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 1,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Latency added to every API call.")] = 0.0,
+    state: Annotated[Path | None, typer.Option("--state", help="Keep the sandbox's data in this file across restarts.")] = None,
+    ca_file: Annotated[Path, typer.Option("--ca-file", help="Where to write the CA certificate clients trust.")] = Path(".connector/sandbox-ca.pem"),
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a non-loopback --host.")] = False,
+) -> None:
+    """Start the local HTTPS sandbox imitating the referrals API, Salesforce and Dataverse."""
+    from connector.sandbox.server import serve
+
+    logs.setup("INFO", "auto")
+    try:
+        serve(
+            host=host,
+            port=port,
+            opportunities=opportunities,
+            seed=seed,
+            latency_ms=latency_ms,
+            state_file=state,
+            ca_file=ca_file,
+            allow_remote=allow_remote,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), ExitCode.BAD_CONFIG) from None
+
+
+@auth_app.command("login")
+def auth_login(
+    connection: Annotated[str | None, typer.Option("--connection", help="The connection to sign in for.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Sign in to Partner Center once with the device-code flow; the refresh token is cached."""
+    import httpx
+
+    from connector.dealcore.auth import device_code_login
+
+    settings = _settings(config)
+    try:
+        cfg = load_config(settings.config)
+        conns = cfg.connection(connection)
+    except ConfigError as exc:
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    for conn in conns:
+        core = conn.core
+        devicecode_url = core.devicecode_url or core.token_url.replace("/token", "/devicecode")
+        verify: str | bool = str(core.ca_file) if core.ca_file else True
+        with httpx.Client(verify=verify, timeout=core.timeout_s) as http:
+            try:
+                device_code_login(
+                    devicecode_url, core.token_url, core.client_id, core.scope, core.token_cache, http,
+                    echo=lambda text: console.print(text, highlight=False),
+                )
+            except ConnectorError as exc:
+                raise _fail(exc.message, ExitCode.FAILED) from None
+        console.print(f"{conn.name}: signed in; the refresh token is cached in {core.token_cache}")
+
+
+@mappings_app.command("check")
+def mappings_check(
+    file: Annotated[list[Path] | None, typer.Argument(help="Mapping files (default: those of the config).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Validate mapping files and report every problem with file:line:column."""
+    from connector.mapping.load import load_mapping
+
+    settings = _settings(config)
+    files = list(file or [])
+    if not files:
+        try:
+            files = [c.mapping for c in load_config(settings.config).connections]
+        except ConfigError as exc:
+            raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    bad = 0
+    for path in files:
+        try:
+            load_mapping(path)
+        except MappingError as exc:
+            bad += 1
+            err_console.print(exc.message, highlight=False)
+        else:
+            console.print(f"{path}: ok")
+    raise typer.Exit(ExitCode.BAD_CONFIG if bad else ExitCode.OK)
+
+
+@mappings_app.command("schema")
+def mappings_schema() -> None:
+    """Print the JSON Schema of mapping files (for editors)."""
+    from connector.mapping.schema import MappingFile
+
+    sys.stdout.write(json.dumps(MappingFile.model_json_schema(by_alias=True), indent=2) + "\n")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,79 @@
+"""Logging: one line per event; JSON when not on a terminal, readable when on one.
+
+Known secret values are registered with :func:`redact` and replaced by ``***`` in
+every record, whatever module logged it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def redact(*values: str | None) -> None:
+    """Register secret values that must never reach a log line."""
+    with _lock:
+        for value in values:
+            if value and len(value) >= 4:
+                _secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            message = scrub(record.getMessage())
+            record.msg, record.args = message, None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exc"] = record.exc_text
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup(level: str = "INFO", fmt: str = "auto") -> None:
+    """Configure the root logger once for the process."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    handler: logging.Handler
+    if use_json:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "urllib3", "uvicorn.access", "apscheduler.executors"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,114 @@
+"""Building one connection's runtime (CRM adapter, core client, mapping) from its settings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from connector.crm.base import CrmAdapter
+from connector.dealcore.auth import ClientCredentialsTokens, RefreshTokenTokens, TokenProvider
+from connector.dealcore.client import ReferralsClient
+from connector.dealcore.payload import referral_link
+from connector.errors import ConfigError
+from connector.logs import redact
+from connector.mapping.load import load_mapping
+from connector.mapping.schema import MappingFile
+from connector.settings import (
+    ConnectionSettings,
+    CoreSettings,
+    DataverseSettings,
+    SalesforceSettings,
+    Settings,
+)
+
+
+@dataclass
+class Runtime:
+    """Everything a sync cycle of one connection needs, ready to use."""
+
+    settings: ConnectionSettings
+    mapping: MappingFile
+    crm: CrmAdapter
+    core: ReferralsClient
+
+    def link_for(self, referral_id: str) -> str:
+        return referral_link(referral_id, self.settings.core.referral_link_base)
+
+
+def _verify(ca_file: Path | None) -> str | bool:
+    if ca_file is None:
+        return True
+    if not ca_file.exists():
+        raise ConfigError(
+            f"the CA file {ca_file} does not exist; start the sandbox first "
+            "(`connector sandbox`), or fix ca_file in the config"
+        )
+    return str(ca_file)
+
+
+def core_tokens(core: CoreSettings, http: httpx.Client, where: str, secrets_dir: Path | None) -> TokenProvider:
+    if core.auth == "client_credentials":
+        if core.client_secret is None:
+            raise ConfigError(f"{where}.core.client_secret is required for client_credentials")
+        secret = core.client_secret.resolve(f"{where}.core.client_secret", secrets_dir)
+        redact(secret.get_secret_value())
+        return ClientCredentialsTokens(core.token_url, core.client_id, secret, core.scope, http)
+    return RefreshTokenTokens(core.token_url, core.client_id, core.scope, core.token_cache, http)
+
+
+def core_http(core: CoreSettings) -> httpx.Client:
+    pool = core.concurrency + 4
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+    return httpx.Client(verify=_verify(core.ca_file), timeout=core.timeout_s, limits=limits)
+
+
+def build_core(
+    core: CoreSettings,
+    where: str,
+    secrets_dir: Path | None,
+    http: httpx.Client,
+    correlation_id: str | None = None,
+) -> ReferralsClient:
+    tokens = core_tokens(core, http, where, secrets_dir)
+    return ReferralsClient(
+        core.base_url, tokens, http=http, correlation_id=correlation_id or str(uuid.uuid4())
+    )
+
+
+def build_crm(crm: SalesforceSettings | DataverseSettings, where: str, secrets_dir: Path | None) -> CrmAdapter:
+    if isinstance(crm, SalesforceSettings):
+        from connector.crm.salesforce import build_salesforce
+
+        return build_salesforce(crm, where, secrets_dir)
+    from connector.crm.dynamics import build_dynamics
+
+    return build_dynamics(crm, where, secrets_dir)
+
+
+@contextmanager
+def open_runtime(conn: ConnectionSettings, settings: Settings) -> Iterator[Runtime]:
+    where = f"connections[{conn.name}]"
+    mapping = load_mapping(conn.mapping)
+    expected = "salesforce" if isinstance(conn.crm, SalesforceSettings) else "dynamics"
+    if mapping.crm != expected:
+        raise ConfigError(
+            f"{where}: the mapping {conn.mapping} is written for {mapping.crm} but the "
+            f"connection's CRM is {expected}; point `mapping:` at a {expected} mapping"
+        )
+    http = core_http(conn.core)
+    try:
+        core = build_core(conn.core, where, settings.secrets_dir, http)
+        crm = build_crm(conn.crm, where, settings.secrets_dir)
+    except BaseException:
+        http.close()
+        raise
+    try:
+        yield Runtime(conn, mapping, crm, core)
+    finally:
+        crm.close()
+        http.close()

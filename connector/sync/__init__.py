@@ -1,0 +1,1 @@
+"""The sync engine: plan (pure), push, mirror, and the cycle that ties them together."""

@@ -1,0 +1,541 @@
+"""One sync cycle of one connection: pull → map → plan → push → pull back → mirror → commit.
+
+The engine talks only to the seams: a :class:`~connector.crm.base.CrmAdapter`, the
+:class:`~connector.dealcore.client.ReferralsClient` and the
+:class:`~connector.state.store.Store`. Pushes run on a bounded thread pool; the
+CRM cursor is committed only after every record of a page is linked, skipped or
+dead-lettered, so a crash replays at most one page.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from connector.crm.base import CrmAdapter, StageInfo
+from connector.dealcore.client import ReferralsClient
+from connector.dealcore.payload import patch_ops
+from connector.errors import ConnectorError, CoreError, PreconditionFailed, QuotaExhausted
+from connector.mapping.apply import apply_mapping
+from connector.mapping.schema import MappingFile
+from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Substatus
+from connector.state.store import Link, LinkState, Store
+from connector.sync.mirror import (
+    CoreFacts,
+    facts_of,
+    status_values,
+    values_fingerprint,
+    with_microsoft,
+)
+from connector.sync.plan import Action, Create, Reject, Skip, Update, is_terminal, plan_outbound
+from connector.sync.report import Outcome, RunReport
+
+log = logging.getLogger(__name__)
+
+#: how far before the stored core cursor the next pull-back starts (ties, late commits)
+CORE_OVERLAP = timedelta(seconds=60)
+
+ProgressFn = Callable[[str, int], None]
+
+
+def _noop_progress(kind: str, n: int) -> None:
+    return None
+
+
+@dataclass
+class _Outcome:
+    """What happened to one record in the push step."""
+
+    crm_id: str
+    kind: str  # created | updated | closed | skipped | rejected | failed
+    reason: str | None = None
+    message: str | None = None
+    link: Link | None = None
+    notice: str | None = None
+    transient: bool = False
+
+
+class SyncEngine:
+    """Runs cycles for one connection."""
+
+    def __init__(
+        self,
+        connection: str,
+        *,
+        crm: CrmAdapter,
+        core: ReferralsClient,
+        store: Store,
+        mapping: MappingFile,
+        link_for: Callable[[str], str],
+        concurrency: int = 8,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress: ProgressFn = _noop_progress,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.connection = connection
+        self.crm = crm
+        self.core = core
+        self.store = store
+        self.mapping = mapping
+        self.link_for = link_for
+        self.concurrency = concurrency
+        self.clock = clock
+        self.progress = progress
+        self.stop = stop or threading.Event()
+
+    # ------------------------------------------------------------------ the cycle
+
+    def run(self, *, dry_run: bool = False, full: bool = False) -> RunReport:
+        report = RunReport(self.connection, dry_run=dry_run)
+        started = time.monotonic()
+        run_id = None if dry_run else self.store.start_run(self.connection)
+        try:
+            stages = self._stages()
+            if not dry_run:
+                self._retry_dead_letters(stages, report)
+            self._outbound(stages, report, dry_run=dry_run, full=full)
+            if not dry_run and not self.stop.is_set():
+                self._pull_back(report)
+            if self.stop.is_set():
+                report.outcome = Outcome.INTERRUPTED
+        except QuotaExhausted as exc:
+            report.outcome = Outcome.QUOTA
+            report.error = exc.message
+            log.warning("%s: stopped at the API quota guard: %s", self.connection, exc.message)
+        except ConnectorError as exc:
+            report.outcome = Outcome.FAILED
+            report.error = exc.message
+            log.error("%s: the run failed: %s", self.connection, exc.message)
+        finally:
+            report.duration_s = time.monotonic() - started
+            report.api_calls = self._api_calls()
+            report.finish_outcome()
+            if run_id is not None:
+                self.store.finish_run(
+                    run_id,
+                    report.outcome,
+                    report.counts(),
+                    report.api_calls,
+                    report.duration_s,
+                    report.error,
+                )
+        log.info(
+            "%s: cycle %s in %.1fs: created=%d updated=%d closed=%d mirrored=%d skipped=%d "
+            "rejected=%d failed=%d",
+            self.connection,
+            report.outcome,
+            report.duration_s,
+            report.created,
+            report.updated,
+            report.closed,
+            report.mirrored,
+            sum(report.skipped.values()),
+            sum(report.rejected.values()),
+            sum(report.failed.values()),
+        )
+        return report
+
+    def _api_calls(self) -> dict[str, int]:
+        core_calls = self.core.calls
+        total_core = (
+            sum(core_calls.values()) if isinstance(core_calls, Mapping) else int(core_calls)
+        )
+        return {self.crm.system: self.crm.usage.calls, "core": total_core}
+
+    def _stages(self) -> dict[str, StageInfo]:
+        stages: dict[str, StageInfo] = {}
+        for info in self.crm.stage_metadata():
+            stages[info.label] = info
+            stages.setdefault(info.api_name, info)
+        return stages
+
+    # ------------------------------------------------------------------ outbound
+
+    def _outbound(
+        self, stages: Mapping[str, StageInfo], report: RunReport, *, dry_run: bool, full: bool
+    ) -> None:
+        cursor = None if full else self.store.get_cursor(self.connection, "crm")
+        fields = self.mapping.crm_fields()
+        seen: set[tuple[str, datetime]] = set()
+        for page in self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select):
+            records = []
+            for record in page.records:
+                key = (record.id, record.modstamp)
+                if key not in seen:
+                    seen.add(key)
+                    records.append(record)
+            report.pulled += len(records)
+            self.progress("pulled", len(records))
+            self.process_records(records, stages, report, dry_run=dry_run)
+            if dry_run:
+                continue
+            if page.cursor is not None:
+                self.store.set_cursor(self.connection, "crm", page.cursor)
+            if self.stop.is_set():
+                log.info(
+                    "%s: stop requested; the cursor is committed after this page", self.connection
+                )
+                return
+
+    def process_records(
+        self,
+        records: Sequence[CrmOpportunity],
+        stages: Mapping[str, StageInfo],
+        report: RunReport,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        """Map, plan, push and mirror one page of records."""
+        live = [r for r in records if not r.deleted]
+        for r in records:
+            if r.deleted:
+                report.skipped["deleted"] += 1
+        links = self.store.get_links(self.connection, [r.id for r in live])
+        if not dry_run:
+            links = self._resolve_pending(links)
+        actions = [
+            plan_outbound(apply_mapping(r, self.mapping, stages), links.get(r.id)) for r in live
+        ]
+        if dry_run:
+            for action in actions:
+                report.plan.append(_describe(action))
+                _count_planned(action, report)
+            return
+        outcomes = self._push(actions, links)
+        self._mirror_outcomes(outcomes, links, {r.id: r for r in live}, report)
+
+    def _resolve_pending(self, links: dict[str, Link]) -> dict[str, Link]:
+        """A pending link means a crash between POST and bookkeeping: look before creating."""
+        for crm_id, link in list(links.items()):
+            if link.state != LinkState.PENDING_CREATE:
+                continue
+            found = self.core.find_by_external_id(crm_id)
+            if found is None:
+                del links[crm_id]  # never created: plan a create (the pending mark is reused)
+                continue
+            resolved = self._linked(link, found, link.fingerprint, link.sent_body)
+            self.store.save_link(resolved)
+            links[crm_id] = resolved
+            log.info(
+                "%s: %s: pending create resolved to referral %s", self.connection, crm_id, found.id
+            )
+        return links
+
+    def _push(self, actions: Sequence[Action], links: Mapping[str, Link]) -> list[_Outcome]:
+        pushes = [a for a in actions if isinstance(a, (Create, Update))]
+        outcomes = [self._settle(a) for a in actions if not isinstance(a, (Create, Update))]
+        if pushes:
+            with ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="push"
+            ) as pool:
+                for outcome in pool.map(lambda a: self._execute(a, links), pushes):
+                    outcomes.append(outcome)
+                    self.progress("pushed", 1)
+        return outcomes
+
+    def _settle(self, action: Action) -> _Outcome:
+        if isinstance(action, Skip):
+            return _Outcome(action.crm_id, "skipped", action.reason.value, notice=action.notice)
+        assert isinstance(action, Reject)
+        return _Outcome(action.crm_id, "rejected", action.code, action.message)
+
+    def _execute(self, action: Action, links: Mapping[str, Link]) -> _Outcome:
+        crm_id = action.draft.crm_id if isinstance(action, (Create, Update)) else ""
+        try:
+            if isinstance(action, Create):
+                return self._create(action)
+            assert isinstance(action, Update)
+            return self._update(action, links[crm_id])
+        except ConnectorError as exc:
+            log.warning("%s: %s: %s", self.connection, crm_id, exc.message)
+            return _Outcome(crm_id, "failed", exc.code, exc.message, transient=exc.transient)
+
+    def _create(self, action: Create) -> _Outcome:
+        draft = action.draft
+        fingerprint = draft.fingerprint()
+        self.store.mark_pending(self.connection, draft.crm_id, fingerprint, action.body)
+        referral = self.core.create(action.body)
+        kind = "created"
+        if action.close_as is not None:
+            referral = self.core.patch(referral.id, _close_ops(action.close_as), referral.etag)
+        link = self._linked(None, referral, fingerprint, action.body, crm_id=draft.crm_id)
+        self.store.save_link(link)
+        return _Outcome(draft.crm_id, kind, link=link)
+
+    def _update(self, action: Update, link: Link) -> _Outcome:
+        assert link.referral_id is not None
+        ops = action.ops
+        try:
+            referral = self.core.patch(link.referral_id, ops, link.etag)
+        except PreconditionFailed:
+            # Someone changed the referral since we read it: re-read, re-plan, retry once.
+            fresh = self.core.get(link.referral_id)
+            if fresh.is_terminal:
+                link = self._linked(link, fresh, link.fingerprint, link.sent_body)
+                self.store.save_link(link)
+                return _Outcome(link.crm_id, "skipped", "terminal", link=link)
+            ops = patch_ops(dict(fresh.raw), action.body)
+            if action.closes is not None:
+                ops = [o for o in ops if o["path"] not in {"/status", "/substatus"}]
+                ops += _close_ops(action.closes)
+            referral = self.core.patch(link.referral_id, ops, fresh.etag) if ops else fresh
+        except CoreError as exc:
+            if exc.code in {"ReferralClosed", "InvalidTransition"}:
+                fresh = self.core.get(link.referral_id)
+                link = self._linked(link, fresh, link.fingerprint, link.sent_body)
+                self.store.save_link(link)
+                return _Outcome(link.crm_id, "skipped", "terminal", link=link)
+            raise
+        new_link = self._linked(link, referral, action.fingerprint, action.body)
+        self.store.save_link(new_link)
+        kind = "closed" if action.closes is not None else "updated"
+        return _Outcome(link.crm_id, kind, link=new_link, notice=action.warning)
+
+    def _linked(
+        self,
+        link: Link | None,
+        referral: ReferralState,
+        fingerprint: str | None,
+        body: Mapping[str, Any] | None,
+        *,
+        crm_id: str | None = None,
+    ) -> Link:
+        previous = CoreFacts.from_json(link.core_facts) if link and link.core_facts else None
+        facts = facts_of(referral, self.link_for(referral.id), None)
+        if previous is not None and previous.microsoft_status:
+            facts = replace(
+                facts,
+                microsoft_status=previous.microsoft_status,
+                microsoft_expiration=previous.microsoft_expiration,
+            )
+        state = LinkState.TERMINAL if referral.is_terminal else LinkState.LINKED
+        base = link or Link(connection=self.connection, crm_id=crm_id or "", state=state)
+        return replace(
+            base,
+            referral_id=referral.id,
+            engagement_id=referral.engagement_id,
+            etag=referral.etag,
+            fingerprint=fingerprint,
+            sent_body=dict(body) if body is not None else None,
+            state=state,
+            status=referral.status.value,
+            substatus=referral.substatus.value if referral.substatus else None,
+            direction=referral.direction,
+            core_facts=facts.as_json(),
+        )
+
+    # ------------------------------------------------------------------ mirror
+
+    def _mirror_outcomes(
+        self,
+        outcomes: Sequence[_Outcome],
+        links: Mapping[str, Link],
+        records: Mapping[str, CrmOpportunity],
+        report: RunReport,
+    ) -> None:
+        updates: list[tuple[CrmStatusUpdate, Link | None, str]] = []
+        now = self.clock()
+        fields = self.mapping.status_fields
+        for o in outcomes:
+            if o.kind in {"created", "updated", "closed"}:
+                setattr(report, o.kind, getattr(report, o.kind) + 1)
+                self.store.resolve_dead_letter(self.connection, o.crm_id)
+            elif o.kind == "skipped":
+                report.skipped[o.reason or "skipped"] += 1
+            elif o.kind == "rejected":
+                report.rejected[o.reason or "invalid_record"] += 1
+            else:
+                report.failed[o.reason or "error"] += 1
+            link = o.link or links.get(o.crm_id)
+            error = o.message if o.kind in {"rejected", "failed"} else o.notice
+            if o.kind in {"rejected", "failed"}:
+                record = records.get(o.crm_id)
+                code = f"transient:{o.reason}" if o.transient else (o.reason or "error")
+                changed = self.store.add_dead_letter(
+                    self.connection,
+                    o.crm_id,
+                    code,
+                    o.message or "",
+                    record.modstamp.isoformat() if record else None,
+                )
+                if link is None or link.core_facts is None:
+                    if changed and fields.sync_error:
+                        updates.append(
+                            (CrmStatusUpdate(o.crm_id, {fields.sync_error: error}), None, "")
+                        )
+                    continue
+            if link is None or link.core_facts is None:
+                continue
+            values = status_values(CoreFacts.from_json(link.core_facts), fields, now, error)
+            fp = values_fingerprint(values)
+            if fp != link.mirrored_fingerprint:
+                updates.append((self._with_stamp(o.crm_id, values, now), link, fp))
+        self._write_status(updates, report)
+
+    def _with_stamp(self, crm_id: str, values: dict[str, Any], now: datetime) -> CrmStatusUpdate:
+        stamped = dict(values)
+        if self.mapping.status_fields.last_sync:
+            stamped[self.mapping.status_fields.last_sync] = now
+        return CrmStatusUpdate(crm_id, stamped)
+
+    def _write_status(
+        self, updates: Sequence[tuple[CrmStatusUpdate, Link | None, str]], report: RunReport
+    ) -> None:
+        if not updates:
+            return
+        results = self.crm.write_status([u for u, _, _ in updates])
+        saved: list[Link] = []
+        for (update, link, fp), result in zip(updates, results, strict=True):
+            if result.ok:
+                report.mirrored += 1
+                if link is not None:
+                    saved.append(replace(link, mirrored_fingerprint=fp))
+            else:
+                report.failed[f"crm_write:{result.error_code}"] += 1
+                log.warning(
+                    "%s: %s: writing status fields failed: %s %s",
+                    self.connection,
+                    update.crm_id,
+                    result.error_code,
+                    result.message,
+                )
+        if saved:
+            self.store.save_links(self.connection, saved)
+        self.progress("mirrored", len(updates))
+
+    # ------------------------------------------------------------------ pull back
+
+    def _pull_back(self, report: RunReport) -> None:
+        stored = self.store.get_cursor(self.connection, "core")
+        since = datetime.fromisoformat(stored) - CORE_OVERLAP if stored else None
+        newest: datetime | None = None
+        batch: list[ReferralState] = []
+        for referral in self.core.list_changed(since):
+            if referral.updated is not None and (newest is None or referral.updated > newest):
+                newest = referral.updated
+            batch.append(referral)
+            if len(batch) >= 200:
+                self._mirror_referrals(batch, report)
+                batch = []
+        if batch:
+            self._mirror_referrals(batch, report)
+        if newest is not None:
+            self.store.set_cursor(self.connection, "core", newest.isoformat())
+
+    def _mirror_referrals(self, referrals: Sequence[ReferralState], report: RunReport) -> None:
+        own = [r for r in referrals if not _is_microsoft(r)]
+        microsoft = [r for r in referrals if _is_microsoft(r)]
+        links = self.store.links_by_referral(self.connection, [r.id for r in own])
+        changed: dict[str, Link] = {}
+        for referral in own:
+            link = links.get(referral.id)
+            if link is None:
+                if referral.direction == "Incoming":
+                    report.skipped["incoming_not_linked"] += 1
+                continue
+            changed[link.crm_id] = self._linked(link, referral, link.fingerprint, link.sent_body)
+        for ms in microsoft:
+            if not ms.engagement_id:
+                continue
+            for link in self.store.links_by_engagement(self.connection, ms.engagement_id):
+                current = changed.get(link.crm_id, link)
+                if current.core_facts is None:
+                    continue
+                facts = with_microsoft(CoreFacts.from_json(current.core_facts), ms)
+                changed[link.crm_id] = replace(current, core_facts=facts.as_json())
+        if not changed:
+            return
+        self.store.save_links(self.connection, list(changed.values()))
+        now = self.clock()
+        updates: list[tuple[CrmStatusUpdate, Link | None, str]] = []
+        for link in changed.values():
+            assert link.core_facts is not None
+            values = status_values(
+                CoreFacts.from_json(link.core_facts), self.mapping.status_fields, now
+            )
+            fp = values_fingerprint(values)
+            if fp != link.mirrored_fingerprint:
+                updates.append((self._with_stamp(link.crm_id, values, now), link, fp))
+        self._write_status(updates, report)
+
+    # ------------------------------------------------------------------ dead letters
+
+    def _retry_dead_letters(self, stages: Mapping[str, StageInfo], report: RunReport) -> None:
+        """Transient failures are tried again at the start of the next cycle."""
+        letters = [
+            d
+            for d in self.store.list_dead_letters(self.connection)
+            if d.reason_code.startswith("transient:")
+        ]
+        records: list[CrmOpportunity] = []
+        for letter in letters:
+            record = self.crm.fetch(letter.crm_id, fields=self.mapping.crm_fields())
+            if record is None:
+                self.store.resolve_dead_letter(self.connection, letter.crm_id)
+            else:
+                records.append(record)
+        if records:
+            self.process_records(records, stages, report)
+
+
+def _is_microsoft(referral: ReferralState) -> bool:
+    owner = referral.raw.get("owner")
+    return isinstance(owner, Mapping) and owner.get("type") == "Microsoft"
+
+
+def _close_ops(substatus: Substatus) -> list[dict[str, Any]]:
+    return [
+        {"op": "replace", "path": "/status", "value": "Closed"},
+        {"op": "replace", "path": "/substatus", "value": substatus.value},
+    ]
+
+
+def _describe(action: Action) -> dict[str, Any]:
+    if isinstance(action, Create):
+        return {
+            "crm_id": action.draft.crm_id,
+            "action": "create",
+            "name": action.draft.name,
+            "stage": action.draft.stage.value,
+            "close_as": action.close_as,
+        }
+    if isinstance(action, Update):
+        return {
+            "crm_id": action.draft.crm_id,
+            "action": "close" if action.closes else "update",
+            "paths": [op["path"] for op in action.ops],
+        }
+    if isinstance(action, Skip):
+        return {"crm_id": action.crm_id, "action": "skip", "reason": action.reason.value}
+    return {"crm_id": action.crm_id, "action": "reject", "reasons": list(action.reasons)}
+
+
+def _count_planned(action: Action, report: RunReport) -> None:
+    if isinstance(action, Create):
+        report.created += 1
+    elif isinstance(action, Update):
+        if action.closes:
+            report.closed += 1
+        else:
+            report.updated += 1
+    elif isinstance(action, Skip):
+        report.skipped[action.reason.value] += 1
+    else:
+        report.rejected[action.code] += 1
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,125 @@
+"""Map back (pure): the core's view of a deal → the values of the CRM's status fields."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from connector.mapping.schema import StatusFields
+from connector.model import ReferralState
+
+#: what the status fields say when Microsoft was never invited
+NOT_INVITED = "Not invited"
+
+
+@dataclass(frozen=True)
+class CoreFacts:
+    """The facts the core owns about one linked deal (stored per link)."""
+
+    referral_id: str
+    status: str
+    substatus: str | None
+    direction: str
+    link: str
+    expiration: str | None = None
+    registration_status: str | None = None
+    registration_eligible: bool | None = None
+    microsoft_status: str | None = None
+    microsoft_expiration: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CoreFacts:
+        known = {k: data.get(k) for k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def facts_of(referral: ReferralState, link: str, microsoft: ReferralState | None) -> CoreFacts:
+    raw = referral.raw
+    eligible = raw.get("registrationEligible")
+    return CoreFacts(
+        referral_id=referral.id,
+        status=referral.status.value,
+        substatus=referral.substatus.value if referral.substatus else None,
+        direction=referral.direction,
+        link=link,
+        expiration=_iso(referral.expiration),
+        registration_status=referral.registration_status,
+        registration_eligible=bool(eligible) if isinstance(eligible, bool) else None,
+        microsoft_status=_status_text(microsoft) if microsoft else None,
+        microsoft_expiration=_iso(microsoft.expiration) if microsoft else None,
+    )
+
+
+def with_microsoft(facts: CoreFacts, microsoft: ReferralState) -> CoreFacts:
+    from dataclasses import replace
+
+    return replace(
+        facts,
+        microsoft_status=_status_text(microsoft),
+        microsoft_expiration=_iso(microsoft.expiration),
+    )
+
+
+def _status_text(referral: ReferralState) -> str:
+    return (
+        f"{referral.status.value}/{referral.substatus.value}"
+        if referral.substatus
+        else referral.status.value
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def status_values(
+    facts: CoreFacts, fields: StatusFields, now: datetime, sync_error: str | None = None
+) -> dict[str, Any]:
+    """CRM field → value for one linked record (without the last-sync stamp)."""
+    values: dict[str, Any] = {fields.referral_id: facts.referral_id}
+    status = f"{facts.status}/{facts.substatus}" if facts.substatus else facts.status
+    pending_expiry = facts.expiration if facts.status == "New" else None
+    if (
+        pending_expiry is None
+        and facts.microsoft_status
+        and facts.microsoft_status.startswith("New")
+    ):
+        pending_expiry = facts.microsoft_expiration
+    optional: dict[str | None, Any] = {
+        fields.referral_link: facts.link,
+        fields.status: status,
+        fields.sync_error: sync_error,
+        fields.microsoft_status: facts.microsoft_status or NOT_INVITED,
+        fields.expiration: pending_expiry,
+        fields.days_to_expiry: _days_left(pending_expiry, now),
+        fields.registration_eligible: bool(facts.registration_eligible),
+        fields.registration_status: facts.registration_status,
+        fields.direction: facts.direction,
+    }
+    for name, value in optional.items():
+        if name is not None:
+            values[name] = value
+    return values
+
+
+def _days_left(expiry: str | None, now: datetime) -> int | None:
+    if not expiry:
+        return None
+    try:
+        when = datetime.fromisoformat(expiry.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0, math.ceil((when - now).total_seconds() / 86400))
+
+
+def values_fingerprint(values: Mapping[str, Any]) -> str:
+    text = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

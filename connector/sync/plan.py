@@ -1,0 +1,176 @@
+"""Planning (pure): what to do with one mapped record, given what the store knows.
+
+No I/O and no clock: the engine hands in the mapped record and its link; the
+planner answers with exactly one action. The correctness rules of the
+architecture live here: no echo (fingerprints), terminal is terminal, sharing
+with Microsoft is never undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from connector.dealcore.payload import patch_ops, referral_body
+from connector.model import DealDraft, DealType, Rejection, StandardStage, Status, Substatus
+
+
+class SkipReason(StrEnum):
+    UNCHANGED = "unchanged"
+    TERMINAL = "terminal"
+    LOST_BEFORE_SHARED = "lost_before_shared"
+    DELETED = "deleted"
+    INCOMING = "incoming_not_answered"
+
+
+class LinkFacts:
+    """What the planner reads of a link (the store's ``Link`` satisfies it)."""
+
+    referral_id: str | None
+    fingerprint: str | None
+    sent_body: Mapping[str, Any] | None
+    status: str | None
+    substatus: str | None
+    direction: str | None
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class Create:
+    draft: DealDraft
+    body: dict[str, Any]
+    #: a deal already won in the CRM is created, then closed as won
+    close_as: Substatus | None = None
+
+
+@dataclass(frozen=True)
+class Update:
+    draft: DealDraft
+    body: dict[str, Any]
+    ops: list[dict[str, Any]]
+    #: the fingerprint of the record as mapped (stored once the update is applied)
+    fingerprint: str
+    closes: Substatus | None = None
+    #: a part of the change the lifecycle forbids, explained for the CRM record
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Skip:
+    crm_id: str
+    reason: SkipReason
+    #: shown in the record's sync-error field when set (the seller should know)
+    notice: str | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Reject:
+    crm_id: str
+    reasons: tuple[str, ...]
+    code: str = "invalid_record"
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.reasons)
+
+
+Action = Create | Update | Skip | Reject
+
+
+@dataclass
+class PlanCounts:
+    """Counts by action kind, for reports and dry runs."""
+
+    created: int = 0
+    updated: int = 0
+    closed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+def is_terminal(status: str | None, substatus: str | None) -> bool:
+    return status == Status.CLOSED.value or substatus in {
+        Substatus.WON.value,
+        Substatus.LOST.value,
+        Substatus.DECLINED.value,
+        Substatus.EXPIRED.value,
+    }
+
+
+def outbound_body(draft: DealDraft, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The referral body for a draft; a lost deal keeps the last sales stage it reported."""
+    body = referral_body(draft)
+    if draft.stage is StandardStage.LOST:
+        body["salesStage"] = (previous or {}).get("salesStage") or "10"
+    return body
+
+
+def _close_ops(substatus: Substatus) -> list[dict[str, Any]]:
+    return [
+        {"op": "replace", "path": "/status", "value": Status.CLOSED.value},
+        {"op": "replace", "path": "/substatus", "value": substatus.value},
+    ]
+
+
+def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action:
+    """One action for one mapped record. ``link`` is None when the record was never shared."""
+    if isinstance(item, Rejection):
+        return Reject(item.crm_id, item.reasons, item.code)
+    draft = item
+    fingerprint = draft.fingerprint()
+    if link is None or link.referral_id is None:
+        if draft.stage is StandardStage.LOST:
+            return Skip(draft.crm_id, SkipReason.LOST_BEFORE_SHARED, fingerprint=fingerprint)
+        close_as = Substatus.WON if draft.stage is StandardStage.WON else None
+        return Create(draft, outbound_body(draft), close_as)
+    if link.fingerprint == fingerprint:
+        return Skip(draft.crm_id, SkipReason.UNCHANGED, fingerprint=fingerprint)
+    if is_terminal(link.status, link.substatus):
+        return Skip(
+            draft.crm_id,
+            SkipReason.TERMINAL,
+            notice=(
+                f"Not sent: the referral is {link.status}/{link.substatus} in Partner Center, "
+                "and a closed deal cannot be edited."
+            ),
+            fingerprint=fingerprint,
+        )
+    if link.direction == "Incoming" and link.status == Status.NEW.value:
+        # An incoming deal is answered (accept/decline) before its content can change.
+        return Skip(draft.crm_id, SkipReason.INCOMING, fingerprint=fingerprint)
+    previous = dict(link.sent_body or {})
+    warning = None
+    if _was_shared_with_microsoft(previous) and draft.deal_type is DealType.PRIVATE:
+        warning = (
+            "Sharing with Microsoft cannot be undone; the deal stays co-sell in Partner Center."
+        )
+        draft = _keep_shared(draft, previous)
+    body = outbound_body(draft, previous)
+    ops = patch_ops(previous, body)
+    closes = None
+    if draft.stage is StandardStage.WON:
+        closes = Substatus.WON
+    elif draft.stage is StandardStage.LOST:
+        closes = Substatus.LOST
+    if closes is not None:
+        ops = [op for op in ops if op["path"] not in {"/status", "/substatus"}] + _close_ops(closes)
+    if not ops:
+        return Skip(draft.crm_id, SkipReason.UNCHANGED, notice=warning, fingerprint=fingerprint)
+    return Update(draft, body, ops, fingerprint, closes, warning)
+
+
+def _was_shared_with_microsoft(body: Mapping[str, Any]) -> bool:
+    consent = body.get("consent") or {}
+    return bool(consent.get("consentToShareReferralWithMicrosoftSellers")) and bool(
+        body.get("inviteContext")
+    )
+
+
+def _keep_shared(draft: DealDraft, previous: Mapping[str, Any]) -> DealDraft:
+    from dataclasses import replace
+
+    code = (previous.get("inviteContext") or {}).get("assistanceRequestCode") or "GeneralOrOther"
+    return replace(draft, deal_type=DealType.CO_SELL, assistance_code=code)

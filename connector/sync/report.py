@@ -1,0 +1,68 @@
+"""The run report: what a cycle did, under stable keys (``--report-json``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Outcome:
+    OK = "ok"  # every record synced or skipped
+    PARTIAL = "partial"  # some records rejected or failed (dead letters)
+    QUOTA = "quota_stopped"  # stopped at the configured share of a CRM's API allowance
+    INTERRUPTED = "interrupted"  # a stop was requested; the committed cursor is safe
+    FAILED = "failed"  # the run itself failed (configuration, unreachable system, ...)
+
+
+@dataclass
+class RunReport:
+    connection: str
+    dry_run: bool = False
+    created: int = 0
+    updated: int = 0
+    closed: int = 0
+    mirrored: int = 0
+    pulled: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    api_calls: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    outcome: str = Outcome.OK
+    error: str | None = None
+    quota: dict[str, Any] = field(default_factory=dict)
+    plan: list[dict[str, Any]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "closed": self.closed,
+            "mirrored": self.mirrored,
+            "pulled": self.pulled,
+            "skipped": dict(self.skipped),
+            "rejected": dict(self.rejected),
+            "failed": dict(self.failed),
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "connection": self.connection,
+            "outcome": self.outcome,
+            "dry_run": self.dry_run,
+            **self.counts(),
+            "api_calls": dict(self.api_calls),
+            "duration_s": round(self.duration_s, 3),
+        }
+        if self.error:
+            data["error"] = self.error
+        if self.quota:
+            data["quota"] = self.quota
+        if self.dry_run:
+            data["plan"] = self.plan
+        return data
+
+    def finish_outcome(self) -> None:
+        if self.outcome == Outcome.OK and (self.rejected or self.failed):
+            self.outcome = Outcome.PARTIAL
