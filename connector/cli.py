@@ -43,7 +43,10 @@ class ExitCode:
 
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Config file (default: $CONNECTOR_CONFIG or config/sandbox.yaml).")
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config file (default: $CONNECTOR_CONFIG or config/sandbox.yaml)."
+    ),
 ]
 
 
@@ -62,12 +65,25 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 @app.command()
 def sync(
-    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit (the default; `connector run` is the daemon).")] = True,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing anywhere.")] = False,
-    full: Annotated[bool, typer.Option("--full", help="Ignore the CRM cursor: re-read every selected record.")] = False,
-    connection: Annotated[str | None, typer.Option("--connection", help="Only this connection.")] = None,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once", help="Run one cycle and exit (the default; `connector run` is the daemon)."
+        ),
+    ] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing anywhere.")
+    ] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Ignore the CRM cursor: re-read every selected record.")
+    ] = False,
+    connection: Annotated[
+        str | None, typer.Option("--connection", help="Only this connection.")
+    ] = None,
     config: ConfigOpt = None,
-    report_json: Annotated[Path | None, typer.Option("--report-json", help="Write the run report as JSON here.")] = None,
+    report_json: Annotated[
+        Path | None, typer.Option("--report-json", help="Write the run report as JSON here.")
+    ] = None,
 ) -> None:
     """Run one sync cycle for each connection (or one) and print a summary."""
     from connector.sync.oneshot import run_once
@@ -170,14 +186,25 @@ def status(config: ConfigOpt = None) -> None:
 
 @app.command()
 def sandbox(
-    host: Annotated[str, typer.Option(help="Address to bind (loopback only unless --allow-remote).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind (loopback only unless --allow-remote).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
     opportunities: Annotated[int, typer.Option(help="Opportunities to seed in each CRM.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 1,
-    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Latency added to every API call.")] = 0.0,
-    state: Annotated[Path | None, typer.Option("--state", help="Keep the sandbox's data in this file across restarts.")] = None,
-    ca_file: Annotated[Path, typer.Option("--ca-file", help="Where to write the CA certificate clients trust.")] = Path(".connector/sandbox-ca.pem"),
-    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a non-loopback --host.")] = False,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", help="Latency added to every API call.")
+    ] = 0.0,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Keep the sandbox's data in this file across restarts."),
+    ] = None,
+    ca_file: Annotated[
+        Path, typer.Option("--ca-file", help="Where to write the CA certificate clients trust.")
+    ] = Path(".connector/sandbox-ca.pem"),
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="Allow a non-loopback --host.")
+    ] = False,
 ) -> None:
     """Start the local HTTPS sandbox imitating the referrals API, Salesforce and Dataverse."""
     from connector.sandbox.server import serve
@@ -200,7 +227,9 @@ def sandbox(
 
 @auth_app.command("login")
 def auth_login(
-    connection: Annotated[str | None, typer.Option("--connection", help="The connection to sign in for.")] = None,
+    connection: Annotated[
+        str | None, typer.Option("--connection", help="The connection to sign in for.")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Sign in to Partner Center once with the device-code flow; the refresh token is cached."""
@@ -221,7 +250,12 @@ def auth_login(
         with httpx.Client(verify=verify, timeout=core.timeout_s) as http:
             try:
                 device_code_login(
-                    devicecode_url, core.token_url, core.client_id, core.scope, core.token_cache, http,
+                    devicecode_url,
+                    core.token_url,
+                    core.client_id,
+                    core.scope,
+                    core.token_cache,
+                    http,
                     echo=lambda text: console.print(text, highlight=False),
                 )
             except ConnectorError as exc:
@@ -231,7 +265,9 @@ def auth_login(
 
 @mappings_app.command("check")
 def mappings_check(
-    file: Annotated[list[Path] | None, typer.Argument(help="Mapping files (default: those of the config).")] = None,
+    file: Annotated[
+        list[Path] | None, typer.Argument(help="Mapping files (default: those of the config).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Validate mapping files and report every problem with file:line:column."""

@@ -51,7 +51,9 @@ def _verify(ca_file: Path | None) -> str | bool:
     return str(ca_file)
 
 
-def core_tokens(core: CoreSettings, http: httpx.Client, where: str, secrets_dir: Path | None) -> TokenProvider:
+def core_tokens(
+    core: CoreSettings, http: httpx.Client, where: str, secrets_dir: Path | None
+) -> TokenProvider:
     if core.auth == "client_credentials":
         if core.client_secret is None:
             raise ConfigError(f"{where}.core.client_secret is required for client_credentials")
@@ -80,7 +82,9 @@ def build_core(
     )
 
 
-def build_crm(crm: SalesforceSettings | DataverseSettings, where: str, secrets_dir: Path | None) -> CrmAdapter:
+def build_crm(
+    crm: SalesforceSettings | DataverseSettings, where: str, secrets_dir: Path | None
+) -> CrmAdapter:
     if isinstance(crm, SalesforceSettings):
         from connector.crm.salesforce import build_salesforce
 

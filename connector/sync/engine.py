@@ -20,11 +20,11 @@ from typing import Any
 
 from connector.crm.base import CrmAdapter, StageInfo
 from connector.dealcore.client import ReferralsClient
-from connector.dealcore.payload import patch_ops
+from connector.dealcore.payload import patch_ops, status_ops
 from connector.errors import ConnectorError, CoreError, PreconditionFailed, QuotaExhausted
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
-from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Substatus
+from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
 from connector.state.store import Link, LinkState, Store
 from connector.sync.mirror import (
     CoreFacts,
@@ -33,7 +33,7 @@ from connector.sync.mirror import (
     values_fingerprint,
     with_microsoft,
 )
-from connector.sync.plan import Action, Create, Reject, Skip, Update, is_terminal, plan_outbound
+from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
 from connector.sync.report import Outcome, RunReport
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class SyncEngine:
                 del links[crm_id]  # never created: plan a create (the pending mark is reused)
                 continue
             resolved = self._linked(link, found, link.fingerprint, link.sent_body)
-            self.store.save_link(resolved)
+            self.store.save_link(self.connection, resolved)
             links[crm_id] = resolved
             log.info(
                 "%s: %s: pending create resolved to referral %s", self.connection, crm_id, found.id
@@ -263,9 +263,11 @@ class SyncEngine:
         referral = self.core.create(action.body)
         kind = "created"
         if action.close_as is not None:
-            referral = self.core.patch(referral.id, _close_ops(action.close_as), referral.etag)
+            referral = self.core.patch(
+                referral.id, status_ops(Status.CLOSED, action.close_as), referral.etag
+            )
         link = self._linked(None, referral, fingerprint, action.body, crm_id=draft.crm_id)
-        self.store.save_link(link)
+        self.store.save_link(self.connection, link)
         return _Outcome(draft.crm_id, kind, link=link)
 
     def _update(self, action: Update, link: Link) -> _Outcome:
@@ -278,22 +280,23 @@ class SyncEngine:
             fresh = self.core.get(link.referral_id)
             if fresh.is_terminal:
                 link = self._linked(link, fresh, link.fingerprint, link.sent_body)
-                self.store.save_link(link)
+                self.store.save_link(self.connection, link)
                 return _Outcome(link.crm_id, "skipped", "terminal", link=link)
             ops = patch_ops(dict(fresh.raw), action.body)
             if action.closes is not None:
-                ops = [o for o in ops if o["path"] not in {"/status", "/substatus"}]
-                ops += _close_ops(action.closes)
+                closing = status_ops(Status.CLOSED, action.closes)
+                paths = {op["path"] for op in closing}
+                ops = [o for o in ops if o["path"] not in paths] + closing
             referral = self.core.patch(link.referral_id, ops, fresh.etag) if ops else fresh
         except CoreError as exc:
             if exc.code in {"ReferralClosed", "InvalidTransition"}:
                 fresh = self.core.get(link.referral_id)
                 link = self._linked(link, fresh, link.fingerprint, link.sent_body)
-                self.store.save_link(link)
+                self.store.save_link(self.connection, link)
                 return _Outcome(link.crm_id, "skipped", "terminal", link=link)
             raise
         new_link = self._linked(link, referral, action.fingerprint, action.body)
-        self.store.save_link(new_link)
+        self.store.save_link(self.connection, new_link)
         kind = "closed" if action.closes is not None else "updated"
         return _Outcome(link.crm_id, kind, link=new_link, notice=action.warning)
 
@@ -489,13 +492,6 @@ def _is_microsoft(referral: ReferralState) -> bool:
     return isinstance(owner, Mapping) and owner.get("type") == "Microsoft"
 
 
-def _close_ops(substatus: Substatus) -> list[dict[str, Any]]:
-    return [
-        {"op": "replace", "path": "/status", "value": "Closed"},
-        {"op": "replace", "path": "/substatus", "value": substatus.value},
-    ]
-
-
 def _describe(action: Action) -> dict[str, Any]:
     if isinstance(action, Create):
         return {
@@ -528,14 +524,3 @@ def _count_planned(action: Action, report: RunReport) -> None:
         report.skipped[action.reason.value] += 1
     else:
         report.rejected[action.code] += 1
-
-
-def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

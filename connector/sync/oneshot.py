@@ -29,7 +29,9 @@ def run_once(
     try:
         for conn in connections:
             with open_runtime(conn, settings) as rt:
-                report = _run_with_progress(conn, rt, store, dry_run=dry_run, full=full, console=console)
+                report = _run_with_progress(
+                    conn, rt, store, dry_run=dry_run, full=full, console=console
+                )
             reports.append(report)
             print_summary(report, console)
             if dry_run:
@@ -40,7 +42,13 @@ def run_once(
 
 
 def _run_with_progress(
-    conn: ConnectionSettings, rt: object, store: Store, *, dry_run: bool, full: bool, console: Console
+    conn: ConnectionSettings,
+    rt: object,
+    store: Store,
+    *,
+    dry_run: bool,
+    full: bool,
+    console: Console,
 ) -> RunReport:
     from connector.runtime import Runtime
 
@@ -60,9 +68,7 @@ def _run_with_progress(
 
         def on_progress(kind: str, n: int) -> None:
             totals[kind] = totals.get(kind, 0) + n
-            progress.update(
-                task, counts=", ".join(f"{k} {v}" for k, v in totals.items())
-            )
+            progress.update(task, counts=", ".join(f"{k} {v}" for k, v in totals.items()))
 
         engine = SyncEngine(
             conn.name,
@@ -78,7 +84,9 @@ def _run_with_progress(
 
 
 def print_summary(report: RunReport, console: Console) -> None:
-    title = f"{report.connection}: {report.outcome}" + (" (dry run: nothing written)" if report.dry_run else "")
+    title = f"{report.connection}: {report.outcome}" + (
+        " (dry run: nothing written)" if report.dry_run else ""
+    )
     table = Table(title=title, show_header=True)
     table.add_column("what")
     table.add_column("count", justify="right")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from connector.dealcore.payload import patch_ops, referral_body
+from connector.dealcore.payload import patch_ops, referral_body, status_ops
 from connector.model import DealDraft, DealType, Rejection, StandardStage, Status, Substatus
 
 
@@ -100,21 +100,6 @@ def is_terminal(status: str | None, substatus: str | None) -> bool:
     }
 
 
-def outbound_body(draft: DealDraft, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The referral body for a draft; a lost deal keeps the last sales stage it reported."""
-    body = referral_body(draft)
-    if draft.stage is StandardStage.LOST:
-        body["salesStage"] = (previous or {}).get("salesStage") or "10"
-    return body
-
-
-def _close_ops(substatus: Substatus) -> list[dict[str, Any]]:
-    return [
-        {"op": "replace", "path": "/status", "value": Status.CLOSED.value},
-        {"op": "replace", "path": "/substatus", "value": substatus.value},
-    ]
-
-
 def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action:
     """One action for one mapped record. ``link`` is None when the record was never shared."""
     if isinstance(item, Rejection):
@@ -125,7 +110,7 @@ def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action
         if draft.stage is StandardStage.LOST:
             return Skip(draft.crm_id, SkipReason.LOST_BEFORE_SHARED, fingerprint=fingerprint)
         close_as = Substatus.WON if draft.stage is StandardStage.WON else None
-        return Create(draft, outbound_body(draft), close_as)
+        return Create(draft, referral_body(draft), close_as)
     if link.fingerprint == fingerprint:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, fingerprint=fingerprint)
     if is_terminal(link.status, link.substatus):
@@ -148,7 +133,7 @@ def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action
             "Sharing with Microsoft cannot be undone; the deal stays co-sell in Partner Center."
         )
         draft = _keep_shared(draft, previous)
-    body = outbound_body(draft, previous)
+    body = referral_body(draft)
     ops = patch_ops(previous, body)
     closes = None
     if draft.stage is StandardStage.WON:
@@ -156,7 +141,9 @@ def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action
     elif draft.stage is StandardStage.LOST:
         closes = Substatus.LOST
     if closes is not None:
-        ops = [op for op in ops if op["path"] not in {"/status", "/substatus"}] + _close_ops(closes)
+        closing = status_ops(Status.CLOSED, closes)
+        paths = {op["path"] for op in closing}
+        ops = [op for op in ops if op["path"] not in paths] + closing
     if not ops:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, notice=warning, fingerprint=fingerprint)
     return Update(draft, body, ops, fingerprint, closes, warning)
