@@ -143,6 +143,64 @@ def _exit_code(outcomes: list[str]) -> int:
 
 
 @app.command()
+def run(
+    config: ConfigOpt = None,
+    health_host: Annotated[
+        str,
+        typer.Option(envvar="CONNECTOR_HEALTH_HOST", help="Address of the health/metrics port."),
+    ] = "127.0.0.1",
+    health_port: Annotated[
+        int,
+        typer.Option(
+            envvar="CONNECTOR_HEALTH_PORT", help="Port of /healthz, /readyz and /metrics."
+        ),
+    ] = 9464,
+    grace_s: Annotated[
+        float,
+        typer.Option(
+            "--grace-s",
+            envvar="CONNECTOR_GRACE_S",
+            help="Seconds a stop waits for the running cycle.",
+        ),
+    ] = 30.0,
+    unready_after_s: Annotated[
+        float,
+        typer.Option(
+            "--unready-after-s",
+            envvar="CONNECTOR_UNREADY_AFTER_S",
+            help="How long a connection may fail before /readyz says unready.",
+        ),
+    ] = 0.0,
+) -> None:
+    """Run the daemon: every connection on its schedule, with health and metrics."""
+    from connector.daemon import Daemon
+
+    settings = _settings(config)
+    try:
+        cfg = load_config(settings.config)
+        daemon = Daemon(
+            settings,
+            cfg,
+            health_host=health_host,
+            health_port=health_port,
+            grace_s=grace_s,
+            unready_after_s=unready_after_s,
+        )
+    except (ConfigError, MappingError) as exc:
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    except ConnectorError as exc:
+        raise _fail(exc.message, ExitCode.FAILED) from None
+    except OSError as exc:
+        raise _fail(
+            f"cannot open the health port {health_host}:{health_port}: {exc.strerror}",
+            ExitCode.BAD_CONFIG,
+        ) from None
+    daemon.install_signal_handlers()
+    daemon.start()
+    raise typer.Exit(daemon.wait())
+
+
+@app.command()
 def status(config: ConfigOpt = None) -> None:
     """Show cursors, link counts, dead letters and recent runs."""
     from connector.state.store import Store

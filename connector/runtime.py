@@ -95,9 +95,12 @@ def build_crm(
 
 
 @contextmanager
-def open_runtime(conn: ConnectionSettings, settings: Settings) -> Iterator[Runtime]:
+def open_runtime(
+    conn: ConnectionSettings, settings: Settings, *, mapping: MappingFile | None = None
+) -> Iterator[Runtime]:
+    """The connection's clients, closed on exit; ``mapping`` overrides reading the file."""
     where = f"connections[{conn.name}]"
-    mapping = load_mapping(conn.mapping)
+    mapping = mapping or load_mapping(conn.mapping)
     expected = "salesforce" if isinstance(conn.crm, SalesforceSettings) else "dynamics"
     if mapping.crm != expected:
         raise ConfigError(

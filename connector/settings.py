@@ -153,6 +153,20 @@ class Schedule(BaseModel):
     cron: str | None = None
     jitter_s: int = Field(10, ge=0)
 
+    @model_validator(mode="after")
+    def _valid_cron(self) -> Schedule:
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron)
+            except ValueError as exc:
+                raise ValueError(
+                    f"cron {self.cron!r} is not a crontab expression (minute hour day month "
+                    f"weekday, e.g. '*/5 * * * *'): {exc}"
+                ) from None
+        return self
+
 
 class ConnectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -95,6 +95,7 @@ class SyncEngine:
         report = RunReport(self.connection, dry_run=dry_run)
         started = time.monotonic()
         run_id = None if dry_run else self.store.start_run(self.connection)
+        calls_before = self._api_calls()
         try:
             stages = self._stages()
             if not dry_run:
@@ -114,7 +115,9 @@ class SyncEngine:
             log.error("%s: the run failed: %s", self.connection, exc.message)
         finally:
             report.duration_s = time.monotonic() - started
-            report.api_calls = self._api_calls()
+            report.api_calls = {
+                system: n - calls_before.get(system, 0) for system, n in self._api_calls().items()
+            }
             report.finish_outcome()
             if run_id is not None:
                 self.store.finish_run(
