@@ -41,7 +41,8 @@ class TlsFiles:
 def make_tls(ca_file: Path, workdir: Path) -> TlsFiles:
     """A fresh CA (written to ``ca_file`` for clients to trust) and a server certificate."""
     ca = trustme.CA(organization_name="co-sell connector sandbox")
-    cert = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    # "sandbox" is its host name on a compose network
+    cert = ca.issue_cert("localhost", "127.0.0.1", "::1", "sandbox")
     ca_file.parent.mkdir(parents=True, exist_ok=True)
     ca.cert_pem.write_to_path(str(ca_file))
     cert_file = workdir / "server.pem"
