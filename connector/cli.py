@@ -14,7 +14,7 @@ from rich.table import Table
 
 from connector import logs
 from connector.errors import ConfigError, ConnectorError, MappingError
-from connector.settings import Settings, load_config
+from connector.settings import Settings, load_config, state_url
 
 app = typer.Typer(
     help="Co-sell connector: keeps CRM opportunities and Partner Center referrals in step.",
@@ -210,7 +210,7 @@ def status(config: ConfigOpt = None) -> None:
         cfg = load_config(settings.config)
     except ConfigError as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
-    store = Store.open(cfg.state_url or settings.state_url)
+    store = Store.open(state_url(settings, cfg))
     try:
         table = Table(title="Connections")
         for col in ("connection", "CRM cursor", "core cursor", "links", "dead letters"):
@@ -294,6 +294,7 @@ def auth_login(
     import httpx
 
     from connector.dealcore.auth import device_code_login
+    from connector.runtime import tls_context
 
     settings = _settings(config)
     try:
@@ -304,8 +305,7 @@ def auth_login(
     for conn in conns:
         core = conn.core
         devicecode_url = core.devicecode_url or core.token_url.replace("/token", "/devicecode")
-        verify: str | bool = str(core.ca_file) if core.ca_file else True
-        with httpx.Client(verify=verify, timeout=core.timeout_s) as http:
+        with httpx.Client(verify=tls_context(core.ca_file), timeout=core.timeout_s) as http:
             try:
                 device_code_login(
                     devicecode_url,

@@ -31,7 +31,7 @@ from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
 from connector.metrics import Metrics
 from connector.runtime import Runtime, open_runtime
-from connector.settings import ConfigFile, ConnectionSettings, Settings
+from connector.settings import ConfigFile, ConnectionSettings, Settings, state_url
 from connector.state.store import Store
 from connector.sync.engine import SyncEngine
 from connector.sync.report import Outcome, RunReport
@@ -84,7 +84,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.done = threading.Event()
         self._mappings = {c.name: self._watch(c) for c in self.connections}
-        self.store = Store.open(config.state_url or settings.state_url)
+        self.store = Store.open(state_url(settings, config))
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self._http: ThreadingHTTPServer | None = None
         self._health_addr = (health_host, health_port)
@@ -231,7 +231,7 @@ class Daemon:
         daemon = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 if self.path == "/healthz":
                     alive = daemon.scheduler.running and not daemon.done.is_set()
                     self._send(200 if alive else 503, {"status": "ok" if alive else "stopping"})

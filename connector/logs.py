@@ -61,19 +61,23 @@ class JsonFormatter(logging.Formatter):
 def setup(level: str = "INFO", fmt: str = "auto") -> None:
     """Configure the root logger once for the process."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler: logging.Handler
     if use_json:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(JsonFormatter())
+        handler = stream
     else:
+        from rich.console import Console
         from rich.logging import RichHandler
 
-        handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+        handler = RichHandler(
+            console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False
+        )
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "urllib3", "uvicorn.access", "apscheduler.executors"):
+    for noisy in ("httpx", "httpcore", "urllib3", "uvicorn.access", "apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from connector.crm.base import CrmAdapter
+from connector.crm.factory import build_crm
 from connector.dealcore.auth import ClientCredentialsTokens, RefreshTokenTokens, TokenProvider
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.payload import referral_link
@@ -21,7 +23,6 @@ from connector.mapping.schema import MappingFile
 from connector.settings import (
     ConnectionSettings,
     CoreSettings,
-    DataverseSettings,
     SalesforceSettings,
     Settings,
 )
@@ -40,7 +41,8 @@ class Runtime:
         return referral_link(referral_id, self.settings.core.referral_link_base)
 
 
-def _verify(ca_file: Path | None) -> str | bool:
+def tls_context(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """Verification is always on: the system store, or the given CA file (the sandbox's)."""
     if ca_file is None:
         return True
     if not ca_file.exists():
@@ -48,7 +50,7 @@ def _verify(ca_file: Path | None) -> str | bool:
             f"the CA file {ca_file} does not exist; start the sandbox first "
             "(`connector sandbox`), or fix ca_file in the config"
         )
-    return str(ca_file)
+    return ssl.create_default_context(cafile=str(ca_file))
 
 
 def core_tokens(
@@ -66,7 +68,7 @@ def core_tokens(
 def core_http(core: CoreSettings) -> httpx.Client:
     pool = core.concurrency + 4
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-    return httpx.Client(verify=_verify(core.ca_file), timeout=core.timeout_s, limits=limits)
+    return httpx.Client(verify=tls_context(core.ca_file), timeout=core.timeout_s, limits=limits)
 
 
 def build_core(
@@ -80,18 +82,6 @@ def build_core(
     return ReferralsClient(
         core.base_url, tokens, http=http, correlation_id=correlation_id or str(uuid.uuid4())
     )
-
-
-def build_crm(
-    crm: SalesforceSettings | DataverseSettings, where: str, secrets_dir: Path | None
-) -> CrmAdapter:
-    if isinstance(crm, SalesforceSettings):
-        from connector.crm.salesforce import build_salesforce
-
-        return build_salesforce(crm, where, secrets_dir)
-    from connector.crm.dynamics import build_dynamics
-
-    return build_dynamics(crm, where, secrets_dir)
 
 
 @contextmanager

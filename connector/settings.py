@@ -110,17 +110,18 @@ class DataverseSettings(BaseModel):
 
     kind: Literal["dynamics"] = "dynamics"
     environment_url: str
-    token_url: str
+    #: Entra ID: tokens come from {authority}/{tenant}/oauth2/v2.0/token
+    authority: str = "https://login.microsoftonline.com"
+    tenant: str
     client_id: str
     client_secret: SecretRef
-    scope: str | None = None
     ca_file: Path | None = None
     timeout_s: float = 30.0
     page_size: int = Field(1000, ge=1, le=5000)
     max_concurrency: int = Field(8, ge=1, le=50)
     change_tracking: bool = True
     stage_source: str = "salesstage"
-    max_requests_per_run: int | None = None
+    max_requests_per_run: int | None = Field(None, ge=1)
 
 
 CrmSettings = Annotated[SalesforceSettings | DataverseSettings, Field(discriminator="kind")]
@@ -201,6 +202,13 @@ class ConfigFile(BaseModel):
                 return [c]
         known = ", ".join(c.name for c in self.connections)
         raise ConfigError(f"no connection named {name!r} in the config file (known: {known})")
+
+
+def state_url(settings: Settings, config: ConfigFile) -> str:
+    """``CONNECTOR_STATE_URL`` when set, else the config file's ``state_url``, else the default."""
+    if "state_url" in settings.model_fields_set or config.state_url is None:
+        return settings.state_url
+    return config.state_url
 
 
 def load_config(path: Path) -> ConfigFile:

@@ -33,6 +33,10 @@ MAX_SOLUTIONS = 50
 MAX_VALUE = Decimal("1e12")
 _SOLUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: ISO 4217 codes that are not currencies a deal can be valued in (testing, metals, units)
+_NOT_DEAL_CURRENCIES = frozenset(
+    {"XXX", "XTS", "XAU", "XAG", "XPD", "XPT", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA"}
+)
 _CONTROL = {c for c in map(chr, range(32)) if c not in "\n\t"} | {chr(127)}
 
 #: standard stage by CRM probability (the lower bound of each band)
@@ -147,7 +151,11 @@ class _Reader:
         if value is None:
             return None
         code = value.upper()
-        if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None:
+        if (
+            len(code) != 3
+            or code in _NOT_DEAL_CURRENCIES
+            or pycountry.currencies.get(alpha_3=code) is None
+        ):
             self.problems.append(
                 f"the currency {value[:20]!r} ({_where(source)}) is not an ISO 4217 code such as USD or EUR"
             )
@@ -187,6 +195,12 @@ class _Reader:
         return code
 
     def contact(self, fields: ContactFields, label: str, *, required: bool) -> Contact | None:
+        parts = (fields.first_name, fields.last_name, fields.email, fields.phone)
+        if all(self.raw(p) is None for p in parts):
+            if required:
+                named = ", ".join(p.field for p in parts if p.field)
+                self.problems.append(f"the {label} is missing ({named} are empty); add one")
+            return None
         before = len(self.problems)
         first = self.text(fields.first_name, f"the {label}'s first name", required=required)
         last = self.text(fields.last_name, f"the {label}'s last name", required=required)
@@ -294,7 +308,9 @@ def apply_mapping(
     contacts: tuple[Contact, ...] = ()
     if f.customer_contact is not None:
         contact = r.contact(
-            f.customer_contact, "customer contact", required=deal_type is DealType.CO_SELL
+            f.customer_contact,
+            "customer contact (needed when Microsoft is invited)",
+            required=deal_type is DealType.CO_SELL,
         )
         contacts = (contact,) if contact else ()
     elif deal_type is DealType.CO_SELL:

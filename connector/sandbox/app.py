@@ -265,26 +265,13 @@ def load_state(path: Path, ctx: SandboxContext, parts: dict[str, Part]) -> bool:
 
 
 def build_parts(ctx: SandboxContext) -> dict[str, Part]:
-    """Create every imitated API that is available in this build."""
+    """Create the three imitated APIs."""
     parts: dict[str, Part] = {}
-    try:
-        from connector.sandbox import partner_center
-    except ImportError:  # pragma: no cover - while a part is being written
-        pass
-    else:
-        parts["core"] = partner_center.create(ctx)
-    try:
-        from connector.sandbox import salesforce
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        parts["salesforce"] = salesforce.create(ctx)
-    try:
-        from connector.sandbox import dataverse
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        parts["dataverse"] = dataverse.create(ctx)
+    from connector.sandbox import dataverse, partner_center, salesforce
+
+    parts["core"] = partner_center.create(ctx)
+    parts["salesforce"] = salesforce.create(ctx)
+    parts["dataverse"] = dataverse.create(ctx)
     for name, part in parts.items():
         ctx.parts[name] = part
     return parts
@@ -318,5 +305,5 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx
     app.state.parts = parts
-    app.add_middleware(FaultMiddleware, ctx=ctx, parts=parts)  # type: ignore[arg-type]
+    app.add_middleware(FaultMiddleware, ctx=ctx, parts=parts)
     return app

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -59,6 +59,8 @@ class _Outcome:
     link: Link | None = None
     notice: str | None = None
     transient: bool = False
+    #: the record's fingerprint when it was skipped (kept so the skip is not repeated)
+    fingerprint: str | None = None
 
 
 class SyncEngine:
@@ -244,7 +246,13 @@ class SyncEngine:
 
     def _settle(self, action: Action) -> _Outcome:
         if isinstance(action, Skip):
-            return _Outcome(action.crm_id, "skipped", action.reason.value, notice=action.notice)
+            return _Outcome(
+                action.crm_id,
+                "skipped",
+                action.reason.value,
+                notice=action.notice,
+                fingerprint=action.fingerprint,
+            )
         assert isinstance(action, Reject)
         return _Outcome(action.crm_id, "rejected", action.code, action.message)
 
@@ -264,23 +272,29 @@ class SyncEngine:
         fingerprint = draft.fingerprint()
         self.store.mark_pending(self.connection, draft.crm_id, fingerprint, action.body)
         referral = self.core.create(action.body)
-        kind = "created"
+        # The core may start a new deal at its own stage (Created, 10) whatever the body
+        # said: bring it to the CRM's stage, and close it when the CRM says won, at once.
+        ops = patch_ops(dict(referral.raw), action.body)
         if action.close_as is not None:
-            referral = self.core.patch(
-                referral.id, status_ops(Status.CLOSED, action.close_as), referral.etag
-            )
+            closing = status_ops(Status.CLOSED, action.close_as)
+            paths = {op["path"] for op in closing}
+            ops = [op for op in ops if op["path"] not in paths] + closing
+        if ops:
+            referral = self.core.patch(referral.id, ops, referral.etag)
+        kind = "created"
         link = self._linked(None, referral, fingerprint, action.body, crm_id=draft.crm_id)
         self.store.save_link(self.connection, link)
         return _Outcome(draft.crm_id, kind, link=link)
 
     def _update(self, action: Update, link: Link) -> _Outcome:
-        assert link.referral_id is not None
+        referral_id = link.referral_id
+        assert referral_id is not None
         ops = action.ops
         try:
-            referral = self.core.patch(link.referral_id, ops, link.etag)
+            referral = self.core.patch(referral_id, ops, link.etag)
         except PreconditionFailed:
             # Someone changed the referral since we read it: re-read, re-plan, retry once.
-            fresh = self.core.get(link.referral_id)
+            fresh = self.core.get(referral_id)
             if fresh.is_terminal:
                 link = self._linked(link, fresh, link.fingerprint, link.sent_body)
                 self.store.save_link(self.connection, link)
@@ -290,10 +304,10 @@ class SyncEngine:
                 closing = status_ops(Status.CLOSED, action.closes)
                 paths = {op["path"] for op in closing}
                 ops = [o for o in ops if o["path"] not in paths] + closing
-            referral = self.core.patch(link.referral_id, ops, fresh.etag) if ops else fresh
+            referral = self.core.patch(referral_id, ops, fresh.etag) if ops else fresh
         except CoreError as exc:
             if exc.code in {"ReferralClosed", "InvalidTransition"}:
-                fresh = self.core.get(link.referral_id)
+                fresh = self.core.get(referral_id)
                 link = self._linked(link, fresh, link.fingerprint, link.sent_body)
                 self.store.save_link(self.connection, link)
                 return _Outcome(link.crm_id, "skipped", "terminal", link=link)
@@ -314,11 +328,12 @@ class SyncEngine:
     ) -> Link:
         previous = CoreFacts.from_json(link.core_facts) if link and link.core_facts else None
         facts = facts_of(referral, self.link_for(referral.id), None)
-        if previous is not None and previous.microsoft_status:
+        if link is not None and previous is not None:
             facts = replace(
                 facts,
                 microsoft_status=previous.microsoft_status,
                 microsoft_expiration=previous.microsoft_expiration,
+                notice=previous.notice if fingerprint == link.fingerprint else None,
             )
         state = LinkState.TERMINAL if referral.is_terminal else LinkState.LINKED
         base = link or Link(connection=self.connection, crm_id=crm_id or "", state=state)
@@ -348,6 +363,12 @@ class SyncEngine:
         updates: list[tuple[CrmStatusUpdate, Link | None, str]] = []
         now = self.clock()
         fields = self.mapping.status_fields
+        troubled = {o.crm_id for o in outcomes if o.kind in {"rejected", "failed"}}
+        earlier = (
+            {d.crm_id: d.message for d in self.store.list_dead_letters(self.connection)}
+            if troubled
+            else {}
+        )
         for o in outcomes:
             if o.kind in {"created", "updated", "closed"}:
                 setattr(report, o.kind, getattr(report, o.kind) + 1)
@@ -359,26 +380,37 @@ class SyncEngine:
             else:
                 report.failed[o.reason or "error"] += 1
             link = o.link or links.get(o.crm_id)
-            error = o.message if o.kind in {"rejected", "failed"} else o.notice
-            if o.kind in {"rejected", "failed"}:
+            error = o.message if o.crm_id in troubled else o.notice
+            if o.crm_id in troubled:
                 record = records.get(o.crm_id)
                 code = f"transient:{o.reason}" if o.transient else (o.reason or "error")
-                changed = self.store.add_dead_letter(
+                self.store.add_dead_letter(
                     self.connection,
                     o.crm_id,
                     code,
                     o.message or "",
-                    record.modstamp.isoformat() if record else None,
+                    record.modstamp if record else None,
                 )
                 if link is None or link.core_facts is None:
-                    if changed and fields.sync_error:
+                    # Writing the error bumps the record's stamp: write it only when it is
+                    # new, or the next cycle would read the record and write it again.
+                    if fields.sync_error and earlier.get(o.crm_id) != o.message:
                         updates.append(
                             (CrmStatusUpdate(o.crm_id, {fields.sync_error: error}), None, "")
                         )
                     continue
             if link is None or link.core_facts is None:
                 continue
-            values = status_values(CoreFacts.from_json(link.core_facts), fields, now, error)
+            facts = CoreFacts.from_json(link.core_facts)
+            if o.kind == "skipped" and o.reason == "unchanged":
+                error = facts.notice  # nothing new happened to the record
+            elif o.kind not in {"rejected", "failed"} and facts.notice != o.notice:
+                facts = replace(facts, notice=o.notice)
+                link = replace(
+                    link, core_facts=facts.as_json(), fingerprint=o.fingerprint or link.fingerprint
+                )
+                self.store.save_link(self.connection, link)
+            values = status_values(facts, fields, now, error)
             fp = values_fingerprint(values)
             if fp != link.mirrored_fingerprint:
                 updates.append((self._with_stamp(o.crm_id, values, now), link, fp))

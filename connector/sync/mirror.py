@@ -31,13 +31,16 @@ class CoreFacts:
     registration_eligible: bool | None = None
     microsoft_status: str | None = None
     microsoft_expiration: str | None = None
+    #: why the record's last change was not sent (terminal deal, forbidden invitation);
+    #: kept until the record changes again, so later mirrors do not erase it
+    notice: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CoreFacts:
-        known = {k: data.get(k) for k in cls.__dataclass_fields__}
+        known: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__}
         return cls(**known)
 
 
@@ -96,7 +99,7 @@ def status_values(
     optional: dict[str | None, Any] = {
         fields.referral_link: facts.link,
         fields.status: status,
-        fields.sync_error: sync_error,
+        fields.sync_error: sync_error if sync_error is not None else facts.notice,
         fields.microsoft_status: facts.microsoft_status or NOT_INVITED,
         fields.expiration: pending_expiry,
         fields.days_to_expiry: _days_left(pending_expiry, now),

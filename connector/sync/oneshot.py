@@ -9,7 +9,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from connector.runtime import open_runtime
-from connector.settings import ConfigFile, ConnectionSettings, Settings
+from connector.settings import ConfigFile, ConnectionSettings, Settings, state_url
 from connector.state.store import Store
 from connector.sync.engine import SyncEngine
 from connector.sync.report import RunReport
@@ -24,7 +24,7 @@ def run_once(
     full: bool,
     console: Console,
 ) -> list[RunReport]:
-    store = Store.open(cfg.state_url or settings.state_url)
+    store = Store.open(state_url(settings, cfg))
     reports: list[RunReport] = []
     try:
         for conn in connections:

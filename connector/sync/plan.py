@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from connector.dealcore.payload import patch_ops, referral_body, status_ops
 from connector.model import DealDraft, DealType, Rejection, StandardStage, Status, Substatus
@@ -25,16 +25,21 @@ class SkipReason(StrEnum):
     INCOMING = "incoming_not_answered"
 
 
-class LinkFacts:
+class LinkFacts(Protocol):
     """What the planner reads of a link (the store's ``Link`` satisfies it)."""
 
-    referral_id: str | None
-    fingerprint: str | None
-    sent_body: Mapping[str, Any] | None
-    status: str | None
-    substatus: str | None
-    direction: str | None
-    etag: str | None
+    @property
+    def referral_id(self) -> str | None: ...
+    @property
+    def fingerprint(self) -> str | None: ...
+    @property
+    def sent_body(self) -> Mapping[str, Any] | None: ...
+    @property
+    def status(self) -> str | None: ...
+    @property
+    def substatus(self) -> str | None: ...
+    @property
+    def direction(self) -> str: ...
 
 
 @dataclass(frozen=True)

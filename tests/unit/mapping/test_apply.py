@@ -90,6 +90,7 @@ def test_help_asked_of_microsoft_makes_a_co_sell_deal() -> None:
         ({"CloseDate": "2026-02-30"}, "is not a date"),
         ({"CurrencyIsoCode": "XXY"}, "is not an ISO 4217 code"),
         ({"CurrencyIsoCode": "US$"}, "is not an ISO 4217 code"),
+        ({"CurrencyIsoCode": "XXX"}, "is not an ISO 4217 code"),
         ({"Account.BillingCountryCode": None}, "the customer's country is empty"),
         ({"Account.BillingCountryCode": "United States"}, "is not an ISO 3166"),
         ({"CoSell_Solutions__c": None}, "no solution is named"),
@@ -101,7 +102,17 @@ def test_help_asked_of_microsoft_makes_a_co_sell_deal() -> None:
         ({"How_can_Microsoft_help__c": "Lots"}, "deal_type.help_values does not list"),
         (
             {"How_can_Microsoft_help__c": "General or Other", "Primary_Contact__r.Email": None},
-            "the customer contact's email is empty",
+            "the customer contact (needed when Microsoft is invited)'s email is empty",
+        ),
+        (
+            {
+                "How_can_Microsoft_help__c": "General or Other",
+                "Primary_Contact__r.FirstName": None,
+                "Primary_Contact__r.LastName": None,
+                "Primary_Contact__r.Email": None,
+                "Primary_Contact__r.Phone": None,
+            },
+            "the customer contact (needed when Microsoft is invited) is missing",
         ),
     ],
 )

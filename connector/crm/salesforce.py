@@ -1,0 +1,452 @@
+"""Salesforce opportunities behind the :class:`~connector.crm.base.CrmAdapter` seam.
+
+Built on simple-salesforce 1.12 over one ``requests.Session`` (see
+:mod:`connector.crm.salesforce_auth`). Every HTTP call goes through
+:meth:`SalesforceOpportunities._call`, which in order: checks the quota guard, counts
+the call by kind, sends it with the configured timeout, signs in again once on 401,
+classifies failures into :class:`~connector.errors.CrmError`
+(:func:`~connector.crm.salesforce_errors.crm_error_from`),
+and records ``Sforce-Limit-Info``. Transient failures are retried through
+:mod:`connector.dealcore.retry`, except creates, which are not idempotent.
+
+Reading changes follows the safe pattern of the reference: closed lower bound
+``SystemModstamp >= cursor - overlap``, ``ORDER BY SystemModstamp, Id``, de-duplication
+by ``(Id, SystemModstamp)``, ``queryAll`` so soft-deleted rows are seen, page by page
+through ``nextRecordsUrl``, and a cursor never past the server's time minus a margin.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, TypeVar
+
+import requests
+from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
+from simple_salesforce.format import format_soql
+
+from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, WriteResult
+from connector.crm.salesforce_errors import crm_error_from
+from connector.crm.salesforce_records import (
+    RECORD_ID_RE,
+    normalise_record,
+    record_body,
+    refused_write,
+    select_fields,
+    write_result,
+)
+from connector.crm.soql_filter import compile_soql, soql_literal
+from connector.dealcore.retry import RetryPolicy, Sleep, call_with_retry
+from connector.errors import ConfigError, CrmError, QuotaExhausted
+from connector.mapping.filters import Filter
+from connector.model import CrmOpportunity, CrmStatusUpdate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: records per ``composite/sobjects`` call (Salesforce's limit)
+COLLECTION_SIZE = 200
+_OBJECT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_STAGE_SOQL = (
+    "SELECT MasterLabel, ApiName, IsActive, SortOrder, IsClosed, IsWon, DefaultProbability, "
+    "ForecastCategoryName FROM OpportunityStage WHERE IsActive = true ORDER BY SortOrder"
+)
+
+
+class SalesforceLogin(Protocol):
+    """What the adapter needs of :class:`~connector.crm.salesforce_auth.SalesforceAuth`."""
+
+    session: requests.Session
+
+    @property
+    def fetches_tokens(self) -> bool: ...
+
+    def login(self) -> Salesforce: ...
+
+    def close(self) -> None: ...
+
+
+class SalesforceOpportunities:
+    """Opportunities of one Salesforce org (see the module docstring for the guarantees).
+
+    ``timeout`` applies to every call (seconds); ``batch_size`` is the query page size
+    asked for (200-2000); ``overlap_s`` how far before the cursor each pull starts;
+    ``server_margin_s`` how far behind the server's clock a cursor must stay;
+    ``max_quota_share`` stops calls once ``used / limit`` of the org's daily API
+    allowance reaches it (None: no guard).
+    """
+
+    system = "salesforce"
+
+    def __init__(
+        self,
+        auth: SalesforceLogin,
+        *,
+        timeout: float = 30.0,
+        batch_size: int = 2000,
+        overlap_s: float = 300.0,
+        server_margin_s: float = 5.0,
+        object_name: str = "Opportunity",
+        max_quota_share: float | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = time.sleep,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if not 200 <= batch_size <= 2000:
+            raise ConfigError(f"Salesforce batch_size {batch_size} must be between 200 and 2000")
+        if not _OBJECT_RE.fullmatch(object_name):
+            raise ConfigError(f"{object_name!r} is not a Salesforce object API name")
+        if max_quota_share is not None and not 0 < max_quota_share <= 1:
+            raise ConfigError(f"Salesforce max_quota_share {max_quota_share} must be in (0, 1]")
+        self.auth = auth
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.overlap = timedelta(seconds=overlap_s)
+        self.server_margin = timedelta(seconds=server_margin_s)
+        self.object_name = object_name
+        self.max_quota_share = max_quota_share
+        self.retry = retry or RetryPolicy()
+        self.usage = ApiUsage()
+        #: rows dropped because their (Id, SystemModstamp) was already pulled
+        self.duplicates_dropped = 0
+        self._sleep = sleep
+        self._clock = clock
+        self._sf: Salesforce | None = None
+        self._server_time: datetime | None = None
+        auth.session.hooks["response"].append(self._remember_server_time)
+
+    # ------------------------------------------------------------------ reading
+
+    def changes_soql(
+        self, fields: Sequence[str], since: datetime | None, select: Filter | None
+    ) -> str:
+        """The change query: names whitelisted, values escaped by :func:`soql_literal`."""
+        columns = ", ".join(self._columns(fields))
+        conditions = []
+        if since is not None:
+            conditions.append(f"SystemModstamp >= {soql_literal(since)}")
+        if select is not None:
+            conditions.append(compile_soql(select))
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+        return str(
+            format_soql(
+                "SELECT {:literal} FROM {:literal}{:literal} ORDER BY SystemModstamp, Id",
+                columns,
+                self.object_name,
+                where,
+            )
+        )
+
+    def pull_changes(
+        self, cursor: str | None, *, fields: Sequence[str], select: Filter | None
+    ) -> Iterator[CrmPage]:
+        """Pages of records changed since ``cursor`` (an ISO 8601 SystemModstamp), streamed."""
+        previous = _parse_cursor(cursor)
+        since = previous - self.overlap if previous is not None else None
+        columns = self._columns(fields)
+        soql = self.changes_soql(fields, since, select)
+        seen: set[tuple[str, datetime]] = set()
+        started = time.monotonic()
+        pages = records = 0
+        for rows in self._pages(soql, what=f"the {self.object_name} change query", batched=True):
+            page = []
+            for row in rows:
+                opp = self._normalise(row, columns)
+                key = (opp.id, opp.modstamp)
+                if key in seen:
+                    self.duplicates_dropped += 1
+                    continue
+                seen.add(key)
+                page.append(opp)
+            previous = self._page_cursor(page, previous)
+            pages += 1
+            records += len(page)
+            yield CrmPage(records=page, cursor=_format_cursor(previous))
+        log.info(
+            "salesforce pull: records=%d pages=%d duplicates=%d seconds=%.2f",
+            records,
+            pages,
+            self.duplicates_dropped,
+            time.monotonic() - started,
+        )
+
+    def fetch(self, record_id: str, *, fields: Sequence[str]) -> CrmOpportunity | None:
+        """One record by id (soft-deleted ones too, marked ``deleted``), None when absent."""
+        if not isinstance(record_id, str) or not RECORD_ID_RE.fullmatch(record_id):
+            raise CrmError(
+                f"{str(record_id)[:40]!r} is not a Salesforce record id (15 or 18 letters "
+                "and digits); check the link or the mapping that produced it",
+                code="invalid_id",
+                transient=False,
+            )
+        columns = self._columns(fields)
+        soql = format_soql(
+            "SELECT {:literal} FROM {:literal} WHERE Id = {}",
+            ", ".join(columns),
+            self.object_name,
+            record_id,
+        )
+        for rows in self._pages(soql, what=f"reading {self.object_name} {record_id}"):
+            for row in rows:
+                return self._normalise(row, columns)
+        return None
+
+    def stage_metadata(self) -> list[StageInfo]:
+        """The org's active opportunity stages in their sort order."""
+        stages = []
+        for rows in self._pages(_STAGE_SOQL, what="reading OpportunityStage", deleted=False):
+            for row in rows:
+                probability = row.get("DefaultProbability")
+                stages.append(
+                    StageInfo(
+                        label=str(row.get("MasterLabel") or row.get("ApiName")),
+                        api_name=str(row.get("ApiName") or row.get("MasterLabel")),
+                        probability=None if probability is None else Decimal(str(probability)),
+                        is_closed=row.get("IsClosed") is True,
+                        is_won=row.get("IsWon") is True,
+                        active=row.get("IsActive") is not False,
+                        sort_order=int(row.get("SortOrder") or 0),
+                    )
+                )
+        return stages
+
+    def _columns(self, fields: Sequence[str]) -> list[str]:
+        try:
+            return select_fields(fields)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; fix the field list of the Salesforce mapping") from None
+
+    def _normalise(self, row: Mapping[str, Any], columns: Sequence[str]) -> CrmOpportunity:
+        try:
+            return normalise_record(row, columns)
+        except ValueError as exc:
+            raise CrmError(str(exc), code="bad_response", transient=False) from None
+
+    def _pages(
+        self, soql: str, *, what: str, batched: bool = False, deleted: bool = True
+    ) -> Iterator[list[Mapping[str, Any]]]:
+        """Raw record lists, one per page, following ``nextRecordsUrl`` lazily."""
+        options: dict[str, Any] = {"timeout": self.timeout}
+        if batched:
+            options["headers"] = {"Sforce-Query-Options": f"batchSize={self.batch_size}"}
+        answer = self._call(
+            "query", lambda sf: sf.query(soql, include_deleted=deleted, **options), what=what
+        )
+        while True:
+            yield list(answer.get("records") or [])
+            next_url = answer.get("nextRecordsUrl")
+            if answer.get("done", True) or next_url is None:
+                return
+            if not isinstance(next_url, str) or not next_url.startswith("/services/"):
+                # simple-salesforce glues it to the instance host: only a path is safe
+                raise CrmError(
+                    f"Salesforce answered {what} with a next-page link that is not a "
+                    "/services/ path; the pull stops here and is retried next cycle",
+                    code="bad_response",
+                    transient=False,
+                )
+
+            def more(sf: Salesforce, url: str = next_url) -> Any:
+                return sf.query_more(url, identifier_is_url=True, **options)
+
+            answer = self._call("query_more", more, what=f"{what} (next page)")
+
+    def _page_cursor(
+        self, page: Sequence[CrmOpportunity], previous: datetime | None
+    ) -> datetime | None:
+        """The page's newest stamp, capped at server time minus the margin, never going back."""
+        newest = max((r.modstamp for r in page), default=None)
+        if newest is None:
+            return previous
+        server_now = self._server_time or self._clock()
+        candidate = min(newest, server_now - self.server_margin)
+        return candidate if previous is None else max(candidate, previous)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_status(self, updates: Sequence[CrmStatusUpdate]) -> list[WriteResult]:
+        """PATCH status fields in collections of 200; one result per update, in order."""
+        items: list[tuple[str | None, dict[str, Any] | WriteResult]] = []
+        for update in updates:
+            if not isinstance(update.crm_id, str) or not RECORD_ID_RE.fullmatch(update.crm_id):
+                items.append(
+                    (update.crm_id, refused_write(update.crm_id, "not a Salesforce record id"))
+                )
+                continue
+            try:
+                body = record_body(update.values)
+            except ValueError as exc:
+                items.append((update.crm_id, refused_write(update.crm_id, str(exc))))
+                continue
+            record = {"attributes": {"type": self.object_name}, "id": update.crm_id, **body}
+            items.append((update.crm_id, record))
+        return self._write_collections("PATCH", items, idempotent=True)
+
+    def create_opportunities(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
+        """POST new records in collections of 200; ``crm_id`` of each result is the new id."""
+        prepared: list[tuple[str | None, dict[str, Any] | WriteResult]] = []
+        for item in items:
+            try:
+                body = record_body(item.values)
+            except ValueError as exc:
+                prepared.append((None, refused_write(None, f"referral {item.referral_id}: {exc}")))
+                continue
+            prepared.append((None, {"attributes": {"type": self.object_name}, **body}))
+        return self._write_collections("POST", prepared, idempotent=False)
+
+    def _write_collections(
+        self,
+        method: str,
+        items: Sequence[tuple[str | None, dict[str, Any] | WriteResult]],
+        *,
+        idempotent: bool,
+    ) -> list[WriteResult]:
+        results: list[WriteResult] = []
+        for start in range(0, len(items), COLLECTION_SIZE):
+            chunk = items[start : start + COLLECTION_SIZE]
+            sendable = [
+                (i, cid, rec) for i, (cid, rec) in enumerate(chunk) if isinstance(rec, dict)
+            ]
+            outcomes: dict[int, WriteResult] = {
+                i: rec for i, (_, rec) in enumerate(chunk) if isinstance(rec, WriteResult)
+            }
+            if sendable:
+                sent = self._send_collection(method, sendable, idempotent=idempotent)
+                outcomes.update(zip((i for i, _, _ in sendable), sent, strict=True))
+            results.extend(outcomes[i] for i in range(len(chunk)))
+        return results
+
+    def _send_collection(
+        self,
+        method: str,
+        sendable: Sequence[tuple[int, str | None, dict[str, Any]]],
+        *,
+        idempotent: bool,
+    ) -> list[WriteResult]:
+        verb = "updating" if method == "PATCH" else "creating"
+        what = f"{verb} {len(sendable)} {self.object_name} records"
+        payload = {"allOrNone": False, "records": [rec for _, _, rec in sendable]}
+
+        def send(sf: Salesforce) -> Any:
+            return sf.restful(
+                "composite/sobjects", method=method, json=payload, timeout=self.timeout
+            )
+
+        try:
+            answer = self._call("composite", send, what=what, retry=idempotent)
+        except QuotaExhausted:
+            raise
+        except CrmError as exc:
+            if exc.transient or exc.status != 400:
+                raise
+            # The whole collection was refused as malformed: each record fails for good.
+            return [WriteResult(cid, False, exc.code, exc.message) for _, cid, _ in sendable]
+        if not isinstance(answer, list) or len(answer) != len(sendable):
+            message = f"Salesforce answered {what} without one result per record; retry later"
+            return [WriteResult(cid, False, "bad_response", message) for _, cid, _ in sendable]
+        return [write_result(cid, row) for (_, cid, _), row in zip(sendable, answer, strict=True)]
+
+    # ------------------------------------------------------------------ calls
+
+    def quota_share(self) -> float | None:
+        """``used / limit`` of the org's daily API allowance as last reported, else None."""
+        if self.usage.used is None or not self.usage.limit:
+            return None
+        return self.usage.used / self.usage.limit
+
+    def close(self) -> None:
+        self.auth.close()
+
+    def _call(
+        self, kind: str, request: Callable[[Salesforce], T], *, what: str, retry: bool = True
+    ) -> T:
+        def once() -> T:
+            return self._call_once(kind, request, what)
+
+        if not retry:
+            # Creates are not idempotent: a retried POST after a lost answer would
+            # duplicate records, so a failure goes back to the engine instead.
+            return once()
+        return call_with_retry(once, self.retry, sleep=self._sleep)
+
+    def _call_once(self, kind: str, request: Callable[[Salesforce], T], what: str) -> T:
+        for renewed in (False, True):
+            self._guard_quota(what)
+            sf = self._client(what)
+            self.usage.count(kind)
+            self._server_time = None
+            try:
+                return request(sf)
+            except SalesforceExpiredSession as exc:
+                if renewed or not self.auth.fetches_tokens:
+                    raise crm_error_from(exc, what) from None
+                log.info("salesforce session expired during %s; signing in again", what)
+                self._sf = None
+            except (SalesforceError, requests.RequestException) as exc:
+                raise crm_error_from(exc, what) from None
+            finally:
+                self._record_usage(sf)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _client(self, what: str) -> Salesforce:
+        if self._sf is None:
+            if self.auth.fetches_tokens:
+                self._guard_quota(what)
+                self.usage.count("token")
+            self._sf = self.auth.login()
+        return self._sf
+
+    def _guard_quota(self, what: str) -> None:
+        share = self.quota_share()
+        if share is None or self.max_quota_share is None or share < self.max_quota_share:
+            return
+        raise QuotaExhausted(
+            f"Salesforce API usage is {self.usage.used}/{self.usage.limit} ({share:.1%}), at "
+            f"or above the configured share of {self.max_quota_share:.0%}; {what} was not "
+            "sent. The run stops and resumes next cycle (or raise the quota share setting)",
+            transient=False,
+        )
+
+    def _record_usage(self, sf: Salesforce) -> None:
+        usage = getattr(sf, "api_usage", {}).get("api-usage")
+        if usage is not None:
+            self.usage.used = int(usage.used)
+            self.usage.limit = int(usage.total)
+
+    def _remember_server_time(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        header = response.headers.get("Date")
+        if not header:
+            return
+        try:
+            stamp = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return
+        self._server_time = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def _parse_cursor(cursor: str | None) -> datetime | None:
+    if cursor is None or cursor == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(cursor)
+    except ValueError:
+        raise CrmError(
+            f"the stored Salesforce cursor {cursor[:40]!r} is not an ISO 8601 timestamp; "
+            "run a full sync to reset it",
+            code="bad_cursor",
+            transient=False,
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _format_cursor(stamp: datetime | None) -> str | None:
+    if stamp is None:
+        return None
+    return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

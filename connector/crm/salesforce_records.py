@@ -1,0 +1,183 @@
+"""Pure conversions between Salesforce REST JSON and the connector's plain values.
+
+Reading: :func:`normalise_record` turns one query row into a
+:class:`~connector.model.CrmOpportunity` (relationships flattened into dotted keys,
+``attributes`` dropped, datetimes aware, dates as :class:`~datetime.date`, numbers as
+:class:`~decimal.Decimal`). Salesforce's JSON carries no types, so text is parsed as a
+datetime or date only when it has exactly the shape the REST API prints them in
+(``2026-05-01T12:34:56.000+0000``, ``2026-05-01``).
+
+Writing: :func:`json_value` turns a Python value into what the REST API accepts
+(datetimes ISO 8601 in UTC with ``Z``, decimals as JSON numbers, None as null);
+:func:`write_result` reads one per-record result of a collection call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from connector.crm.base import WriteResult
+from connector.mapping.filters import FIELD_PATTERN
+from connector.model import CrmOpportunity
+
+_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_FIELD_RE = re.compile(FIELD_PATTERN)
+#: a writable field: a plain API name, no relationship path
+WRITABLE_FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+#: a Salesforce record id: 15 (case-sensitive) or 18 (case-safe) alphanumerics
+RECORD_ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+#: fields every change query selects, ahead of the mapping's own
+BASE_FIELDS = ("Id", "SystemModstamp", "IsDeleted")
+_MAX_RESULT_TEXT = 600
+
+
+def select_fields(fields: Sequence[str]) -> list[str]:
+    """The base fields then ``fields``, each once (case-insensitively), names checked.
+
+    Raises ValueError naming the first name that is not a field or relationship path.
+    """
+    chosen: list[str] = []
+    seen: set[str] = set()
+    for name in (*BASE_FIELDS, *fields):
+        if not isinstance(name, str) or not _FIELD_RE.fullmatch(name):
+            raise ValueError(f"{name!r} is not a valid Salesforce field name or relationship path")
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            chosen.append(name)
+    return chosen
+
+
+def normalise_record(row: Mapping[str, Any], fields: Sequence[str]) -> CrmOpportunity:
+    """One query row as a :class:`CrmOpportunity` holding exactly ``fields``.
+
+    A null relationship gives None for each subfield asked through it. Raises
+    ValueError when the row has no Id or no SystemModstamp.
+    """
+    values = {name: plain_value(lookup(row, name)) for name in fields}
+    record_id = lookup(row, "Id")
+    modstamp = plain_value(lookup(row, "SystemModstamp"))
+    if not isinstance(record_id, str) or not isinstance(modstamp, datetime):
+        raise ValueError(
+            f"a Salesforce row (Id {record_id!r}) lacks Id or a SystemModstamp timestamp"
+        )
+    return CrmOpportunity(
+        id=record_id,
+        modstamp=modstamp,
+        fields=values,
+        deleted=lookup(row, "IsDeleted") is True,
+    )
+
+
+def lookup(row: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path; None when any relationship on the way is null/absent.
+
+    Salesforce answers with the field's canonical spelling, which may differ in case
+    from the name asked for, hence the case-insensitive fallback.
+    """
+    current: Any = row
+    for part in path.split("."):
+        if not isinstance(current, Mapping):
+            return None
+        if part in current:
+            current = current[part]
+            continue
+        lowered = part.lower()
+        current = next((v for k, v in current.items() if k.lower() == lowered), None)
+    return current
+
+
+def plain_value(value: Any) -> Any:
+    """A JSON value from Salesforce as a plain Python value (see the module docstring)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return Decimal(str(value))
+    if isinstance(value, str):
+        if _DATETIME_RE.fullmatch(value):
+            return datetime.fromisoformat(value)
+        if _DATE_RE.fullmatch(value):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                return value
+        return value
+    if isinstance(value, Mapping):
+        # a compound field (e.g. BillingAddress) or an unexpected nested object
+        return {k: plain_value(v) for k, v in value.items() if k != "attributes"}
+    if isinstance(value, list):
+        return [plain_value(v) for v in value]
+    return value
+
+
+def json_value(value: Any) -> Any:
+    """A value as the REST API takes it in a JSON body; ValueError for unsupported types.
+
+    Naive datetimes are taken as UTC (the connector's own datetimes are aware; the core
+    speaks UTC). Decimals become JSON numbers; one that a float cannot carry exactly is
+    sent as its text, which Salesforce reads as a number too.
+    """
+    if value is None or isinstance(value, bool | str):
+        return value.value if isinstance(value, Enum) else value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float | Decimal):
+        number = Decimal(str(value)) if isinstance(value, float) else value
+        if not number.is_finite():
+            raise ValueError(f"{value} is not a finite number")
+        if number == number.to_integral_value():
+            return int(number)
+        as_float = float(number)
+        return as_float if Decimal(repr(as_float)) == number else format(number, "f")
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return json_value(value.value)
+    raise ValueError(f"a value of type {type(value).__name__} cannot be written to Salesforce")
+
+
+def record_body(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Field values as a JSON record body; ValueError naming the first bad field or value."""
+    body: dict[str, Any] = {}
+    for name, value in values.items():
+        if not isinstance(name, str) or not WRITABLE_FIELD_RE.fullmatch(name):
+            raise ValueError(f"{name!r} is not a writable Salesforce field name")
+        if name.lower() in ("id", "attributes"):
+            raise ValueError(f"field {name!r} is set by the connector, not by a mapping")
+        try:
+            body[name] = json_value(value)
+        except ValueError as exc:
+            raise ValueError(f"field {name}: {exc}") from None
+    return body
+
+
+def refused_write(crm_id: str | None, reason: str) -> WriteResult:
+    """The result of a record the adapter refused to send (bad id, field name or value)."""
+    return WriteResult(crm_id, False, "invalid_request", f"not sent to Salesforce: {reason}")
+
+
+def write_result(crm_id: str | None, row: Any) -> WriteResult:
+    """One ``composite/sobjects`` result (``{id, success, errors: [{statusCode, …}]}``)."""
+    if not isinstance(row, Mapping):
+        return WriteResult(crm_id, False, "bad_response", "Salesforce sent no result for it")
+    new_id = row.get("id") if isinstance(row.get("id"), str) else None
+    if row.get("success") is True:
+        return WriteResult(crm_id or new_id, True)
+    errors = row.get("errors") or []
+    first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
+    code = str(first.get("statusCode") or first.get("errorCode") or "UNKNOWN")
+    texts = []
+    for error in errors:
+        if isinstance(error, Mapping):
+            fields = error.get("fields") or []
+            suffix = f" (fields: {', '.join(map(str, fields))})" if fields else ""
+            texts.append(f"{error.get('statusCode', code)}: {error.get('message', '')}{suffix}")
+    return WriteResult(crm_id or new_id, False, code, "; ".join(texts)[:_MAX_RESULT_TEXT])

@@ -1,0 +1,366 @@
+"""The deal core's client: Partner Center referrals over httpx.
+
+One class, :class:`ReferralsClient`, with the six operations the sync needs. Every
+request carries the bearer token, JSON headers, a fresh ``client-request-id`` and
+the run's ``MS-CorrelationId``; waits at the shared :class:`RateGate`; is classified
+by :func:`connector.dealcore.classify.classify`; and is retried by
+:func:`connector.dealcore.retry.call_with_retry` when the error is transient.
+A 401 invalidates the token and tries once more with a fresh one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from connector.dealcore.auth import TokenProvider
+from connector.dealcore.classify import Expect, classify
+from connector.dealcore.payload import parse_referral
+from connector.dealcore.retry import RateGate, RetryPolicy, Sleep, call_with_retry
+from connector.errors import CoreError
+from connector.model import ReferralState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.partner.microsoft.com/v1.0/engagements"
+#: statuses after which a POST may or may not have been applied: look before re-posting
+_AMBIGUOUS_STATUSES = frozenset({None, 500, 502, 504})
+_THROTTLE_STATUSES = frozenset({429, 503})
+_SINGLE_ATTEMPT = RetryPolicy(attempts=1)
+
+
+def odata_string(value: str) -> str:
+    """``value`` as an OData string literal: quoted, with single quotes doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def odata_datetime(value: datetime) -> str:
+    """An aware datetime as an OData UTC literal, floored to the second.
+
+    Flooring keeps a ``ge`` lower bound closed even against a server that stores
+    whole seconds; the duplicates it may bring back are removed by id.
+    """
+    if value.tzinfo is None:
+        raise ValueError("odata_datetime needs a timezone-aware datetime")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _CallState:
+    """What one logical call remembers across its attempts."""
+
+    __slots__ = ("ambiguous", "refreshed")
+
+    def __init__(self) -> None:
+        self.refreshed = False
+        self.ambiguous = False
+
+
+class ReferralsClient:
+    """Partner Center referrals: create, read, find, list changes, patch.
+
+    ``calls`` counts the HTTP requests sent, by method (retries included), for the
+    run's report. Thread-safe: one client serves the whole pool of pushers, and
+    they all respect the same ``gate``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenProvider,
+        *,
+        http: httpx.Client,
+        correlation_id: str,
+        retry_policy: RetryPolicy | None = None,
+        gate: RateGate | None = None,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self._base = httpx.URL(base_url.rstrip("/") + "/")
+        self._referrals = base_url.rstrip("/") + "/referrals"
+        self._tokens = tokens
+        self._http = http
+        self._correlation_id = correlation_id
+        self._policy = retry_policy or RetryPolicy()
+        self._sleep = sleep
+        self.gate = gate or RateGate(sleep=sleep)
+        self.calls: Counter[str] = Counter()
+        #: referrals skipped while listing because they could not be parsed
+        self.malformed_skipped = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ReferralsClient(base={self._referrals!r}, calls={dict(self.calls)})"
+
+    # ── operations ──────────────────────────────────────────────────────────
+
+    def create(self, body: dict[str, Any]) -> ReferralState:
+        """POST a new referral; returns it as created (with id, engagementId, eTag).
+
+        Idempotent: when an attempt failed in a way that may have created the
+        referral anyway (timeout, reset, 500/502/504), the next attempt first looks
+        it up by ``externalReferenceId`` instead of posting again.
+        """
+        external_id = body.get("externalReferenceId")
+        what = f"POST referral for {external_id or 'a record without externalReferenceId'}"
+        state = _CallState()
+
+        def attempt() -> ReferralState:
+            if state.ambiguous and isinstance(external_id, str) and external_id:
+                existing = self._find(external_id, _SINGLE_ATTEMPT)
+                if existing is not None:
+                    log.info("create: found referral %s already created", existing.id)
+                    return existing
+            response = self._attempt(
+                "POST", self._referrals, state, what=what, expect="referral", json_body=body
+            )
+            return parse_referral(response.json())
+
+        return call_with_retry(attempt, self._policy, sleep=self._sleep)
+
+    def get(self, referral_id: str) -> ReferralState:
+        """GET one referral; :class:`~connector.errors.NotFound` when it does not exist."""
+        response = self._request(
+            "GET", self._url_of(referral_id), what=f"GET referral {referral_id}", expect="referral"
+        )
+        return parse_referral(response.json())
+
+    def find_by_external_id(self, crm_id: str) -> ReferralState | None:
+        """The referral whose ``externalReferenceId`` is ``crm_id``, or None."""
+        return self._find(crm_id, self._policy)
+
+    def list_changed(
+        self, since: datetime | None, *, extra_filter: str | None = None
+    ) -> Iterator[ReferralState]:
+        """Referrals updated at or after ``since`` (all when None), oldest first.
+
+        The lower bound is closed (``ge``): the caller dedupes against what it has.
+        Pages are fetched lazily through ``@odata.nextLink``. A referral that appears
+        twice with the same eTag (a tie moving across a page boundary) is yielded once.
+        ``extra_filter`` is an OData expression ANDed to the date bound; build its
+        literals with :func:`odata_string`.
+        """
+        clauses = []
+        if since is not None:
+            clauses.append(f"updatedDateTime ge {odata_datetime(since)}")
+        if extra_filter:
+            clauses.append(f"({extra_filter})")
+        params = {"$orderby": "updatedDateTime asc"}
+        if clauses:
+            params["$filter"] = " and ".join(clauses)
+        seen: set[tuple[str, str | None]] = set()
+        for item in self._items(params, "GET changed referrals", self._policy):
+            referral = self._parse_listed(item)
+            if referral is None:
+                continue
+            key = (referral.id, referral.etag or str(referral.updated))
+            if key in seen:
+                continue
+            seen.add(key)
+            yield referral
+
+    def list_engagement(self, engagement_id: str) -> list[ReferralState]:
+        """Every referral of one engagement: ours, Microsoft's, other partners'."""
+        params = {"$filter": f"engagementId eq {odata_string(engagement_id)}"}
+        what = f"GET referrals of engagement {engagement_id}"
+        result = []
+        for item in self._items(params, what, self._policy):
+            if isinstance(item, dict) and item.get("engagementId") not in (None, engagement_id):
+                continue  # a server that ignored the filter
+            referral = self._parse_listed(item)
+            if referral is not None:
+                result.append(referral)
+        return result
+
+    def patch(self, referral_id: str, ops: list[dict[str, Any]], etag: str | None) -> ReferralState:
+        """Apply JSON Patch ``ops``; ``etag`` goes verbatim into ``If-Match``.
+
+        A stale eTag raises :class:`~connector.errors.PreconditionFailed`. When the
+        server answers 204 without a body, the referral is read back with a GET.
+        """
+        headers = {"Prefer": "return=representation"}
+        if etag:
+            headers["If-Match"] = etag
+        response = self._request(
+            "PATCH",
+            self._url_of(referral_id),
+            what=f"PATCH referral {referral_id}",
+            expect="referral_or_empty",
+            json_body=ops,
+            extra_headers=headers,
+        )
+        if not response.content.strip():
+            return self.get(referral_id)
+        return parse_referral(response.json())
+
+    # ── plumbing ────────────────────────────────────────────────────────────
+
+    def _url_of(self, referral_id: str) -> str:
+        return f"{self._referrals}/{quote(referral_id, safe='')}"
+
+    def _find(self, crm_id: str, policy: RetryPolicy) -> ReferralState | None:
+        params = {"$filter": f"externalReferenceId eq {odata_string(crm_id)}"}
+        what = f"GET referral by externalReferenceId {crm_id}"
+        matches = []
+        for item in self._items(params, what, policy):
+            # Also check the field: a server may ignore the filter and list everything.
+            if isinstance(item, dict) and item.get("externalReferenceId") == crm_id:
+                matches.append(parse_referral(item))
+        if len(matches) > 1:
+            log.warning(
+                "%d referrals carry externalReferenceId %s; using %s",
+                len(matches),
+                crm_id,
+                matches[0].id,
+            )
+        return matches[0] if matches else None
+
+    def _parse_listed(self, item: Any) -> ReferralState | None:
+        try:
+            return parse_referral(item)
+        except CoreError as exc:
+            # One bad referral must not stop the listing of the others.
+            with self._lock:
+                self.malformed_skipped += 1
+            log.warning("skipping a listed referral: %s", exc)
+            return None
+
+    def _items(self, params: dict[str, str], what: str, policy: RetryPolicy) -> Iterator[Any]:
+        """The items of every page, following ``@odata.nextLink`` verbatim."""
+        url = self._referrals
+        query: dict[str, str] | None = params
+        followed: set[str] = set()
+        while True:
+            response = self._request(
+                "GET", url, what=what, expect="list", params=query, policy=policy
+            )
+            data = response.json()
+            yield from data["value"]
+            next_link = data.get("@odata.nextLink")
+            if not next_link:
+                return
+            url = self._next_url(str(next_link), what)
+            if url in followed:
+                raise CoreError(
+                    f"{what}: the deal core sent the same next page link twice; "
+                    "stopping instead of looping (report this to the core's operators)",
+                    code="paging_loop",
+                )
+            followed.add(url)
+            query = None
+
+    def _next_url(self, next_link: str, what: str) -> str:
+        target = self._base.join(next_link)
+        if (target.scheme, target.host, target.port) != (
+            self._base.scheme,
+            self._base.host,
+            self._base.port,
+        ):
+            # Never send the bearer token to a host the base URL does not name.
+            raise CoreError(
+                f"{what}: the next page link points to another host ({target.host}); "
+                "refusing to follow it",
+                code="foreign_next_link",
+            )
+        # Verbatim: an absolute link is used as sent; a relative one is resolved.
+        return next_link if next_link.startswith(("http://", "https://")) else str(target)
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        expect: Expect,
+        params: dict[str, str] | None = None,
+        json_body: Any = None,
+        extra_headers: dict[str, str] | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        state = _CallState()
+
+        def attempt() -> httpx.Response:
+            return self._attempt(
+                method,
+                url,
+                state,
+                what=what,
+                expect=expect,
+                params=params,
+                json_body=json_body,
+                extra_headers=extra_headers,
+            )
+
+        return call_with_retry(attempt, policy or self._policy, sleep=self._sleep)
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        state: _CallState,
+        *,
+        what: str,
+        expect: Expect,
+        params: dict[str, str] | None = None,
+        json_body: Any = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One try (two when a 401 calls for a fresh token); raises the classified error."""
+        while True:
+            self.gate.wait()
+            headers = self._headers(extra_headers)
+            started = time.monotonic()
+            try:
+                response = self._http.request(
+                    method, url, params=params, json=json_body, headers=headers
+                )
+            except httpx.TransportError as exc:
+                self._count(method)
+                state.ambiguous = True
+                log.info("core %s %s failed: %s", method, httpx.URL(url).path, type(exc).__name__)
+                error = classify(exc, what=what)
+                assert error is not None
+                raise error from None
+            self._count(method)
+            log.debug(
+                "core %s %s -> %d in %.0f ms (client-request-id %s)",
+                method,
+                response.request.url.path,
+                response.status_code,
+                (time.monotonic() - started) * 1000,
+                headers["client-request-id"],
+            )
+            error = classify(response, what=what, expect=expect)
+            if error is None:
+                return response
+            if error.code == "unauthenticated" and error.status == 401 and not state.refreshed:
+                state.refreshed = True
+                self._tokens.invalidate()
+                continue
+            if error.status in _THROTTLE_STATUSES and error.retry_after is not None:
+                self.gate.block_for(error.retry_after)
+            state.ambiguous = state.ambiguous or error.status in _AMBIGUOUS_STATUSES
+            raise error
+
+    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self._tokens.token()}",
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "client-request-id": str(uuid.uuid4()),
+            "MS-CorrelationId": self._correlation_id,
+        }
+        if extra:
+            headers.update(extra)
+        return headers
+
+    def _count(self, method: str) -> None:
+        with self._lock:
+            self.calls[method] += 1

@@ -1,0 +1,294 @@
+"""The sandbox's Partner Center referrals API ("core"), written from ``deal-core-api.md``.
+
+Public API under ``/v1.0/engagements/referrals`` (bearer token of audience
+``core``): create, list (OData subset, pages of 100, ``@odata.nextLink``), read,
+JSON Patch with ``If-Match``. Admin API under ``/_sandbox/core/`` plays the other
+side: incoming referrals, Microsoft's answers, deal registration reviews.
+Conventions are listed in ``docs/sandbox-core.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from connector.sandbox import partner_center_fields as f
+from connector.sandbox import partner_center_odata as odata
+from connector.sandbox.context import SandboxContext
+from connector.sandbox.partner_center_fields import ReferralError
+from connector.sandbox.partner_center_store import ReferralStore
+
+PAGE_MAX = 100
+BASE = "/v1.0/engagements/referrals"
+ADMIN = "/_sandbox/core"
+QUERY_OPTIONS = frozenset({"$filter", "$orderby", "$top", "$skiptoken", "$select"})
+_ECHOED = ("client-request-id", "ms-correlationid")
+#: kept readable in @odata.nextLink (spaces are still %20)
+_LITERAL_SAFE = "$',:()-."
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
+
+
+async def _body(request: Request, *, optional: bool = False) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        if optional:
+            return {}
+        raise ReferralError("the request has no JSON body", target="body")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ReferralError(f"the body is not valid JSON: {exc}", target="body") from None
+
+
+class PartnerCenterPart:
+    """The "core" part of the sandbox (see :class:`connector.sandbox.app.Part`)."""
+
+    api = "core"
+
+    def __init__(self, ctx: SandboxContext) -> None:
+        self.ctx = ctx
+        self.store = ReferralStore(ctx.clock.now)
+
+    # --- the Part protocol ---------------------------------------------------------------
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        every = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        admin = self._admin
+        return [
+            Route(BASE, self._api(self._collection), methods=every),
+            Route(BASE + "/{id}", self._api(self._item), methods=every),
+            Route("/v1.0/engagements/{rest:path}", self._api(self._unknown), methods=every),
+            Route(ADMIN + "/incoming", admin(self._incoming), methods=["POST"]),
+            Route(ADMIN + "/microsoft/{id}/{action}", admin(self._microsoft), methods=["POST"]),
+            Route(ADMIN + "/microsoft-policy", admin(self._policy), methods=["GET", "PUT"]),
+            Route(
+                ADMIN + "/registrations/{id}/{action}", admin(self._registration), methods=["POST"]
+            ),
+            Route(ADMIN + "/referrals", admin(self._everything), methods=["GET"]),
+            Route(ADMIN + "/reset", admin(self._reset), methods=["POST"]),
+            Route(ADMIN + "/eligible-solutions", admin(self._eligible), methods=["GET", "PUT"]),
+        ]
+
+    def error_response(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> Response:
+        headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
+        return _json(self._error_body(code, message, None, None), status, headers)
+
+    def dump(self) -> dict[str, Any]:
+        return self.store.dump()
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.store.load(data)
+
+    def seed(self, n: int, seed: int) -> None:
+        """A few incoming referrals (one per 100 opportunities, at least one), deterministic."""
+        rng = random.Random(seed)
+        for i in range(max(1, n // 100)):
+            sender = "Partner" if i % 4 == 3 else "Microsoft"
+            try:
+                self.store.send_incoming({}, sender, rng)
+            except ReferralError:  # seeded twice with the same seed: the referral exists
+                continue
+
+    def tick(self) -> None:
+        self.store.housekeep()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _error_body(
+        self, code: str, message: str, target: str | None, inner_code: str | None
+    ) -> dict[str, Any]:
+        inner: dict[str, Any] = {
+            "date": f.format_time(self.ctx.clock.now()),
+            "request-id": str(uuid.uuid4()),
+        }
+        if inner_code is not None:
+            inner = {"code": inner_code, **inner}
+        return {"error": {"code": code, "message": message, "target": target, "innerError": inner}}
+
+    def _render(self, exc: ReferralError) -> Response:
+        body = self._error_body(exc.code, exc.message, exc.target, exc.inner_code)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _json(body, exc.status, headers)
+
+    def _api(self, handler: Handler) -> Handler:
+        """Bearer token of audience "core", error rendering, request id echo."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                if not self.ctx.tokens.check(request.headers.get("authorization"), "core"):
+                    raise ReferralError(
+                        "the bearer token is missing, expired or not issued for "
+                        "api.partner.microsoft.com: get a new access token",
+                        status=401,
+                        code="unauthenticated",
+                    )
+                response = await handler(request)
+            except ReferralError as exc:
+                response = self._render(exc)
+            for name in _ECHOED:
+                value = request.headers.get(name)
+                if value is not None:
+                    response.headers[name] = value
+            return response
+
+        return endpoint
+
+    def _admin(self, handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ReferralError as exc:
+                return self._render(exc)
+
+        return endpoint
+
+    def _not_allowed(self, method: str, allowed: str, why: str) -> Response:
+        response = self._render(ReferralError(f"{method} is not served here: {why}", status=405))
+        response.headers["Allow"] = allowed
+        return response
+
+    # --- public API ----------------------------------------------------------------------
+
+    async def _collection(self, request: Request) -> Response:
+        if request.method == "POST":
+            referral = self.store.create(await _body(request))
+            location = f"{request.url.scheme}://{request.url.netloc}{BASE}/{referral['id']}"
+            return _json(referral, 201, {"ETag": referral["eTag"], "Location": location})
+        if request.method != "GET":
+            return self._not_allowed(request.method, "GET, POST", "list or create referrals")
+        return self._list(request)
+
+    def _list(self, request: Request) -> Response:
+        params = request.query_params
+        unknown = sorted(k for k in params if k.startswith("$") and k.lower() not in QUERY_OPTIONS)
+        if unknown:
+            raise ReferralError(
+                f"unsupported query option {unknown[0]}: page with @odata.nextLink",
+                target=unknown[0],
+            )
+        query = odata.parse_filter(params.get("$filter"))
+        descending = odata.parse_orderby(params.get("$orderby"))
+        size = odata.parse_top(params.get("$top"), PAGE_MAX)
+        skip = next((v for k, v in params.items() if k.lower() == "$skiptoken"), None)
+        after = odata.decode_skiptoken(skip, descending) if skip else None
+        select = _parse_select(params.get("$select"))
+        items, next_key = self.store.page(query, descending, size, after)
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        body: dict[str, Any] = {
+            "@odata.context": f"{origin}/v1.0/$metadata#referrals",
+            "value": [r if select is None else {k: r.get(k) for k in select} for r in items],
+        }
+        if next_key is not None:
+            token = odata.encode_skiptoken(next_key, descending)
+            kept = [
+                f"{quote(k, safe='$')}={quote(v, safe=_LITERAL_SAFE)}"
+                for k, v in params.multi_items()
+                if k.lower() != "$skiptoken"
+            ]
+            query_string = "&".join([*kept, f"$skiptoken={token}"])
+            body["@odata.nextLink"] = f"{origin}{request.url.path}?{query_string}"
+        return _json(body)
+
+    async def _item(self, request: Request) -> Response:
+        ident = request.path_params["id"]
+        if request.method == "GET":
+            referral = self.store.get(ident)
+            return _json(referral, headers={"ETag": referral["eTag"]})
+        if request.method == "PATCH":
+            ops = await _body(request)
+            referral = self.store.patch(ident, ops, request.headers.get("if-match"))
+            headers = {"ETag": referral["eTag"]}
+            if "return=representation" in request.headers.get("prefer", ""):
+                headers["Preference-Applied"] = "return=representation"
+                return _json(referral, 200, headers)
+            return Response(status_code=204, headers=headers)
+        if request.method == "PUT":
+            return self._not_allowed("PUT", "GET, PATCH", "full update is deprecated, use PATCH")
+        return self._not_allowed(
+            request.method, "GET, PATCH", "referrals are never deleted, close them instead"
+        )
+
+    async def _unknown(self, request: Request) -> Response:
+        raise ReferralError(f"no such resource {request.url.path}", status=404, code="itemNotFound")
+
+    # --- admin API -----------------------------------------------------------------------
+
+    async def _incoming(self, request: Request) -> Response:
+        body = await _body(request, optional=True)
+        if not isinstance(body, dict):
+            raise ReferralError("the body must be an object of referral fields")
+        sender = body.pop("from", "Microsoft")
+        return _json(self.store.send_incoming(body, sender), 201)
+
+    async def _microsoft(self, request: Request) -> Response:
+        body = await _body(request, optional=True)
+        reason = body.get("statusReason") if isinstance(body, dict) else None
+        side = self.store.microsoft(
+            request.path_params["id"], request.path_params["action"], reason
+        )
+        return _json(side)
+
+    async def _policy(self, request: Request) -> Response:
+        if request.method == "PUT":
+            return _json(self.store.set_policy(await _body(request)))
+        return _json(self.store.policy)
+
+    async def _registration(self, request: Request) -> Response:
+        deal = self.store.set_registration(request.path_params["id"], request.path_params["action"])
+        return _json(deal)
+
+    async def _everything(self, request: Request) -> Response:
+        return _json({"value": self.store.all()})
+
+    async def _reset(self, request: Request) -> Response:
+        self.store.reset()
+        return _json({"ok": True})
+
+    async def _eligible(self, request: Request) -> Response:
+        if request.method == "PUT":
+            return _json(self.store.set_eligible(await _body(request)))
+        return _json(self.store.eligible)
+
+
+def _parse_select(text: str | None) -> list[str] | None:
+    if text is None or not text.strip():
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _SELECTABLE]
+    if unknown:
+        raise ReferralError(f"cannot $select {unknown[0]!r}", target="$select")
+    return names
+
+
+_SELECTABLE = frozenset(
+    str.split(
+        """id engagementId eTag name externalReferenceId createdDateTime updatedDateTime
+    acceptedDateTime closedDateTime expirationDateTime status substatus statusReason type
+    qualification direction salesStage campaignId customerProfile consent details team
+    inviteContext target registrationStatus registrations trackingInfo owner
+    registrationEligible"""
+    )
+)
+
+
+def create(ctx: SandboxContext) -> PartnerCenterPart:
+    """Build the "core" part for the sandbox app."""
+    return PartnerCenterPart(ctx)

@@ -1,0 +1,99 @@
+"""The state store's contract on PostgreSQL (127.0.0.1:5432, database ``test``).
+
+The test functions are the ``@contract`` ones of ``tests/unit/state/test_store.py``,
+collected here a second time; only the ``make_store`` fixture differs: each test
+gets its own schema (``search_path`` set through the URL), dropped afterwards.
+Skipped, with the reason, when no server answers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import psycopg
+import pytest
+
+from connector.errors import StateError
+from connector.state import Store
+
+pytestmark = pytest.mark.postgres
+
+SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+STORE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+
+
+def _load_contract() -> ModuleType:
+    path = Path(__file__).parents[1] / "unit" / "state" / "test_store.py"
+    spec = importlib.util.spec_from_file_location("state_store_contract", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_contract = _load_contract()
+# the shared fixtures and every backend-independent test, under their own names
+for _name in ("clock", "store"):
+    globals()[_name] = getattr(_contract, _name)
+for _test in _contract.CONTRACT:
+    globals()[_test.__name__] = _test
+
+
+@cache
+def _server_problem() -> str | None:
+    try:
+        with psycopg.connect(SERVER, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL does not answer at 127.0.0.1:5432 ({exc.__class__.__name__})"
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(SERVER, autocommit=True) as connection:
+        connection.execute(sql)
+
+
+@pytest.fixture(params=["postgresql"])
+def make_store(request: pytest.FixtureRequest) -> Iterator[Callable[..., Store]]:
+    """Open (again) this test's PostgreSQL schema; closed and dropped afterwards."""
+    problem = _server_problem()
+    if problem:
+        pytest.skip(f"{problem}; start it or deselect with -m 'not postgres'")
+    schema = f"state_test_{uuid.uuid4().hex[:12]}"
+    _admin(f"CREATE SCHEMA {schema}")
+    opened: list[Store] = []
+
+    def factory(clock: Callable[[], datetime] | None = None, migrate: bool = True) -> Store:
+        url = STORE_URL.format(schema=schema)
+        store = (
+            Store.open(url, clock=clock, migrate=migrate)
+            if clock
+            else Store.open(url, migrate=migrate)
+        )
+        opened.append(store)
+        return store
+
+    try:
+        yield factory
+    finally:
+        for store in opened:
+            store.close()
+        _admin(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_wrong_password_is_masked_in_the_error() -> None:
+    if _server_problem():
+        pytest.skip(_server_problem() or "")
+    # trust auth accepts any password, so use a database that does not exist instead
+    url = "postgresql://postgres:s3cr3t-pw@127.0.0.1:5432/no_such_database_here"
+    with pytest.raises(StateError) as caught:
+        Store.open(url)
+    assert "s3cr3t-pw" not in str(caught.value)
+    assert "postgres:***@127.0.0.1:5432/no_such_database_here" in str(caught.value)
+    assert "no_such_database_here" in str(caught.value)
