@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import logging
 import time
@@ -70,6 +71,7 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _dated(send, self.ctx)
         path: str = scope["path"]
         api = api_of(path)
         if api is None:
@@ -138,6 +140,23 @@ class FaultMiddleware:
                 int(fault), "serviceNotAvailable", f"Sandbox fault {fault}", None
             )
         await response(scope, receive, send)
+
+
+def _dated(send: Send, ctx: SandboxContext) -> Send:
+    """Responses carry the sandbox clock's ``Date``, as a real server's carry its own.
+
+    Clients cap their cursors at server time; after the admin API moves the clock
+    forward, they must see the moved clock, not the host's.
+    """
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            date = email.utils.format_datetime(ctx.clock.now(), usegmt=True).encode()
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+            message = {**message, "headers": [*headers, (b"date", date)]}
+        await send(message)
+
+    return wrapped
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -68,6 +68,8 @@ def uvicorn_config(
         access_log=False,
         lifespan="on",
         timeout_keep_alive=30,
+        date_header=False,  # the app sends the sandbox clock's Date
+        server_header=False,
         backlog=1024,
     )
 
