@@ -10,6 +10,8 @@ A 401 invalidates the token and tries once more with a fresh one.
 
 from __future__ import annotations
 
+import email.utils
+
 import logging
 import threading
 import time
@@ -94,6 +96,8 @@ class ReferralsClient:
         self.calls: Counter[str] = Counter()
         #: referrals skipped while listing because they could not be parsed
         self.malformed_skipped = 0
+        #: the core's clock, from the last response's ``Date`` header (cursor safety)
+        self.server_time: datetime | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -329,6 +333,7 @@ class ReferralsClient:
                 assert error is not None
                 raise error from None
             self._count(method)
+            self._note_server_time(response)
             log.debug(
                 "core %s %s -> %d in %.0f ms (client-request-id %s)",
                 method,
@@ -360,6 +365,17 @@ class ReferralsClient:
         if extra:
             headers.update(extra)
         return headers
+
+    def _note_server_time(self, response: httpx.Response) -> None:
+        date = response.headers.get("date")
+        if not date:
+            return
+        try:
+            when = email.utils.parsedate_to_datetime(date)
+        except (TypeError, ValueError):
+            return
+        if when.tzinfo is not None:
+            self.server_time = when
 
     def _count(self, method: str) -> None:
         with self._lock:

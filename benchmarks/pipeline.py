@@ -1,0 +1,454 @@
+"""Reproducible pipeline benchmarks against the sandbox (issue: performance).
+
+    .venv/bin/python benchmarks/pipeline.py                 # defaults below, both CRMs
+    .venv/bin/python benchmarks/pipeline.py --crm salesforce --first-n 2000 --nochange-n 10000 \
+        --rss-n 2000 5000 10000                                # a quick run
+
+It starts the sandbox in its own process (loopback only) with a fixed per-request
+latency, seeds it, runs `connector sync --once` as a child process, and measures:
+
+1. the first sync of N opportunities: wall time, referrals per second, and the ratio
+   of the bound (core writes x latency / concurrency) to the wall time;
+2. a no-change cycle over M linked deals: wall time and API calls per system
+   (token calls listed apart);
+3. an incremental cycle with 1 % of the records changed: calls and time;
+4. Salesforce calls per 1,000 status updates written back;
+5. the connector process's peak RSS for several N.
+
+Figures are printed as a table and written as JSON (benchmarks/results/*.json).
+Everything is bounded: each child process has a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+TOKEN_PATHS = ("/oauth2/",)
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sandbox:
+    url: str
+    ca_file: Path
+    proc: subprocess.Popen[bytes]
+    admin: httpx.Client
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.admin.put(path, json=body).raise_for_status().json()
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.admin.post(path, json=body or {}).raise_for_status().json()
+
+    def get(self, path: str) -> Any:
+        return self.admin.get(path).raise_for_status().json()
+
+    def calls(self) -> dict[str, Counter[str]]:
+        """Calls per system since the last reset, with token calls apart."""
+        rows = self.get("/_sandbox/arrivals")["arrivals"]
+        out: dict[str, Counter[str]] = {}
+        for row in rows:
+            api = row["api"]
+            if any(p in row["path"] for p in TOKEN_PATHS):
+                api = f"{api}:token" if api != "entra" else "core:token"
+            out.setdefault(api, Counter())[row["method"]] += 1
+        return out
+
+    def reset_stats(self) -> None:
+        self.post("/_sandbox/stats/reset")
+
+
+@contextmanager
+def sandbox(workdir: Path, latency_ms: float) -> Iterator[Sandbox]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    ca = workdir / "sandbox-ca.pem"
+    log = (workdir / "sandbox.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "connector",
+            "sandbox",
+            "--port",
+            str(port),
+            "--opportunities",
+            "0",
+            "--latency-ms",
+            str(latency_ms),
+            "--ca-file",
+            str(ca),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the sandbox exited: see {workdir / 'sandbox.log'}")
+            try:
+                if ca.exists():
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sandbox did not start within 60 s")
+            time.sleep(0.1)
+        url = f"https://127.0.0.1:{port}"
+        verify = ssl.create_default_context(cafile=str(ca))
+        with httpx.Client(base_url=url, verify=verify, timeout=600) as admin:
+            yield Sandbox(url, ca, proc, admin)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def connection_config(crm: str, sb: Sandbox, concurrency: int) -> dict[str, Any]:
+    core = {
+        "base_url": f"{sb.url}/v1.0/engagements",
+        "auth": "client_credentials",
+        "token_url": f"{sb.url}/bench-tenant/oauth2/v2.0/token",
+        "client_id": "sandbox",
+        "client_secret": {"value": "sandbox"},
+        "scope": "https://api.partner.microsoft.com/.default",
+        "ca_file": str(sb.ca_file),
+        "referral_link_base": f"{sb.url}/dashboard/referrals/v2",
+        "concurrency": concurrency,
+    }
+    if crm == "salesforce":
+        crm_settings: dict[str, Any] = {
+            "kind": "salesforce",
+            "login_url": sb.url,
+            "client_id": "sandbox",
+            "client_secret": {"value": "sandbox"},
+            "allowed_instance_origin": sb.url,
+            "ca_file": str(sb.ca_file),
+            "max_quota_share": 1.0,
+        }
+        mapping = ROOT / "mappings" / "salesforce.yaml"
+    else:
+        crm_settings = {
+            "kind": "dynamics",
+            "environment_url": sb.url,
+            "tenant": "bench-tenant",
+            "client_id": "sandbox",
+            "client_secret": {"value": "sandbox"},
+            "ca_file": str(sb.ca_file),
+            "page_size": 5000,
+        }
+        mapping = ROOT / "mappings" / "dynamics.yaml"
+    return {
+        "connections": [
+            {"name": f"bench-{crm}", "mapping": str(mapping), "crm": crm_settings, "core": core}
+        ]
+    }
+
+
+@dataclass
+class SyncRun:
+    wall_s: float
+    peak_rss_mb: float
+    report: dict[str, Any]
+    exit_code: int
+
+
+def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
+    report_file = config.with_suffix(".report.json")
+    env = {
+        **os.environ,
+        "CONNECTOR_STATE_URL": state_url,
+        "CONNECTOR_LOG_LEVEL": "WARNING",
+        "CONNECTOR_LOG_FORMAT": "json",
+    }
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "connector",
+            "sync",
+            "--once",
+            "--config",
+            str(config),
+            "--report-json",
+            str(report_file),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = started + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the sync did not finish within {timeout_s:.0f} s")
+        time.sleep(0.05)
+    wall = time.monotonic() - started
+    code = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.returncode = code
+    if code not in (0, 1):
+        raise RuntimeError(f"the sync failed with exit code {code}:\n{stderr[-3000:]}")
+    # ru_maxrss is in KiB on Linux
+    return SyncRun(wall, usage.ru_maxrss / 1024, json.loads(report_file.read_text()), code)
+
+
+@dataclass
+class Bench:
+    crm: str
+    latency_ms: float
+    concurrency: int
+    workdir: Path
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, sb: Sandbox, name: str) -> Path:
+        path = self.workdir / f"{self.crm}-{name}.yaml"
+        # JSON is YAML: the config loader reads it as is
+        path.write_text(json.dumps(connection_config(self.crm, sb, self.concurrency), indent=2))
+        return path
+
+    def seed(self, sb: Sandbox, n: int) -> None:
+        api = "salesforce" if self.crm == "salesforce" else "dataverse"
+        sb.post("/_sandbox/seed", {"opportunities": n, "seed": 11, "apis": [api]})
+        sb.post("/_sandbox/core/reset")
+
+    def first_sync(self, n: int) -> None:
+        with sandbox(self.workdir / f"first-{n}", self.latency_ms) as sb:
+            self.seed(sb, n)
+            sb.reset_stats()
+            run = run_sync(self.config(sb, "first"), self.state(f"first-{n}"), timeout_s=3600)
+            calls = sb.calls()
+        core = calls.get("core", Counter())
+        writes = core["POST"] + core["PATCH"]
+        created = run.report["created"]
+        bound_writes = writes * self.latency_ms / 1000 / self.concurrency
+        bound_referrals = created * self.latency_ms / 1000 / self.concurrency
+        crm_api = "salesforce" if self.crm == "salesforce" else "dataverse"
+        status_writes = run.report["mirrored"]
+        crm_write_calls = (
+            calls.get(crm_api, Counter())["PATCH"] + calls.get(crm_api, Counter())["POST"]
+        )
+        self.results["first_sync"] = {
+            "n": n,
+            "created": created,
+            "wall_s": round(run.wall_s, 2),
+            "referrals_per_s": round(created / run.wall_s, 1),
+            "core_writes": writes,
+            "core_writes_per_referral": round(writes / max(created, 1), 3),
+            "bound_s_core_writes": round(bound_writes, 2),
+            "ratio_to_bound_core_writes": round(bound_writes / run.wall_s, 3),
+            "bound_s_one_write_per_referral": round(bound_referrals, 2),
+            "ratio_to_bound_one_write_per_referral": round(bound_referrals / run.wall_s, 3),
+            "calls": {k: dict(v) for k, v in calls.items()},
+            "status_updates_written": status_writes,
+            "crm_write_calls": crm_write_calls,
+            "crm_calls_per_1000_status_updates": round(
+                crm_write_calls / max(status_writes, 1) * 1000, 2
+            ),
+            "peak_rss_mb": round(run.peak_rss_mb, 1),
+        }
+
+    def steady_state(self, n: int, change_share: float) -> None:
+        """No-change cycle and 1 % incremental cycle over n linked deals."""
+        with sandbox(self.workdir / f"steady-{n}", 0) as sb:
+            self.seed(sb, n)
+            config = self.config(sb, "steady")
+            state = self.state(f"steady-{n}")
+            setup = run_sync(config, state, timeout_s=7200)  # first sync, no latency
+            run_sync(config, state, timeout_s=3600)  # reads back the echo of the status writes
+            # let every overlap window pass, then measure with latency
+            sb.post("/_sandbox/clock", {"minutes": 20})
+            run_sync(config, state, timeout_s=3600)
+            sb.put(
+                "/_sandbox/latency",
+                dict.fromkeys(("core", "salesforce", "dataverse", "entra"), self.latency_ms),
+            )
+            sb.reset_stats()
+            nochange = run_sync(config, state, timeout_s=3600)
+            nochange_calls = sb.calls()
+            ids = self.record_ids(sb)
+            changed = ids[: max(1, int(len(ids) * change_share))]
+            for i, record_id in enumerate(changed):
+                self.edit(sb, record_id, i)
+            sb.reset_stats()
+            incremental = run_sync(config, state, timeout_s=3600)
+            incremental_calls = sb.calls()
+        self.results["setup_first_sync_no_latency"] = {
+            "n": n,
+            "wall_s": round(setup.wall_s, 1),
+            "peak_rss_mb": round(setup.peak_rss_mb, 1),
+            "created": setup.report["created"],
+        }
+        self.results["no_change_cycle"] = {
+            "linked": setup.report["created"],
+            "wall_s": round(nochange.wall_s, 2),
+            "calls": {k: dict(v) for k, v in nochange_calls.items()},
+            "report_api_calls": nochange.report["api_calls"],
+        }
+        self.results["incremental_1pct"] = {
+            "changed": len(changed),
+            "wall_s": round(incremental.wall_s, 2),
+            "updated": incremental.report["updated"],
+            "calls": {k: dict(v) for k, v in incremental_calls.items()},
+        }
+
+    def record_ids(self, sb: Sandbox) -> list[str]:
+        if self.crm == "salesforce":
+            rows = sb.get("/_sandbox/salesforce/opportunities?Sync_with_Partner_Center__c=true")[
+                "records"
+            ]
+            return sorted(
+                r["Id"] for r in rows if r.get("Referral_Identifier__c") and not r.get("IsClosed")
+            )
+        rows = sb.get("/_sandbox/dataverse/opportunities")
+        rows = rows.get("value", rows) if isinstance(rows, dict) else rows
+        return sorted(
+            r["opportunityid"]
+            for r in rows
+            if r.get("cosell_referralid") and r.get("statecode") == 0
+        )
+
+    def edit(self, sb: Sandbox, record_id: str, i: int) -> None:
+        if self.crm == "salesforce":
+            sb.post(f"/_sandbox/salesforce/opportunities/{record_id}", {"Amount": 777000 + i})
+        else:
+            sb.post(
+                f"/_sandbox/dataverse/opportunities/{record_id}", {"estimatedvalue": 777000 + i}
+            )
+
+    def memory(self, sizes: list[int]) -> None:
+        rows = []
+        for n in sizes:
+            with sandbox(self.workdir / f"rss-{n}", 0) as sb:
+                self.seed(sb, n)
+                run = run_sync(self.config(sb, f"rss-{n}"), self.state(f"rss-{n}"), timeout_s=7200)
+            rows.append(
+                {"n": n, "peak_rss_mb": round(run.peak_rss_mb, 1), "wall_s": round(run.wall_s, 1)}
+            )
+        growth = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"] - 1 if len(rows) > 1 else 0.0
+        self.results["peak_rss"] = {"runs": rows, "growth_first_to_last": round(growth, 3)}
+
+    def state(self, name: str) -> str:
+        return f"sqlite:///{self.workdir / (self.crm + '-' + name + '.db')}"
+
+
+def print_table(all_results: dict[str, Any]) -> None:
+    print()
+    print(f"{'measure':58} " + " ".join(f"{crm:>14}" for crm in all_results))
+    keys = [
+        ("first sync: N", ("first_sync", "n")),
+        ("first sync: wall s", ("first_sync", "wall_s")),
+        ("first sync: referrals/s", ("first_sync", "referrals_per_s")),
+        ("first sync: core writes per referral", ("first_sync", "core_writes_per_referral")),
+        ("first sync: ratio to bound (core writes)", ("first_sync", "ratio_to_bound_core_writes")),
+        (
+            "first sync: ratio to bound (1 write per referral)",
+            ("first_sync", "ratio_to_bound_one_write_per_referral"),
+        ),
+        (
+            "CRM write calls per 1,000 status updates",
+            ("first_sync", "crm_calls_per_1000_status_updates"),
+        ),
+        ("no-change cycle: linked deals", ("no_change_cycle", "linked")),
+        ("no-change cycle: wall s", ("no_change_cycle", "wall_s")),
+        ("no-change cycle: calls", ("no_change_cycle", "calls")),
+        ("1 % incremental: changed", ("incremental_1pct", "changed")),
+        ("1 % incremental: wall s", ("incremental_1pct", "wall_s")),
+        ("1 % incremental: calls", ("incremental_1pct", "calls")),
+        ("peak RSS MB by N", ("peak_rss", "runs")),
+        ("peak RSS growth first -> last N", ("peak_rss", "growth_first_to_last")),
+    ]
+    for label, (section, key) in keys:
+        cells = []
+        for results in all_results.values():
+            value = results.get(section, {}).get(key, "-")
+            if isinstance(value, dict):
+                value = "; ".join(
+                    f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in value.items()
+                )
+            elif isinstance(value, list):
+                value = ", ".join(f"{r['n']}:{r['peak_rss_mb']}" for r in value)
+            cells.append(str(value))
+        print(f"{label:58} " + " ".join(f"{c:>14}" for c in cells))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--crm", choices=["salesforce", "dynamics", "both"], default="both")
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--first-n", type=int, default=20_000)
+    parser.add_argument("--nochange-n", type=int, default=100_000)
+    parser.add_argument("--rss-n", type=int, nargs="+", default=[10_000, 50_000, 100_000])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["first", "steady", "memory"])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    crms = ["salesforce", "dynamics"] if args.crm == "both" else [args.crm]
+    all_results: dict[str, Any] = {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for crm in crms:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{crm}-") as tmp:
+            bench = Bench(crm, args.latency_ms, args.concurrency, Path(tmp))
+            if "first" not in args.skip:
+                bench.first_sync(args.first_n)
+                print(f"{crm}: first sync done", flush=True)
+            if "steady" not in args.skip:
+                bench.steady_state(args.nochange_n, 0.01)
+                print(f"{crm}: steady-state cycles done", flush=True)
+            if "memory" not in args.skip:
+                bench.memory(sorted(args.rss_n))
+                print(f"{crm}: memory runs done", flush=True)
+            all_results[crm] = bench.results
+    meta = {
+        "latency_ms": args.latency_ms,
+        "concurrency": args.concurrency,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "command": " ".join(sys.argv),
+    }
+    out = args.out / f"pipeline-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps({"meta": meta, "results": all_results}, indent=2))
+    print_table(all_results)
+    print(f"\nJSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
