@@ -1,14 +1,17 @@
 # syntax=docker/dockerfile:1
-# Multi-stage: build a wheel, install it into a virtual environment, copy that into a
-# slim runtime image that runs as a non-root user. No secrets are baked in: they come
-# from the environment or mounted secret files at run time.
+# Multi-stage: build the project's wheel, install it (with the PostgreSQL driver) into a
+# virtual environment, and copy only that environment into a slim runtime image that
+# runs as a non-root user. No secrets are baked in: they come from the environment or
+# from mounted secret files (CONNECTOR_SECRETS_DIR) at run time; .dockerignore keeps
+# .env, .connector/ (tokens, state) and the local virtualenv out of the build context.
+# tests/container/test_container_smoke.py performs these same steps without Docker.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY connector ./connector
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/venv/bin/pip install --no-cache-dir '.[postgres]'
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[postgres]"
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 connector \
@@ -17,7 +20,8 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=connector:connector mappings ./mappings
 COPY --chown=connector:connector config ./config
-RUN mkdir -p /data && chown connector:connector /data
+# /data: the state file (a volume); /shared: where the compose sandbox writes its CA file
+RUN mkdir -p /data /shared && chown connector:connector /data /shared
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     CONNECTOR_STATE_URL=sqlite:////data/state.db \
@@ -28,7 +32,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER connector
 VOLUME ["/data"]
 EXPOSE 9464
+# /healthz: the process and its scheduler are alive (readiness is /readyz, for orchestrators)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=4).status == 200 else 1)"]
+  CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('CONNECTOR_HEALTH_PORT', '9464'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["connector"]
 CMD ["run"]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from connector import logs
+from connector.dead_letter_cli import errors_app
 from connector.errors import ConfigError, ConnectorError, MappingError
 from connector.settings import Settings, load_config, state_url
 
@@ -25,6 +28,7 @@ mappings_app = typer.Typer(help="Check and inspect mapping files.", no_args_is_h
 auth_app = typer.Typer(help="Sign in to Partner Center.", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(auth_app, name="auth")
+app.add_typer(errors_app, name="errors")
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -59,7 +63,8 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {logs.scrub(message)}", highlight=False)
+    # escaped: messages name settings such as connections[name].mapping, not markup
+    err_console.print(f"[bold red]error:[/] {escape(logs.scrub(message))}", highlight=False)
     return typer.Exit(code)
 
 
@@ -171,6 +176,15 @@ def run(
             help="How long a connection may fail before /readyz says unready.",
         ),
     ] = 0.0,
+    lease_ttl_s: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl-s",
+            envvar="CONNECTOR_LEASE_TTL_S",
+            help="Seconds a replica's claim on a connection lasts unless renewed (renewed "
+            "every third of it): how soon survivors take over from a replica that died.",
+        ),
+    ] = 120.0,
 ) -> None:
     """Run the daemon: every connection on its schedule, with health and metrics."""
     from connector.daemon import Daemon
@@ -185,6 +199,7 @@ def run(
             health_port=health_port,
             grace_s=grace_s,
             unready_after_s=unready_after_s,
+            lease_ttl_s=lease_ttl_s,
         )
     except (ConfigError, MappingError) as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
@@ -197,7 +212,11 @@ def run(
         ) from None
     daemon.install_signal_handlers()
     daemon.start()
-    raise typer.Exit(daemon.wait())
+    code = daemon.wait()
+    if daemon.abandoned:  # a cycle thread still runs: do not wait for it at exit
+        logging.shutdown()
+        os._exit(code)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -327,27 +346,76 @@ def mappings_check(
         list[Path] | None, typer.Argument(help="Mapping files (default: those of the config).")
     ] = None,
     config: ConfigOpt = None,
+    against_crm: Annotated[
+        bool,
+        typer.Option(
+            "--against-crm",
+            help="Also read the CRM's stages and show what each becomes (read-only).",
+        ),
+    ] = False,
+    connection: Annotated[
+        str | None,
+        typer.Option("--connection", help="The connection whose CRM to read (--against-crm)."),
+    ] = None,
 ) -> None:
     """Validate mapping files and report every problem with file:line:column."""
+    from connector.mapping.live import check_against_crm, connection_for, print_stage_check
     from connector.mapping.load import load_mapping
 
     settings = _settings(config)
     files = list(file or [])
-    if not files:
-        try:
-            files = [c.mapping for c in load_config(settings.config).connections]
-        except ConfigError as exc:
-            raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    try:
+        cfg = load_config(settings.config) if against_crm or not files else None
+    except ConfigError as exc:
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    if not files and cfg is not None:
+        files = [c.mapping for c in cfg.connection(connection)]
     bad = 0
     for path in files:
         try:
-            load_mapping(path)
+            mapping = load_mapping(path)
         except MappingError as exc:
             bad += 1
             err_console.print(exc.message, highlight=False)
-        else:
-            console.print(f"{path}: ok")
+            continue
+        console.print(f"{path}: ok")
+        if cfg is None or not against_crm:
+            continue
+        try:
+            conn = connection_for(cfg, path, connection)
+            check = check_against_crm(conn, settings, mapping, path)
+        except ConfigError as exc:
+            raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+        except ConnectorError as exc:
+            raise _fail(exc.message, ExitCode.FAILED) from None
+        print_stage_check(console, path, conn.name, check)
+        bad += bool(check.problems)
     raise typer.Exit(ExitCode.BAD_CONFIG if bad else ExitCode.OK)
+
+
+@mappings_app.command("explain")
+def mappings_explain(
+    record_id: Annotated[str, typer.Argument(help="The CRM opportunity's id.")],
+    connection: Annotated[
+        str | None, typer.Option("--connection", help="The connection to read it from.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Fetch one CRM record and show, field by field, the deal it would become (read-only)."""
+    from connector.mapping.live import connection_for, explain_live, print_explanation
+    from connector.mapping.load import load_mapping
+
+    settings = _settings(config)
+    try:
+        cfg = load_config(settings.config)
+        conn = connection_for(cfg, None, connection)
+        mapping = load_mapping(conn.mapping)
+        explanation = explain_live(conn, settings, mapping, record_id, state_url(settings, cfg))
+    except (ConfigError, MappingError) as exc:
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    except ConnectorError as exc:
+        raise _fail(exc.message, ExitCode.FAILED) from None
+    print_explanation(console, conn.name, explanation)
 
 
 @mappings_app.command("schema")

@@ -4,6 +4,11 @@ One APScheduler job per connection (``max_instances=1``, ``coalesce=True``,
 jitter), so a slow cycle is never overlapped. SIGTERM/SIGINT stop scheduling,
 let the running cycle finish its current page and commit, and exit 0 within the
 grace period. ``/healthz``, ``/readyz`` and ``/metrics`` are served on their own port.
+
+Everything a cycle needs from the configuration (mapping files, secret references,
+the mapping's CRM matching the connection's) is checked when the daemon is built, so a
+broken configuration stops the process at start-up (``connector run`` exits 4) rather
+than failing every cycle.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,17 +32,29 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from connector.errors import ConnectorError, MappingError
+from connector.errors import ConfigError, ConnectorError, MappingError
+from connector.lease import LeaseKeeper
+from connector.logs import redact
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
 from connector.metrics import Metrics
 from connector.runtime import Runtime, open_runtime
-from connector.settings import ConfigFile, ConnectionSettings, Settings, state_url
+from connector.settings import (
+    ConfigFile,
+    ConnectionSettings,
+    SalesforceSettings,
+    SecretRef,
+    Settings,
+    state_url,
+)
 from connector.state.store import Store
 from connector.sync.engine import SyncEngine
 from connector.sync.report import Outcome, RunReport
 
 log = logging.getLogger(__name__)
+
+#: how many of the latest run reports the daemon keeps (``Daemon.reports``)
+REPORT_HISTORY = 100
 
 
 @dataclass
@@ -69,6 +87,7 @@ class Daemon:
         grace_s: float = 30.0,
         unready_after_s: float = 0.0,
         lease_ttl_s: float = 120.0,
+        report_history: int = REPORT_HISTORY,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -83,23 +102,50 @@ class Daemon:
         }
         self.stop_event = threading.Event()
         self.done = threading.Event()
+        #: the latest run reports, oldest first (what the metrics were fed from)
+        self.reports: deque[RunReport] = deque(maxlen=report_history)
+        #: connections whose cycle is running now; guarded by ``_lock`` with ``stop_event``
+        self._running: set[str] = set()
+        self._lock = threading.RLock()  # re-entrant: request_stop may run in a signal handler
+        #: set when a stop gave up waiting: a cycle thread may still be using the store
+        self.abandoned = False
+        #: the stop of each running cycle: the daemon's, or the loss of its lease
+        self._cycle_stops: dict[str, threading.Event] = {}
+        self._started = False
         self._mappings = {c.name: self._watch(c) for c in self.connections}
+        for conn in self.connections:
+            _check_connection(conn, self._mappings[conn.name].mapping, settings)
+        for c in self.connections:  # export the series at 0, so alerts can use increase()
+            self.metrics.mapping_errors.labels(c.name)
         self.store = Store.open(state_url(settings, config))
         self.scheduler = BackgroundScheduler(timezone=UTC)
-        self._http: ThreadingHTTPServer | None = None
-        self._health_addr = (health_host, health_port)
+        try:  # bound now: a port in use is a start-up error (OSError), not a dead daemon
+            self._http: ThreadingHTTPServer | None = self._bind_http(health_host, health_port)
+        except OSError:
+            self.store.close()
+            raise
 
     # ------------------------------------------------------------------ start-up
 
     def _watch(self, conn: ConnectionSettings) -> _MappingWatch:
-        mapping = load_mapping(conn.mapping)  # invalid at start-up: fail fast (caller exits 4)
+        try:  # invalid at start-up: fail fast (the caller exits 4)
+            mapping = load_mapping(conn.mapping)
+        except MappingError as exc:
+            raise MappingError(
+                f"connections[{conn.name}].mapping: {exc.message}", exc.problems
+            ) from None
         return _MappingWatch(conn.mapping, mapping, conn.mapping.stat().st_mtime)
 
+    def trigger(self, conn: ConnectionSettings) -> IntervalTrigger | CronTrigger:
+        """When ``conn`` runs: its interval or cron schedule, with jitter."""
+        return schedule_trigger(conn)
+
     def start(self) -> None:
+        """Schedule every connection (the first cycle at once) and open the health port."""
         for conn in self.connections:
             self.scheduler.add_job(
                 self._cycle,
-                trigger=_trigger(conn),
+                trigger=self.trigger(conn),
                 args=[conn],
                 id=conn.name,
                 name=conn.name,
@@ -109,7 +155,9 @@ class Daemon:
                 next_run_time=datetime.now(UTC),
             )
         self.scheduler.start()
-        self._start_http()
+        self._started = True
+        assert self._http is not None
+        threading.Thread(target=self._http.serve_forever, name="health", daemon=True).start()
         log.info(
             "daemon started: %d connection(s), health on %s:%d",
             len(self.connections),
@@ -149,30 +197,62 @@ class Daemon:
         return watch.mapping
 
     def _cycle(self, conn: ConnectionSettings) -> None:
-        if self.stop_event.is_set():
-            return
+        """The scheduled job: one cycle under the connection's lease, never after a stop."""
+        with self._lock:  # a stop and the start of a cycle never interleave
+            if self.stop_event.is_set():
+                return
+            self._running.add(conn.name)
         health = self.health[conn.name]
-        if not self.store.acquire_lease(conn.name, self.holder, self.lease_ttl_s):
-            log.info("%s: another replica holds the lease; skipping this cycle", conn.name)
-            return
         health.running = True
         try:
-            report = self.run_cycle(conn)
+            report = self._leased_cycle(conn)
         finally:
             health.running = False
-            self.store.release_lease(conn.name, self.holder)
-        self._record(conn, report)
+            with self._lock:
+                self._running.discard(conn.name)
+        if report is not None:
+            self._record(conn, report)
+
+    def _leased_cycle(self, conn: ConnectionSettings) -> RunReport | None:
+        try:
+            leased = self.store.acquire_lease(conn.name, self.holder, self.lease_ttl_s)
+        except ConnectorError as exc:
+            log.error("%s: cannot take the connection's lease: %s", conn.name, exc.message)
+            return RunReport(conn.name, outcome=Outcome.FAILED, error=exc.message)
+        if not leased:
+            log.info("%s: another replica holds the lease; skipping this cycle", conn.name)
+            return None
+        try:
+            # renewed on its own thread (a stalled cycle keeps it too); lost: stop at a page
+            with LeaseKeeper(
+                self.store, conn.name, self.holder, self.lease_ttl_s, self.stop_event
+            ) as keeper:
+                self._cycle_stops[conn.name] = keeper.stop
+                return self.run_cycle(conn)
+        finally:
+            self._cycle_stops.pop(conn.name, None)
+            try:
+                self.store.release_lease(conn.name, self.holder)
+            except ConnectorError as exc:  # it expires by itself after lease_ttl_s
+                log.warning("%s: cannot release the lease: %s", conn.name, exc.message)
 
     def run_cycle(self, conn: ConnectionSettings) -> RunReport:
+        """One cycle of ``conn``; every failure becomes a failed report, never an exception."""
         mapping = self.current_mapping(conn)
+        stop = self._cycle_stops.get(conn.name, self.stop_event)
         try:
             with open_runtime(conn, self.settings, mapping=mapping) as rt:
-                return self._engine(conn, rt).run()
+                return self._engine(conn, rt, stop).run()
         except ConnectorError as exc:
             log.error("%s: the cycle could not start: %s", conn.name, exc.message)
             return RunReport(conn.name, outcome=Outcome.FAILED, error=exc.message)
+        except Exception as exc:  # a bug must not kill the job: report it, try next time
+            log.exception("%s: the cycle failed unexpectedly", conn.name)
+            return RunReport(
+                conn.name, outcome=Outcome.FAILED, error=f"unexpected {type(exc).__name__}"
+            )
 
-    def _engine(self, conn: ConnectionSettings, rt: Runtime) -> SyncEngine:
+    def _engine(self, conn: ConnectionSettings, rt: Runtime, stop: threading.Event) -> SyncEngine:
         return SyncEngine(
             conn.name,
             crm=rt.crm,
@@ -181,10 +261,11 @@ class Daemon:
             mapping=rt.mapping,
             link_for=rt.link_for,
             concurrency=conn.core.concurrency,
-            stop=self.stop_event,
+            stop=stop,
         )
 
     def _record(self, conn: ConnectionSettings, report: RunReport) -> None:
+        self.reports.append(report)
         health = self.health[conn.name]
         now = time.monotonic()
         health.cycles += 1
@@ -195,18 +276,35 @@ class Daemon:
         else:
             health.failing_since = None
         self.metrics.observe(report)
-        wall = datetime.now(UTC)
-        for cursor in ("crm", "core"):
-            self.metrics.set_lag(conn.name, cursor, self.store.get_cursor(conn.name, cursor), wall)
-        self.metrics.dead_letters.labels(conn.name).set(
-            len(self.store.list_dead_letters(conn.name))
-        )
+        try:
+            wall = datetime.now(UTC)
+            for cursor in ("crm", "core"):
+                value = self.store.get_cursor(conn.name, cursor)
+                self.metrics.set_lag(conn.name, cursor, value, wall)
+            self.metrics.dead_letters.labels(conn.name).set(
+                len(self.store.list_dead_letters(conn.name))
+            )
+        except ConnectorError as exc:  # /readyz reports the store; keep the last values
+            log.warning("%s: cannot read cursors for the metrics: %s", conn.name, exc.message)
 
     # ------------------------------------------------------------------ health
 
+    def alive(self) -> bool:
+        """The process serves and the scheduler thread runs (``/healthz``)."""
+        thread = getattr(self.scheduler, "_thread", None)
+        thread_alive = thread is None or thread.is_alive()
+        return bool(self.scheduler.running) and thread_alive and not self.done.is_set()
+
     def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when the state store answers and no connection has failed for too long.
+
+        ``unready_after_s`` is how long a connection's cycles may keep failing before the
+        daemon reports unready (0: at the first failed cycle). A stopping daemon is unready.
+        """
         detail: dict[str, Any] = {"connections": {}}
-        ok = True
+        ok = not self.stop_event.is_set()
+        if not ok:
+            detail["stopping"] = True
         try:
             self.store.ping()
             detail["state"] = "ok"
@@ -227,13 +325,13 @@ class Daemon:
             ok = ok and not failing
         return ok, detail
 
-    def _start_http(self) -> None:
+    def _bind_http(self, host: str, port: int) -> ThreadingHTTPServer:
         daemon = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/healthz":
-                    alive = daemon.scheduler.running and not daemon.done.is_set()
+                    alive = daemon.alive()
                     self._send(200 if alive else 503, {"status": "ok" if alive else "stopping"})
                 elif self.path == "/readyz":
                     ok, detail = daemon.ready()
@@ -259,34 +357,58 @@ class Daemon:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._http = ThreadingHTTPServer(self._health_addr, Handler)
-        self._http.daemon_threads = True
-        threading.Thread(target=self._http.serve_forever, name="health", daemon=True).start()
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        return server
 
     # ------------------------------------------------------------------ shutdown
 
     def request_stop(self, *_: object) -> None:
-        if not self.stop_event.is_set():
-            log.info("stop requested: no new cycles; the running cycle finishes its page")
+        """Stop scheduling; safe from a signal handler (it only sets an event)."""
+        with self._lock:
             self.stop_event.set()
 
+    def running(self) -> set[str]:
+        """The connections whose cycle is running now."""
+        with self._lock:
+            return set(self._running)
+
     def wait(self) -> int:
-        """Block until a stop is requested, then shut down within the grace period."""
-        self.stop_event.wait()
-        self.scheduler.pause()
+        """Block until a stop is requested, then shut down within the grace period.
+
+        Returns 0 when every running cycle finished (its last page committed) in time,
+        130 when the grace period ran out first; ``abandoned`` is then True and the
+        store is left open for the cycle thread (the caller should exit the process).
+        """
+        while not self.stop_event.wait(1.0):
+            pass
+        log.info(
+            "stop requested: no new cycles; running cycles finish their page (grace %.0fs)",
+            self.grace_s,
+        )
+        if self.scheduler.running:
+            self.scheduler.pause()
         deadline = time.monotonic() + self.grace_s
-        while any(h.running for h in self.health.values()) and time.monotonic() < deadline:
+        while self.running() and time.monotonic() < deadline:
             time.sleep(0.05)
-        clean = not any(h.running for h in self.health.values())
-        self.scheduler.shutdown(wait=False)
+        still = sorted(self.running())
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         self.done.set()
         if self._http is not None:
-            self._http.shutdown()
+            if self._started:
+                self._http.shutdown()
             self._http.server_close()
+        if still:
+            self.abandoned = True
+            log.error(
+                "the cycle of %s did not finish within the grace period of %.0fs; exiting "
+                "anyway (the committed cursor is safe: at most one page is replayed)",
+                ", ".join(still),
+                self.grace_s,
+            )
+            return 130
         self.store.close()
-        if not clean:
-            log.error("the running cycle did not finish within %.0fs; exiting anyway", self.grace_s)
-            return 1
         log.info("daemon stopped cleanly")
         return 0
 
@@ -295,10 +417,36 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
 
 
-def _trigger(conn: ConnectionSettings) -> IntervalTrigger | CronTrigger:
+def _check_connection(conn: ConnectionSettings, mapping: MappingFile, settings: Settings) -> None:
+    """Start-up checks of what a cycle would otherwise only find out later."""
+    where = f"connections[{conn.name}]"
+    kind = "salesforce" if isinstance(conn.crm, SalesforceSettings) else "dynamics"
+    if mapping.crm != kind:
+        raise ConfigError(
+            f"{where}.mapping: {conn.mapping} is written for {mapping.crm} but the "
+            f"connection's CRM is {kind}; point `mapping:` at a {kind} mapping"
+        )
+    for part_name, part in (("crm", conn.crm), ("core", conn.core)):
+        for field_name in type(part).model_fields:
+            ref = getattr(part, field_name)
+            if isinstance(ref, SecretRef):
+                secret = ref.resolve(f"{where}.{part_name}.{field_name}", settings.secrets_dir)
+                redact(secret.get_secret_value())
+
+
+def schedule_trigger(conn: ConnectionSettings) -> IntervalTrigger | CronTrigger:
+    """The APScheduler trigger of a connection's schedule (cron wins over interval)."""
     schedule = conn.schedule
     if schedule.cron:
-        return CronTrigger.from_crontab(
-            schedule.cron, timezone=UTC, jitter=schedule.jitter_s or None
+        # from_crontab takes no jitter: split the (already validated) five fields ourselves
+        minute, hour, day, month, day_of_week = schedule.cron.split()
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=day_of_week,
+            timezone=UTC,
+            jitter=schedule.jitter_s or None,
         )
     return IntervalTrigger(seconds=schedule.interval_s or 300, jitter=schedule.jitter_s or None)

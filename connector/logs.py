@@ -17,11 +17,16 @@ _secrets: set[str] = set()
 _lock = threading.Lock()
 
 
+#: the sandbox's fake client secret is public (written in config/sandbox.yaml); redacting
+#: it would turn every "sandbox-salesforce" in the logs into "***-salesforce"
+PUBLIC_VALUES = frozenset({"sandbox"})
+
+
 def redact(*values: str | None) -> None:
     """Register secret values that must never reach a log line."""
     with _lock:
         for value in values:
-            if value and len(value) >= 4:
+            if value and len(value) >= 4 and value not in PUBLIC_VALUES:
                 _secrets.add(value)
 
 
@@ -43,7 +48,13 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+#: structured fields a log call may pass with ``extra=``; they become JSON keys
+EXTRA_FIELDS = ("event", "connection", "outcome", "counts", "api_calls", "duration_s")
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the known extra fields."""
+
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -51,11 +62,14 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in EXTRA_FIELDS:
+            if name in record.__dict__:
+                data[name] = record.__dict__[name]
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
             data["exc"] = record.exc_text
-        return json.dumps(data, ensure_ascii=False)
+        return scrub(json.dumps(data, ensure_ascii=False, default=str))
 
 
 def setup(level: str = "INFO", fmt: str = "auto") -> None:

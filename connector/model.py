@@ -138,10 +138,15 @@ class DealDraft:
     assistance_code: str | None = None
     notes: str | None = None
     campaign_id: str | None = None
+    #: partner organizations invited to the deal (partner-to-partner)
+    partners: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """A stable hash of the mapped outbound fields (the no-echo check)."""
-        payload = json.dumps(asdict(self), sort_keys=True, default=str, ensure_ascii=False)
+        fields = asdict(self)
+        if not self.partners:
+            del fields["partners"]  # drafts without partners hash as before partners existed
+        payload = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

@@ -16,6 +16,7 @@ from connector.crm.factory import build_crm
 from connector.dealcore.auth import ClientCredentialsTokens, RefreshTokenTokens, TokenProvider
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.payload import referral_link
+from connector.dealcore.retry import RetryPolicy
 from connector.errors import ConfigError
 from connector.logs import redact
 from connector.mapping.load import load_mapping
@@ -80,7 +81,11 @@ def build_core(
 ) -> ReferralsClient:
     tokens = core_tokens(core, http, where, secrets_dir)
     return ReferralsClient(
-        core.base_url, tokens, http=http, correlation_id=correlation_id or str(uuid.uuid4())
+        core.base_url,
+        tokens,
+        http=http,
+        correlation_id=correlation_id or str(uuid.uuid4()),
+        retry_policy=RetryPolicy(attempts=core.max_attempts),  # the setting, wired
     )
 
 

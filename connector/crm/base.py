@@ -95,4 +95,12 @@ class CrmAdapter(Protocol):
         """Create opportunities; one result per item, in order (``crm_id`` = the new id)."""
         ...
 
+    def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
+        """Live records whose ``field`` holds one of ``referral_ids``: referral id → record id.
+
+        Looked up before creating opportunities for incoming referrals, so a crash
+        between a create and its bookkeeping never creates a second record.
+        """
+        ...
+
     def close(self) -> None: ...

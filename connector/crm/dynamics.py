@@ -50,12 +50,21 @@ from connector.crm.dynamics_rows import (
 )
 from connector.crm.dynamics_transport import DataverseTransport, RequestBudget, body_of, error_of
 from connector.crm.dynamics_writes import DataverseWriter
-from connector.crm.odata_filter import compile_filter, filter_fields, is_guid, literal, matches
+from connector.crm.odata_filter import (
+    column_of,
+    compile_filter,
+    filter_fields,
+    is_guid,
+    literal,
+    matches,
+)
 from connector.errors import CrmError
 from connector.mapping.filters import Filter
 from connector.model import CrmOpportunity, CrmStatusUpdate
 
 log = logging.getLogger(__name__)
+#: referral ids per lookup ($filter of "or"ed equalities, well within URL limits)
+REFERRAL_LOOKUP_CHUNK = 50
 
 DELTA_PREFIX = "delta:"
 MODIFIED_PREFIX = "modifiedon:"
@@ -398,6 +407,39 @@ class DataverseOpportunities:
     def create_opportunities(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
         """POST new opportunities; ``crm_id`` of each result is the new row's id."""
         return self.writer.create_many(items)
+
+    def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
+        """Rows whose ``field`` holds one of ``referral_ids``: referral id → opportunity id."""
+        column = column_of(field)
+        found: dict[str, str] = {}
+        ids = list(dict.fromkeys(referral_ids))
+        for start in range(0, len(ids), REFERRAL_LOOKUP_CHUNK):
+            chunk = ids[start : start + REFERRAL_LOOKUP_CHUNK]
+            what = f"GET opportunities by {len(chunk)} referral ids ({column})"
+            params = {
+                "$select": f"opportunityid,{column}",
+                "$filter": " or ".join(f"{column} eq {literal(i)}" for i in chunk),
+            }
+            body = self._get(
+                "opportunities",
+                kind="read",
+                what=what,
+                params=params,
+                headers={"Prefer": self._prefer(track=False)},
+            )
+            seen: set[str] = set()
+            while True:
+                for row in body.get("value") or []:
+                    value, row_id = row.get(column), row.get("opportunityid")
+                    if isinstance(value, str) and isinstance(row_id, str):
+                        found.setdefault(value, row_id)
+                next_link = body.get("@odata.nextLink")
+                if not next_link:
+                    break
+                body = self._follow(
+                    str(next_link), seen, {"Prefer": self._prefer(track=False)}, kind="read"
+                )
+        return found
 
     @property
     def quota_exhausted(self) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import SecretStr
 
+from connector.certificates import certificate_rejected, untrusted_message
 from connector.errors import CrmError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ class DataverseTokens:
         try:
             response = self._http.post(self.token_url, data=data, timeout=self._timeout)
         except httpx.TransportError as exc:
+            if certificate_rejected(exc):
+                raise CrmError(
+                    untrusted_message("Dataverse sign-in", "crm.ca_file"), code="tls"
+                ) from None
             raise CrmError(
                 f"Dataverse sign-in: the token endpoint did not answer ({type(exc).__name__}); "
                 "check the authority URL and the network",

@@ -36,6 +36,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from connector.certificates import certificate_rejected, untrusted_message
 from connector.crm.base import ApiUsage
 from connector.crm.dynamics_auth import DataverseTokens
 from connector.dealcore.retry import RateGate
@@ -270,6 +271,10 @@ class DataverseTransport:
         with self._gate:
             with self._lock:
                 self.usage.count(kind)
+                if self.budget.max_requests is not None:
+                    # The run report's quota share: this run's budget, as used so far.
+                    self.usage.used = self.budget.spent
+                    self.usage.limit = self.budget.max_requests
             try:
                 return self.http.request(
                     method,
@@ -280,6 +285,8 @@ class DataverseTransport:
                     timeout=self.timeout_s,
                 )
             except httpx.TransportError as exc:
+                if certificate_rejected(exc):
+                    raise CrmError(untrusted_message(what, "crm.ca_file"), code="tls") from None
                 state = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
                 raise CrmError(
                     f"{what}: the connection to Dataverse {state} ({type(exc).__name__}); "

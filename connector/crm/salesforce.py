@@ -41,7 +41,7 @@ from connector.crm.salesforce_records import (
     select_fields,
     write_result,
 )
-from connector.crm.soql_filter import compile_soql, soql_literal
+from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
 from connector.dealcore.retry import RetryPolicy, Sleep, call_with_retry
 from connector.errors import ConfigError, CrmError, QuotaExhausted
 from connector.mapping.filters import Filter
@@ -53,6 +53,8 @@ T = TypeVar("T")
 
 #: records per ``composite/sobjects`` call (Salesforce's limit)
 COLLECTION_SIZE = 200
+#: referral ids per lookup query (keeps the SOQL far below its 100,000-character limit)
+REFERRAL_LOOKUP_CHUNK = 200
 _OBJECT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _STAGE_SOQL = (
     "SELECT MasterLabel, ApiName, IsActive, SortOrder, IsClosed, IsWon, DefaultProbability, "
@@ -204,8 +206,8 @@ class SalesforceOpportunities:
         for rows in self._pages(_STAGE_SOQL, what="reading OpportunityStage", deleted=False):
             for row in rows:
                 probability = row.get("DefaultProbability")
-                stages.append(
-                    StageInfo(
+                try:
+                    stage = StageInfo(
                         label=str(row.get("MasterLabel") or row.get("ApiName")),
                         api_name=str(row.get("ApiName") or row.get("MasterLabel")),
                         probability=None if probability is None else Decimal(str(probability)),
@@ -214,7 +216,15 @@ class SalesforceOpportunities:
                         active=row.get("IsActive") is not False,
                         sort_order=int(row.get("SortOrder") or 0),
                     )
-                )
+                except (ValueError, ArithmeticError):
+                    raise CrmError(
+                        f"Salesforce answered reading OpportunityStage with a stage whose "
+                        f"probability or sort order is not a number ({probability!r}); the "
+                        "run stops, check the org or a proxy in front of it",
+                        code="bad_response",
+                        transient=False,
+                    ) from None
+                stages.append(stage)
         return stages
 
     def _columns(self, fields: Sequence[str]) -> list[str]:
@@ -240,9 +250,9 @@ class SalesforceOpportunities:
             "query", lambda sf: sf.query(soql, include_deleted=deleted, **options), what=what
         )
         while True:
-            yield list(answer.get("records") or [])
+            yield _query_records(answer, what)
             next_url = answer.get("nextRecordsUrl")
-            if answer.get("done", True) or next_url is None:
+            if answer["done"] or next_url is None:
                 return
             if not isinstance(next_url, str) or not next_url.startswith("/services/"):
                 # simple-salesforce glues it to the instance host: only a path is safe
@@ -300,6 +310,30 @@ class SalesforceOpportunities:
                 continue
             prepared.append((None, {"attributes": {"type": self.object_name}, **body}))
         return self._write_collections("POST", prepared, idempotent=False)
+
+    def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
+        """Live records whose ``field`` holds one of ``referral_ids``: referral id → record id."""
+        column = soql_field(field)
+        found: dict[str, str] = {}
+        ids = list(dict.fromkeys(referral_ids))
+        for start in range(0, len(ids), REFERRAL_LOOKUP_CHUNK):
+            chunk = ids[start : start + REFERRAL_LOOKUP_CHUNK]
+            # the field is checked by soql_field, the object name at construction, and
+            # every id is quoted by soql_literal
+            soql = format_soql(
+                "SELECT Id, {:literal} FROM {:literal} WHERE {:literal} IN ({:literal})",
+                column,
+                self.object_name,
+                column,
+                ", ".join(soql_literal(i) for i in chunk),
+            )
+            what = f"looking up {len(chunk)} referral ids in {self.object_name}.{column}"
+            for rows in self._pages(soql, what=what, deleted=False):
+                for row in rows:
+                    value, record_id = row.get(column), row.get("Id")
+                    if isinstance(value, str) and isinstance(record_id, str):
+                        found.setdefault(value, record_id)
+        return found
 
     def _write_collections(
         self,
@@ -450,3 +484,27 @@ def _format_cursor(stamp: datetime | None) -> str | None:
     if stamp is None:
         return None
     return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _query_records(answer: Any, what: str) -> list[Mapping[str, Any]]:
+    """The records of a query answer, or a clear error when the answer is not one.
+
+    A server (or a proxy in front of it) that answers 200 with something else, such as
+    an error array, a page without ``records`` or ``done``, or records that are not
+    objects, must fail the run: read as "no records", it would silently skip changes.
+    """
+    records = answer.get("records") if isinstance(answer, dict) else None
+    done = answer.get("done") if isinstance(answer, dict) else None
+    if (
+        not isinstance(records, list)
+        or not isinstance(done, bool)
+        or not all(isinstance(r, dict) for r in records)
+    ):
+        raise CrmError(
+            f"Salesforce answered {what} with something that is not a query result "
+            f"(a {type(answer).__name__} without a records list and a done flag); nothing "
+            "of it was used, the run stops and the next cycle reads the same changes again",
+            code="bad_response",
+            transient=False,
+        )
+    return records

@@ -205,8 +205,10 @@ class SalesforceAuth:
             response = self.session.post(url, data=form, timeout=self.timeout)
         except requests.exceptions.SSLError:
             raise CrmError(
-                f"TLS check of the Salesforce login host {urlsplit(url).hostname} failed; "
-                "check the CA file setting",
+                f"TLS check of the Salesforce login host {urlsplit(url).hostname} failed: its "
+                "certificate is not signed by a trusted CA. Verification is always on; if "
+                "it uses a private CA (such as the sandbox's), set crm.ca_file to that CA's "
+                "PEM file",
                 code="tls",
                 transient=False,
             ) from None

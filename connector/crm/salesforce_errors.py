@@ -68,8 +68,8 @@ def crm_error_from(exc: BaseException, what: str) -> CrmError:
     name = type(exc).__name__
     if isinstance(exc, requests.exceptions.SSLError):
         return CrmError(
-            f"TLS check of the Salesforce instance failed during {what} ({name}); "
-            "check the CA file setting",
+            f"TLS check of the Salesforce instance failed during {what} ({name}); if it "
+            "uses a private CA (such as the sandbox's), set crm.ca_file to that CA's PEM file",
             code="tls",
             transient=False,
         )

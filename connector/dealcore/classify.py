@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import httpx
 
+from connector.certificates import certificate_rejected, untrusted_message
 from connector.errors import CoreError, NotFound, PreconditionFailed
 
 #: what a successful answer must carry: a referral (or, for PATCH, possibly nothing),
@@ -54,6 +55,8 @@ def classify(
     into seconds. Returns None when the answer is usable, else the error to raise.
     """
     if isinstance(outcome, httpx.TransportError):
+        if certificate_rejected(outcome):
+            return CoreError(untrusted_message(what, "core.ca_file"), code="tls", transient=False)
         kind = "timed out" if isinstance(outcome, httpx.TimeoutException) else "failed"
         return CoreError(
             f"{what}: the connection to the deal core {kind} ({type(outcome).__name__}); "
@@ -211,6 +214,8 @@ def classify_token_response(
     The description is not repeated: Entra puts trace ids and sometimes user names in it.
     """
     if isinstance(outcome, httpx.TransportError):
+        if certificate_rejected(outcome):
+            return CoreError(untrusted_message(what, "core.ca_file"), code="tls", transient=False)
         return CoreError(
             f"{what}: the connection to the token endpoint failed "
             f"({type(outcome).__name__}); it will be retried",

@@ -11,7 +11,6 @@ A 401 invalidates the token and tries once more with a fresh one.
 from __future__ import annotations
 
 import email.utils
-
 import logging
 import threading
 import time

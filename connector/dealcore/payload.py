@@ -84,7 +84,7 @@ def referral_body(draft: DealDraft) -> dict[str, Any]:
     sellers and carry an ``inviteContext``. A Lost stage sends no ``salesStage``:
     closing is a status change (:func:`status_ops`), not a stage.
     """
-    shared = draft.deal_type != DealType.PRIVATE
+    shared = draft.deal_type != DealType.PRIVATE or bool(draft.partners)
     co_sell = draft.deal_type == DealType.CO_SELL
     address = {
         "addressLine1": draft.customer.address_line1,
@@ -127,7 +127,23 @@ def referral_body(draft: DealDraft) -> dict[str, Any]:
         body["inviteContext"] = {
             "assistanceRequestCode": draft.assistance_code or "GeneralOrOther",
         }
+    if draft.partners:
+        # The reference's target entries carry only type and id: the invited partner's
+        # share (value, close date, help) has no place in the API, so it is not sent.
+        body["target"] = [{"type": "Partner", "id": p} for p in draft.partners]
     return body
+
+
+def partner_ids(body: Mapping[str, Any]) -> list[str]:
+    """Ids of the partner organizations a body or referral invites (its Partner targets)."""
+    targets = body.get("target")
+    if not isinstance(targets, list):
+        return []
+    return [
+        str(t["id"])
+        for t in targets
+        if isinstance(t, Mapping) and t.get("type") == "Partner" and t.get("id")
+    ]
 
 
 def _at(body: Mapping[str, Any], path: str) -> Any:
@@ -174,8 +190,9 @@ def patch_ops(old_body: Mapping[str, Any], new_body: Mapping[str, Any]) -> list[
     Only the paths the API allows are considered; unchanged values give no op.
     Arrays are replaced whole. An ``inviteContext`` appears only when the deal
     newly becomes co-sell (sharing with Microsoft cannot be undone, so it is never
-    removed). ``old_body`` may be a body from :func:`referral_body` or a Referral
-    read from the core.
+    removed). Partners new in ``new_body``'s ``target`` are invited with one
+    ``add /target/-`` each; an invitation is never withdrawn. ``old_body`` may be a
+    body from :func:`referral_body` or a Referral read from the core.
     """
     ops: list[dict[str, Any]] = []
     for path in (*_SCALAR_PATHS, *_ARRAY_PATHS):
@@ -194,6 +211,13 @@ def patch_ops(old_body: Mapping[str, Any], new_body: Mapping[str, Any]) -> list[
     new_invite = _at(new_body, "/inviteContext")
     if new_invite not in (_MISSING, None) and old_invite in (_MISSING, None):
         ops.append({"op": "add", "path": "/inviteContext", "value": new_invite})
+    invited = set(partner_ids(old_body))
+    for partner in partner_ids(new_body):
+        if partner not in invited:
+            invited.add(partner)
+            ops.append(
+                {"op": "add", "path": "/target/-", "value": {"type": "Partner", "id": partner}}
+            )
     return ops
 
 

@@ -32,6 +32,7 @@ MAX_NOTES = 4000
 MAX_SOLUTIONS = 50
 MAX_VALUE = Decimal("1e12")
 _SOLUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_PARTNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 #: ISO 4217 codes that are not currencies a deal can be valued in (testing, metals, units)
 _NOT_DEAL_CURRENCIES = frozenset(
@@ -305,6 +306,9 @@ def apply_mapping(
     notes = r.text(f.notes, "the notes", required=False, limit=MAX_NOTES, multiline=True)
     campaign = r.text(f.campaign_id, "the campaign id", required=False, limit=100)
     deal_type, code = _deal_type(r, mapping)
+    partners = _partners(r, mapping)
+    if partners and deal_type is DealType.PRIVATE:
+        deal_type = DealType.PARTNER_TO_PARTNER
     contacts: tuple[Contact, ...] = ()
     if f.customer_contact is not None:
         contact = r.contact(
@@ -344,7 +348,28 @@ def apply_mapping(
         assistance_code=code,
         notes=notes,
         campaign_id=campaign,
+        partners=partners,
     )
+
+
+def _partners(r: _Reader, mapping: MappingFile) -> tuple[str, ...]:
+    """Partner organization ids the record invites (``deal_type.invite_partner_field``)."""
+    rule = mapping.deal_type
+    if rule.invite_partner_field is None:
+        return ()
+    raw = r.record.fields.get(rule.invite_partner_field)
+    if raw is None:
+        return ()
+    ids = [clean_text(part) for part in str(raw).split(rule.partner_split)]
+    ids = [i for i in ids if i]
+    bad = [i for i in ids if not _PARTNER_ID.match(i)]
+    if bad:
+        r.problems.append(
+            f"{rule.invite_partner_field} names {bad[0][:60]!r}, which is not a partner "
+            f"organization id; list ids separated by {rule.partner_split!r}"
+        )
+        return ()
+    return tuple(dict.fromkeys(ids))
 
 
 def _deal_type(r: _Reader, mapping: MappingFile) -> tuple[DealType, str | None]:

@@ -15,10 +15,7 @@ def parse_mapping(text: str, filename: str) -> MappingFile:
     """Validate mapping text; raises :class:`MappingError` listing ``file:line:col`` problems."""
     data, positions = load_yaml(text, filename)
     if not isinstance(data, dict):
-        raise MappingError(
-            f"{filename}:1:1: a mapping file is a YAML mapping (keys such as crm:, stages:, "
-            "fields:), not a list or a single value"
-        )
+        raise MappingError(f"{filename}:1:1: {_not_a_mapping(data)}")
     try:
         return MappingFile.model_validate(data)
     except ValidationError as exc:
@@ -28,7 +25,19 @@ def parse_mapping(text: str, filename: str) -> MappingFile:
         ) from None
 
 
+def _not_a_mapping(data: object) -> str:
+    keys = "keys such as crm:, stages:, fields: and status_fields:"
+    if data is None:
+        return (
+            f"the file is empty; a mapping file needs {keys} (start from mappings/salesforce.yaml)"
+        )
+    if isinstance(data, list):
+        return f"the file is a list (lines starting with '- '); a mapping file is a set of {keys}"
+    return f"the file holds a single value; a mapping file is a set of {keys}"
+
+
 def load_mapping(path: Path) -> MappingFile:
+    """Read and validate one mapping file (see :func:`parse_mapping`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

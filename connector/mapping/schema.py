@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connector.mapping.filters import FIELD_PATTERN, Filter
+from connector.mapping.yaml_source import ModelProblems
 from connector.model import ASSISTANCE_CODES, StandardStage
 
 CrmKind = Literal["salesforce", "dynamics"]
+
+#: a field the mapping reads: a field name or path, or Dataverse's display label of a
+#: choice column (``cosell_helpneeded@label``, the adapter's formatted value)
+READ_FIELD_PATTERN = FIELD_PATTERN.removesuffix("$") + "(@label)?$"
+
+
+def _reused(named: dict[str, str | None], block: str) -> list[tuple[tuple[str | int, ...], str]]:
+    """Problems for settings of one block that name a CRM field an earlier setting already uses."""
+    first: dict[str, str] = {}
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for name, crm_field in named.items():
+        if crm_field is None:
+            continue
+        if crm_field in first:
+            problems.append(
+                (
+                    (name,),
+                    f"{crm_field} is already used for {block}.{first[crm_field]}; "
+                    "each setting here needs a CRM field of its own",
+                )
+            )
+        else:
+            first[crm_field] = name
+    return problems
 
 
 class _Strict(BaseModel):
@@ -23,7 +49,7 @@ class FieldSource(_Strict):
     ``{field: Region__c, table: {EMEA: DE}, default: US}``, ``{field: X, split: ";"}``.
     """
 
-    field: str | None = Field(None, pattern=FIELD_PATTERN)
+    field: str | None = Field(None, pattern=READ_FIELD_PATTERN)
     const: Any = None
     table: dict[str, Any] | None = None
     default: Any = None
@@ -31,10 +57,29 @@ class FieldSource(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> FieldSource:
-        if (self.field is None) == (self.const is None):
-            raise ValueError("give either 'field: <CRM field>' or 'const: <value>', not both")
-        if self.table is not None and self.field is None:
-            raise ValueError("'table' translates a CRM field's values; add 'field: <CRM field>'")
+        if self.field is not None and self.const is not None:
+            raise ModelProblems(
+                [(("const",), "give 'field' or 'const', not both: delete one of them")]
+            )
+        if self.field is None and self.const is None:
+            raise ValueError(
+                "say where the value comes from: add 'field: <CRM field>' or 'const: <value>'"
+            )
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.field is None:
+            for key in ("table", "default", "split"):
+                if getattr(self, key) is not None:
+                    problems.append(
+                        (
+                            (key,),
+                            f"'{key}' works on a CRM field's value, not on a constant; "
+                            "delete it or use 'field: <CRM field>' instead of 'const'",
+                        )
+                    )
+        if self.split == "":
+            problems.append((("split",), '\'split\' needs a separator such as ";" or ","'))
+        if problems:
+            raise ModelProblems(problems)
         return self
 
 
@@ -68,7 +113,7 @@ class DealFields(_Strict):
 class StageMap(_Strict):
     """CRM stage label → standard stage, and what to do with a stage the file does not name."""
 
-    field: str = Field(pattern=FIELD_PATTERN)
+    field: str = Field(pattern=READ_FIELD_PATTERN)
     map: dict[str, StandardStage] = Field(default_factory=dict)
     unmapped: Literal["reject", "by_probability"] = "reject"
     #: the CRM field that says a record is won / closed (derived booleans such as IsWon)
@@ -76,13 +121,36 @@ class StageMap(_Strict):
     closed_field: str | None = Field(None, pattern=FIELD_PATTERN)
 
     @model_validator(mode="after")
-    def _no_core_only_stages(self) -> StageMap:
+    def _consistent(self) -> StageMap:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
         for label, stage in self.map.items():
-            if stage in (StandardStage.ACCEPTED,):
-                raise ValueError(
-                    f"stage {label!r} maps to Accepted, which only the core sets when an "
-                    "incoming deal is accepted; map it to Created, Qualified or later"
+            if stage is StandardStage.ACCEPTED:
+                problems.append(
+                    (
+                        ("map", label),
+                        f"stage {label!r} maps to Accepted, which only Partner Center sets when "
+                        "an incoming deal is accepted; map it to Created, Qualified or later",
+                    )
                 )
+        if not self.map and self.unmapped == "reject":
+            problems.append(
+                (
+                    ("map",),
+                    "no stage is mapped and unmapped stages are rejected, so every open deal "
+                    "would be rejected; list your stages under map, or set "
+                    "unmapped: by_probability",
+                )
+            )
+        if self.won_field is not None and self.won_field == self.closed_field:
+            problems.append(
+                (
+                    ("closed_field",),
+                    f"won_field and closed_field are both {self.won_field}; closed_field says "
+                    "whether a deal is closed at all (won or lost): use a different field",
+                )
+            )
+        if problems:
+            raise ModelProblems(problems)
         return self
 
 
@@ -90,22 +158,49 @@ class DealTypeRule(_Strict):
     """Which deal type a record asks for, from CRM fields."""
 
     #: the field naming the help asked of Microsoft; a value here makes the deal co-sell
-    help_field: str | None = Field(None, pattern=FIELD_PATTERN)
+    help_field: str | None = Field(None, pattern=READ_FIELD_PATTERN)
     #: CRM value → assistance code; values mapped to null (or absent) mean "no help"
     help_values: dict[str, str | None] = Field(default_factory=dict)
     #: a checkbox that shares the deal with Microsoft sellers without asking for help
     share_field: str | None = Field(None, pattern=FIELD_PATTERN)
-    #: a field naming a partner organization to invite (partner-to-partner)
+    #: a field naming partner organizations to invite (partner-to-partner)
     invite_partner_field: str | None = Field(None, pattern=FIELD_PATTERN)
+    #: separates several partner organization ids in ``invite_partner_field``
+    partner_split: str = Field(";", min_length=1)
+    #: a checkbox asking to register a won, eligible deal with Microsoft
+    register_field: str | None = Field(None, pattern=FIELD_PATTERN)
 
     @model_validator(mode="after")
     def _codes(self) -> DealTypeRule:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
         for crm_value, code in self.help_values.items():
             if code is not None and code not in ASSISTANCE_CODES:
-                raise ValueError(
-                    f"help value {crm_value!r} maps to {code!r}, which is not an assistance code; "
-                    f"use one of {', '.join(ASSISTANCE_CODES)} (or null for no help)"
+                hint = difflib.get_close_matches(code, ASSISTANCE_CODES, n=1, cutoff=0.5)
+                problems.append(
+                    (
+                        ("help_values", crm_value),
+                        f"{code!r} is not an assistance code"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                        + f"; use one of {', '.join(ASSISTANCE_CODES)}, or null for no help",
+                    )
                 )
+        if self.help_values and self.help_field is None:
+            problems.append(
+                (
+                    ("help_values",),
+                    "help_values translates the values of help_field, which is missing; "
+                    "add help_field: <the CRM field asking for Microsoft's help>",
+                )
+            )
+        named = {
+            "help_field": self.help_field,
+            "share_field": self.share_field,
+            "invite_partner_field": self.invite_partner_field,
+            "register_field": self.register_field,
+        }
+        problems.extend(_reused(named, "deal_type"))
+        if problems:
+            raise ModelProblems(problems)
         return self
 
 
@@ -124,6 +219,17 @@ class StatusFields(_Strict):
     direction: str | None = Field(None, pattern=FIELD_PATTERN)
     last_sync: str | None = Field(None, pattern=FIELD_PATTERN)
 
+    @model_validator(mode="after")
+    def _distinct(self) -> StatusFields:
+        problems = _reused(self.named(), "status_fields")
+        if problems:
+            raise ModelProblems(problems)
+        return self
+
+    def named(self) -> dict[str, str | None]:
+        """Status name → CRM field, in file order."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
 
 class InboundSettings(_Strict):
     """Whether incoming referrals become CRM opportunities, and how."""
@@ -132,16 +238,27 @@ class InboundSettings(_Strict):
     stage: str | None = None
     owner_id: str | None = None
     record_type_id: str | None = None
-    action_field: str | None = Field(None, pattern=FIELD_PATTERN)
+    action_field: str | None = Field(None, pattern=READ_FIELD_PATTERN)
     decline_reason_field: str | None = Field(None, pattern=FIELD_PATTERN)
 
     @model_validator(mode="after")
     def _stage_needed(self) -> InboundSettings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
         if self.create_opportunities and not self.stage:
-            raise ValueError(
-                "inbound.create_opportunities is on but inbound.stage is missing; name the "
-                "'on hold' stage that new incoming deals get"
+            problems.append(
+                (
+                    ("create_opportunities",),
+                    "create_opportunities is on but inbound.stage is missing; add stage: "
+                    "<the CRM stage new incoming deals start in>",
+                )
             )
+        named = {
+            "action_field": self.action_field,
+            "decline_reason_field": self.decline_reason_field,
+        }
+        problems.extend(_reused(named, "inbound"))
+        if problems:
+            raise ModelProblems(problems)
         return self
 
 
@@ -159,30 +276,64 @@ class MappingFile(_Strict):
     status_fields: StatusFields
     inbound: InboundSettings = InboundSettings()
 
+    @model_validator(mode="after")
+    def _fields_do_not_collide(self) -> MappingFile:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        read = self.read_fields()
+        for name, crm_field in self.status_fields.named().items():
+            if crm_field is not None and crm_field in read:
+                problems.append(
+                    (
+                        ("status_fields", name),
+                        f"{crm_field} is also read as {read[crm_field]}; the connector writes "
+                        "status fields, so it would overwrite what it reads: use a field of "
+                        "its own for the status",
+                    )
+                )
+        if self.crm == "dynamics":
+            # Dataverse closes a deal with its state, which the adapter reports as these labels
+            for label, only in (("Won", StandardStage.WON), ("Lost", StandardStage.LOST)):
+                stage = self.stages.map.get(label)
+                if stage is not None and stage is not only:
+                    problems.append(
+                        (
+                            ("stages", "map", label),
+                            f"a closed {label.lower()} deal may only map to {only.value}, "
+                            f"not {stage.value}",
+                        )
+                    )
+        if problems:
+            raise ModelProblems(problems)
+        return self
+
+    def read_fields(self) -> dict[str, str]:
+        """Every CRM field the mapping reads → the first setting that reads it."""
+        named: list[tuple[str, str | None]] = [
+            ("stages.field", self.stages.field),
+            ("stages.won_field", self.stages.won_field),
+            ("stages.closed_field", self.stages.closed_field),
+        ]
+        for key, value in self.fields.__dict__.items():
+            if isinstance(value, FieldSource):
+                named.append((f"fields.{key}", value.field))
+            elif isinstance(value, ContactFields):
+                for part, source in value.__dict__.items():
+                    named.append((f"fields.{key}.{part}", source.field))
+        dt, inbound = self.deal_type, self.inbound
+        named += [
+            ("deal_type.help_field", dt.help_field),
+            ("deal_type.share_field", dt.share_field),
+            ("deal_type.invite_partner_field", dt.invite_partner_field),
+            ("deal_type.register_field", dt.register_field),
+            ("inbound.action_field", inbound.action_field),
+            ("inbound.decline_reason_field", inbound.decline_reason_field),
+        ]
+        out: dict[str, str] = {}
+        for where, crm_field in named:
+            if crm_field:
+                out.setdefault(crm_field, where)
+        return out
+
     def crm_fields(self) -> list[str]:
         """Every CRM field the mapping reads, for the adapter's select list."""
-        names: list[str] = [self.stages.field]
-        for extra in (self.stages.won_field, self.stages.closed_field):
-            if extra:
-                names.append(extra)
-        for value in self.fields.__dict__.values():
-            names.extend(_fields_of(value))
-        dt = self.deal_type
-        names.extend(f for f in (dt.help_field, dt.share_field, dt.invite_partner_field) if f)
-        inbound = self.inbound
-        names.extend(f for f in (inbound.action_field, inbound.decline_reason_field) if f)
-        seen: dict[str, None] = {}
-        for n in names:
-            seen.setdefault(n, None)
-        return list(seen)
-
-
-def _fields_of(value: Any) -> list[str]:
-    if isinstance(value, FieldSource):
-        return [value.field] if value.field else []
-    if isinstance(value, ContactFields):
-        out: list[str] = []
-        for part in (value.first_name, value.last_name, value.email, value.phone):
-            out.extend(_fields_of(part))
-        return out
-    return []
+        return list(self.read_fields())

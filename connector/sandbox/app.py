@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import hashlib
 import json
 import logging
 import time
@@ -22,7 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from connector.sandbox.context import APIS, FaultSettings, Persistent, SandboxContext
+from connector.sandbox import corrupt
+from connector.sandbox.context import (
+    APIS,
+    SANDBOX_CLIENT_SECRET,
+    FaultSettings,
+    Persistent,
+    SandboxContext,
+    Throttle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +93,16 @@ class FaultMiddleware:
         stats = ctx.stats
         stats.counts[(api, method)] += 1
         key = (api, auth)
-        not_before = stats.retry_not_before.get(key)
-        if not_before is not None:
-            if now + 0.005 < not_before:  # 5 ms of slack for clock granularity
+        receive, request = await _identify(scope, receive)
+        throttle = stats.retry_not_before.get(key)
+        if throttle is not None:
+            if throttle.is_early(now, request):
                 stats.early_retries += 1
-            else:
+            elif now + 0.005 >= throttle.not_before:
                 del stats.retry_not_before[key]
         fault = ctx.pick_fault(api) if api in self.parts or api == "entra" else None
+        if fault in corrupt.KINDS and not ctx.faults[api].corrupts(method, path):
+            fault = None
         stats.arrivals.append(_arrival(api, method, path, now, auth, fault))
         latency = ctx.latency_ms.get(api, 0.0)
         if latency > 0:
@@ -101,6 +113,14 @@ class FaultMiddleware:
         stats.faults[(api, fault)] += 1
         settings = ctx.faults[api]
         part = self.parts.get(api)
+        if fault in corrupt.KINDS:
+            recorded = corrupt.BodyRecorder()
+            await self.app(scope, receive, recorded)
+            error = part.error_response(500, "internalError", "sandbox fault") if part else None
+            await corrupt.send_rewritten(
+                send, recorded, corrupt.rewrite(fault, recorded.body, error)
+            )
+            return
         if fault == "slow":
             await asyncio.sleep(settings.slow_ms / 1000.0)
             await self.app(scope, receive, send)
@@ -126,10 +146,14 @@ class FaultMiddleware:
                 status_code=503,
             )
         elif fault == "429":
-            stats.retry_not_before[key] = now + settings.retry_after_s
             response = part.error_response(
                 429, "throttled", "Too many requests (sandbox fault)", settings.retry_after_s
             )
+            await response(scope, receive, send)
+            stats.retry_not_before[key] = Throttle(
+                now + settings.retry_after_s, time.monotonic(), request
+            )
+            return
         elif fault == "token_expiry":
             ctx.tokens.revoke(auth)
             response = part.error_response(
@@ -157,6 +181,31 @@ def _dated(send: Send, ctx: SandboxContext) -> Send:
         await send(message)
 
     return wrapped
+
+
+async def _identify(scope: Scope, receive: Receive) -> tuple[Receive, str]:
+    """Read the body once: a fingerprint of the request, and a ``receive`` that replays it."""
+    chunks: list[bytes] = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+    body = b"".join(chunks)
+    query = scope.get("query_string", b"").decode("latin-1")
+    request = f"{scope['method']} {scope['path']}?{query} {hashlib.sha256(body).hexdigest()}"
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay, request
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -244,6 +293,16 @@ def admin_routes(
                 part.seed(n, s)
         return JSONResponse({"seeded": n, "seed": s})
 
+    async def client_secrets(request: Request) -> Response:
+        # {"accept": [...]}: the client secrets the token endpoints accept besides `sandbox`
+        if request.method == "PUT":
+            body = await request.json()
+            accepted = body.get("accept")
+            if not isinstance(accepted, list) or not all(isinstance(v, str) for v in accepted):
+                return JSONResponse({"error": "accept must be a list of strings"}, status_code=400)
+            ctx.client_secrets = {SANDBOX_CLIENT_SECRET, *accepted}
+        return JSONResponse({"accepted": len(ctx.client_secrets)})
+
     async def save(request: Request) -> Response:
         if state_file is None:
             return JSONResponse({"error": "started without --state"}, status_code=400)
@@ -259,6 +318,7 @@ def admin_routes(
         Route("/_sandbox/latency", latency, methods=["GET", "PUT"]),
         Route("/_sandbox/seed", seed, methods=["POST"]),
         Route("/_sandbox/save", save, methods=["POST"]),
+        Route("/_sandbox/secrets", client_secrets, methods=["GET", "PUT"]),
     ]
 
 

@@ -47,6 +47,22 @@ class FaultSettings:
     rate_slow: float = 0.0
     slow_ms: float = 2000.0
     rate_token_expiry: float = 0.0
+    # Servers that lie (connector.sandbox.corrupt): the request is served, its 200 rewritten.
+    rate_malformed_json: float = 0.0
+    rate_truncated: float = 0.0
+    rate_error_in_200: float = 0.0
+    rate_wrong_types: float = 0.0
+    rate_missing_fields: float = 0.0
+    #: the lying kinds hit only requests whose path contains this (empty: every request)
+    corrupt_path: str = ""
+    #: ... and only this HTTP method (empty: every method)
+    corrupt_method: str = ""
+
+    def corrupts(self, method: str, path: str) -> bool:
+        """Whether a lying answer drawn for this request applies to it."""
+        return (not self.corrupt_path or self.corrupt_path in path) and (
+            not self.corrupt_method or self.corrupt_method.upper() == method
+        )
 
 
 @dataclass
@@ -59,6 +75,31 @@ class Arrival:
     fault: str | None = None
 
 
+#: how long after a 429 was answered other requests of the same client may still have
+#: been on their way (sent by other threads before the client read the 429)
+IN_FLIGHT_GRACE_S = 0.2
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """A 429 given to one client: nothing may follow before ``not_before``.
+
+    A request arriving before then is an early retry when it repeats the throttled
+    request (same method, path, query and body: the retry of that call), or when it
+    arrives more than :data:`IN_FLIGHT_GRACE_S` after the 429 was answered (another
+    thread that knew and did not wait). Requests merely in flight are not counted.
+    """
+
+    not_before: float
+    answered_at: float
+    request: str
+
+    def is_early(self, at: float, request: str) -> bool:
+        if at + 0.005 >= self.not_before:  # 5 ms of slack for clock granularity
+            return False
+        return request == self.request or at >= self.answered_at + IN_FLIGHT_GRACE_S
+
+
 @dataclass
 class Stats:
     """Call counts per API and method, and recent arrivals for the fault tests."""
@@ -66,8 +107,8 @@ class Stats:
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     faults: Counter[tuple[str, str]] = field(default_factory=Counter)
     arrivals: deque[Arrival] = field(default_factory=lambda: deque(maxlen=200_000))
-    #: (api, token) → monotonic time before which that client must not call again
-    retry_not_before: dict[tuple[str, str | None], float] = field(default_factory=dict)
+    #: (api, token) → the throttle that client was given (until when, for which request)
+    retry_not_before: dict[tuple[str, str | None], Throttle] = field(default_factory=dict)
     #: requests that arrived before the Retry-After the same client was given had passed
     early_retries: int = 0
 
@@ -158,6 +199,9 @@ class SandboxContext:
         self.seed = seed
         self.latency_ms: dict[str, float] = dict.fromkeys(APIS, latency_ms)
         self.faults: dict[str, FaultSettings] = {api: FaultSettings() for api in APIS}
+        #: client secrets the token endpoints accept (PUT /_sandbox/secrets adds long ones,
+        #: so a secret scan has a distinctive value to look for)
+        self.client_secrets: set[str] = {SANDBOX_CLIENT_SECRET}
         #: parts registered by name ("core", "salesforce", "dataverse")
         self.parts: dict[str, Persistent] = {}
         self.started = time.monotonic()
@@ -175,6 +219,11 @@ class SandboxContext:
             ("reset", f.rate_reset),
             ("token_expiry", f.rate_token_expiry),
             ("slow", f.rate_slow),
+            ("malformed_json", f.rate_malformed_json),
+            ("truncated", f.rate_truncated),
+            ("error_in_200", f.rate_error_in_200),
+            ("wrong_types", f.rate_wrong_types),
+            ("missing_fields", f.rate_missing_fields),
         ):
             if r < rate:
                 return name

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from connector.sandbox.context import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SandboxContext
+from connector.sandbox.context import SANDBOX_CLIENT_ID, SandboxContext
 from connector.sandbox.http import read_form
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -51,7 +51,7 @@ def routes(ctx: SandboxContext) -> list[BaseRoute]:
         if form.get("client_id") != SANDBOX_CLIENT_ID:
             return _error("invalid_client", "AADSTS700016: unknown client id", 401)
         if grant_type == "client_credentials":
-            if form.get("client_secret") != SANDBOX_CLIENT_SECRET:
+            if form.get("client_secret") not in ctx.client_secrets:
                 return _error("invalid_client", "AADSTS7000215: invalid client secret", 401)
             return grant(audience_of(scope), with_refresh=False)
         if grant_type == "refresh_token":

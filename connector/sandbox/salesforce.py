@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from connector.sandbox import salesforce_admin, salesforce_rest
-from connector.sandbox.context import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SandboxContext
+from connector.sandbox.context import SANDBOX_CLIENT_ID, SandboxContext
 from connector.sandbox.http import read_form
 from connector.sandbox.salesforce_rest import QueryCursors, sf_error
 from connector.sandbox.salesforce_schema import make_id
@@ -164,7 +164,7 @@ class SalesforcePart:
         if grant_type == "client_credentials":
             if (
                 form.get("client_id") != SANDBOX_CLIENT_ID
-                or form.get("client_secret") != SANDBOX_CLIENT_SECRET
+                or form.get("client_secret") not in self.ctx.client_secrets
             ):
                 return _oauth_error("invalid_client", "invalid client credentials")
         elif grant_type == JWT_GRANT:

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,12 @@ Clock = Callable[[], datetime]
 LOOKUP_CHUNK = 5000
 #: rows per page when streaming links
 ITER_PAGE = 1000
+
+
+#: reason-code prefixes of the dead letters the engine retries at the start of a cycle:
+#: a transient failure that outlived its retries, and a retry an operator asked for
+TRANSIENT_PREFIX = "transient:"
+RETRY_PREFIX = "retry:"
 
 
 def utc_now() -> datetime:
@@ -418,6 +424,63 @@ class Store:
             .values(resolved=True)
         )
         with self._write(f"resolve the dead letter of CRM record {crm_id} ({conn})") as db:
+            return db.execute(update).rowcount > 0
+
+    def request_retry(self, dead_letter_ids: Sequence[int] | None = None) -> list[DeadLetter]:
+        """Mark open dead letters (these ids, or all when None) for the next cycle to retry.
+
+        The reason code becomes ``retry:<code>`` (the engine re-fetches and re-processes
+        such records at the start of its next cycle); a new failure then replaces it.
+        Returns the letters marked; unknown or resolved ids are ignored.
+        """
+        query = sa.select(dead_letters).where(dead_letters.c.resolved == sa.false())
+        if dead_letter_ids is not None:
+            query = query.where(dead_letters.c.id.in_(list(dead_letter_ids)))
+        marked: list[DeadLetter] = []
+        with self._write("mark dead letters for retry") as db:
+            for row in db.execute(query).all():
+                letter = _dead_letter(row)
+                code = letter.reason_code
+                if not code.startswith((RETRY_PREFIX, TRANSIENT_PREFIX)):
+                    code = (RETRY_PREFIX + code)[:64]
+                    db.execute(
+                        sa.update(dead_letters)
+                        .where(dead_letters.c.id == letter.id)
+                        .values(reason_code=code)
+                    )
+                marked.append(replace(letter, reason_code=code))
+        return marked
+
+    def dead_letter_stamps(self, conn: str, crm_ids: Sequence[str]) -> dict[str, datetime]:
+        """The CRM stamp each record had when it was last dead-lettered (open or resolved).
+
+        A record read again at that same stamp has not changed since: the engine leaves
+        it alone (a discarded letter stays discarded; an open one is retried on purpose).
+        """
+        found: dict[str, tuple[int, datetime]] = {}
+        unique = list(dict.fromkeys(crm_ids))
+        with self._read(f"read the dead letters of {len(unique)} records ({conn})") as db:
+            for chunk in _chunks(unique, LOOKUP_CHUNK):
+                query = sa.select(
+                    dead_letters.c.id, dead_letters.c.crm_id, dead_letters.c.crm_modstamp
+                ).where(
+                    dead_letters.c.connection == conn,
+                    dead_letters.c.crm_id.in_(chunk),
+                    dead_letters.c.crm_modstamp.is_not(None),
+                )
+                for letter_id, crm_id, stamp in db.execute(query):
+                    if crm_id not in found or found[crm_id][0] < letter_id:
+                        found[crm_id] = (letter_id, stamp)
+        return {crm_id: stamp for crm_id, (_, stamp) in found.items()}
+
+    def discard_dead_letter(self, dead_letter_id: int) -> bool:
+        """Resolve one open dead letter without retrying it; False when none is open."""
+        update = (
+            sa.update(dead_letters)
+            .where(dead_letters.c.id == dead_letter_id, dead_letters.c.resolved == sa.false())
+            .values(resolved=True)
+        )
+        with self._write(f"discard dead letter {dead_letter_id}") as db:
             return db.execute(update).rowcount > 0
 
     def list_dead_letters(

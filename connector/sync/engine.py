@@ -14,18 +14,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connector.crm.base import CrmAdapter, StageInfo
+from connector.crm.base import CrmAdapter, StageInfo, WriteResult
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.payload import patch_ops, status_ops
 from connector.errors import ConnectorError, CoreError, PreconditionFailed, QuotaExhausted
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
-from connector.state.store import Link, LinkState, Store
+from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
+from connector.sync.inbound import LifecycleSteps, with_referral_customer
 from connector.sync.mirror import (
     CoreFacts,
     facts_of,
@@ -33,6 +34,7 @@ from connector.sync.mirror import (
     values_fingerprint,
     with_microsoft,
 )
+from connector.sync.outcome import RecordOutcome
 from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
 from connector.sync.report import Outcome, RunReport
 
@@ -41,26 +43,26 @@ log = logging.getLogger(__name__)
 #: how far before the stored core cursor the next pull-back starts (ties, late commits)
 CORE_OVERLAP = timedelta(seconds=60)
 
+#: status writes the CRM refuses for good, as the skip reason they are counted under:
+#: a won/lost Dataverse row is read-only (the connector never reopens one), a deleted
+#: row cannot be written. The link remembers the values as settled, so the write is
+#: not tried again every cycle; a row that is reopened or edited is read again and
+#: written then.
+SETTLED_WRITE_CODES = {"read_only_closed": "read_only_closed", "not_found": "deleted"}
+#: marks a dead letter whose message could not be written to the record's error field
+NOT_WRITTEN = " [not yet written to the CRM]"
+
 ProgressFn = Callable[[str, int], None]
+
+#: permanent error codes that say nothing about the record: dead-lettered as transient
+NOT_THE_RECORDS_FAULT = frozenset({"unauthenticated"})
 
 
 def _noop_progress(kind: str, n: int) -> None:
     return None
 
 
-@dataclass
-class _Outcome:
-    """What happened to one record in the push step."""
-
-    crm_id: str
-    kind: str  # created | updated | closed | skipped | rejected | failed
-    reason: str | None = None
-    message: str | None = None
-    link: Link | None = None
-    notice: str | None = None
-    transient: bool = False
-    #: the record's fingerprint when it was skipped (kept so the skip is not repeated)
-    fingerprint: str | None = None
+_Outcome = RecordOutcome
 
 
 class SyncEngine:
@@ -90,6 +92,7 @@ class SyncEngine:
         self.clock = clock
         self.progress = progress
         self.stop = stop or threading.Event()
+        self.lifecycle = LifecycleSteps(self)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -120,6 +123,7 @@ class SyncEngine:
             report.api_calls = {
                 system: n - calls_before.get(system, 0) for system, n in self._api_calls().items()
             }
+            report.quota = self._quota_shares()
             report.finish_outcome()
             if run_id is not None:
                 self.store.finish_run(
@@ -143,8 +147,16 @@ class SyncEngine:
             sum(report.skipped.values()),
             sum(report.rejected.values()),
             sum(report.failed.values()),
+            extra={"event": "cycle", "connection": self.connection, **report.log_fields()},
         )
         return report
+
+    def _quota_shares(self) -> dict[str, float]:
+        """The share of the CRM's allowance (or of this run's budget) used, when known."""
+        usage = self.crm.usage
+        if usage.used is None or not usage.limit:
+            return {}
+        return {self.crm.system: round(usage.used / usage.limit, 4)}
 
     def _api_calls(self) -> dict[str, int]:
         core_calls = self.core.calls
@@ -177,7 +189,11 @@ class SyncEngine:
                     records.append(record)
             report.pulled += len(records)
             self.progress("pulled", len(records))
+            if not full:  # --full re-processes every record, dead-lettered or not
+                records = self._changed_since_letter(records)
             self.process_records(records, stages, report, dry_run=dry_run)
+            if page.deleted_ids:
+                self._deleted(page.deleted_ids, report, dry_run=dry_run)
             if dry_run:
                 continue
             if page.cursor is not None:
@@ -187,6 +203,42 @@ class SyncEngine:
                     "%s: stop requested; the cursor is committed after this page", self.connection
                 )
                 return
+
+    def _deleted(self, crm_ids: Sequence[str], report: RunReport, *, dry_run: bool) -> None:
+        """Rows the CRM reports deleted (Dataverse change tracking).
+
+        A deletion never writes to the core: the referral is the partner's record of a
+        deal shared with Microsoft and stays as it is (close it in Partner Center if the
+        deal is really gone). The link is kept, so a row restored with the same id is
+        not shared twice, and a later status write to the deleted row is settled as
+        ``deleted``. Each linked row counts once under skipped ``deleted``; rows never
+        shared are ignored. A dead letter of a deleted row is resolved: nothing is left
+        to fix.
+        """
+        links = self.store.get_links(self.connection, list(crm_ids))
+        for crm_id in crm_ids:
+            if crm_id in links:
+                report.skipped["deleted"] += 1
+                log.info(
+                    "%s: %s: deleted in the CRM; referral %s left as it is",
+                    self.connection,
+                    crm_id,
+                    links[crm_id].referral_id,
+                )
+            if not dry_run:
+                self.store.resolve_dead_letter(self.connection, crm_id)
+
+    def _changed_since_letter(self, records: list[CrmOpportunity]) -> list[CrmOpportunity]:
+        """Leave out records read again unchanged since they were dead-lettered.
+
+        The CRM pull overlaps its cursor, so a failed record comes back until the
+        overlap passes it; only a change (a newer stamp) or ``connector errors retry``
+        should process it again, and a discarded letter must stay discarded.
+        """
+        stamps = self.store.dead_letter_stamps(self.connection, [r.id for r in records])
+        if not stamps:
+            return records
+        return [r for r in records if stamps.get(r.id) != r.modstamp]
 
     def process_records(
         self,
@@ -204,16 +256,26 @@ class SyncEngine:
         links = self.store.get_links(self.connection, [r.id for r in live])
         if not dry_run:
             links = self._resolve_pending(links)
+        # an incoming deal's customer is the sender's: filled from the core where the CRM
+        # cannot hold it (see connector.sync.inbound)
+        live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
+        drafts = {r.id: apply_mapping(r, self.mapping, stages) for r in live}
+        answered: list[_Outcome] = []
+        if not dry_run:
+            answered = self.lifecycle.answer(live, drafts, links, stages, report)
+        settled = {o.crm_id for o in answered}
         actions = [
-            plan_outbound(apply_mapping(r, self.mapping, stages), links.get(r.id)) for r in live
+            plan_outbound(drafts[r.id], links.get(r.id)) for r in live if r.id not in settled
         ]
         if dry_run:
             for action in actions:
                 report.plan.append(_describe(action))
                 _count_planned(action, report)
             return
-        outcomes = self._push(actions, links)
-        self._mirror_outcomes(outcomes, links, {r.id: r for r in live}, report)
+        outcomes = answered + self._push(actions, links)
+        by_id = {r.id: r for r in live}
+        self.lifecycle.register(outcomes, by_id, links)
+        self._mirror_outcomes(outcomes, links, by_id, report)
 
     def _resolve_pending(self, links: dict[str, Link]) -> dict[str, Link]:
         """A pending link means a crash between POST and bookkeeping: look before creating."""
@@ -224,7 +286,13 @@ class SyncEngine:
             if found is None:
                 del links[crm_id]  # never created: plan a create (the pending mark is reused)
                 continue
-            resolved = self._linked(link, found, link.fingerprint, link.sent_body)
+            if found.is_terminal:
+                resolved = self._linked(link, found, link.fingerprint, link.sent_body)
+            else:
+                # The crash may have come between the POST and the PATCH that brings the new
+                # referral to the CRM's stage (or closes it): plan an update against what the
+                # core really holds instead of trusting the body we meant to send.
+                resolved = self._linked(link, found, None, dict(found.raw))
             self.store.save_link(self.connection, resolved)
             links[crm_id] = resolved
             log.info(
@@ -265,7 +333,9 @@ class SyncEngine:
             return self._update(action, links[crm_id])
         except ConnectorError as exc:
             log.warning("%s: %s: %s", self.connection, crm_id, exc.message)
-            return _Outcome(crm_id, "failed", exc.code, exc.message, transient=exc.transient)
+            # A refused token is no fault of the record: the next cycle tries it again.
+            transient = exc.transient or exc.code in NOT_THE_RECORDS_FAULT
+            return _Outcome(crm_id, "failed", exc.code, exc.message, transient=transient)
 
     def _create(self, action: Create) -> _Outcome:
         draft = action.draft
@@ -364,17 +434,17 @@ class SyncEngine:
         now = self.clock()
         fields = self.mapping.status_fields
         troubled = {o.crm_id for o in outcomes if o.kind in {"rejected", "failed"}}
-        earlier = (
-            {d.crm_id: d.message for d in self.store.list_dead_letters(self.connection)}
-            if troubled
-            else {}
-        )
+        # open letters of this connection: resolved by a success or a skip, one letter per record
+        earlier = {d.crm_id: d.message for d in self.store.list_dead_letters(self.connection)}
         for o in outcomes:
             if o.kind in {"created", "updated", "closed"}:
                 setattr(report, o.kind, getattr(report, o.kind) + 1)
-                self.store.resolve_dead_letter(self.connection, o.crm_id)
+                if o.crm_id in earlier:
+                    self.store.resolve_dead_letter(self.connection, o.crm_id)
             elif o.kind == "skipped":
                 report.skipped[o.reason or "skipped"] += 1
+                if o.crm_id in earlier:  # no longer failing (e.g. lost before it was shared)
+                    self.store.resolve_dead_letter(self.connection, o.crm_id)
             elif o.kind == "rejected":
                 report.rejected[o.reason or "invalid_record"] += 1
             else:
@@ -383,7 +453,7 @@ class SyncEngine:
             error = o.message if o.crm_id in troubled else o.notice
             if o.crm_id in troubled:
                 record = records.get(o.crm_id)
-                code = f"transient:{o.reason}" if o.transient else (o.reason or "error")
+                code = f"{TRANSIENT_PREFIX}{o.reason}" if o.transient else (o.reason or "error")
                 self.store.add_dead_letter(
                     self.connection,
                     o.crm_id,
@@ -402,7 +472,12 @@ class SyncEngine:
             if link is None or link.core_facts is None:
                 continue
             facts = CoreFacts.from_json(link.core_facts)
-            if o.kind == "skipped" and o.reason == "unchanged":
+            if (
+                o.kind == "skipped"
+                and o.reason == "unchanged"
+                and o.notice is None
+                and o.fingerprint == link.fingerprint
+            ):
                 error = facts.notice  # nothing new happened to the record
             elif o.kind not in {"rejected", "failed"} and facts.notice != o.notice:
                 facts = replace(facts, notice=o.notice)
@@ -429,11 +504,26 @@ class SyncEngine:
             return
         results = self.crm.write_status([u for u, _, _ in updates])
         saved: list[Link] = []
+        quota: WriteResult | None = None
         for (update, link, fp), result in zip(updates, results, strict=True):
+            settled = SETTLED_WRITE_CODES.get(result.error_code or "")
             if result.ok:
                 report.mirrored += 1
                 if link is not None:
                     saved.append(replace(link, mirrored_fingerprint=fp))
+            elif settled is not None:
+                report.skipped[settled] += 1
+                if link is not None:
+                    saved.append(replace(link, mirrored_fingerprint=fp))
+                log.info(
+                    "%s: %s: status fields not written (%s): %s",
+                    self.connection,
+                    update.crm_id,
+                    result.error_code,
+                    result.message,
+                )
+            elif result.error_code == QuotaExhausted.code:
+                quota = result  # not a record's fault: written next cycle (not mirrored yet)
             else:
                 report.failed[f"crm_write:{result.error_code}"] += 1
                 log.warning(
@@ -443,9 +533,32 @@ class SyncEngine:
                     result.error_code,
                     result.message,
                 )
+            if not result.ok and settled is None and link is None:
+                self._error_not_written(update.crm_id, result.error_code)
         if saved:
             self.store.save_links(self.connection, saved)
         self.progress("mirrored", len(updates))
+        if quota is not None:
+            # The adapter reports a spent budget per record (Dataverse): stop the run here,
+            # before the page's cursor is committed, so the next cycle writes the rest.
+            raise QuotaExhausted(quota.message or "the CRM's API budget is spent", transient=True)
+
+    def _error_not_written(self, crm_id: str, code: str | None) -> None:
+        """A rejected record's error did not reach the CRM (412, throttling, ...).
+
+        The error is written only when it differs from the dead letter's message (no
+        echo loop); marking the message makes the next processing of the record write
+        it again instead of taking it as already shown.
+        """
+        for letter in self.store.list_dead_letters(self.connection):
+            if letter.crm_id == crm_id and NOT_WRITTEN not in letter.message:
+                self.store.add_dead_letter(
+                    self.connection,
+                    crm_id,
+                    letter.reason_code,
+                    f"{letter.message}{NOT_WRITTEN} ({code})",
+                    letter.crm_modstamp,
+                )
 
     # ------------------------------------------------------------------ pull back
 
@@ -454,22 +567,54 @@ class SyncEngine:
         since = datetime.fromisoformat(stored) - CORE_OVERLAP if stored else None
         newest: datetime | None = None
         batch: list[ReferralState] = []
+        #: Microsoft's referrals seen so far, by engagement (a new incoming deal's Microsoft
+        #: side may come in an earlier batch than the deal itself)
+        microsoft: dict[str, ReferralState] = {}
+        retry_from: list[datetime] = []
         for referral in self.core.list_changed(since):
             if referral.updated is not None and (newest is None or referral.updated > newest):
                 newest = referral.updated
             batch.append(referral)
             if len(batch) >= 200:
-                self._mirror_referrals(batch, report)
+                retry_from.extend(self._mirror_referrals(batch, report, microsoft))
                 batch = []
         if batch:
-            self._mirror_referrals(batch, report)
-        if newest is not None:
-            self.store.set_cursor(self.connection, "core", newest.isoformat())
+            retry_from.extend(self._mirror_referrals(batch, report, microsoft))
+        # Everything up to the core's "now" was listed: once a burst of changes is older
+        # than the overlap window, the cursor moves past it, so idle cycles list nothing.
+        server_now = self.core.server_time
+        floor = server_now - CORE_OVERLAP if server_now is not None else None
+        candidates = [t for t in (newest, floor) if t is not None]
+        if stored:
+            candidates.append(datetime.fromisoformat(stored))
+        if candidates:
+            cursor = max(candidates)
+            if retry_from:
+                # incoming referrals whose CRM record could not be created: list them again
+                cursor = min(cursor, *retry_from)
+            self.store.set_cursor(self.connection, "core", cursor.isoformat())
 
-    def _mirror_referrals(self, referrals: Sequence[ReferralState], report: RunReport) -> None:
+    def _mirror_referrals(
+        self,
+        referrals: Sequence[ReferralState],
+        report: RunReport,
+        microsoft_seen: dict[str, ReferralState] | None = None,
+    ) -> list[datetime]:
+        """Mirror changed referrals into linked records; create records for incoming ones.
+
+        Returns the ``updatedDateTime`` of incoming referrals whose CRM record could not
+        be created (the cursor stays before them).
+        """
         own = [r for r in referrals if not _is_microsoft(r)]
         microsoft = [r for r in referrals if _is_microsoft(r)]
+        seen = microsoft_seen if microsoft_seen is not None else {}
+        seen.update({ms.engagement_id: ms for ms in microsoft if ms.engagement_id})
         links = self.store.links_by_referral(self.connection, [r.id for r in own])
+        retry_from: list[datetime] = []
+        if self.mapping.inbound.create_opportunities:
+            floor = self.lifecycle.create_opportunities(own, links, seen, report)
+            if floor is not None:
+                retry_from.append(floor)
         changed: dict[str, Link] = {}
         for referral in own:
             link = links.get(referral.id)
@@ -488,7 +633,7 @@ class SyncEngine:
                 facts = with_microsoft(CoreFacts.from_json(current.core_facts), ms)
                 changed[link.crm_id] = replace(current, core_facts=facts.as_json())
         if not changed:
-            return
+            return retry_from
         self.store.save_links(self.connection, list(changed.values()))
         now = self.clock()
         updates: list[tuple[CrmStatusUpdate, Link | None, str]] = []
@@ -501,15 +646,16 @@ class SyncEngine:
             if fp != link.mirrored_fingerprint:
                 updates.append((self._with_stamp(link.crm_id, values, now), link, fp))
         self._write_status(updates, report)
+        return retry_from
 
     # ------------------------------------------------------------------ dead letters
 
     def _retry_dead_letters(self, stages: Mapping[str, StageInfo], report: RunReport) -> None:
-        """Transient failures are tried again at the start of the next cycle."""
+        """Transient failures, and those an operator asked to retry, are tried again now."""
         letters = [
             d
             for d in self.store.list_dead_letters(self.connection)
-            if d.reason_code.startswith("transient:")
+            if d.reason_code.startswith((TRANSIENT_PREFIX, RETRY_PREFIX))
         ]
         records: list[CrmOpportunity] = []
         for letter in letters:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from connector.dealcore.payload import patch_ops, referral_body, status_ops
+from connector.dealcore.payload import partner_ids, patch_ops, referral_body, status_ops
 from connector.model import DealDraft, DealType, Rejection, StandardStage, Status, Substatus
 
 
@@ -132,12 +132,24 @@ def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action
         # An incoming deal is answered (accept/decline) before its content can change.
         return Skip(draft.crm_id, SkipReason.INCOMING, fingerprint=fingerprint)
     previous = dict(link.sent_body or {})
-    warning = None
+    warnings: list[str] = []
     if _was_shared_with_microsoft(previous) and draft.deal_type is DealType.PRIVATE:
-        warning = (
+        warnings.append(
             "Sharing with Microsoft cannot be undone; the deal stays co-sell in Partner Center."
         )
         draft = _keep_shared(draft, previous)
+    if link.direction == "Incoming":
+        # The seed's combinations: partners are invited only to deals your company created.
+        invited = set(partner_ids(previous))
+        refused = [p for p in draft.partners if p not in invited]
+        if refused:
+            warnings.append(
+                f"Not sent: inviting partner {', '.join(refused)} was refused. Partners can be "
+                "invited only to deals your company created, not to a deal it received "
+                "(Inbound); clear the partner field."
+            )
+            draft = _without_partners(draft, invited)
+    warning = " ".join(warnings) or None
     body = referral_body(draft)
     ops = patch_ops(previous, body)
     closes = None
@@ -159,6 +171,16 @@ def _was_shared_with_microsoft(body: Mapping[str, Any]) -> bool:
     return bool(consent.get("consentToShareReferralWithMicrosoftSellers")) and bool(
         body.get("inviteContext")
     )
+
+
+def _without_partners(draft: DealDraft, keep: set[str]) -> DealDraft:
+    from dataclasses import replace
+
+    partners = tuple(p for p in draft.partners if p in keep)
+    deal_type = draft.deal_type
+    if not partners and deal_type is DealType.PARTNER_TO_PARTNER:
+        deal_type = DealType.PRIVATE
+    return replace(draft, partners=partners, deal_type=deal_type)
 
 
 def _keep_shared(draft: DealDraft, previous: Mapping[str, Any]) -> DealDraft:

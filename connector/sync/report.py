@@ -63,6 +63,15 @@ class RunReport:
             data["plan"] = self.plan
         return data
 
+    def log_fields(self) -> dict[str, Any]:
+        """The structured fields of the cycle's log line (JSON logs)."""
+        return {
+            "outcome": self.outcome,
+            "counts": self.counts(),
+            "api_calls": dict(self.api_calls),
+            "duration_s": round(self.duration_s, 3),
+        }
+
     def finish_outcome(self) -> None:
         if self.outcome == Outcome.OK and (self.rejected or self.failed):
             self.outcome = Outcome.PARTIAL

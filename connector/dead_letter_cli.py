@@ -1,0 +1,174 @@
+"""``connector errors``: list, show, retry and discard dead letters.
+
+A dead letter is a record that could not be synced (rejected by the mapping, refused
+by the core, or a transient failure that outlived its retries), one open letter per
+record. ``retry`` marks letters so that the next cycle re-fetches and re-processes
+their records; ``discard`` resolves a letter without retrying it. A letter is also
+retried by itself when its record changes in the CRM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from connector import logs
+from connector.errors import ConfigError, ConnectorError
+from connector.settings import Settings, load_config, state_url
+from connector.state.store import DeadLetter, Store
+
+errors_app = typer.Typer(
+    help="Records that could not be synced (dead letters): list, show, retry, discard.",
+    no_args_is_help=True,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: exit codes, as documented for the main commands
+_BAD_CONFIG = 4
+_FAILED = 2
+_NOT_FOUND = 1
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config file (default: $CONNECTOR_CONFIG or config/sandbox.yaml)."
+    ),
+]
+
+
+@contextmanager
+def _store(config: Path | None) -> Iterator[Store]:
+    settings = Settings()
+    if config is not None:
+        settings = settings.model_copy(update={"config": config})
+    logs.setup(settings.log_level, settings.log_format)
+    try:
+        cfg = load_config(settings.config)
+    except ConfigError as exc:
+        raise _fail(exc.message, _BAD_CONFIG) from None
+    try:
+        store = Store.open(state_url(settings, cfg))
+    except ConnectorError as exc:
+        raise _fail(exc.message, _FAILED) from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {logs.scrub(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+def _short(text: str, width: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _when(letter: DeadLetter, which: str) -> str:
+    return str(getattr(letter, which))[:19]
+
+
+@errors_app.command("list")
+def errors_list(
+    connection: Annotated[
+        str | None, typer.Option("--connection", help="Only this connection.")
+    ] = None,
+    include_resolved: Annotated[
+        bool, typer.Option("--resolved", help="Also show resolved letters (history).")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Open dead letters, most recently failed first."""
+    with _store(config) as store:
+        letters = store.list_dead_letters(connection, include_resolved=include_resolved)
+    table = Table(title=f"Dead letters ({len(letters)})")
+    for col in ("id", "connection", "CRM id", "reason", "attempts", "first seen", "last seen"):
+        table.add_column(col, no_wrap=col in ("id", "CRM id"))
+    table.add_column("message")
+    for d in letters:
+        reason = d.reason_code + (" (resolved)" if d.resolved else "")
+        table.add_row(
+            str(d.id),
+            d.connection,
+            d.crm_id,
+            reason,
+            str(d.attempts),
+            _when(d, "first_seen"),
+            _when(d, "last_seen"),
+            _short(d.message),
+        )
+    console.print(table)
+
+
+@errors_app.command("show")
+def errors_show(
+    dead_letter_id: Annotated[int, typer.Argument(help="The letter's id (see `errors list`).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Everything about one dead letter."""
+    with _store(config) as store:
+        letter = store.get_dead_letter(dead_letter_id)
+    if letter is None:
+        raise _fail(f"no dead letter {dead_letter_id}; see `connector errors list`", _NOT_FOUND)
+    for name in (
+        "id",
+        "connection",
+        "crm_id",
+        "reason_code",
+        "attempts",
+        "first_seen",
+        "last_seen",
+        "crm_modstamp",
+        "resolved",
+    ):
+        console.print(f"[bold]{name}:[/] {getattr(letter, name)}", highlight=False)
+    console.print(f"[bold]message:[/] {letter.message}", highlight=False)
+
+
+@errors_app.command("retry")
+def errors_retry(
+    dead_letter_ids: Annotated[
+        list[int] | None, typer.Argument(help="Letter ids (see `errors list`).")
+    ] = None,
+    retry_all: Annotated[bool, typer.Option("--all", help="Every open dead letter.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Mark letters for retry: the next cycle re-fetches and re-processes their records."""
+    if not dead_letter_ids and not retry_all:
+        raise _fail("name the letters to retry, or pass --all", _BAD_CONFIG)
+    with _store(config) as store:
+        marked = store.request_retry(None if retry_all else dead_letter_ids)
+    found = {d.id for d in marked}
+    missing = [i for i in dead_letter_ids or [] if i not in found]
+    console.print(f"{len(marked)} dead letter(s) marked for retry at the next cycle")
+    if missing:
+        raise _fail(
+            f"no open dead letter with id {', '.join(map(str, missing))}; "
+            "see `connector errors list`",
+            _NOT_FOUND,
+        )
+
+
+@errors_app.command("discard")
+def errors_discard(
+    dead_letter_id: Annotated[int, typer.Argument(help="The letter's id (see `errors list`).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Resolve one dead letter without retrying it (it stays in the history)."""
+    with _store(config) as store:
+        done = store.discard_dead_letter(dead_letter_id)
+    if not done:
+        raise _fail(
+            f"no open dead letter {dead_letter_id}; see `connector errors list`", _NOT_FOUND
+        )
+    console.print(f"dead letter {dead_letter_id} discarded")

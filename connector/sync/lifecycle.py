@@ -1,0 +1,210 @@
+"""The co-sell lifecycle decisions the CRM drives (pure: no I/O, no clock).
+
+- :func:`answer_of`: what a seller's record says about an incoming deal that waits for
+  an answer (accept, decline, keep waiting) or that can no longer be answered.
+- :func:`registration_of`: whether a won deal that asks for deal registration is
+  submitted now, or why not.
+- :func:`registration_blockers`: the seed's registration conditions that a deal fails.
+
+The seed's rules: an incoming deal is accepted or declined (with a reason) within
+14 days; registration needs Microsoft invited, Microsoft accepted or won, and an
+incentive-eligible solution, and never applies to a Private deal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connector.dealcore.payload import status_ops
+from connector.mapping.schema import MappingFile
+from connector.model import CrmOpportunity, StandardStage, Status, Substatus
+
+#: solution ids that are incentive-eligible when the core does not say (the sandbox's and
+#: Partner Center's IP co-sell solutions)
+INCENTIVE_PREFIXES = ("SOL-IP-",)
+#: registration statuses from which a (new) registration may be submitted
+REGISTRABLE_FROM = frozenset({None, "None", "ActionRequired", "Failed"})
+ACCEPT = "accept"
+DECLINE = "decline"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to do with an incoming deal's record.
+
+    ``kind``: ``accept`` / ``decline`` (``ops`` set), ``wait`` (nothing asked), or
+    ``refuse`` (something was asked that cannot be sent; ``notice`` says why).
+    """
+
+    kind: str
+    ops: tuple[dict[str, Any], ...] = ()
+    notice: str | None = None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def asked_action(record: CrmOpportunity, mapping: MappingFile) -> str | None:
+    """``accept`` or ``decline`` from the mapped action field, else None."""
+    field = mapping.inbound.action_field
+    value = _text(record.fields.get(field)) if field else None
+    if value is None:
+        return None
+    lowered = value.lower()
+    if lowered.startswith("accept"):
+        return ACCEPT
+    if lowered.startswith("decline"):
+        return DECLINE
+    return None
+
+
+def answer_of(
+    record: CrmOpportunity,
+    mapping: MappingFile,
+    status: str | None,
+    substatus: str | None,
+    stage: StandardStage | None,
+) -> Answer:
+    """The answer a seller gave to an incoming deal (link status ``status/substatus``).
+
+    Accepting: the action field says Accept, or the record left the mapped "on hold"
+    stage. Declining: the action field says Decline (or the record moved to a lost
+    stage), with the reason from the mapped decline-reason field; a decline without
+    a reason is not sent. A deal that is no longer New cannot be answered: asking
+    again on a declined or expired deal is explained, on an accepted one ignored.
+    """
+    inbound = mapping.inbound
+    action = asked_action(record, mapping)
+    label = _text(record.fields.get(mapping.stages.field))
+    if action is None and stage is StandardStage.LOST:
+        action = DECLINE
+    elif action is None and inbound.stage and label and label != inbound.stage:
+        action = ACCEPT
+    if status != Status.NEW.value:
+        if action is not None and substatus in (Substatus.DECLINED.value, Substatus.EXPIRED.value):
+            if action == DECLINE and substatus == Substatus.DECLINED.value:
+                return Answer("wait")
+            return Answer(
+                "refuse",
+                notice=(
+                    f"Not sent: the referral is {status}/{substatus} in Partner Center; "
+                    f"it can no longer be {'accepted' if action == ACCEPT else 'declined'}."
+                ),
+            )
+        return Answer("wait")
+    if action == ACCEPT:
+        return Answer(ACCEPT, tuple(status_ops(Status.ACTIVE, Substatus.ACCEPTED)))
+    if action == DECLINE:
+        field = inbound.decline_reason_field
+        reason = _text(record.fields.get(field)) if field else None
+        if reason is None:
+            where = f" in {field}" if field else " (map inbound.decline_reason_field)"
+            return Answer(
+                "refuse",
+                notice=f"Not sent: declining a referral needs a reason{where}; fill it in.",
+            )
+        return Answer(DECLINE, tuple(status_ops(Status.CLOSED, Substatus.DECLINED, reason[:500])))
+    return Answer("wait")
+
+
+def _solution_ids(body: Mapping[str, Any]) -> list[str]:
+    details = body.get("details")
+    requirements = details.get("requirements") if isinstance(details, Mapping) else None
+    solutions = requirements.get("solutions") if isinstance(requirements, Mapping) else None
+    if not isinstance(solutions, list):
+        return []
+    return [str(s["id"]) for s in solutions if isinstance(s, Mapping) and s.get("id")]
+
+
+def _microsoft_invited(body: Mapping[str, Any]) -> bool:
+    consent = body.get("consent")
+    shared = isinstance(consent, Mapping) and bool(
+        consent.get("consentToShareReferralWithMicrosoftSellers")
+    )
+    return shared and bool(body.get("inviteContext"))
+
+
+def registration_blockers(
+    body: Mapping[str, Any],
+    microsoft_status: str | None,
+    prefixes: tuple[str, ...] = INCENTIVE_PREFIXES,
+) -> list[str]:
+    """The seed's registration conditions that the deal ``body`` fails (empty: eligible)."""
+    reasons: list[str] = []
+    if body.get("type") == "Independent" or not _microsoft_invited(body):
+        reasons.append("Microsoft is not invited (a Private deal is never registered)")
+    elif microsoft_status not in ("Active/Accepted", "Closed/Won"):
+        reasons.append(
+            f"Microsoft has not accepted nor won the deal (Microsoft: {microsoft_status or 'none'})"
+        )
+    if not any(s.startswith(prefixes) for s in _solution_ids(body)):
+        reasons.append("the deal has no incentive-eligible solution")
+    return reasons
+
+
+def registration_eligible(
+    body: Mapping[str, Any], microsoft_status: str | None, core_says: bool | None
+) -> bool:
+    """The core's ``registrationEligible`` when it reports one, else the seed's conditions."""
+    if core_says is not None:
+        return core_says
+    return not registration_blockers(body, microsoft_status)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """``submit`` (send ``ops``), ``refuse`` (``notice`` says why) or ``none``."""
+
+    kind: str
+    ops: tuple[dict[str, Any], ...] = ()
+    notice: str | None = None
+
+
+def wants_registration(record: CrmOpportunity, mapping: MappingFile) -> bool:
+    field = mapping.deal_type.register_field
+    if field is None:
+        return False
+    value = record.fields.get(field)
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "yes", "1"}
+    return bool(value)
+
+
+def registration_of(
+    record: CrmOpportunity,
+    mapping: MappingFile,
+    *,
+    status: str | None,
+    substatus: str | None,
+    registration_status: str | None,
+    eligible: bool,
+    blockers: list[str],
+) -> Registration:
+    """Whether a deal that asks for registration (the mapped checkbox) is submitted now."""
+    if not wants_registration(record, mapping):
+        return Registration("none")
+    if registration_status not in REGISTRABLE_FROM:
+        return Registration("none")  # already submitted; its review status is mirrored
+    if (status, substatus) != (Status.CLOSED.value, Substatus.WON.value):
+        if status == Status.CLOSED.value:
+            return Registration(
+                "refuse",
+                notice=f"Registration not sent: the deal is {status}/{substatus}; only a won "
+                "deal is registered.",
+            )
+        return Registration(
+            "refuse", notice="Registration waits: it is sent once the deal is marked won."
+        )
+    if not eligible:
+        why = "; ".join(blockers) or "Partner Center says the deal is not eligible"
+        return Registration("refuse", notice=f"Registration not sent: {why}.")
+    value = {"externalReferenceId": record.id, "source": "crm"}
+    return Registration(
+        "submit", ({"op": "add", "path": "/registrations/-", "value": value},), None
+    )

@@ -1,0 +1,21 @@
+"""Lifecycle fixtures: a fresh sandbox per test and a Salesforce connection to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lifecycle_world import DynamicsWorld, LifecycleWorld, dynamics_world, salesforce_world
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[LifecycleWorld]:
+    with salesforce_world(tmp_path) as w:
+        yield w
+
+
+@pytest.fixture
+def dynamics(tmp_path: Path) -> Iterator[DynamicsWorld]:
+    with dynamics_world(tmp_path) as w:
+        yield w

@@ -1,0 +1,189 @@
+"""The lifecycle rules as pure functions: invitations, answers, registration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.dealcore.payload import patch_ops, referral_body
+from connector.mapping.load import load_mapping
+from connector.model import (
+    Contact,
+    CrmOpportunity,
+    Customer,
+    DealDraft,
+    DealType,
+    StandardStage,
+)
+from connector.sync.lifecycle import answer_of, registration_blockers, registration_of
+from connector.sync.plan import Skip, Update, plan_outbound
+
+MAPPING = load_mapping(Path(__file__).parents[3] / "mappings" / "salesforce.yaml")
+
+
+@dataclass
+class FakeLink:
+    referral_id: str | None = "ref-1"
+    fingerprint: str | None = None
+    sent_body: dict[str, Any] | None = None
+    status: str | None = "Active"
+    substatus: str | None = "Accepted"
+    direction: str = "Outgoing"
+
+
+def draft(**overrides: Any) -> DealDraft:
+    base = DealDraft(
+        crm_id="006A",
+        name="Deal",
+        value=Decimal(1000),
+        currency="USD",
+        close_date=date(2026, 12, 1),
+        customer=Customer("Contoso", "US", contacts=(Contact("A", "B", "1", "a@b.example"),)),
+        team=(Contact("S", "T", "2", "s@p.example"),),
+        solutions=("SOL-1",),
+        stage=StandardStage.QUALIFIED,
+    )
+    return replace(base, **overrides)
+
+
+def record(**fields: Any) -> CrmOpportunity:
+    return CrmOpportunity(
+        "006A", datetime(2026, 5, 1, tzinfo=UTC), {"StageName": "Prospecting", **fields}
+    )
+
+
+def test_a_partner_to_partner_body_targets_the_partners() -> None:
+    body = referral_body(draft(deal_type=DealType.PARTNER_TO_PARTNER, partners=("p-1",)))
+    assert body["type"] == "Shared"
+    assert body["target"] == [{"type": "Partner", "id": "p-1"}]
+    assert "inviteContext" not in body
+
+
+def test_new_partners_are_invited_one_add_each_and_never_withdrawn() -> None:
+    old = referral_body(draft(partners=("p-1",), deal_type=DealType.PARTNER_TO_PARTNER))
+    new = referral_body(
+        draft(partners=("p-1", "p-2", "p-3"), deal_type=DealType.PARTNER_TO_PARTNER)
+    )
+    ops = [op for op in patch_ops(old, new) if op["path"] == "/target/-"]
+    assert [op["value"]["id"] for op in ops] == ["p-2", "p-3"]
+    assert patch_ops(new, old) == []
+
+
+def test_partners_are_refused_on_an_incoming_deal_before_any_call() -> None:
+    before = draft()
+    link = FakeLink(
+        fingerprint=before.fingerprint(), sent_body=referral_body(before), direction="Incoming"
+    )
+    action = plan_outbound(draft(partners=("p-9",), deal_type=DealType.PARTNER_TO_PARTNER), link)
+    assert isinstance(action, Skip) and action.notice and "p-9" in action.notice
+
+
+def test_other_changes_of_an_incoming_deal_still_go_with_the_refusal() -> None:
+    before = draft()
+    link = FakeLink(
+        fingerprint=before.fingerprint(), sent_body=referral_body(before), direction="Incoming"
+    )
+    action = plan_outbound(draft(partners=("p-9",), value=Decimal(5)), link)
+    assert isinstance(action, Update) and action.warning
+    assert [op["path"] for op in action.ops] == ["/details/dealValue"]
+
+
+def test_partners_can_be_invited_to_an_own_co_sell_deal() -> None:
+    before = draft(deal_type=DealType.CO_SELL, assistance_code="GeneralOrOther")
+    link = FakeLink(fingerprint=before.fingerprint(), sent_body=referral_body(before))
+    action = plan_outbound(replace(before, partners=("p-1",)), link)
+    assert isinstance(action, Update) and action.warning is None
+    assert [op["path"] for op in action.ops] == ["/target/-"]
+
+
+def test_a_draft_without_partners_hashes_as_before_partners_existed() -> None:
+    d = draft()
+    fields = asdict(d)
+    del fields["partners"]
+    text = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
+    assert d.fingerprint() == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert d.fingerprint() != draft(partners=("p",)).fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("fields", "kind"),
+    [
+        ({}, "wait"),
+        ({"CoSell_Action__c": "Accept"}, "accept"),
+        ({"StageName": "Qualification"}, "accept"),
+        ({"CoSell_Action__c": "Decline"}, "refuse"),
+        ({"CoSell_Action__c": "Decline", "CoSell_Decline_Reason__c": "No fit"}, "decline"),
+    ],
+)
+def test_an_incoming_deal_is_answered_from_its_record(fields: dict[str, Any], kind: str) -> None:
+    answer = answer_of(record(**fields), MAPPING, "New", "Pending", None)
+    assert answer.kind == kind
+    if kind == "decline":
+        assert {"op": "replace", "path": "/statusReason", "value": "No fit"} in answer.ops
+
+
+@pytest.mark.parametrize(("substatus", "kind"), [("Expired", "refuse"), ("Accepted", "wait")])
+def test_a_deal_no_longer_new_is_not_answered_again(substatus: str, kind: str) -> None:
+    status = "Closed" if substatus == "Expired" else "Active"
+    answer = answer_of(record(CoSell_Action__c="Accept"), MAPPING, status, substatus, None)
+    assert answer.kind == kind
+
+
+def co_sell_body(solution: str = "SOL-IP-1") -> dict[str, Any]:
+    return referral_body(
+        draft(deal_type=DealType.CO_SELL, assistance_code="GeneralOrOther", solutions=(solution,))
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "microsoft", "reason"),
+    [
+        (referral_body(draft(solutions=("SOL-IP-1",))), None, "Microsoft is not invited"),
+        (co_sell_body(), "New/Pending", "Microsoft has not accepted"),
+        (co_sell_body("SOL-2"), "Active/Accepted", "incentive-eligible"),
+    ],
+)
+def test_each_registration_condition_is_named_when_it_fails(
+    body: dict[str, Any], microsoft: str | None, reason: str
+) -> None:
+    assert any(reason in r for r in registration_blockers(body, microsoft))
+
+
+@pytest.mark.parametrize("microsoft", ["Active/Accepted", "Closed/Won"])
+def test_a_won_eligible_deal_that_asks_is_registered(microsoft: str) -> None:
+    assert registration_blockers(co_sell_body(), microsoft) == []
+    decision = registration_of(
+        record(CoSell_Register_Deal__c=True),
+        MAPPING,
+        status="Closed",
+        substatus="Won",
+        registration_status="None",
+        eligible=True,
+        blockers=[],
+    )
+    assert decision.kind == "submit" and decision.ops[0]["path"] == "/registrations/-"
+
+
+def test_registration_waits_for_won_and_is_not_sent_twice() -> None:
+    asks = record(CoSell_Register_Deal__c=True)
+    common: dict[str, Any] = {"eligible": True, "blockers": []}
+    active = registration_of(
+        asks, MAPPING, status="Active", substatus="Accepted", registration_status="None", **common
+    )
+    assert active.kind == "refuse"
+    again = registration_of(
+        asks,
+        MAPPING,
+        status="Closed",
+        substatus="Won",
+        registration_status="ReviewPending",
+        **common,
+    )
+    assert again.kind == "none"
