@@ -362,6 +362,34 @@ class Store:
                 return
             after = page[-1].crm_id
 
+    def links_to_mirror(self, conn: str, limit: int = 5000) -> list[Link]:
+        """Links whose core facts were never written to the CRM (after a crash, say)."""
+        query = (
+            sa.select(*_LINK_COLUMNS)
+            .where(
+                links.c.connection == conn,
+                links.c.core_facts.is_not(None),
+                links.c.mirrored_fingerprint.is_(None),
+            )
+            .order_by(links.c.crm_id)
+            .limit(limit)
+        )
+        with self._read(f"list the links to mirror of connection {conn!r}") as db:
+            return [_link(row) for row in db.execute(query)]
+
+    def set_mirrored(self, conn: str, fingerprints: Mapping[str, str]) -> None:
+        """Record which status values were written to each CRM record (one transaction)."""
+        if not fingerprints:
+            return
+        statement = (
+            links.update()
+            .where(links.c.connection == conn, links.c.crm_id == sa.bindparam("b_crm_id"))
+            .values(mirrored_fingerprint=sa.bindparam("b_fp"))
+        )
+        rows = [{"b_crm_id": crm_id, "b_fp": fp} for crm_id, fp in fingerprints.items()]
+        with self._write(f"record mirrored status of {len(rows)} links", conn) as db:
+            db.execute(statement, rows)
+
     def count_links(self, conn: str) -> dict[LinkState, int]:
         """Number of links per state (every state present, zero when none)."""
         query = (

@@ -9,6 +9,7 @@ dead-lettered, so a crash replays at most one page.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -52,6 +53,9 @@ SETTLED_WRITE_CODES = {"read_only_closed": "read_only_closed", "not_found": "del
 #: marks a dead letter whose message could not be written to the record's error field
 NOT_WRITTEN = " [not yet written to the CRM]"
 
+#: status writes per CRM call (a Salesforce collection holds 200 records)
+WRITE_BATCH = 200
+
 ProgressFn = Callable[[str, int], None]
 
 #: permanent error codes that say nothing about the record: dead-lettered as transient
@@ -92,6 +96,10 @@ class SyncEngine:
         self.clock = clock
         self.progress = progress
         self.stop = stop or threading.Event()
+        #: status writes waiting for a full CRM batch, by CRM id (a later one replaces an
+        #: earlier one); links needing a write are also marked in the store, so a crash
+        #: loses none of them
+        self._pending: dict[str, tuple[CrmStatusUpdate, Link | None, str]] = {}
         self.lifecycle = LifecycleSteps(self)
 
     # ------------------------------------------------------------------ the cycle
@@ -104,10 +112,13 @@ class SyncEngine:
         try:
             stages = self._stages()
             if not dry_run:
+                self._mirror_left_over(report)
                 self._retry_dead_letters(stages, report)
             self._outbound(stages, report, dry_run=dry_run, full=full)
             if not dry_run and not self.stop.is_set():
                 self._pull_back(report)
+            if not dry_run:
+                self._flush_status(report, everything=True)
             if self.stop.is_set():
                 report.outcome = Outcome.INTERRUPTED
         except QuotaExhausted as exc:
@@ -196,6 +207,7 @@ class SyncEngine:
                 self._deleted(page.deleted_ids, report, dry_run=dry_run)
             if dry_run:
                 continue
+            self._flush_unlinked(report)
             if page.cursor is not None:
                 self.store.set_cursor(self.connection, "crm", page.cursor)
             if self.stop.is_set():
@@ -419,6 +431,9 @@ class SyncEngine:
             substatus=referral.substatus.value if referral.substatus else None,
             direction=referral.direction,
             core_facts=facts.as_json(),
+            mirrored_fingerprint=(
+                base.mirrored_fingerprint if base.core_facts == facts.as_json() else None
+            ),
         )
 
     # ------------------------------------------------------------------ mirror
@@ -500,21 +515,73 @@ class SyncEngine:
     def _write_status(
         self, updates: Sequence[tuple[CrmStatusUpdate, Link | None, str]], report: RunReport
     ) -> None:
+        """Queue status writes; full CRM batches go out at once, the rest at the run's end."""
+        for update in updates:
+            self._pending.pop(update[0].crm_id, None)
+            self._pending[update[0].crm_id] = update
+        self._flush_status(report, everything=False)
+
+    def _flush_status(self, report: RunReport, *, everything: bool) -> None:
+        while len(self._pending) >= WRITE_BATCH or (everything and self._pending):
+            keys = list(itertools.islice(self._pending, WRITE_BATCH))
+            self._write_now([self._pending.pop(k) for k in keys], report)
+
+    def _flush_unlinked(self, report: RunReport) -> None:
+        """Errors of records with no link are not marked in the store: write them before
+        the page's cursor is committed, topped up with linked writes to fill the batch."""
+        unlinked = [k for k, (_, link, _) in self._pending.items() if link is None]
+        if not unlinked:
+            return
+        size = -(-len(unlinked) // WRITE_BATCH) * WRITE_BATCH
+        linked = [k for k, (_, link, _) in self._pending.items() if link is not None]
+        keys = unlinked + linked[: size - len(unlinked)]
+        for start in range(0, len(keys), WRITE_BATCH):
+            self._write_now(
+                [self._pending.pop(k) for k in keys[start : start + WRITE_BATCH]], report
+            )
+
+    def _mirror_left_over(self, report: RunReport) -> None:
+        """Status writes a crashed or stopped run left undone are written first."""
+        now = self.clock()
+        while True:
+            links = [
+                link
+                for link in self.store.links_to_mirror(self.connection)
+                if link.crm_id not in self._pending
+            ]
+            if not links:
+                return
+            updates = []
+            for link in links:
+                assert link.core_facts is not None
+                facts = CoreFacts.from_json(link.core_facts)
+                values = status_values(facts, self.mapping.status_fields, now, facts.notice)
+                updates.append(
+                    (self._with_stamp(link.crm_id, values, now), link, values_fingerprint(values))
+                )
+            self._write_status(updates, report)
+            self._flush_status(report, everything=True)
+            if len(links) < 5000:
+                return
+
+    def _write_now(
+        self, updates: Sequence[tuple[CrmStatusUpdate, Link | None, str]], report: RunReport
+    ) -> None:
         if not updates:
             return
         results = self.crm.write_status([u for u, _, _ in updates])
-        saved: list[Link] = []
+        saved: dict[str, str] = {}
         quota: WriteResult | None = None
         for (update, link, fp), result in zip(updates, results, strict=True):
             settled = SETTLED_WRITE_CODES.get(result.error_code or "")
             if result.ok:
                 report.mirrored += 1
                 if link is not None:
-                    saved.append(replace(link, mirrored_fingerprint=fp))
+                    saved[link.crm_id] = fp
             elif settled is not None:
                 report.skipped[settled] += 1
                 if link is not None:
-                    saved.append(replace(link, mirrored_fingerprint=fp))
+                    saved[link.crm_id] = fp
                 log.info(
                     "%s: %s: status fields not written (%s): %s",
                     self.connection,
@@ -535,8 +602,7 @@ class SyncEngine:
                 )
             if not result.ok and settled is None and link is None:
                 self._error_not_written(update.crm_id, result.error_code)
-        if saved:
-            self.store.save_links(self.connection, saved)
+        self.store.set_mirrored(self.connection, saved)
         self.progress("mirrored", len(updates))
         if quota is not None:
             # The adapter reports a spent budget per record (Dataverse): stop the run here,
