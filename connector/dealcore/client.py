@@ -140,11 +140,16 @@ class ReferralsClient:
         return self._find(crm_id, self._policy)
 
     def list_changed(
-        self, since: datetime | None, *, extra_filter: str | None = None
+        self,
+        since: datetime | None,
+        *,
+        until: datetime | None = None,
+        extra_filter: str | None = None,
     ) -> Iterator[ReferralState]:
         """Referrals updated at or after ``since`` (all when None), oldest first.
 
-        The lower bound is closed (``ge``): the caller dedupes against what it has.
+        Both bounds are closed (``ge``, and ``le`` for ``until`` when given), floored to
+        the second: the caller dedupes against what it has.
         Pages are fetched lazily through ``@odata.nextLink``. A referral that appears
         twice with the same eTag (a tie moving across a page boundary) is yielded once.
         ``extra_filter`` is an OData expression ANDed to the date bound; build its
@@ -153,6 +158,8 @@ class ReferralsClient:
         clauses = []
         if since is not None:
             clauses.append(f"updatedDateTime ge {odata_datetime(since)}")
+        if until is not None:
+            clauses.append(f"updatedDateTime le {odata_datetime(until)}")
         if extra_filter:
             clauses.append(f"({extra_filter})")
         params = {"$orderby": "updatedDateTime asc"}

@@ -10,6 +10,8 @@ PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +92,21 @@ def create_state_engine(url: URL) -> Engine:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")  # ignored (stays "memory") in memory
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        # Switching a new file to WAL needs an exclusive lock, and SQLite may answer
+        # "database is locked" at once (no busy wait) while another process opens the
+        # same new file: try again for up to the busy timeout.
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")  # stays "memory" in memory
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable with WAL, far fewer fsyncs
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     finally:
         cursor.close()
 

@@ -136,6 +136,29 @@ class Store:
         self._known_lock = threading.Lock()
         self.revision: str | None = None
         self._bulk_links = _BulkLinkUpsert(engine.dialect)
+        # built once: building an upsert's ``excluded`` columns costs more than running it
+        pending = self._insert(links)
+        self._mark_pending = pending.on_conflict_do_update(
+            index_elements=list(_LINK_KEY),
+            set_={
+                "fingerprint": pending.excluded.fingerprint,
+                "sent_body": pending.excluded.sent_body,
+                "updated": pending.excluded.updated,
+            },
+            where=links.c.state == LinkState.PENDING_CREATE.value,
+        )
+        letter = self._insert(dead_letters)
+        self._add_letter = letter.on_conflict_do_update(
+            index_elements=[dead_letters.c.connection, dead_letters.c.crm_id],
+            index_where=UNRESOLVED,
+            set_={
+                "attempts": dead_letters.c.attempts + 1,
+                "reason_code": letter.excluded.reason_code,
+                "message": letter.excluded.message,
+                "last_seen": letter.excluded.last_seen,
+                "crm_modstamp": letter.excluded.crm_modstamp,
+            },
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -257,6 +280,12 @@ class Store:
             self._links_where(conn, links.c.engagement_id, [engagement_id], key="crm_id").values()
         )
 
+    def links_by_engagements(self, conn: str, engagement_ids: Sequence[str]) -> list[Link]:
+        """Links of the referrals in any of the engagements, in one query per chunk."""
+        return list(
+            self._links_where(conn, links.c.engagement_id, engagement_ids, key="crm_id").values()
+        )
+
     def ping(self) -> None:
         """Raise :class:`StateError` when the database does not answer."""
         with self._read("reach the state store") as db:
@@ -270,32 +299,64 @@ class Store:
         Refuses (:class:`StateError`, code ``state_conflict``) when the record is
         already linked or terminal: a second POST would duplicate its referral.
         """
-        insert = self._insert(links).values(
-            connection=conn,
-            crm_id=crm_id,
-            state=LinkState.PENDING_CREATE.value,
-            fingerprint=fingerprint,
-            sent_body=dict(body),
-            direction="Outgoing",
-            updated=self._clock(),
-        )
-        upsert = insert.on_conflict_do_update(
-            index_elements=list(_LINK_KEY),
-            set_={
-                "fingerprint": insert.excluded.fingerprint,
-                "sent_body": insert.excluded.sent_body,
-                "updated": insert.excluded.updated,
-            },
-            where=links.c.state == LinkState.PENDING_CREATE.value,
-        ).returning(*_LINK_COLUMNS)
         with self._write(f"mark CRM record {crm_id} ({conn}) as pending", conn) as db:
-            row = db.execute(upsert).first()
+            params = self._pending_row(conn, crm_id, fingerprint, body, self._clock())
+            row = db.execute(self._mark_pending.returning(*_LINK_COLUMNS), params).first()
             if row is not None:
                 return _link(row)
-            existing = self._link_of(db, conn, crm_id)
+            raise self._not_pending(conn, crm_id, self._link_of(db, conn, crm_id))
+
+    def mark_pending_many(
+        self, conn: str, items: Sequence[tuple[str, str, Mapping[str, Any]]]
+    ) -> dict[str, StateError]:
+        """:meth:`mark_pending` for many records in one transaction.
+
+        Returns the refusals by CRM id (records already linked or terminal); every
+        other record is marked pending.
+        """
+        if not items:
+            return {}
+        now = self._clock()
+        what = f"mark {len(items)} CRM records ({conn}) as pending"
+        ids = [crm_id for crm_id, _, _ in items]
+        with self._write(what, conn) as db:
+            db.execute(
+                self._mark_pending,
+                [self._pending_row(conn, crm_id, fp, body, now) for crm_id, fp, body in items],
+            )
+            refused: dict[str, StateError] = {}
+            for chunk in _chunks(ids, LOOKUP_CHUNK):
+                rows = db.execute(
+                    sa.select(*_LINK_COLUMNS).where(
+                        links.c.connection == conn,
+                        links.c.crm_id.in_(chunk),
+                        links.c.state != LinkState.PENDING_CREATE.value,
+                    )
+                )
+                for row in rows:
+                    link = _link(row)
+                    refused[link.crm_id] = self._not_pending(conn, link.crm_id, link)
+        return refused
+
+    @staticmethod
+    def _pending_row(
+        conn: str, crm_id: str, fingerprint: str, body: Mapping[str, Any], now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "connection": conn,
+            "crm_id": crm_id,
+            "state": LinkState.PENDING_CREATE.value,
+            "fingerprint": fingerprint,
+            "sent_body": dict(body),
+            "direction": "Outgoing",
+            "updated": now,
+        }
+
+    @staticmethod
+    def _not_pending(conn: str, crm_id: str, existing: Link | None) -> StateError:
         referral = existing.referral_id if existing else None
         state = existing.state if existing else "unknown"
-        raise StateError(
+        return StateError(
             f"CRM record {crm_id} on connection {conn!r} is already {state} (referral "
             f"{referral}); it cannot be marked for creation again, that would duplicate the "
             "referral. Update the existing link instead",
@@ -414,31 +475,45 @@ class Store:
         crm_modstamp: datetime | None = None,
     ) -> DeadLetter:
         """Record a permanent failure; a repeat while unresolved increments ``attempts``."""
-        now = self._clock()
-        insert = self._insert(dead_letters).values(
-            connection=conn,
-            crm_id=crm_id,
-            reason_code=reason_code,
-            message=message,
-            attempts=1,
-            first_seen=now,
-            last_seen=now,
-            crm_modstamp=crm_modstamp,
-            resolved=False,
-        )
-        upsert = insert.on_conflict_do_update(
-            index_elements=[dead_letters.c.connection, dead_letters.c.crm_id],
-            index_where=UNRESOLVED,
-            set_={
-                "attempts": dead_letters.c.attempts + 1,
-                "reason_code": insert.excluded.reason_code,
-                "message": insert.excluded.message,
-                "last_seen": insert.excluded.last_seen,
-                "crm_modstamp": insert.excluded.crm_modstamp,
-            },
-        ).returning(*dead_letters.c)
+        params = self._letter_row(conn, crm_id, reason_code, message, crm_modstamp, self._clock())
         with self._write(f"dead-letter CRM record {crm_id} ({conn})", conn) as db:
-            return _dead_letter(db.execute(upsert).one())
+            return _dead_letter(
+                db.execute(self._add_letter.returning(*dead_letters.c), params).one()
+            )
+
+    def add_dead_letters(
+        self, conn: str, items: Sequence[tuple[str, str, str, datetime | None]]
+    ) -> None:
+        """:meth:`add_dead_letter` for many ``(crm_id, code, message, modstamp)`` at once."""
+        if not items:
+            return
+        now = self._clock()
+        rows: dict[str, dict[str, Any]] = {}
+        for crm_id, code, message, modstamp in items:  # one letter per record: the last
+            rows[crm_id] = self._letter_row(conn, crm_id, code, message, modstamp, now)
+        with self._write(f"dead-letter {len(rows)} CRM records ({conn})", conn) as db:
+            db.execute(self._add_letter, list(rows.values()))
+
+    @staticmethod
+    def _letter_row(
+        conn: str,
+        crm_id: str,
+        reason_code: str,
+        message: str,
+        crm_modstamp: datetime | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        return {
+            "connection": conn,
+            "crm_id": crm_id,
+            "reason_code": reason_code,
+            "message": message,
+            "attempts": 1,
+            "first_seen": now,
+            "last_seen": now,
+            "crm_modstamp": crm_modstamp,
+            "resolved": False,
+        }
 
     def resolve_dead_letter(self, conn: str, crm_id: str) -> bool:
         """Mark the record's open dead letter resolved; False when there was none."""

@@ -9,20 +9,28 @@ dead-lettered, so a crash replays at most one page.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connector.crm.base import CrmAdapter, StageInfo, WriteResult
+from connector.crm.base import CrmAdapter, CrmPage, StageInfo, WriteResult
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.payload import patch_ops, status_ops
-from connector.errors import ConnectorError, CoreError, PreconditionFailed, QuotaExhausted
+from connector.errors import (
+    ConnectorError,
+    CoreError,
+    PreconditionFailed,
+    QuotaExhausted,
+    StateError,
+)
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
@@ -55,6 +63,10 @@ NOT_WRITTEN = " [not yet written to the CRM]"
 
 #: status writes per CRM call (a Salesforce collection holds 200 records)
 WRITE_BATCH = 200
+#: links saved per store transaction while a page is pushed
+LINK_BATCH = 100
+#: referrals written per parallel slice of the pull-back listing (10 core pages)
+PULL_SLICE = 1000
 
 ProgressFn = Callable[[str, int], None]
 
@@ -67,6 +79,17 @@ def _noop_progress(kind: str, n: int) -> None:
 
 
 _Outcome = RecordOutcome
+
+
+@dataclass
+class _PageWork:
+    """A page handed to the push pool, waiting for :meth:`SyncEngine._finish`."""
+
+    outcomes: list[_Outcome]
+    links: dict[str, Link]
+    by_id: dict[str, CrmOpportunity]
+    ids: set[str]
+    futures: list[Future[_Outcome]] = field(default_factory=list)
 
 
 class SyncEngine:
@@ -100,6 +123,9 @@ class SyncEngine:
         #: earlier one); links needing a write are also marked in the store, so a crash
         #: loses none of them
         self._pending: dict[str, tuple[CrmStatusUpdate, Link | None, str]] = {}
+        #: the push workers, shared by the pages of a run (see :meth:`_outbound`)
+        self._pool: ThreadPoolExecutor | None = None
+        self._outbound_started: datetime | None = None
         self.lifecycle = LifecycleSteps(self)
 
     # ------------------------------------------------------------------ the cycle
@@ -110,15 +136,20 @@ class SyncEngine:
         run_id = None if dry_run else self.store.start_run(self.connection)
         calls_before = self._api_calls()
         try:
-            stages = self._stages()
-            if not dry_run:
-                self._mirror_left_over(report)
-                self._retry_dead_letters(stages, report)
-            self._outbound(stages, report, dry_run=dry_run, full=full)
+            with report.phase("start"):
+                stages = self._stages()
+                if not dry_run:
+                    self._mirror_left_over(report)
+                    self._retry_dead_letters(stages, report)
+            self._outbound_started = self.clock()
+            with report.phase("outbound"):
+                self._outbound(stages, report, dry_run=dry_run, full=full)
             if not dry_run and not self.stop.is_set():
-                self._pull_back(report)
+                with report.phase("pull_back"):
+                    self._pull_back(report)
             if not dry_run:
-                self._flush_status(report, everything=True)
+                with report.phase("status_writes"):
+                    self._flush_status(report, everything=True)
             if self.stop.is_set():
                 report.outcome = Outcome.INTERRUPTED
         except QuotaExhausted as exc:
@@ -188,33 +219,61 @@ class SyncEngine:
     def _outbound(
         self, stages: Mapping[str, StageInfo], report: RunReport, *, dry_run: bool, full: bool
     ) -> None:
+        """Pull the CRM's changes page by page, push them, commit the cursor per page.
+
+        Pages overlap by one: page *k+1* is pulled, mapped and handed to the push pool
+        before page *k*'s results are mirrored and its cursor committed, so the pool
+        never waits for the CRM (the pull, the status writes). Two pages at most are in
+        memory. A record already in flight in the previous page waits for it to finish.
+        """
         cursor = None if full else self.store.get_cursor(self.connection, "crm")
         fields = self.mapping.crm_fields()
         seen: set[tuple[str, datetime]] = set()
-        for page in self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select):
-            records = []
-            for record in page.records:
-                key = (record.id, record.modstamp)
-                if key not in seen:
-                    seen.add(key)
-                    records.append(record)
-            report.pulled += len(records)
-            self.progress("pulled", len(records))
-            if not full:  # --full re-processes every record, dead-lettered or not
-                records = self._changed_since_letter(records)
-            self.process_records(records, stages, report, dry_run=dry_run)
-            if page.deleted_ids:
-                self._deleted(page.deleted_ids, report, dry_run=dry_run)
-            if dry_run:
-                continue
-            self._flush_unlinked(report)
-            if page.cursor is not None:
-                self.store.set_cursor(self.connection, "crm", page.cursor)
-            if self.stop.is_set():
-                log.info(
-                    "%s: stop requested; the cursor is committed after this page", self.connection
-                )
-                return
+        in_flight: tuple[_PageWork, CrmPage] | None = None
+        try:
+            for page in self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select):
+                records = []
+                for record in page.records:
+                    key = (record.id, record.modstamp)
+                    if key not in seen:
+                        seen.add(key)
+                        records.append(record)
+                report.pulled += len(records)
+                self.progress("pulled", len(records))
+                if not full:  # --full re-processes every record, dead-lettered or not
+                    records = self._changed_since_letter(records)
+                if dry_run:
+                    self.process_records(records, stages, report, dry_run=True)
+                    if page.deleted_ids:
+                        self._deleted(page.deleted_ids, report, dry_run=True)
+                    continue
+                if in_flight is not None and in_flight[0].ids & {r.id for r in records}:
+                    self._finish_page(*in_flight, report)
+                    in_flight = None
+                work = self._begin(records, stages, report)
+                if in_flight is not None:
+                    self._finish_page(*in_flight, report)
+                in_flight = (work, page)
+                if self.stop.is_set():
+                    break
+            if in_flight is not None:
+                last, in_flight = in_flight, None
+                self._finish_page(*last, report)
+        finally:
+            if in_flight is not None:  # an error: let the pool drop what has not started
+                for future in in_flight[0].futures:
+                    future.cancel()
+            self._close_pool()
+        if self.stop.is_set() and not dry_run:
+            log.info("%s: stop requested; the cursor is committed after this page", self.connection)
+
+    def _finish_page(self, work: _PageWork, page: CrmPage, report: RunReport) -> None:
+        self._finish(work, report)
+        if page.deleted_ids:
+            self._deleted(page.deleted_ids, report, dry_run=False)
+        self._flush_unlinked(report)
+        if page.cursor is not None:
+            self.store.set_cursor(self.connection, "crm", page.cursor)
 
     def _deleted(self, crm_ids: Sequence[str], report: RunReport, *, dry_run: bool) -> None:
         """Rows the CRM reports deleted (Dataverse change tracking).
@@ -261,33 +320,72 @@ class SyncEngine:
         dry_run: bool = False,
     ) -> None:
         """Map, plan, push and mirror one page of records."""
+        if dry_run:
+            live = [r for r in records if not r.deleted]
+            report.skipped["deleted"] += len(records) - len(live)
+            links = self.store.get_links(self.connection, [r.id for r in live])
+            live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
+            for r in live:
+                action = plan_outbound(apply_mapping(r, self.mapping, stages), links.get(r.id))
+                report.plan.append(_describe(action))
+                _count_planned(action, report)
+            return
+        try:
+            self._finish(self._begin(records, stages, report), report)
+        finally:
+            self._close_pool()
+
+    def _begin(
+        self,
+        records: Sequence[CrmOpportunity],
+        stages: Mapping[str, StageInfo],
+        report: RunReport,
+    ) -> _PageWork:
+        """Map and plan a page, answer inbound deals, and hand its pushes to the pool."""
         live = [r for r in records if not r.deleted]
-        for r in records:
-            if r.deleted:
-                report.skipped["deleted"] += 1
-        links = self.store.get_links(self.connection, [r.id for r in live])
-        if not dry_run:
-            links = self._resolve_pending(links)
+        report.skipped["deleted"] += len(records) - len(live)
+        links = self._resolve_pending(self.store.get_links(self.connection, [r.id for r in live]))
         # an incoming deal's customer is the sender's: filled from the core where the CRM
         # cannot hold it (see connector.sync.inbound)
         live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
         drafts = {r.id: apply_mapping(r, self.mapping, stages) for r in live}
-        answered: list[_Outcome] = []
-        if not dry_run:
-            answered = self.lifecycle.answer(live, drafts, links, stages, report)
+        answered = self.lifecycle.answer(live, drafts, links, stages, report)
         settled = {o.crm_id for o in answered}
         actions = [
             plan_outbound(drafts[r.id], links.get(r.id)) for r in live if r.id not in settled
         ]
-        if dry_run:
-            for action in actions:
-                report.plan.append(_describe(action))
-                _count_planned(action, report)
-            return
-        outcomes = answered + self._push(actions, links)
-        by_id = {r.id: r for r in live}
-        self.lifecycle.register(outcomes, by_id, links)
-        self._mirror_outcomes(outcomes, links, by_id, report)
+        work = _PageWork(
+            outcomes=list(answered),
+            links=links,
+            by_id={r.id: r for r in live},
+            ids={r.id for r in records},
+        )
+        self._push(actions, work)
+        return work
+
+    def _finish(self, work: _PageWork, report: RunReport) -> None:
+        """Collect a page's push results, save their links, mirror them to the CRM.
+
+        The links the core answered are saved in batches of :data:`LINK_BATCH` as
+        results come in, and whatever came in when the loop stops for any reason.
+        """
+        outcomes = work.outcomes
+        unsaved: list[Link] = []
+        try:
+            for future in work.futures:
+                with report.phase("outbound_waiting_for_pushes"):
+                    outcome = future.result()
+                outcomes.append(outcome)
+                if outcome.link is not None:
+                    unsaved.append(outcome.link)
+                if len(unsaved) >= LINK_BATCH:
+                    self.store.save_links(self.connection, unsaved)
+                    unsaved = []
+                self.progress("pushed", 1)
+        finally:
+            self.store.save_links(self.connection, unsaved)
+        self.lifecycle.register(outcomes, work.by_id, work.links)
+        self._mirror_outcomes(outcomes, work.links, work.by_id, report)
 
     def _resolve_pending(self, links: dict[str, Link]) -> dict[str, Link]:
         """A pending link means a crash between POST and bookkeeping: look before creating."""
@@ -312,17 +410,42 @@ class SyncEngine:
             )
         return links
 
-    def _push(self, actions: Sequence[Action], links: Mapping[str, Link]) -> list[_Outcome]:
+    def _push(self, actions: Sequence[Action], work: _PageWork) -> None:
+        """Settle skips and rejections; hand creates and updates to the worker pool.
+
+        The workers only talk to the core; the store is written from this thread. Every
+        create of the page is marked pending in one transaction *before* any POST: a
+        crash then leaves pending links that the next cycle looks up by external id
+        instead of creating again.
+        """
         pushes = [a for a in actions if isinstance(a, (Create, Update))]
-        outcomes = [self._settle(a) for a in actions if not isinstance(a, (Create, Update))]
+        work.outcomes.extend(
+            self._settle(a) for a in actions if not isinstance(a, (Create, Update))
+        )
+        creates = [a for a in pushes if isinstance(a, Create)]
+        if creates:
+            marked = self.store.mark_pending_many(
+                self.connection, [(a.draft.crm_id, a.fingerprint, a.body) for a in creates]
+            )
+            refused = {k: v for k, v in marked.items() if isinstance(v, StateError)}
+            for crm_id, exc in refused.items():
+                log.warning("%s: %s: %s", self.connection, crm_id, exc.message)
+                work.outcomes.append(_Outcome(crm_id, "failed", exc.code, exc.message))
+            pushes = [a for a in pushes if a.draft.crm_id not in refused]
         if pushes:
-            with ThreadPoolExecutor(
-                max_workers=self.concurrency, thread_name_prefix="push"
-            ) as pool:
-                for outcome in pool.map(lambda a: self._execute(a, links), pushes):
-                    outcomes.append(outcome)
-                    self.progress("pushed", 1)
-        return outcomes
+            pool = self._get_pool()
+            links = work.links
+            work.futures = [pool.submit(self._execute, a, links) for a in pushes]
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="push")
+        return self._pool
+
+    def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _settle(self, action: Action) -> _Outcome:
         if isinstance(action, Skip):
@@ -351,9 +474,8 @@ class SyncEngine:
 
     def _create(self, action: Create) -> _Outcome:
         draft = action.draft
-        fingerprint = draft.fingerprint()
-        self.store.mark_pending(self.connection, draft.crm_id, fingerprint, action.body)
-        referral = self.core.create(action.body)
+        fingerprint = action.fingerprint
+        referral = self.core.create(action.body)  # marked pending by _push before any POST
         # The core may start a new deal at its own stage (Created, 10) whatever the body
         # said: bring it to the CRM's stage, and close it when the CRM says won, at once.
         ops = patch_ops(dict(referral.raw), action.body)
@@ -365,7 +487,6 @@ class SyncEngine:
             referral = self.core.patch(referral.id, ops, referral.etag)
         kind = "created"
         link = self._linked(None, referral, fingerprint, action.body, crm_id=draft.crm_id)
-        self.store.save_link(self.connection, link)
         return _Outcome(draft.crm_id, kind, link=link)
 
     def _update(self, action: Update, link: Link) -> _Outcome:
@@ -379,7 +500,6 @@ class SyncEngine:
             fresh = self.core.get(referral_id)
             if fresh.is_terminal:
                 link = self._linked(link, fresh, link.fingerprint, link.sent_body)
-                self.store.save_link(self.connection, link)
                 return _Outcome(link.crm_id, "skipped", "terminal", link=link)
             ops = patch_ops(dict(fresh.raw), action.body)
             if action.closes is not None:
@@ -391,11 +511,9 @@ class SyncEngine:
             if exc.code in {"ReferralClosed", "InvalidTransition"}:
                 fresh = self.core.get(referral_id)
                 link = self._linked(link, fresh, link.fingerprint, link.sent_body)
-                self.store.save_link(self.connection, link)
                 return _Outcome(link.crm_id, "skipped", "terminal", link=link)
             raise
         new_link = self._linked(link, referral, action.fingerprint, action.body)
-        self.store.save_link(self.connection, new_link)
         kind = "closed" if action.closes is not None else "updated"
         return _Outcome(link.crm_id, kind, link=new_link, notice=action.warning)
 
@@ -449,6 +567,7 @@ class SyncEngine:
         now = self.clock()
         fields = self.mapping.status_fields
         troubled = {o.crm_id for o in outcomes if o.kind in {"rejected", "failed"}}
+        letters: list[tuple[str, str, str, datetime | None]] = []
         # open letters of this connection: resolved by a success or a skip, one letter per record
         earlier = {d.crm_id: d.message for d in self.store.list_dead_letters(self.connection)}
         for o in outcomes:
@@ -469,12 +588,8 @@ class SyncEngine:
             if o.crm_id in troubled:
                 record = records.get(o.crm_id)
                 code = f"{TRANSIENT_PREFIX}{o.reason}" if o.transient else (o.reason or "error")
-                self.store.add_dead_letter(
-                    self.connection,
-                    o.crm_id,
-                    code,
-                    o.message or "",
-                    record.modstamp if record else None,
+                letters.append(
+                    (o.crm_id, code, o.message or "", record.modstamp if record else None)
                 )
                 if link is None or link.core_facts is None:
                     # Writing the error bumps the record's stamp: write it only when it is
@@ -504,6 +619,7 @@ class SyncEngine:
             fp = values_fingerprint(values)
             if fp != link.mirrored_fingerprint:
                 updates.append((self._with_stamp(o.crm_id, values, now), link, fp))
+        self.store.add_dead_letters(self.connection, letters)
         self._write_status(updates, report)
 
     def _with_stamp(self, crm_id: str, values: dict[str, Any], now: datetime) -> CrmStatusUpdate:
@@ -637,7 +753,7 @@ class SyncEngine:
         #: side may come in an earlier batch than the deal itself)
         microsoft: dict[str, ReferralState] = {}
         retry_from: list[datetime] = []
-        for referral in self.core.list_changed(since):
+        for referral in self._changed_referrals(since, report):
             if referral.updated is not None and (newest is None or referral.updated > newest):
                 newest = referral.updated
             batch.append(referral)
@@ -659,6 +775,35 @@ class SyncEngine:
                 # incoming referrals whose CRM record could not be created: list them again
                 cursor = min(cursor, *retry_from)
             self.store.set_cursor(self.connection, "core", cursor.isoformat())
+
+    def _changed_referrals(
+        self, since: datetime | None, report: RunReport
+    ) -> Iterator[ReferralState]:
+        """The core's changes since ``since``, listed in parallel time slices when many.
+
+        A sync that wrote many referrals lists them all back (the core pages 100 at a
+        time, one page after another). The window in which this run wrote is then cut
+        into up to ``concurrency`` slices of about :data:`PULL_SLICE` writes each, listed
+        at once; the first slice holds everything before the run and the last one is open
+        ended, so the slices cover the same span as one listing. A referral on a slice
+        boundary (bounds are closed) is yielded once.
+        """
+        writes = report.created + report.updated + report.closed
+        slices = min(self.concurrency, writes // PULL_SLICE)
+        server_now = self.core.server_time
+        if slices < 2 or server_now is None or self._outbound_started is None:
+            yield from self.core.list_changed(since)
+            return
+        # the run's start on the core's clock (Date headers have whole seconds)
+        skew = server_now - self.clock()
+        start = self._outbound_started + skew - timedelta(seconds=2)
+        step = (server_now - start) / slices
+        cuts = [start + step * i for i in range(slices)]
+        cuts = [c for c in cuts if since is None or c > since]
+        bounds = list(zip([since, *cuts], [*cuts, None], strict=True))
+        yield from _merged(
+            [functools.partial(self.core.list_changed, lo, until=hi) for lo, hi in bounds]
+        )
 
     def _mirror_referrals(
         self,
@@ -688,16 +833,22 @@ class SyncEngine:
                 if referral.direction == "Incoming":
                     report.skipped["incoming_not_linked"] += 1
                 continue
+            if link.core_facts is not None and referral.etag and referral.etag == link.etag:
+                continue  # the referral as this connector last wrote or read it: nothing new
             changed[link.crm_id] = self._linked(link, referral, link.fingerprint, link.sent_body)
+        engagements = [ms.engagement_id for ms in microsoft if ms.engagement_id]
+        by_engagement: dict[str, list[Link]] = {}
+        for link in self.store.links_by_engagements(self.connection, engagements):
+            if link.engagement_id:
+                by_engagement.setdefault(link.engagement_id, []).append(link)
         for ms in microsoft:
-            if not ms.engagement_id:
-                continue
-            for link in self.store.links_by_engagement(self.connection, ms.engagement_id):
+            for link in by_engagement.get(ms.engagement_id or "", []):
                 current = changed.get(link.crm_id, link)
                 if current.core_facts is None:
                     continue
                 facts = with_microsoft(CoreFacts.from_json(current.core_facts), ms)
-                changed[link.crm_id] = replace(current, core_facts=facts.as_json())
+                if facts.as_json() != current.core_facts:
+                    changed[link.crm_id] = replace(current, core_facts=facts.as_json())
         if not changed:
             return retry_from
         self.store.save_links(self.connection, list(changed.values()))
@@ -771,3 +922,59 @@ def _count_planned(action: Action, report: RunReport) -> None:
         report.skipped[action.reason.value] += 1
     else:
         report.rejected[action.code] += 1
+
+
+def _merged(listings: Sequence[Callable[[], Iterator[ReferralState]]]) -> Iterator[ReferralState]:
+    """Run the listings on threads at once; yield their referrals as they come, each once.
+
+    A bounded queue keeps memory flat; an error in a listing is raised here once the
+    referrals listed before it are yielded. Leaving early stops the listings.
+    """
+    done = object()
+    out: queue.Queue[object] = queue.Queue(maxsize=1000)
+    cancel = threading.Event()
+
+    def put(item: object) -> bool:
+        while not cancel.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(listing: Callable[[], Iterator[ReferralState]]) -> None:
+        try:
+            for referral in listing():
+                if not put(referral):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+        finally:
+            put(done)
+
+    threads = [
+        threading.Thread(target=run, args=(listing,), name=f"pull-{i}", daemon=True)
+        for i, listing in enumerate(listings)
+    ]
+    for thread in threads:
+        thread.start()
+    seen: set[tuple[str, str | None]] = set()
+    running = len(threads)
+    try:
+        while running:
+            item = out.get()
+            if item is done:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                assert isinstance(item, ReferralState)
+                key = (item.id, item.etag or str(item.updated))
+                if key not in seen:
+                    seen.add(key)
+                    yield item
+    finally:
+        cancel.set()
+        for thread in threads:
+            thread.join(timeout=30)

@@ -48,6 +48,12 @@ class Create:
     body: dict[str, Any]
     #: a deal already won in the CRM is created, then closed as won
     close_as: Substatus | None = None
+    #: the fingerprint of the record as mapped (computed once, when planned)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", self.draft.fingerprint())
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action
         if draft.stage is StandardStage.LOST:
             return Skip(draft.crm_id, SkipReason.LOST_BEFORE_SHARED, fingerprint=fingerprint)
         close_as = Substatus.WON if draft.stage is StandardStage.WON else None
-        return Create(draft, referral_body(draft), close_as)
+        return Create(draft, referral_body(draft), close_as, fingerprint)
     if link.fingerprint == fingerprint:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, fingerprint=fingerprint)
     if is_terminal(link.status, link.substatus):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,8 @@ class RunReport:
     error: str | None = None
     quota: dict[str, Any] = field(default_factory=dict)
     plan: list[dict[str, Any]] = field(default_factory=list)
+    #: seconds spent in each phase of the cycle (outbound, pull_back, ...)
+    phases: dict[str, float] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -54,6 +59,7 @@ class RunReport:
             **self.counts(),
             "api_calls": dict(self.api_calls),
             "duration_s": round(self.duration_s, 3),
+            "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
         }
         if self.error:
             data["error"] = self.error
@@ -71,6 +77,15 @@ class RunReport:
             "api_calls": dict(self.api_calls),
             "duration_s": round(self.duration_s, 3),
         }
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the time spent in the ``with`` block to :attr:`phases` under ``name``."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.monotonic() - started
 
     def finish_outcome(self) -> None:
         if self.outcome == Outcome.OK and (self.rejected or self.failed):

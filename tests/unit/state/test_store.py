@@ -207,6 +207,35 @@ def test_pending_then_linked(store: Store, clock: FakeClock) -> None:
 
 
 @contract
+def test_many_records_are_marked_pending_in_one_go_and_linked_ones_refused(
+    store: Store, clock: FakeClock
+) -> None:
+    store.save_link("sf", linked("006L", "R-L"))
+    store.save_link("sf", linked("006T", "R-T", state=LinkState.TERMINAL))
+    store.mark_pending("sf", "006P", "old", {"v": 0})  # an earlier crash's pending create
+    refused = store.mark_pending_many(
+        "sf",
+        [
+            ("006A", "fpA", {"v": 1}),
+            ("006L", "fpL", {"v": 2}),
+            ("006P", "fpP", {"v": 3}),
+            ("006T", "fpT", {"v": 4}),
+        ],
+    )
+    assert set(refused) == {"006L", "006T"}
+    assert all(e.code == "state_conflict" for e in refused.values())
+    assert "R-L" in str(refused["006L"]) and "terminal" in str(refused["006T"])
+    for crm_id, fp, body in (("006A", "fpA", {"v": 1}), ("006P", "fpP", {"v": 3})):
+        link = store.get_link("sf", crm_id)
+        assert link is not None and link.state is LinkState.PENDING_CREATE
+        assert (link.fingerprint, link.sent_body, link.updated) == (fp, body, clock.now)
+    untouched = store.get_link("sf", "006L")
+    assert untouched is not None and untouched.state is LinkState.LINKED
+    assert untouched.referral_id == "R-L"
+    assert store.mark_pending_many("sf", []) == {}
+
+
+@contract
 def test_linked_record_cannot_be_marked_pending_again(store: Store) -> None:
     store.save_link("sf", linked("006A", "R-1"))
     with pytest.raises(StateError) as caught:
@@ -396,6 +425,37 @@ def test_dead_letter_attempts_increment_until_resolved(store: Store, clock: Fake
         ("006B", False),
     ]
     assert store.get_dead_letter(999_999) is None
+
+
+@contract
+def test_dead_letters_added_in_one_go_open_or_count_like_one_by_one(
+    store: Store, clock: FakeClock
+) -> None:
+    stamp = datetime(2025, 2, 1, tzinfo=UTC)
+    first = store.add_dead_letter("sf", "006A", "invalid_record", "no close date")
+    clock.advance(60)
+    store.add_dead_letters(
+        "sf",
+        [
+            ("006A", "unmapped_stage", "stage 'Zeta' unmapped", stamp),
+            ("006B", "invalid_record", "no name", None),
+            ("006C", "invalid_record", "first word", None),
+            ("006C", "invalid_record", "last word", stamp),  # one letter per record
+        ],
+    )
+    letters = {d.crm_id: d for d in store.list_dead_letters("sf")}
+    assert set(letters) == {"006A", "006B", "006C"}
+    again = letters["006A"]
+    assert (again.id, again.attempts, again.reason_code) == (first.id, 2, "unmapped_stage")
+    assert (again.first_seen, again.last_seen, again.crm_modstamp) == (
+        first.first_seen,
+        clock.now,
+        stamp,
+    )
+    assert (letters["006B"].attempts, letters["006B"].message) == (1, "no name")
+    assert (letters["006C"].attempts, letters["006C"].message) == (1, "last word")
+    store.add_dead_letters("sf", [])
+    assert len(store.list_dead_letters("sf")) == 3
 
 
 # -- runs ----------------------------------------------------------------------------------
