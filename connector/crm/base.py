@@ -61,6 +61,16 @@ class ApiUsage:
     used: int | None = None
     limit: int | None = None
     by_kind: dict[str, int] = field(default_factory=dict)
+    #: the value of ``used`` at which the adapter's own guard stops the run (the quota
+    #: share, the per-run budget); None when no guard is set
+    guard_at: int | None = None
+
+    @property
+    def headroom(self) -> int | None:
+        """Calls left before the guard stops the run; None when unknown or unguarded."""
+        if self.guard_at is None or self.used is None:
+            return None
+        return max(0, self.guard_at - self.used)
 
     def count(self, kind: str) -> None:
         self.calls += 1

@@ -275,6 +275,7 @@ class DataverseTransport:
                     # The run report's quota share: this run's budget, as used so far.
                     self.usage.used = self.budget.spent
                     self.usage.limit = self.budget.max_requests
+                    self.usage.guard_at = self.budget.max_requests
             try:
                 return self.http.request(
                     method,

@@ -13,11 +13,21 @@ Reading changes follows the safe pattern of the reference: closed lower bound
 ``SystemModstamp >= cursor - overlap``, ``ORDER BY SystemModstamp, Id``, de-duplication
 by ``(Id, SystemModstamp)``, ``queryAll`` so soft-deleted rows are seen, page by page
 through ``nextRecordsUrl``, and a cursor never past the server's time minus a margin.
+Each page's cursor is the newest stamp read so far, so a pull stopped half-way resumes
+after the last page handled. Once every page is read, a last page without records moves
+the cursor up to the server's time when the query ran (the ``Date`` of its first
+answer) minus the margin, when that is newer: a row stamped before then and committed
+within the overlap was visible to the query. In an idle org a pull then reads nothing
+(one query call) once the pull before it ran more than the overlap and the margin after
+the last change, where the newest stamp alone would have it read again every record
+changed in the overlap before that stamp, cycle after cycle. Without a readable
+``Date`` the cursor stays the newest stamp.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -149,7 +159,11 @@ class SalesforceOpportunities:
     def pull_changes(
         self, cursor: str | None, *, fields: Sequence[str], select: Filter | None
     ) -> Iterator[CrmPage]:
-        """Pages of records changed since ``cursor`` (an ISO 8601 SystemModstamp), streamed."""
+        """Pages of records changed since ``cursor`` (an ISO 8601 SystemModstamp), streamed.
+
+        A complete pull may end with a page without records that only moves the cursor
+        up to the query's server time (see the module docstring).
+        """
         previous = _parse_cursor(cursor)
         since = previous - self.overlap if previous is not None else None
         columns = self._columns(fields)
@@ -157,7 +171,11 @@ class SalesforceOpportunities:
         seen: set[tuple[str, datetime]] = set()
         started = time.monotonic()
         pages = records = 0
+        query_time: datetime | None = None
         for rows in self._pages(soql, what=f"the {self.object_name} change query", batched=True):
+            if pages == 0:
+                # the Date of the query's first answer: _pages has sent nothing since
+                query_time = self._server_time
             page = []
             for row in rows:
                 opp = self._normalise(row, columns)
@@ -171,6 +189,11 @@ class SalesforceOpportunities:
             pages += 1
             records += len(page)
             yield CrmPage(records=page, cursor=_format_cursor(previous))
+        # Only reached when every page was read: a pull stopped early (an error, or the
+        # caller closing the generator) never yields the query-time cursor.
+        final = self._complete_cursor(previous, query_time)
+        if final != previous:
+            yield CrmPage(records=[], cursor=_format_cursor(final))
         log.info(
             "salesforce pull: records=%d pages=%d duplicates=%d seconds=%.2f",
             records,
@@ -277,6 +300,25 @@ class SalesforceOpportunities:
             return previous
         server_now = self._server_time or self._clock()
         candidate = min(newest, server_now - self.server_margin)
+        return candidate if previous is None else max(candidate, previous)
+
+    def _complete_cursor(
+        self, previous: datetime | None, query_time: datetime | None
+    ) -> datetime | None:
+        """The cursor once every page of a pull was read: at least the query's server time.
+
+        ``query_time`` is the ``Date`` of the change query's first answer (None when the
+        server sent none or an unreadable one: then the newest stamp stays the cursor).
+        The query saw every row committed before it ran, so it read every row stamped
+        more than the overlap before that time and committed within the overlap; the
+        next pull starts the overlap before this cursor and reads every later stamp.
+        The margin keeps the cursor behind the server's clock, as for the stamps, and
+        covers the time between the query starting and its answer being dated. Never
+        earlier than ``previous``.
+        """
+        if query_time is None:
+            return previous
+        candidate = query_time - self.server_margin
         return candidate if previous is None else max(candidate, previous)
 
     # ------------------------------------------------------------------ writing
@@ -453,6 +495,8 @@ class SalesforceOpportunities:
         if usage is not None:
             self.usage.used = int(usage.used)
             self.usage.limit = int(usage.total)
+            if self.max_quota_share is not None:
+                self.usage.guard_at = math.ceil(self.max_quota_share * self.usage.limit)
 
     def _remember_server_time(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         header = response.headers.get("Date")
@@ -460,9 +504,10 @@ class SalesforceOpportunities:
             return
         try:
             stamp = parsedate_to_datetime(header)
-        except (TypeError, ValueError):
+            stamp = stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        except (TypeError, ValueError, OverflowError):
             return
-        self._server_time = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        self._server_time = stamp
 
 
 def _parse_cursor(cursor: str | None) -> datetime | None:

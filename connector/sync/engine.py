@@ -90,6 +90,8 @@ class _PageWork:
     by_id: dict[str, CrmOpportunity]
     ids: set[str]
     futures: list[Future[_Outcome]] = field(default_factory=list)
+    #: how many of ``futures`` were collected (their links saved)
+    collected: int = 0
 
 
 class SyncEngine:
@@ -229,9 +231,18 @@ class SyncEngine:
         cursor = None if full else self.store.get_cursor(self.connection, "crm")
         fields = self.mapping.crm_fields()
         seen: set[tuple[str, datetime]] = set()
-        in_flight: tuple[_PageWork, CrmPage] | None = None
+        #: pages handed to the pool and not yet finished, oldest first (two at most)
+        begun: list[tuple[_PageWork, CrmPage]] = []
+        pages = iter(self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select))
         try:
-            for page in self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select):
+            while True:
+                if begun and self._near_guard(begun[0][0]):
+                    # Few CRM calls left before the quota guard: finish the page in
+                    # flight (its status writes) before a call is spent on the next one.
+                    self._finish_page(*begun.pop(0), report)
+                page = next(pages, None)
+                if page is None:
+                    break
                 records = []
                 for record in page.records:
                     key = (record.id, record.modstamp)
@@ -247,25 +258,45 @@ class SyncEngine:
                     if page.deleted_ids:
                         self._deleted(page.deleted_ids, report, dry_run=True)
                     continue
-                if in_flight is not None and in_flight[0].ids & {r.id for r in records}:
-                    self._finish_page(*in_flight, report)
-                    in_flight = None
-                work = self._begin(records, stages, report)
-                if in_flight is not None:
-                    self._finish_page(*in_flight, report)
-                in_flight = (work, page)
+                if begun and begun[0][0].ids & {r.id for r in records}:
+                    self._finish_page(*begun.pop(0), report)
+                begun.append((self._begin(records, stages, report), page))
+                if len(begun) > 1:
+                    self._finish_page(*begun.pop(0), report)
                 if self.stop.is_set():
                     break
-            if in_flight is not None:
-                last, in_flight = in_flight, None
-                self._finish_page(*last, report)
+            while begun:
+                self._finish_page(*begun.pop(0), report)
+        except Exception as exc:
+            # The next page could not be pulled or planned, or a page not finished (a
+            # quota stop, the CRM down): the oldest page still in flight is finished and
+            # its cursor committed if it can be, as if the pages had not overlapped, and
+            # whatever the pool sent is linked in the store; then the error goes on.
+            if len(begun) == 1:
+                try:
+                    self._finish_page(*begun.pop(0), report)
+                except Exception as again:
+                    log.error(
+                        "%s: could not finish the page in flight after %s: %s",
+                        self.connection,
+                        getattr(exc, "message", type(exc).__name__),
+                        getattr(again, "message", again),
+                    )
+            for work, _ in begun:
+                self._keep_links(work)
+            raise
         finally:
-            if in_flight is not None:  # an error: let the pool drop what has not started
-                for future in in_flight[0].futures:
-                    future.cancel()
-            self._close_pool()
+            self._close_pool()  # what has not started is dropped; pending links stay marked
         if self.stop.is_set() and not dry_run:
             log.info("%s: stop requested; the cursor is committed after this page", self.connection)
+
+    def _near_guard(self, work: _PageWork) -> bool:
+        """Whether the CRM's guard could stop the run before ``work`` is mirrored."""
+        headroom = self.crm.usage.headroom
+        if headroom is None:
+            return False
+        writes = len(work.by_id) + len(self._pending)
+        return headroom <= -(-writes // WRITE_BATCH) + 1
 
     def _finish_page(self, work: _PageWork, page: CrmPage, report: RunReport) -> None:
         self._finish(work, report)
@@ -375,6 +406,7 @@ class SyncEngine:
             for future in work.futures:
                 with report.phase("outbound_waiting_for_pushes"):
                     outcome = future.result()
+                work.collected += 1
                 outcomes.append(outcome)
                 if outcome.link is not None:
                     unsaved.append(outcome.link)
@@ -409,6 +441,19 @@ class SyncEngine:
                 "%s: %s: pending create resolved to referral %s", self.connection, crm_id, found.id
             )
         return links
+
+    def _keep_links(self, work: _PageWork) -> None:
+        """After an error: wait for what the pool sent of a page and save its links."""
+        kept = []
+        for future in work.futures[work.collected :]:
+            try:
+                outcome = future.result()
+            except Exception:  # noqa: S112 - the run is already failing; keep the rest
+                continue
+            if outcome.link is not None:
+                kept.append(outcome.link)
+        work.collected = len(work.futures)
+        self.store.save_links(self.connection, kept)
 
     def _push(self, actions: Sequence[Action], work: _PageWork) -> None:
         """Settle skips and rejections; hand creates and updates to the worker pool.

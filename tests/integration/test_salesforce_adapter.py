@@ -50,16 +50,20 @@ def sandbox() -> Iterator[SandboxServer]:
         yield sb
 
 
-@pytest.fixture
-def adapter(sandbox: SandboxServer) -> Iterator[SalesforceOpportunities]:
+def connect(sandbox: SandboxServer) -> SalesforceOpportunities:
     auth = SalesforceAuth(
         ClientCredentials(sandbox.url, "sandbox", SecretStr("sandbox")),
         ca_file=sandbox.ca_file,
         allowed_origin=sandbox.url,
     )
-    crm = SalesforceOpportunities(
+    return SalesforceOpportunities(
         auth, batch_size=200, timeout=10, retry=RetryPolicy(attempts=2, initial_wait=0.01)
     )
+
+
+@pytest.fixture
+def adapter(sandbox: SandboxServer) -> Iterator[SalesforceOpportunities]:
+    crm = connect(sandbox)
     yield crm
     crm.close()
 
@@ -72,6 +76,14 @@ def admin(sandbox: SandboxServer, method: str, path: str, body: Any = None) -> A
     return response.json() if response.content else None
 
 
+def sandbox_now(sandbox: SandboxServer) -> datetime:
+    return datetime.fromisoformat(admin(sandbox, "GET", "/_sandbox/clock")["now"])
+
+
+def as_cursor(stamp: datetime) -> str:
+    return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def selected_ids(sandbox: SandboxServer) -> set[str]:
     """What the org holds, read through the sandbox's admin API (not through the adapter)."""
     rows = admin(
@@ -80,9 +92,11 @@ def selected_ids(sandbox: SandboxServer) -> set[str]:
     return {r["Id"] for r in rows["records"]}
 
 
-def pull_all(crm: SalesforceOpportunities, cursor: str | None) -> tuple[list[Any], str | None]:
+def pull_all(
+    crm: SalesforceOpportunities, cursor: str | None, select: Filter | None = SELECT
+) -> tuple[list[Any], str | None]:
     records = []
-    for page in crm.pull_changes(cursor, fields=FIELDS, select=SELECT):
+    for page in crm.pull_changes(cursor, fields=FIELDS, select=select):
         records.extend(page.records)
         cursor = page.cursor or cursor
     return records, cursor
@@ -91,7 +105,10 @@ def pull_all(crm: SalesforceOpportunities, cursor: str | None) -> tuple[list[Any
 def test_a_full_pull_returns_every_selected_record_page_by_page(
     sandbox: SandboxServer, adapter: SalesforceOpportunities
 ) -> None:
+    before = sandbox_now(sandbox)
     pages = list(adapter.pull_changes(None, fields=FIELDS, select=SELECT))
+    after = sandbox_now(sandbox)
+    *pages, last = pages
     records = [r for p in pages for r in p.records]
     assert len(pages) >= 2  # 200 a page
     assert adapter.usage.by_kind["query_more"] == len(pages) - 1
@@ -106,9 +123,16 @@ def test_a_full_pull_returns_every_selected_record_page_by_page(
         assert amount is None or isinstance(amount, Decimal)
         assert "Account.BillingCountryCode" in record.fields
     assert any(isinstance(r.fields["Account.Name"], str) for r in records)
-    assert pages[-1].cursor == max(r.modstamp for r in records).isoformat(
-        timespec="milliseconds"
-    ).replace("+00:00", "Z")
+    newest = max(r.modstamp for r in records)
+    assert pages[-1].cursor == as_cursor(newest)
+    # every page was read: a last page without records moves the cursor up to the
+    # sandbox clock when the query ran (its Date, to the second), minus the margin
+    margin = timedelta(seconds=5)
+    assert last.records == []
+    assert last.cursor is not None
+    final = datetime.fromisoformat(last.cursor)
+    assert final > newest
+    assert before.replace(microsecond=0) - margin <= final <= after - margin
     assert adapter.usage.limit is not None and adapter.usage.used is not None
 
 
@@ -141,6 +165,50 @@ def test_a_late_commit_inside_the_overlap_window_is_not_lost(
     )
     changed, _ = pull_all(adapter, cursor)
     assert "Committed late" in {r.fields["Name"] for r in changed if r.id == late}
+
+
+def test_an_idle_pull_once_the_overlap_has_passed_reads_nothing_in_one_call() -> None:
+    # its own sandbox: the test moves the clock and needs no other recent change
+    with SandboxServer(opportunities=SEEDED, seed=12) as sandbox:
+        crm = connect(sandbox)
+        try:
+            _, cursor = pull_all(crm, None, None)
+            # 250 records changed now: reading them takes two query pages of 200
+            rows = admin(sandbox, "GET", "/_sandbox/salesforce/opportunities?limit=250")
+            changed = [r["Id"] for r in rows["records"]]
+            assert len(changed) == 250
+            results = crm.write_status(
+                [CrmStatusUpdate(i, {"CoSell_Sync_Error__c": "checked"}) for i in changed]
+            )
+            assert all(r.ok for r in results)
+            records, cursor = pull_all(crm, cursor, None)
+            assert set(changed) <= {r.id for r in records}
+            # Past the overlap (300 s) and the margin (5 s), the first pull still reads
+            # the changes again, as its cursor dates from when they were made; it moves
+            # the cursor up to its query's server time, so the pull after it does not.
+            admin(sandbox, "POST", "/_sandbox/clock", {"seconds": 400})
+            before = sandbox_now(sandbox)
+            calls = dict(crm.usage.by_kind)
+            records, cursor = pull_all(crm, cursor, None)
+            assert set(changed) <= {r.id for r in records}
+            assert crm.usage.by_kind["query_more"] > calls.get("query_more", 0)
+            assert cursor is not None
+            query_time = before.replace(microsecond=0)  # the Date header has whole seconds
+            assert datetime.fromisoformat(cursor) >= query_time - timedelta(seconds=5)
+            calls = dict(crm.usage.by_kind)
+            records, idle = pull_all(crm, cursor, None)
+            assert records == []
+            spent = {k: n - calls.get(k, 0) for k, n in crm.usage.by_kind.items()}
+            assert {k: n for k, n in spent.items() if n} == {"query": 1}
+            assert idle is not None and idle >= cursor
+            # and a change after the idle pull is still seen
+            admin(
+                sandbox, "POST", f"/_sandbox/salesforce/opportunities/{changed[0]}", {"Name": "New"}
+            )
+            records, _ = pull_all(crm, idle, None)
+            assert [r.fields["Name"] for r in records if r.id == changed[0]] == ["New"]
+        finally:
+            crm.close()
 
 
 def test_a_soft_deleted_record_comes_back_marked_deleted(

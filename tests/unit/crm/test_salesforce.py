@@ -32,7 +32,7 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from connector.crm.base import NewOpportunity
+from connector.crm.base import CrmPage, NewOpportunity
 from connector.crm.salesforce import COLLECTION_SIZE
 from connector.crm.salesforce_errors import crm_error_from
 from connector.errors import ConfigError, CrmError, QuotaExhausted
@@ -155,9 +155,130 @@ def test_the_cursor_is_the_newest_stamp_of_the_page(rsps: responses.RequestsMock
         json=page([opp(1, "2026-05-01T11:00:00.000+0000"), opp(2, "2026-05-01T11:30:00.000+0000")]),
         headers={"Date": SERVER_DATE},
     )
-    adapter = existing_token_adapter()
-    (only,) = list(adapter.pull_changes(None, fields=[], select=None))
+    adapter = existing_token_adapter(server_margin_s=5)
+    only, last = list(adapter.pull_changes(None, fields=[], select=None))
     assert only.cursor == "2026-05-01T11:30:00.000Z"
+    # the pull was complete: a last page moves the cursor up to the query's server time
+    assert last == CrmPage(records=[], cursor="2026-05-01T12:09:55.000Z")
+
+
+def test_a_complete_pull_ends_at_the_server_time_of_its_first_answer(
+    rsps: responses.RequestsMock,
+) -> None:
+    rsps.get(
+        QUERY_ALL,
+        json=page([opp(1, "2026-05-01T11:00:00.000+0000")], next_url=NEXT),
+        headers={"Date": SERVER_DATE},
+    )
+    rsps.get(
+        f"https://acme.my.salesforce.com{NEXT}",
+        json=page([opp(2, "2026-05-01T11:30:00.000+0000")]),
+        headers={"Date": "Fri, 01 May 2026 12:10:40 GMT"},
+    )
+    adapter = existing_token_adapter(server_margin_s=5)
+    pages = list(adapter.pull_changes("2026-05-01T10:00:00.000Z", fields=[], select=None))
+    assert [p.cursor for p in pages] == [
+        "2026-05-01T11:00:00.000Z",
+        "2026-05-01T11:30:00.000Z",
+        "2026-05-01T12:09:55.000Z",  # the first answer's Date, not the later page's
+    ]
+    assert [len(p.records) for p in pages] == [1, 1, 0]
+    assert adapter.usage.by_kind == {"query": 1, "query_more": 1}
+
+
+def test_an_empty_complete_pull_still_moves_the_cursor_to_the_server_time(
+    rsps: responses.RequestsMock,
+) -> None:
+    rsps.get(QUERY_ALL, json=page([]), headers={"Date": SERVER_DATE})
+    adapter = existing_token_adapter(server_margin_s=5)
+    pages = list(adapter.pull_changes("2026-05-01T11:00:00.000Z", fields=[], select=None))
+    assert pages == [
+        CrmPage(records=[], cursor="2026-05-01T11:00:00.000Z"),
+        CrmPage(records=[], cursor="2026-05-01T12:09:55.000Z"),
+    ]
+    assert len(rsps.calls) == 1
+    assert "SystemModstamp >= 2026-05-01T10:55:00Z" in soql_of(rsps.calls[0])
+
+
+def test_the_server_time_never_moves_the_cursor_back(rsps: responses.RequestsMock) -> None:
+    rsps.get(QUERY_ALL, json=page([]), headers={"Date": SERVER_DATE})
+    adapter = existing_token_adapter(server_margin_s=5)
+    # a cursor newer than the server time minus the margin stays where it is
+    pages = list(adapter.pull_changes("2026-05-01T12:09:58.000Z", fields=[], select=None))
+    assert pages == [CrmPage(records=[], cursor="2026-05-01T12:09:58.000Z")]
+
+
+def test_a_pull_stopped_early_never_yields_the_server_time(
+    rsps: responses.RequestsMock,
+) -> None:
+    rsps.get(
+        QUERY_ALL,
+        json=page([opp(1, "2026-05-01T11:00:00.000+0000")], next_url=NEXT),
+        headers={"Date": SERVER_DATE},
+    )
+    rsps.get(
+        f"https://acme.my.salesforce.com{NEXT}",
+        json=page([opp(2, "2026-05-01T11:30:00.000+0000")]),
+        headers={"Date": SERVER_DATE},
+    )
+    adapter = existing_token_adapter(server_margin_s=5)
+    pages = adapter.pull_changes(None, fields=[], select=None)
+    first = next(pages)
+    pages.close()  # the caller stops after the first page (a stop request, a crash)
+    assert first.cursor == "2026-05-01T11:00:00.000Z"
+    assert len(rsps.calls) == 1
+    with pytest.raises(StopIteration):
+        next(pages)
+
+
+def test_a_pull_failing_on_a_later_page_never_yields_the_server_time(
+    rsps: responses.RequestsMock,
+) -> None:
+    rsps.get(
+        QUERY_ALL,
+        json=page([opp(1, "2026-05-01T11:00:00.000+0000")], next_url=NEXT),
+        headers={"Date": SERVER_DATE},
+    )
+    rsps.get(f"https://acme.my.salesforce.com{NEXT}", status=503, json=sf_error("UNAVAILABLE"))
+    adapter = existing_token_adapter(server_margin_s=5)
+    cursors = []
+    with pytest.raises(CrmError):
+        for p in adapter.pull_changes(None, fields=[], select=None):
+            cursors.append(p.cursor)
+    assert cursors == ["2026-05-01T11:00:00.000Z"]
+
+
+@pytest.mark.parametrize(
+    "first_date",
+    [
+        None,
+        "",
+        "not a date",
+        "Fri, 41 Mai 2026 25:61:00 GMT",
+        "Fri, 01 May 99999 12:00:00 GMT",
+        "Fri, 31 Dec 9999 23:59:59 -2359",  # past year 9999 in UTC
+    ],
+)
+def test_without_a_readable_date_the_cursor_stays_the_newest_stamp(
+    rsps: responses.RequestsMock, first_date: str | None
+) -> None:
+    headers = {} if first_date is None else {"Date": first_date}
+    rsps.get(
+        QUERY_ALL,
+        json=page([opp(1, "2026-05-01T11:00:00.000+0000")], next_url=NEXT),
+        headers=headers,
+    )
+    # a later page's Date is not the query's time: it must not be used instead
+    rsps.get(
+        f"https://acme.my.salesforce.com{NEXT}",
+        json=page([opp(2, "2026-05-01T11:30:00.000+0000")]),
+        headers={"Date": SERVER_DATE},
+    )
+    adapter = existing_token_adapter(
+        server_margin_s=5, clock=lambda: datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    )
+    pages = list(adapter.pull_changes(None, fields=[], select=None))
+    assert [p.cursor for p in pages] == ["2026-05-01T11:00:00.000Z", "2026-05-01T11:30:00.000Z"]
 
 
 def test_the_cursor_never_passes_server_time_minus_the_margin(

@@ -242,3 +242,22 @@ def test_adapter_is_a_crm_adapter() -> None:
     assert isinstance(adapter, SalesforceOpportunities)
     assert adapter.system == "salesforce"
     assert INSTANCE.startswith("https://")
+
+
+def test_a_sign_in_during_a_pull_does_not_date_the_query(
+    rsps: responses.RequestsMock,
+) -> None:
+    later = {"Date": "Fri, 01 May 2026 12:30:00 GMT"}
+    rsps.post(TOKEN_URL, json=token_answer("tok-1"), headers=later)
+    rsps.post(TOKEN_URL, json=token_answer("tok-2"), headers=later)
+    rsps.get(
+        QUERY_ALL,
+        status=401,
+        json=sf_error("INVALID_SESSION_ID", "Session expired"),
+        headers={"Date": "Fri, 01 May 2026 12:20:00 GMT"},
+    )
+    rsps.get(QUERY_ALL, json=page([]), headers={"Date": "Fri, 01 May 2026 12:10:00 GMT"})
+    adapter = client_credentials_adapter(server_margin_s=5)
+    pages = list(adapter.pull_changes("2026-05-01T12:00:00.000Z", fields=[], select=None))
+    assert [p.cursor for p in pages] == ["2026-05-01T12:00:00.000Z", "2026-05-01T12:09:55.000Z"]
+    assert adapter.usage.by_kind == {"token": 2, "query": 2}
