@@ -281,6 +281,9 @@ class Bench:
                 crm_write_calls / max(status_writes, 1) * 1000, 2
             ),
             "peak_rss_mb": round(run.peak_rss_mb, 1),
+            # where the run's time went, from the run report (outbound includes the
+            # time spent waiting for the push pool)
+            "phases_s": run.report.get("phases_s", {}),
         }
 
     def steady_state(self, n: int, change_share: float) -> None:

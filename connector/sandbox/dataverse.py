@@ -7,9 +7,9 @@ an admin API under ``/_sandbox/dataverse/`` for tests to act as a CRM user.
 docs/sandbox-dataverse.md describes both.
 
 Modules: dataverse_schema (tables), dataverse_filter / dataverse_query (query
-options), dataverse_store (rows), dataverse_writes (write rules),
-dataverse_api (request → response), dataverse_batch, dataverse_metadata,
-dataverse_limits, dataverse_seed.
+options), dataverse_store (rows), dataverse_index (ordered rows of paged
+queries), dataverse_writes (write rules), dataverse_api (request → response),
+dataverse_batch, dataverse_metadata, dataverse_limits, dataverse_seed.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from connector.sandbox.dataverse_errors import (
     ODATA_HEADERS,
     DataverseError,
 )
+from connector.sandbox.dataverse_index import QueryIndexes
 from connector.sandbox.dataverse_limits import Limits
 from connector.sandbox.dataverse_query import (
     MAX_PAGE_SIZE,
@@ -31,9 +32,7 @@ from connector.sandbox.dataverse_query import (
     encode_cookie,
     etag,
     is_tracking_cookie,
-    key_after,
     key_from_json,
-    order_rows,
     parse_prefer,
     parse_query,
     shape,
@@ -97,6 +96,7 @@ class DataverseApi:
         self.store = store
         self.limits = limits
         self.writer = Writer(store)
+        self.indexes = QueryIndexes(store)
         #: delta tokens for this row version or older are refused (admin "expire")
         self.tokens_invalid_upto: int | None = None
 
@@ -245,12 +245,9 @@ class DataverseApi:
 
     def _page(self, table: s.Table, req: DvRequest, size: int, notes: Annotations) -> Row:
         query = parse_query(req.params, table)
-        rows = self.store.all(table.entity_set)
-        if query.filter is not None:
-            rows = [r for r in rows if query.filter(r)]
         sort = query.sort
-        key = sort_key_function(sort, table)
         page_number = 1
+        last = None
         if "$skiptoken" in req.params:
             state, page_number = decode_cookie(req.params["$skiptoken"])
             try:
@@ -261,10 +258,9 @@ class DataverseApi:
                 ) from None
             if len(last) != len(sort):
                 raise DataverseError(400, BAD_QUERY, "The $skiptoken does not fit this query.")
-            rows = [r for r in rows if key_after(key(r), last, sort)]
-        rows = order_rows(rows, sort, table)
         limit = query.top if query.top is not None else size
-        page, more = rows[:limit], len(rows) > limit and query.top is None
+        page, more = self.indexes.page(table, query, last, limit)
+        more = more and query.top is None
         body: Row = {
             "@odata.context": self._context(req, table, query),
             "value": [
@@ -272,7 +268,8 @@ class DataverseApi:
             ],
         }
         if more:
-            cookie = encode_cookie({"last": key(page[-1])}, page_number + 1)
+            last_key = sort_key_function(sort, table)(page[-1])
+            cookie = encode_cookie({"last": last_key}, page_number + 1)
             options = {k: v for k, v in query.raw.items() if k != "$skiptoken"}
             body["@odata.nextLink"] = self._link(req, table, {**options, "$skiptoken": cookie})
         return body
@@ -324,17 +321,7 @@ class DataverseApi:
             since = self._since(req.params["$deltatoken"]) if "$deltatoken" in req.params else None
             snapshot, page_number, after = self.store.version, 1, ""
             issued = self.store.clock.now().isoformat()
-        items: list[tuple[str, Row | None]] = [
-            (r["opportunityid"], r)
-            for r in self.store.all(table.entity_set)
-            if since is None or r["versionnumber"] > since
-        ]
-        if since is not None:
-            live = {row_id for row_id, _ in items} | set(self.store.rows[table.entity_set])
-            gone = {i for v, i, _ in self.store.tombstones[table.entity_set] if v > since}
-            items += [(row_id, None) for row_id in sorted(gone - live)]
-        items = sorted((i for i in items if i[0] > after), key=lambda item: item[0])
-        page, more = items[:size], len(items) > size
+        page, more = self.indexes.changes(table, since, after, size)
         deleted_context = f"{req.base}$metadata#{table.entity_set}/$deletedEntity"
         body: Row = {
             "@odata.context": self._context(req, table, query, "/$delta" if since else ""),

@@ -3,7 +3,8 @@
 ``$select``, ``$filter``, ``$orderby``, ``$top`` and ``$expand`` (single-valued
 navigation properties with a nested ``$select``); ``$skip`` is refused as
 Dataverse does. Pages are cut by keyset (the sort key of the last row sent),
-so rows inserted or changed between two pages neither repeat nor vanish.
+so rows inserted or changed between two pages neither repeat nor vanish unless
+a change moves a row's sort key across that key.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from operator import itemgetter
 from typing import Any
 
 from connector.sandbox import dataverse_schema as s
@@ -207,29 +209,57 @@ def sort_key_function(
     return key
 
 
-def key_after(
-    key: tuple[Any, ...], last: tuple[Any, ...], sort: tuple[tuple[str, bool], ...]
-) -> bool:
-    """True when ``key`` comes strictly after ``last`` in the query's order."""
-    if not any(desc for _, desc in sort):
-        return key > last
-    for (_, desc), a, b in zip(sort, key, last, strict=True):
-        if a == b:
-            continue
-        return bool((a > b) != desc)
-    return False
+class Descending:
+    """A part of a sort key that orders in reverse (a descending ``$orderby`` column)."""
+
+    __slots__ = ("part",)
+
+    def __init__(self, part: Any) -> None:
+        self.part = part
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Descending) and bool(self.part == other.part)
+
+    def __lt__(self, other: Descending) -> bool:
+        return bool(other.part < self.part)
+
+    def __gt__(self, other: Descending) -> bool:
+        return bool(self.part < other.part)
+
+    def __repr__(self) -> str:
+        return f"Descending({self.part!r})"
 
 
-def order_rows(rows: list[Row], sort: tuple[tuple[str, bool], ...], table: s.Table) -> list[Row]:
-    """Rows in the query's order."""
+def comparable(sort: tuple[tuple[str, bool], ...]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """Sort key → a key whose natural order is the query's order (descending parts reversed).
+
+    Keys end with the primary key, so no two rows compare equal: a row comes
+    after ``last`` exactly when ``comparable(key) > comparable(last)``.
+    """
+    flags = tuple(desc for _, desc in sort)
+    if not any(flags):
+        return _as_is
+
+    def wrap(key: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(Descending(p) if d else p for p, d in zip(key, flags, strict=True))
+
+    return wrap
+
+
+def ordered_keys(
+    rows: list[Row], sort: tuple[tuple[str, bool], ...], table: s.Table
+) -> list[tuple[Any, ...]]:
+    """The comparable keys of ``rows`` (see ``comparable``), in the query's order."""
     key = sort_key_function(sort, table)
+    keys = [key(r) for r in rows]
     if not any(desc for _, desc in sort):
-        return sorted(rows, key=key)
-    keyed = [(key(r), r) for r in rows]
-    # stable multi-pass sort: last key first, each with its own direction
+        keys.sort()
+        return keys
+    # stable multi-pass sort in C: last column first, each with its own direction
     for index in range(len(sort) - 1, -1, -1):
-        keyed.sort(key=lambda kr: kr[0][index], reverse=sort[index][1])
-    return [r for _, r in keyed]
+        keys.sort(key=itemgetter(index), reverse=sort[index][1])
+    wrap = comparable(sort)
+    return [wrap(k) for k in keys]
 
 
 def key_from_json(data: Any) -> tuple[Any, ...]:

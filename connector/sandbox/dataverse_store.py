@@ -3,7 +3,9 @@
 Every write takes the next value of one environment-wide counter as the row's
 ``versionnumber`` (Dataverse's rowversion), which is what change tracking
 compares delta tokens with. ``begin``/``rollback`` undo the writes of a
-``$batch`` change set that failed half-way.
+``$batch`` change set that failed half-way. A journal lists the rows each
+write touched, so that read indexes (dataverse_index) can catch up with
+the writes made since they were built instead of being rebuilt.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ Row = dict[str, Any]
 
 #: versionnumber of the first write: large, like the real service's rowversions
 FIRST_VERSION = 1_000_000
+#: journal length at which its older half is dropped (an index that far behind is rebuilt)
+JOURNAL_LIMIT = 65_536
 
 
 def stamp(moment: datetime) -> str:
@@ -36,7 +40,14 @@ class DataverseStore:
         self.rows: dict[str, dict[str, Row]] = {name: {} for name in s.TABLES}
         #: entity set → [(versionnumber at deletion, id, deleted on)]
         self.tombstones: dict[str, list[tuple[int, str, str]]] = {name: [] for name in s.TABLES}
+        #: entity set → {id: versionnumber of its latest deletion}
+        self.deleted: dict[str, dict[str, int]] = {name: {} for name in s.TABLES}
         self.version = FIRST_VERSION
+        #: bumped when every row is replaced at once (clear, load): indexes start again
+        self.epoch = 0
+        #: (entity set, id) of each write since the last clear; ``mark`` counts writes
+        self.journal: list[tuple[str, str]] = []
+        self._journal_start = 0
         self._undo: list[tuple[str, str, Row | None]] | None = None
         self._tomb_marks: dict[str, int] = {}
 
@@ -53,13 +64,37 @@ class DataverseStore:
     def now(self) -> str:
         return stamp(self.clock.now())
 
+    @property
+    def mark(self) -> int:
+        """The number of writes so far (since the store was created)."""
+        return self._journal_start + len(self.journal)
+
+    def changes_since(self, mark: int) -> list[tuple[str, str]] | None:
+        """(entity set, id) of the writes after ``mark``; None when the journal no longer
+        reaches back that far."""
+        if mark < self._journal_start or mark > self.mark:
+            return None
+        return self.journal[mark - self._journal_start :]
+
+    def deleted_since(self, entity_set: str, row_id: str, version: int) -> bool:
+        """True when a tombstone of ``row_id`` is newer than ``version``."""
+        return self.deleted[entity_set].get(row_id, version) > version
+
     # --- writing ---------------------------------------------------------------------------
 
     def _next_version(self) -> int:
         self.version += 1
         return self.version
 
+    def _journal(self, entity_set: str, row_id: str) -> None:
+        self.journal.append((entity_set, row_id))
+        if len(self.journal) > JOURNAL_LIMIT:
+            drop = len(self.journal) - JOURNAL_LIMIT // 2
+            del self.journal[:drop]
+            self._journal_start += drop
+
     def _remember(self, entity_set: str, row_id: str) -> None:
+        self._journal(entity_set, row_id)
         if self._undo is not None:
             before = self.rows[entity_set].get(row_id)
             self._undo.append((entity_set, row_id, copy.deepcopy(before)))
@@ -98,7 +133,9 @@ class DataverseStore:
             return False
         self._remember(entity_set, row_id)
         del self.rows[entity_set][row_id]
-        self.tombstones[entity_set].append((self._next_version(), row_id, self.now()))
+        version = self._next_version()
+        self.tombstones[entity_set].append((version, row_id, self.now()))
+        self.deleted[entity_set][row_id] = version
         return True
 
     def clear(self) -> None:
@@ -106,6 +143,17 @@ class DataverseStore:
             table.clear()
         for tombs in self.tombstones.values():
             tombs.clear()
+        for deleted in self.deleted.values():
+            deleted.clear()
+        self.epoch += 1
+        self._journal_start = self.mark
+        self.journal = []
+
+    def _index_tombstones(self, entity_set: str) -> None:
+        deleted: dict[str, int] = {}
+        for version, row_id, _ in self.tombstones[entity_set]:
+            deleted[row_id] = max(version, deleted.get(row_id, version))
+        self.deleted[entity_set] = deleted
 
     # --- change sets -----------------------------------------------------------------------
 
@@ -124,8 +172,11 @@ class DataverseStore:
                 self.rows[entity_set].pop(row_id, None)
             else:
                 self.rows[entity_set][row_id] = before
+        # the journal already lists the undone rows: indexes look at them again
         for name, mark in self._tomb_marks.items():
-            del self.tombstones[name][mark:]
+            if len(self.tombstones[name]) > mark:
+                del self.tombstones[name][mark:]
+                self._index_tombstones(name)
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -146,6 +197,7 @@ class DataverseStore:
         for name, tombs in data.get("tombstones", {}).items():
             if name in self.tombstones:
                 self.tombstones[name] = [(int(v), str(i), str(at)) for v, i, at in tombs]
+                self._index_tombstones(name)
 
 
 def _derive(table: s.Table, row: Row) -> None:

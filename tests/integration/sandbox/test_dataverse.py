@@ -211,6 +211,45 @@ def test_filter_literals_dates_guids_and_in(reader: httpx.Client) -> None:
     assert all(r["estimatedclosedate"] < "2026-10-01" for r in dated) and dated
 
 
+def test_writes_between_pages_show_in_later_pages(client: httpx.Client) -> None:
+    ids = [
+        client.post(ADMIN + "opportunities", json={"name": f"Paged {n:02d}"}).json()[
+            "opportunityid"
+        ]
+        for n in range(30)
+    ]
+    url = (
+        API
+        + "opportunities?"
+        + str(
+            httpx.QueryParams(
+                {"$select": "name", "$filter": "startswith(name,'Paged')", "$orderby": "name asc"}
+            )
+        )
+    )
+    prefer = {"Prefer": "odata.maxpagesize=10"}
+    first = client.get(url, headers=prefer).json()
+    assert [r["opportunityid"] for r in first["value"]] == ids[:10]
+
+    def edit(row_id: str, values: dict[str, Any]) -> None:
+        client.post(ADMIN + f"opportunities/{row_id}", json=values).raise_for_status()
+
+    edit(ids[15], {"name": "Paged 05b"})  # moves before the last row sent: not sent
+    edit(ids[3], {"name": "Paged 99"})  # sent, moves to the end: sent again
+    edit(ids[11], {"description": "changed"})  # same place: sent once, as it is now
+    edit(ids[20], {"name": "Other"})  # leaves the filter
+    client.delete(ADMIN + f"opportunities/{ids[12]}").raise_for_status()
+    created = client.post(ADMIN + "opportunities", json={"name": "paged 10a"}).json()
+
+    rest, _ = follow(client, first["@odata.nextLink"], prefer)
+    expected = [ids[10], created["opportunityid"], ids[11], *ids[13:15], *ids[16:20]]
+    expected += [*ids[21:], ids[3]]
+    assert [r["opportunityid"] for r in rest] == expected
+    assert rest[-1]["name"] == "Paged 99"
+    stored = {r["opportunityid"]: r for r in all_rows(client)}
+    assert rest[2]["@odata.etag"] == f'W/"{stored[ids[11]]["versionnumber"]}"'
+
+
 def test_quoted_strings_escape_quotes(client: httpx.Client) -> None:
     created = client.post(ADMIN + "opportunities", json={"name": "O'Brien's deal"}).json()
     rows = client.get(
