@@ -161,11 +161,14 @@ def connection_config(crm: str, sb: Sandbox, concurrency: int) -> dict[str, Any]
         crm_settings = {
             "kind": "dynamics",
             "environment_url": sb.url,
+            # the sandbox is its own Entra ID: never the public authority
+            "authority": sb.url,
             "tenant": "bench-tenant",
             "client_id": "sandbox",
             "client_secret": {"value": "sandbox"},
             "ca_file": str(sb.ca_file),
             "page_size": 5000,
+            "change_tracking": True,
         }
         mapping = ROOT / "mappings" / "dynamics.yaml"
     return {

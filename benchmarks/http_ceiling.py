@@ -1,0 +1,100 @@
+"""The ceiling a bare HTTP client reaches against the sandbox core on this machine.
+
+    .venv/bin/python benchmarks/http_ceiling.py                 # 50 ms, 16 threads
+    .venv/bin/python benchmarks/http_ceiling.py --latency-ms 50 --concurrency 16 --requests 1600
+
+The pipeline benchmark compares the connector with the bound N x latency / concurrency.
+On a small machine the client's and the sandbox's own CPU per request keep even a bare
+httpx pool below that bound; this prints how far below (GET and POST, one shared
+client and one client per thread), so that the connector's figure can be read against
+what the machine allows. The sandbox runs in its own process on loopback; every loop
+is bounded by --requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline import sandbox
+from sandbox_rps import BODY, REFERRALS
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=1600)
+    args = parser.parse_args()
+    bound = args.concurrency / (args.latency_ms / 1000)
+    with tempfile.TemporaryDirectory() as tmp, sandbox(Path(tmp), args.latency_ms) as sb:
+        ctx = ssl.create_default_context(cafile=str(sb.ca_file))
+        token = httpx.post(
+            f"{sb.url}/bench-tenant/oauth2/v2.0/token",
+            verify=ctx,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "sandbox",
+                "client_secret": "sandbox",
+                "scope": "https://api.partner.microsoft.com/.default",
+            },
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        base = sb.url + REFERRALS
+        pool_limits = httpx.Limits(
+            max_connections=args.concurrency + 4, max_keepalive_connections=args.concurrency + 4
+        )
+        shared = httpx.Client(verify=ctx, headers=headers, limits=pool_limits)
+        referral_id = shared.post(base, json=BODY).raise_for_status().json()["id"]
+        local = threading.local()
+
+        def per_thread() -> httpx.Client:
+            client = getattr(local, "client", None)
+            if client is None:
+                client = local.client = httpx.Client(verify=ctx, headers=headers)
+            return client
+
+        clients: dict[str, Callable[[], httpx.Client]] = {
+            "shared client": lambda: shared,
+            "client per thread": per_thread,
+        }
+        print(f"bound: {bound:.0f} requests/s ({args.concurrency} x 1 / {args.latency_ms:g} ms)")
+        for name, get in clients.items():
+            for method in ("GET", "POST"):
+
+                def one(
+                    _: int, get: Callable[[], httpx.Client] = get, method: str = method
+                ) -> None:
+                    client = get()
+                    if method == "GET":
+                        client.get(f"{base}/{referral_id}").raise_for_status()
+                    else:
+                        client.post(base, json=BODY).raise_for_status()
+
+                with ThreadPoolExecutor(args.concurrency) as pool:
+                    list(pool.map(one, range(2 * args.concurrency)))  # warm the connections
+                    started = time.monotonic()
+                    list(pool.map(one, range(args.requests)))
+                    rate = args.requests / (time.monotonic() - started)
+                print(
+                    f"{name:18} {method:4} {rate:6.0f} requests/s  ratio to bound {rate / bound:.2f}"
+                )
+        shared.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
