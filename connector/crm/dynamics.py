@@ -58,6 +58,7 @@ from connector.crm.odata_filter import (
     literal,
     matches,
 )
+from connector.dedupe import RecentKeys
 from connector.errors import CrmError
 from connector.mapping.filters import Filter
 from connector.model import CrmOpportunity, CrmStatusUpdate
@@ -288,7 +289,7 @@ class DataverseOpportunities:
             headers=prefer,
             params=params,
         )
-        seen: set[tuple[str, datetime]] = set()
+        seen = RecentKeys(2 * self.page_size)  # repeats come only across a page boundary
         seen_links: set[str] = set()
         current = since
         for _ in range(MAX_PAGES):
@@ -296,9 +297,7 @@ class DataverseOpportunities:
             cap = _server_now(response) - self.cursor_margin
             records = []
             for record in self._normalise(body.get("value", []), plan, related):
-                key = (record.id, record.modstamp)
-                if key not in seen:
-                    seen.add(key)
+                if seen.add((record.id, record.modstamp)):
                     records.append(record)
                 stamp = min(record.modstamp, cap)
                 current = stamp if current is None else max(current, stamp)

@@ -53,6 +53,7 @@ from connector.crm.salesforce_records import (
 )
 from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
 from connector.dealcore.retry import RetryPolicy, Sleep, call_with_retry
+from connector.dedupe import RecentKeys
 from connector.errors import ConfigError, CrmError, QuotaExhausted
 from connector.mapping.filters import Filter
 from connector.model import CrmOpportunity, CrmStatusUpdate
@@ -168,7 +169,7 @@ class SalesforceOpportunities:
         since = previous - self.overlap if previous is not None else None
         columns = self._columns(fields)
         soql = self.changes_soql(fields, since, select)
-        seen: set[tuple[str, datetime]] = set()
+        seen = RecentKeys(2 * self.batch_size)  # repeats come only across a page boundary
         started = time.monotonic()
         pages = records = 0
         query_time: datetime | None = None
@@ -179,11 +180,9 @@ class SalesforceOpportunities:
             page = []
             for row in rows:
                 opp = self._normalise(row, columns)
-                key = (opp.id, opp.modstamp)
-                if key in seen:
+                if not seen.add((opp.id, opp.modstamp)):
                     self.duplicates_dropped += 1
                     continue
-                seen.add(key)
                 page.append(opp)
             previous = self._page_cursor(page, previous)
             pages += 1

@@ -27,10 +27,14 @@ from connector.dealcore.auth import TokenProvider
 from connector.dealcore.classify import Expect, classify
 from connector.dealcore.payload import parse_referral
 from connector.dealcore.retry import RateGate, RetryPolicy, Sleep, call_with_retry
+from connector.dedupe import RecentKeys
 from connector.errors import CoreError
 from connector.model import ReferralState
 
 log = logging.getLogger(__name__)
+
+#: listed keys remembered to drop a repeat (a tie moved across a page of 100)
+LISTING_MEMORY = 1000
 
 DEFAULT_BASE_URL = "https://api.partner.microsoft.com/v1.0/engagements"
 #: statuses after which a POST may or may not have been applied: look before re-posting
@@ -165,16 +169,13 @@ class ReferralsClient:
         params = {"$orderby": "updatedDateTime asc"}
         if clauses:
             params["$filter"] = " and ".join(clauses)
-        seen: set[tuple[str, str | None]] = set()
+        seen = RecentKeys(LISTING_MEMORY)  # repeats come only across a page boundary
         for item in self._items(params, "GET changed referrals", self._policy):
             referral = self._parse_listed(item)
             if referral is None:
                 continue
-            key = (referral.id, referral.etag or str(referral.updated))
-            if key in seen:
-                continue
-            seen.add(key)
-            yield referral
+            if seen.add((referral.id, referral.etag or str(referral.updated))):
+                yield referral
 
     def list_engagement(self, engagement_id: str) -> list[ReferralState]:
         """Every referral of one engagement: ours, Microsoft's, other partners'."""

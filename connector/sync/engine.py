@@ -24,6 +24,7 @@ from typing import Any
 from connector.crm.base import CrmAdapter, CrmPage, StageInfo, WriteResult
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.payload import patch_ops, status_ops
+from connector.dedupe import RecentKeys
 from connector.errors import (
     ConnectorError,
     CoreError,
@@ -67,6 +68,8 @@ WRITE_BATCH = 200
 LINK_BATCH = 100
 #: referrals written per parallel slice of the pull-back listing (10 core pages)
 PULL_SLICE = 1000
+#: (id, stamp) keys of pulled records remembered to drop a repeat (two large pages)
+PAGE_MEMORY = 10_000
 
 ProgressFn = Callable[[str, int], None]
 
@@ -230,7 +233,7 @@ class SyncEngine:
         """
         cursor = None if full else self.store.get_cursor(self.connection, "crm")
         fields = self.mapping.crm_fields()
-        seen: set[tuple[str, datetime]] = set()
+        seen = RecentKeys(PAGE_MEMORY)  # a repeat comes only across a page boundary
         #: pages handed to the pool and not yet finished, oldest first (two at most)
         begun: list[tuple[_PageWork, CrmPage]] = []
         pages = iter(self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select))
@@ -245,9 +248,7 @@ class SyncEngine:
                     break
                 records = []
                 for record in page.records:
-                    key = (record.id, record.modstamp)
-                    if key not in seen:
-                        seen.add(key)
+                    if seen.add((record.id, record.modstamp)):
                         records.append(record)
                 report.pulled += len(records)
                 self.progress("pulled", len(records))
@@ -847,7 +848,8 @@ class SyncEngine:
         cuts = [c for c in cuts if since is None or c > since]
         bounds = list(zip([since, *cuts], [*cuts, None], strict=True))
         yield from _merged(
-            [functools.partial(self.core.list_changed, lo, until=hi) for lo, hi in bounds]
+            [functools.partial(self.core.list_changed, lo, until=hi) for lo, hi in bounds],
+            boundaries=frozenset(_second(c) for c in cuts),
         )
 
     def _mirror_referrals(
@@ -864,7 +866,8 @@ class SyncEngine:
         own = [r for r in referrals if not _is_microsoft(r)]
         microsoft = [r for r in referrals if _is_microsoft(r)]
         seen = microsoft_seen if microsoft_seen is not None else {}
-        seen.update({ms.engagement_id: ms for ms in microsoft if ms.engagement_id})
+        # kept for the whole listing, so without their bodies (only the status is used)
+        seen.update({ms.engagement_id: replace(ms, raw={}) for ms in microsoft if ms.engagement_id})
         links = self.store.links_by_referral(self.connection, [r.id for r in own])
         retry_from: list[datetime] = []
         if self.mapping.inbound.create_opportunities:
@@ -969,11 +972,23 @@ def _count_planned(action: Action, report: RunReport) -> None:
         report.rejected[action.code] += 1
 
 
-def _merged(listings: Sequence[Callable[[], Iterator[ReferralState]]]) -> Iterator[ReferralState]:
+def _second(when: datetime) -> datetime:
+    """``when`` floored to the second, in UTC (the precision of an OData bound)."""
+    return when.astimezone(UTC).replace(microsecond=0)
+
+
+def _merged(
+    listings: Sequence[Callable[[], Iterator[ReferralState]]],
+    *,
+    boundaries: frozenset[datetime] | None = None,
+) -> Iterator[ReferralState]:
     """Run the listings on threads at once; yield their referrals as they come, each once.
 
-    A bounded queue keeps memory flat; an error in a listing is raised here once the
-    referrals listed before it are yielded. Leaving early stops the listings.
+    Two slices share only their boundary second (both bounds are closed): given the
+    ``boundaries``, only referrals updated within one of those seconds are remembered
+    to drop the repeat, so memory does not grow with the listing. A bounded queue keeps
+    memory flat; an error in a listing is raised here once the referrals listed before
+    it are yielded. Leaving early stops the listings.
     """
     done = object()
     out: queue.Queue[object] = queue.Queue(maxsize=1000)
@@ -1015,6 +1030,13 @@ def _merged(listings: Sequence[Callable[[], Iterator[ReferralState]]]) -> Iterat
                 raise item
             else:
                 assert isinstance(item, ReferralState)
+                if (
+                    boundaries is not None
+                    and item.updated is not None
+                    and _second(item.updated) not in boundaries
+                ):
+                    yield item  # inside one slice: listed once
+                    continue
                 key = (item.id, item.etag or str(item.updated))
                 if key not in seen:
                     seen.add(key)

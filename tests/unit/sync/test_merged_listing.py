@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -68,3 +69,13 @@ def test_leaving_early_stops_the_listing_threads() -> None:
     merged.close()
     assert stopped.wait(10)
     assert not [t for t in threading.enumerate() if t.name.startswith("pull-")]
+
+
+def test_with_boundaries_only_referrals_on_a_boundary_second_are_remembered() -> None:
+    cut = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC)
+    on_cut = replace(referral(1), updated=cut)
+    inside = replace(referral(2), updated=cut.replace(microsecond=500_000))  # same second
+    elsewhere = replace(referral(3), updated=datetime(2026, 1, 1, 12, 0, 9, tzinfo=UTC))
+    slices = [[on_cut, elsewhere], [on_cut, inside]]
+    out = list(_merged([lambda s=s: listing(s) for s in slices], boundaries=frozenset({cut})))
+    assert sorted(r.id for r in out) == ["R-1", "R-2", "R-3"]
