@@ -74,7 +74,7 @@ class Sandbox:
         for row in rows:
             api = row["api"]
             if any(p in row["path"] for p in TOKEN_PATHS):
-                api = f"{api}:token" if api != "entra" else "core:token"
+                api = f"{api}:token"
             out.setdefault(api, Counter())[row["method"]] += 1
         return out
 

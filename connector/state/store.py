@@ -600,6 +600,22 @@ class Store:
         with self._read("list dead letters") as db:
             return [_dead_letter(row) for row in db.execute(query)]
 
+    def open_dead_letters(self, conn: str, crm_ids: Sequence[str]) -> dict[str, DeadLetter]:
+        """The open dead letter of each of these records that has one (by CRM id)."""
+        found: dict[str, DeadLetter] = {}
+        unique = list(dict.fromkeys(crm_ids))
+        with self._read(f"read the open dead letters of {len(unique)} records ({conn})") as db:
+            for chunk in _chunks(unique, LOOKUP_CHUNK):
+                query = sa.select(dead_letters).where(
+                    dead_letters.c.connection == conn,
+                    dead_letters.c.crm_id.in_(chunk),
+                    dead_letters.c.resolved == sa.false(),
+                )
+                for row in db.execute(query):
+                    letter = _dead_letter(row)
+                    found[letter.crm_id] = letter
+        return found
+
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
         query = sa.select(dead_letters).where(dead_letters.c.id == dead_letter_id)
         with self._read(f"read dead letter {dead_letter_id}") as db:

@@ -615,7 +615,12 @@ class SyncEngine:
         troubled = {o.crm_id for o in outcomes if o.kind in {"rejected", "failed"}}
         letters: list[tuple[str, str, str, datetime | None]] = []
         # open letters of this connection: resolved by a success or a skip, one letter per record
-        earlier = {d.crm_id: d.message for d in self.store.list_dead_letters(self.connection)}
+        earlier = {
+            crm_id: d.message
+            for crm_id, d in self.store.open_dead_letters(
+                self.connection, [o.crm_id for o in outcomes]
+            ).items()
+        }
         for o in outcomes:
             if o.kind in {"created", "updated", "closed"}:
                 setattr(report, o.kind, getattr(report, o.kind) + 1)
@@ -778,15 +783,15 @@ class SyncEngine:
         echo loop); marking the message makes the next processing of the record write
         it again instead of taking it as already shown.
         """
-        for letter in self.store.list_dead_letters(self.connection):
-            if letter.crm_id == crm_id and NOT_WRITTEN not in letter.message:
-                self.store.add_dead_letter(
-                    self.connection,
-                    crm_id,
-                    letter.reason_code,
-                    f"{letter.message}{NOT_WRITTEN} ({code})",
-                    letter.crm_modstamp,
-                )
+        letter = self.store.open_dead_letters(self.connection, [crm_id]).get(crm_id)
+        if letter is not None and NOT_WRITTEN not in letter.message:
+            self.store.add_dead_letter(
+                self.connection,
+                crm_id,
+                letter.reason_code,
+                f"{letter.message}{NOT_WRITTEN} ({code})",
+                letter.crm_modstamp,
+            )
 
     # ------------------------------------------------------------------ pull back
 

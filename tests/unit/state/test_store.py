@@ -458,6 +458,18 @@ def test_dead_letters_added_in_one_go_open_or_count_like_one_by_one(
     assert len(store.list_dead_letters("sf")) == 3
 
 
+@contract
+def test_open_dead_letters_of_some_records(store: Store) -> None:
+    store.add_dead_letter("sf", "006A", "invalid_record", "no name")
+    store.add_dead_letter("sf", "006B", "invalid_record", "no date")
+    store.add_dead_letter("d365", "006A", "invalid_record", "other connection")
+    store.resolve_dead_letter("sf", "006B")
+    found = store.open_dead_letters("sf", ["006A", "006B", "006C", "006A"])
+    assert list(found) == ["006A"]
+    assert found["006A"].message == "no name"
+    assert store.open_dead_letters("sf", []) == {}
+
+
 # -- runs ----------------------------------------------------------------------------------
 
 
