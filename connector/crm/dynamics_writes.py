@@ -140,22 +140,30 @@ class DataverseWriter:
         return keep
 
     def _states(self, records: Sequence[str]) -> dict[str, int]:
-        states: dict[str, int] = {}
-        for start in range(0, len(records), STATE_CHUNK):
-            chunk = records[start : start + STATE_CHUNK]
-            condition = " or ".join(f"opportunityid eq {r}" for r in chunk)
-            response = self.transport.send(
-                "GET",
-                "opportunities",
-                kind="read_state",
-                what="GET opportunities (statecode before writing)",
-                params={"$select": "opportunityid,statecode", "$filter": condition},
-            )
-            if response.status_code != 200:
-                raise error_of(response, "GET opportunities (statecode before writing)")
-            for row in body_of(response).get("value", []):
-                states[str(row["opportunityid"]).lower()] = int(row.get("statecode") or 0)
-        return states
+        """statecode of each existing row among ``records``: one query per 50 ids, the
+        queries in parallel when an executor was given."""
+        chunks = [records[i : i + STATE_CHUNK] for i in range(0, len(records), STATE_CHUNK)]
+        if self._executor is None or len(chunks) < 2:
+            found = [self._chunk_states(chunk) for chunk in chunks]
+        else:
+            found = list(self._executor.map(self._chunk_states, chunks))
+        return {record: state for part in found for record, state in part.items()}
+
+    def _chunk_states(self, chunk: Sequence[str]) -> dict[str, int]:
+        condition = " or ".join(f"opportunityid eq {r}" for r in chunk)
+        response = self.transport.send(
+            "GET",
+            "opportunities",
+            kind="read_state",
+            what="GET opportunities (statecode before writing)",
+            params={"$select": "opportunityid,statecode", "$filter": condition},
+        )
+        if response.status_code != 200:
+            raise error_of(response, "GET opportunities (statecode before writing)")
+        return {
+            str(row["opportunityid"]).lower(): int(row.get("statecode") or 0)
+            for row in body_of(response).get("value", [])
+        }
 
     def _patch(self, record: str, body: bytes) -> WriteResult:
         what = f"PATCH opportunity {record}"

@@ -12,6 +12,12 @@ Functions: ``contains``, ``startswith``, ``endswith`` and
 ``Microsoft.Dynamics.CRM.In`` / ``NotIn(PropertyName='x',PropertyValues=['a','b'])``.
 Like Dataverse (SQL underneath), string comparisons ignore case and ``ne``
 with a value never matches a null column.
+
+A compiled filter also tells, when it can, which values of one column a kept
+row must have (:class:`Candidates`): ``eq`` and ``In`` give them, ``or`` joins
+those of one column and ``and`` keeps the narrowest. The read indexes look
+those rows up by key instead of testing every row of the table; the filter
+itself still decides.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from connector.sandbox import dataverse_schema as s
 from connector.sandbox.dataverse_errors import BAD_QUERY, DataverseError
@@ -54,6 +60,29 @@ class Token:
 class Literal:
     kind: str  # str guid datetime date num null bool
     value: Any
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Every row a filter keeps has ``column`` (compared as ``kind``, see :func:`normalize`)
+    equal to one of ``values`` (None for a null column)."""
+
+    column: str
+    kind: str
+    values: frozenset[Any]
+
+
+class Condition:
+    """A compiled filter: a predicate over a row, with the candidates it allows if known."""
+
+    __slots__ = ("candidates", "test")
+
+    def __init__(self, test: Predicate, candidates: Candidates | None = None) -> None:
+        self.test = test
+        self.candidates = candidates
+
+    def __call__(self, row: Row) -> bool:
+        return self.test(row)
 
 
 def bad(message: str) -> DataverseError:
@@ -166,44 +195,54 @@ class _Parser:
         token = self.peek()
         return token.kind == "ident" and token.text == word
 
-    def parse(self) -> Predicate:
-        predicate = self.expr()
+    def parse(self) -> Condition:
+        condition = self.expr()
         if self.peek().kind != "end":
             raise bad(f"Syntax error in $filter: unexpected {self.peek().text!r}")
-        return predicate
+        return condition
 
-    def expr(self) -> Predicate:
+    def expr(self) -> Condition:
         parts = [self.conjunction()]
         while self.is_word("or"):
             self.take()
             parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else (lambda row: any(p(row) for p in parts))
+        if len(parts) == 1:
+            return parts[0]
+        tests = [p.test for p in parts]
+        return Condition(lambda row: any(t(row) for t in tests), _union(parts))
 
-    def conjunction(self) -> Predicate:
+    def conjunction(self) -> Condition:
         parts = [self.unary()]
         while self.is_word("and"):
             self.take()
             parts.append(self.unary())
-        return parts[0] if len(parts) == 1 else (lambda row: all(p(row) for p in parts))
+        if len(parts) == 1:
+            return parts[0]
+        tests = [p.test for p in parts]
+        narrow = [p.candidates for p in parts if p.candidates is not None]
+        return Condition(
+            lambda row: all(t(row) for t in tests),
+            min(narrow, key=lambda c: len(c.values)) if narrow else None,
+        )
 
-    def unary(self) -> Predicate:
+    def unary(self) -> Condition:
         if self.is_word("not"):
             self.take()
-            inner = self.unary()
-            return lambda row: not inner(row)
+            inner = self.unary().test
+            return Condition(lambda row: not inner(row))
         return self.comparison()
 
-    def comparison(self) -> Predicate:
+    def comparison(self) -> Condition:
         left = self.operand()
         token = self.peek()
         if token.kind == "ident" and token.text in _COMPARISONS:
             self.take()
             return self.binary(token.text, left, self.operand())
-        if callable(left):
-            return cast(Predicate, left)
+        if isinstance(left, Condition):
+            return left
         raise bad("Syntax error in $filter: a column or literal is not a condition by itself")
 
-    def binary(self, op: str, left: Any, right: Any) -> Predicate:
+    def binary(self, op: str, left: Any, right: Any) -> Condition:
         if isinstance(left, Literal) and isinstance(right, s.Column):
             left, right = right, left
             op = {"gt": "lt", "lt": "gt", "ge": "le", "le": "ge"}.get(op, op)
@@ -211,7 +250,10 @@ class _Parser:
             raise bad("The sandbox supports comparisons of one column with one literal only.")
         column, value = left, coerce(left, right)
         name, kind = column.name, column.kind
-        return lambda row: _compare(op, normalize(kind, row.get(name)), value)
+        candidates = Candidates(name, kind, frozenset((value,))) if op == "eq" else None
+        return Condition(
+            lambda row: _compare(op, normalize(kind, row.get(name)), value), candidates
+        )
 
     def operand(self) -> Any:
         token = self.take()
@@ -242,7 +284,7 @@ class _Parser:
             )
         return column
 
-    def function(self, name: str) -> Predicate:
+    def function(self, name: str) -> Condition:
         self.expect("(")
         if name in ("contains", "startswith", "endswith"):
             column = self.operand()
@@ -253,13 +295,13 @@ class _Parser:
                 raise bad(f"{name}() needs a text column as its first argument")
             if not (isinstance(needle, Literal) and needle.kind == "str"):
                 raise bad(f"{name}() needs a string literal as its second argument")
-            return _text_match(name, column.name, str(needle.value).casefold())
+            return Condition(_text_match(name, column.name, str(needle.value).casefold()))
         short = name.removeprefix("Microsoft.Dynamics.CRM.")
         if short in ("In", "NotIn"):
             return self.in_function(short == "NotIn")
         raise bad(f"The function '{name}' is not supported by the sandbox.")
 
-    def in_function(self, negate: bool) -> Predicate:
+    def in_function(self, negate: bool) -> Condition:
         args: dict[str, Any] = {}
         while True:
             key = self.take()
@@ -284,8 +326,25 @@ class _Parser:
         wanted = {coerce(column, v) for v in values}
         name, kind = column.name, column.kind
         if negate:
-            return lambda row: normalize(kind, row.get(name)) not in wanted
-        return lambda row: normalize(kind, row.get(name)) in wanted
+            return Condition(lambda row: normalize(kind, row.get(name)) not in wanted)
+        return Condition(
+            lambda row: normalize(kind, row.get(name)) in wanted,
+            Candidates(name, kind, frozenset(wanted)),
+        )
+
+
+def _union(parts: list[Condition]) -> Candidates | None:
+    """The candidates of an ``or``: known when every part names the same column."""
+    first = parts[0].candidates
+    if first is None:
+        return None
+    values: set[Any] = set()
+    for part in parts:
+        c = part.candidates
+        if c is None or c.column != first.column or c.kind != first.kind:
+            return None
+        values |= c.values
+    return Candidates(first.column, first.kind, frozenset(values))
 
 
 def _text_match(function: str, name: str, needle: str) -> Predicate:
@@ -303,6 +362,6 @@ def _text_match(function: str, name: str, needle: str) -> Predicate:
     return match
 
 
-def compile_filter(text: str, table: s.Table) -> Predicate:
+def compile_filter(text: str, table: s.Table) -> Condition:
     """``$filter`` text → a predicate over ``table``'s stored rows (400 on any error)."""
     return _Parser(text, table).parse()

@@ -8,17 +8,23 @@ whole table. Change tracking keeps the sorted ids of the rows changed (or
 deleted) since a delta token the same way. An index only finds rows faster:
 every page holds the rows as they are when it is served, exactly as a fresh
 filter and sort of the table would give them.
+
+A filter that names the values a kept row must have in one column (``eq``,
+``or`` of ``eq``, ``In``: see ``dataverse_filter.Candidates``) is tested on
+those rows only: found by primary key, or through an index of the column's
+values kept current from the journal. Lookups of rows by dozens of ids thus
+cost what they return, not a pass over the table.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from connector.sandbox import dataverse_schema as s
-from connector.sandbox.dataverse_filter import Predicate
+from connector.sandbox.dataverse_filter import Candidates, Condition, Predicate, normalize
 from connector.sandbox.dataverse_query import Query, comparable, ordered_keys, sort_key_function
 from connector.sandbox.dataverse_store import DataverseStore
 
@@ -52,6 +58,10 @@ class _Index:
         """Place (or drop) one row as it is now."""
         raise NotImplementedError
 
+    def too_far_behind(self, touched: int) -> bool:
+        """True when rebuilding is cheaper than placing ``touched`` rows one by one."""
+        return touched > CATCH_UP_ROWS + self.size() // 32
+
     def catch_up(self) -> bool:
         """Apply the writes made since the index was current; False when it must be rebuilt."""
         if self.epoch != self.store.epoch:
@@ -60,7 +70,7 @@ class _Index:
         if changes is None:
             return False
         touched = {row_id for entity_set, row_id in changes if entity_set == self.entity_set}
-        if len(touched) > CATCH_UP_ROWS + self.size() // 32:
+        if self.too_far_behind(len(touched)):
             return False
         for row_id in touched:
             self.refresh(row_id)
@@ -77,14 +87,16 @@ class SortedIndex(_Index):
         table: s.Table,
         keep: Predicate | None,
         sort: tuple[tuple[str, bool], ...],
+        candidates: Iterable[Row] | None = None,
     ) -> None:
+        """``candidates``: the rows ``keep`` may keep (every row of the table when None)."""
         super().__init__(store, table.entity_set)
         self.keep = keep
         raw, wrap = sort_key_function(sort, table), comparable(sort)
         self.key: Callable[[Row], Key] = lambda row: wrap(raw(row))
         self.wrap = wrap
-        rows = store.rows[table.entity_set]
-        kept = list(rows.values()) if keep is None else [r for r in rows.values() if keep(r)]
+        rows = store.rows[table.entity_set].values() if candidates is None else candidates
+        kept = list(rows) if keep is None else [r for r in rows if keep(r)]
         self.keys = ordered_keys(kept, sort, table)
         self.key_of = {_row_id(k): k for k in self.keys}
 
@@ -160,6 +172,46 @@ class TrackedIndex(_Index):
         return page, len(self.ids) - start > limit
 
 
+class ValueIndex(_Index):
+    """Ids of a table's rows by the value of one column, in comparison form (see
+    ``dataverse_filter.normalize``; None for null)."""
+
+    def __init__(self, store: DataverseStore, entity_set: str, column: str, kind: str) -> None:
+        super().__init__(store, entity_set)
+        self.column = column
+        self.kind = kind
+        self.value_of: dict[str, Any] = {}
+        self.ids: dict[Any, set[str]] = {}
+        for row_id, row in store.rows[entity_set].items():
+            self._add(row_id, normalize(kind, row.get(column)))
+
+    def _add(self, row_id: str, value: Any) -> None:
+        self.value_of[row_id] = value
+        self.ids.setdefault(value, set()).add(row_id)
+
+    def size(self) -> int:
+        return len(self.value_of)
+
+    def too_far_behind(self, touched: int) -> bool:
+        return touched > self.size()  # placing a row costs a dictionary update
+
+    def refresh(self, row_id: str) -> None:
+        if row_id in self.value_of:
+            old = self.value_of.pop(row_id)
+            same = self.ids[old]
+            same.discard(row_id)
+            if not same:
+                del self.ids[old]
+        row = self.store.rows[self.entity_set].get(row_id)
+        if row is not None:
+            self._add(row_id, normalize(self.kind, row.get(self.column)))
+
+    def rows(self, values: Iterable[Any]) -> list[Row]:
+        """The rows whose column holds one of ``values``."""
+        rows = self.store.rows[self.entity_set]
+        return [rows[i] for v in values for i in self.ids.get(v, ())]
+
+
 class QueryIndexes:
     """The indexes of the queries being paged through, least recently used dropped first.
 
@@ -170,6 +222,8 @@ class QueryIndexes:
     def __init__(self, store: DataverseStore) -> None:
         self.store = store
         self._kept: OrderedDict[Hashable, _Index] = OrderedDict()
+        #: value indexes of the columns filters looked rows up by (a few per table at most)
+        self._values: dict[Hashable, ValueIndex] = {}
 
     def _current(self, key: Hashable) -> _Index | None:
         index = self._kept.get(key)
@@ -194,11 +248,28 @@ class QueryIndexes:
         key = ("rows", table.entity_set, query.raw.get("$filter"), query.sort)
         index = self._current(key)
         if not isinstance(index, SortedIndex):
-            index = SortedIndex(self.store, table, query.filter, query.sort)
+            candidates = None
+            if isinstance(query.filter, Condition) and query.filter.candidates is not None:
+                candidates = self._candidates(table, query.filter.candidates)
+            index = SortedIndex(self.store, table, query.filter, query.sort, candidates)
         rows, more = index.page(after, limit)
         if more and query.top is None:
             self._keep(key, index)
         return rows, more
+
+    def _candidates(self, table: s.Table, wanted: Candidates) -> list[Row]:
+        """The rows whose ``wanted.column`` holds one of ``wanted.values``."""
+        rows = self.store.rows[table.entity_set]
+        if wanted.column == table.primary_id:
+            # stored keys are lower-case GUIDs, the form GUID comparisons use
+            found = (rows.get(v) for v in wanted.values if isinstance(v, str))
+            return [r for r in found if r is not None]
+        key = ("values", table.entity_set, wanted.column)
+        index = self._values.get(key)
+        if index is None or index.kind != wanted.kind or not index.catch_up():
+            index = ValueIndex(self.store, table.entity_set, wanted.column, wanted.kind)
+            self._values[key] = index
+        return index.rows(wanted.values)
 
     def changes(
         self, table: s.Table, since: int | None, after: str, limit: int

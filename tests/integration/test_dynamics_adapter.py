@@ -178,6 +178,30 @@ def test_write_status_single_batched_and_closed(make: Any, admin: httpx.Client) 
     assert one[0].ok
 
 
+def test_calls_grow_with_pages_and_chunks_never_with_records(
+    make: Any, admin: httpx.Client
+) -> None:
+    adapter = make(page_size=20, max_concurrency=4)
+    pages = list(adapter.pull_changes(None, fields=FIELDS, select=None))
+    records = [r for p in pages for r in p.records]
+    assert len(pages) == 3 and len(records) == N
+    # one query per page, and per lookup (account, owner, currency) and page at most
+    assert set(adapter.usage.by_kind) == {"read", "related"}
+    assert adapter.usage.by_kind["read"] == 3 and adapter.usage.by_kind["related"] <= 3 * 3
+    before = dict(adapter.usage.by_kind)
+    open_ids = [r.id for r in records if not r.fields["is_closed"]]
+    updates = [CrmStatusUpdate(r.id, {"cosell_status": "Active"}) for r in records]
+    results = adapter.write_status(updates)
+    assert sum(r.ok for r in results) == len(open_ids)
+    assert adapter.usage.by_kind["read_state"] == 2  # 50 ids a query
+    assert adapter.usage.by_kind["batch"] == -(-len(open_ids) // 20)  # 20 writes a $batch
+    referrals = [f"ref-{n}" for n in range(N)]
+    found = adapter.find_by_referral_ids("cosell_referralid", referrals)
+    assert found == {}
+    assert adapter.usage.by_kind["read"] - before["read"] == 2  # 50 referral ids a query
+    assert adapter.usage.calls == sum(adapter.usage.by_kind.values())
+
+
 def test_changeset_with_a_failing_row_is_retried_without_it(make: Any, admin: httpx.Client) -> None:
     rows = [r for r in all_rows(admin) if r["statecode"] == 0][:3]
     adapter = make(guard_closed=False)

@@ -607,6 +607,43 @@ def test_many_updates_go_in_batches(mock: respx.MockRouter, make: Any) -> None:
     assert adapter.usage.by_kind == {"read_state": 1, "batch": 2}
 
 
+def test_states_before_writing_are_read_50_ids_a_query_in_parallel(
+    mock: respx.MockRouter, make: Any
+) -> None:
+    ids = [f"{n:08d}-0000-0000-0000-000000000000" for n in range(130)]
+    closed = {ids[n] for n in range(7, 130, 40)}
+    missing = ids[-1]
+    asked: list[list[str]] = []
+
+    def answer_states(request: httpx.Request) -> httpx.Response:
+        wanted = [c.split(" eq ")[1] for c in request.url.params["$filter"].split(" or ")]
+        asked.append(wanted)
+        rows = [
+            {"opportunityid": i.upper(), "statecode": 1 if i in closed else 0}
+            for i in wanted
+            if i != missing
+        ]
+        return httpx.Response(200, json={"value": rows})
+
+    def answer_batch(request: httpx.Request) -> httpx.Response:
+        return batch_answer(*((cid, 204) for cid, _, _ in parse_batch_request(request)))
+
+    mock.get(f"{API}/opportunities", params={"$select": "opportunityid,statecode"}).mock(
+        side_effect=answer_states
+    )
+    mock.post(f"{API}/$batch").mock(side_effect=answer_batch)
+    adapter = make(max_concurrency=4)
+    results = adapter.write_status([CrmStatusUpdate(i, {"cosell_status": "x"}) for i in ids])
+    assert sorted(len(a) for a in asked) == [30, 50, 50]
+    assert sorted(i for a in asked for i in a) == ids
+    expected = [
+        "not_found" if i == missing else "read_only_closed" if i in closed else None for i in ids
+    ]
+    assert [r.error_code for r in results] == expected
+    assert [r.crm_id for r in results] == ids
+    assert adapter.usage.by_kind == {"read_state": 3, "batch": 7}
+
+
 def test_a_failed_changeset_is_resent_without_the_failing_write(
     mock: respx.MockRouter, make: Any
 ) -> None:

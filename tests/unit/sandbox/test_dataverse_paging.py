@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from connector.sandbox import dataverse_index, dataverse_seed, dataverse_store
+from connector.sandbox import dataverse_filter, dataverse_index, dataverse_seed, dataverse_store
 from connector.sandbox import dataverse_schema as s
 from connector.sandbox.context import Clock
 from connector.sandbox.dataverse_api import DataverseApi, DvRequest
@@ -253,3 +253,81 @@ def test_indexes_catch_up_on_a_few_writes_and_rebuild_when_far_behind(
     dataverse_seed.build(api.store, 60, 2, datetime(2026, 10, 1, tzinfo=UTC))
     page_matches(first)
     assert len(builds) == 4
+
+
+# --- lookups by key: filters that name the values a kept row must have ----------------------
+
+
+def _lookup_queries(api: DataverseApi) -> list[str]:
+    ids = sorted(api.store.rows["opportunities"])
+    some = ids[::97][:20]
+    by_id = " or ".join(f"opportunityid eq {i.upper() if n % 2 else i}" for n, i in enumerate(some))
+    gone = "00000000-0000-4000-8000-000000000001"
+    return [
+        f"$select=name&$filter={by_id} or opportunityid eq {gone}",
+        f"$select=name&$filter=({by_id}) and statecode eq 0&$orderby=name desc",
+        "$select=name&$filter=name eq 'aaa' or name eq 'mmm' or name eq 'new'",
+        "$select=name&$filter=(name eq 'ZZZ' or name eq null) and estimatedvalue gt 1000",
+        "$select=name&$filter=Microsoft.Dynamics.CRM.In(PropertyName='statecode',"
+        "PropertyValues=['1','2'])&$orderby=estimatedvalue desc",
+        "$select=name&$filter=name eq 'aaa' or statecode eq 1",  # two columns: every row
+        "$select=name&$filter=not (name eq 'aaa')",
+    ]
+
+
+def test_lookups_by_key_match_a_fresh_filter_while_rows_change() -> None:
+    api = make_api(1500)
+    rng = random.Random(5)
+    queries = _lookup_queries(api)
+    for _round in range(12):
+        for options in queries:
+            url = f"{BASE}opportunities?{options}"
+            for _ in range(100):
+                params = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+                expected, more = reference_page(api.store, params, 300)
+                _, body = get(api, url, "odata.maxpagesize=300")
+                assert [r["opportunityid"] for r in body["value"]] == expected, options
+                if not more:
+                    break
+                url = body["@odata.nextLink"]
+            else:
+                raise AssertionError("paging did not end")
+        change_rows(api.store, rng, 40)
+    api.store.clear()  # a reseed: the value indexes start again
+    dataverse_seed.build(api.store, 80, 2, datetime(2026, 10, 1, tzinfo=UTC))
+    for options in queries:
+        params = dict(parse_qsl(options, keep_blank_values=True))
+        _, body = get(api, f"{BASE}opportunities?{options}", "odata.maxpagesize=300")
+        expected = reference_page(api.store, params, 300)[0]
+        assert [r["opportunityid"] for r in body["value"]] == expected
+
+
+def test_a_lookup_by_ids_tests_only_the_rows_it_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = make_api(3000)
+    tested: list[str] = []
+    original = dataverse_filter.Condition.__call__
+
+    def counted(self: dataverse_filter.Condition, row: Row) -> bool:
+        tested.append(str(row.get("opportunityid")))
+        return original(self, row)
+
+    monkeypatch.setattr(dataverse_filter.Condition, "__call__", counted)
+    rows = api.store.rows["opportunities"]
+    ids = sorted(rows)[:50]
+    by_id = " or ".join(f"opportunityid eq {i}" for i in ids)
+    _, body = get(api, f"{BASE}opportunities?$select=statecode&$filter={by_id}", "")
+    assert sorted(r["opportunityid"] for r in body["value"]) == ids
+    assert len(tested) == 50
+    referrals = [f"Ref-{n:04d}" for n in range(50)]
+    for row_id, referral in zip(sorted(rows)[100:], referrals, strict=False):
+        api.store.update("opportunities", row_id, {"cosell_referralid": referral})
+    by_referral = " or ".join(f"cosell_referralid eq '{r}'" for r in referrals)
+    tested.clear()
+    for _ in range(3):  # the column's value index is built once, then kept current
+        _, body = get(api, f"{BASE}opportunities?$filter={by_referral}", "")
+        assert sorted(r["cosell_referralid"] for r in body["value"]) == referrals
+    assert len(tested) == 150
+    contacts = sorted(api.store.rows["contacts"])[:50]
+    by_contact = " or ".join(f"contactid eq {i}" for i in contacts)
+    answer = api.handle(DvRequest("GET", "contacts", {"$filter": by_contact}, {}, b"", BASE))
+    assert len(json.loads(answer.body)["value"]) == 50
