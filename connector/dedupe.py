@@ -1,14 +1,19 @@
-"""A bounded memory of recently seen keys, for de-duplicating paged reads.
+"""Bounded memories for paged reads: recently seen keys, and a cache of related rows.
 
 A paged read repeats an item only near a page boundary (a tie on the sort key moving
 across it), so remembering the last few pages' keys is enough; remembering every key of
-a 100,000-record read would make memory grow with the org.
+a 100,000-record read would make memory grow with the org. The same holds for rows
+looked up for a page (accounts, contacts): the cache keeps the most recently used.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from typing import TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class RecentKeys:
@@ -32,3 +37,39 @@ class RecentKeys:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+class RecentCache(Mapping[K, V]):
+    """A mapping that keeps the ``size`` most recently used entries.
+
+    A caller that needs a set of keys at once calls :meth:`touch` on those it has
+    before adding the missing ones, so that (with ``size`` at least the set's size)
+    none of them is evicted before it is read.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("RecentCache needs room for at least one entry")
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def __getitem__(self, key: K) -> V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def touch(self, keys: Iterable[K]) -> None:
+        """Mark these keys (those present) as just used."""
+        for key in keys:
+            if key in self._items:
+                self._items.move_to_end(key)

@@ -58,7 +58,7 @@ from connector.crm.odata_filter import (
     literal,
     matches,
 )
-from connector.dedupe import RecentKeys
+from connector.dedupe import RecentCache, RecentKeys
 from connector.errors import CrmError
 from connector.mapping.filters import Filter
 from connector.model import CrmOpportunity, CrmStatusUpdate
@@ -72,6 +72,8 @@ MODIFIED_PREFIX = "modifiedon:"
 #: Dataverse's code for a delta token that is too old: a full resync is needed
 DELTA_EXPIRED_CODE = "0x80044352"
 RELATED_CHUNK = 50
+#: related rows (accounts, contacts, ...) kept at least, across pages, per pull
+RELATED_CACHE = 10_000
 MAX_PAGES = 1_000_000  # a guard against a server that never stops paging
 
 
@@ -199,7 +201,10 @@ class DataverseOpportunities:
         """Pages of opportunities changed since ``cursor`` (everything when None)."""
         wanted = [*fields, *(filter_fields(select) if select is not None else ())]
         plan = plan_columns(wanted, lookups=self.lookups, stage_column=self.stage_column)
-        related: dict[tuple[str, str], dict[str, Any]] = {}  # the run's cache
+        # the run's cache of related rows, bounded: room for what two pages can need
+        related: RecentCache[tuple[str, str], dict[str, Any]] = RecentCache(
+            max(RELATED_CACHE, 2 * len(plan.related) * self.page_size)
+        )
         if self.change_tracking:
             return self._pull_tracked(cursor, plan, select, related)
         return self._pull_by_modifiedon(cursor, plan, select, related)
@@ -209,7 +214,7 @@ class DataverseOpportunities:
         cursor: str | None,
         plan: ColumnPlan,
         select: Filter | None,
-        related: dict[tuple[str, str], dict[str, Any]],
+        related: RecentCache[tuple[str, str], dict[str, Any]],
     ) -> Iterator[CrmPage]:
         prefer = {"Prefer": self._prefer(track=True)}
         body: dict[str, Any] | None = None
@@ -270,7 +275,7 @@ class DataverseOpportunities:
         cursor: str | None,
         plan: ColumnPlan,
         select: Filter | None,
-        related: dict[tuple[str, str], dict[str, Any]],
+        related: RecentCache[tuple[str, str], dict[str, Any]],
     ) -> Iterator[CrmPage]:
         since = _parse_modified_cursor(cursor)
         conditions = []
@@ -330,7 +335,7 @@ class DataverseOpportunities:
             return None
         if response.status_code != 200:
             raise error_of(response, what)
-        return self._normalise([body_of(response)], plan, {})[0]
+        return self._normalise([body_of(response)], plan, RecentCache(RELATED_CACHE))[0]
 
     def stage_metadata(self) -> list[StageInfo]:
         """The stage column's options (open stages), then synthetic Won and Lost (statecode)."""
@@ -519,7 +524,7 @@ class DataverseOpportunities:
         self,
         rows: Sequence[Mapping[str, Any]],
         plan: ColumnPlan,
-        related: dict[tuple[str, str], dict[str, Any]],
+        related: RecentCache[tuple[str, str], dict[str, Any]],
     ) -> list[CrmOpportunity]:
         self._load_related(rows, plan, related)
         return [
@@ -538,7 +543,7 @@ class DataverseOpportunities:
         self,
         rows: Sequence[Mapping[str, Any]],
         plan: ColumnPlan,
-        cache: dict[tuple[str, str], dict[str, Any]],
+        cache: RecentCache[tuple[str, str], dict[str, Any]],
     ) -> None:
         """Read the related rows this page needs and the cache lacks: one query per 50 ids."""
         jobs: list[tuple[LookupTarget, tuple[str, ...], list[str]]] = []
@@ -549,6 +554,8 @@ class DataverseOpportunities:
                 for r in rows
                 if is_guid(r.get(f"_{lookup}_value"))
             }
+            keys = [related_key(target.entity_set, i) for i in ids]
+            cache.touch(keys)  # kept while this page's missing rows come in
             missing = sorted(i for i in ids if related_key(target.entity_set, i) not in cache)
             jobs += [
                 (target, columns, missing[n : n + RELATED_CHUNK])
@@ -562,7 +569,9 @@ class DataverseOpportunities:
         for (target, _, chunk), found in zip(jobs, fetched, strict=True):
             for record_id in chunk:
                 # Remember misses too (deleted account): no second query for them this run.
-                cache.setdefault(related_key(target.entity_set, record_id), {})
+                key = related_key(target.entity_set, record_id)
+                if key not in cache:
+                    cache[key] = {}
             for row in found:
                 cache[related_key(target.entity_set, str(row[target.key]))] = row
 

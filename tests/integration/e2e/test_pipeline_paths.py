@@ -115,3 +115,27 @@ def test_a_record_read_again_in_the_next_page_waits_for_its_first_push(
     assert counts[crm_id] == 1
     assert max(counts.values()) == 1
     assert set(counts) == eligible
+
+
+@pytest.mark.parametrize("world", ["dynamics"], indirect=True)
+def test_related_rows_evicted_from_a_small_cache_are_read_again_not_lost(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accounts and currencies looked up for a page stay until the page is read, even
+    when the run's cache is much smaller than the org's related rows."""
+    import connector.crm.dynamics as dynamics_module
+
+    data = yaml.safe_load(world.config_path.read_text(encoding="utf-8"))
+    data["connections"][0]["crm"]["page_size"] = 20
+    world.config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    monkeypatch.setattr(dynamics_module, "RELATED_CACHE", 1)
+    world.sync()
+    eligible = world.expected_eligible()
+    referrals = world.by_external_id()
+    assert set(referrals) == set(eligible)
+    deals = world.crm.expected_deals(set(eligible))
+    for crm_id, (referral,) in referrals.items():
+        deal = deals[crm_id]
+        assert referral["customerProfile"]["name"] == deal.customer_name
+        assert referral["customerProfile"]["address"]["country"] == deal.customer_country
+        assert referral["details"]["currency"] == deal.currency

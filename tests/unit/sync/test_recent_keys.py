@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector.dedupe import RecentKeys
+from connector.dedupe import RecentCache, RecentKeys
 
 
 def test_a_repeat_within_the_window_is_caught_and_old_keys_are_forgotten() -> None:
@@ -25,3 +25,15 @@ def test_memory_never_exceeds_the_size() -> None:
 def test_a_window_needs_room() -> None:
     with pytest.raises(ValueError, match="at least one"):
         RecentKeys(0)
+
+
+def test_a_recent_cache_keeps_the_most_recently_used_entries() -> None:
+    cache: RecentCache[str, int] = RecentCache(3)
+    for i, key in enumerate("abc"):
+        cache[key] = i
+    cache.touch(["a", "zz"])  # "a" is used again; an absent key is ignored
+    cache["d"] = 3  # evicts "b", the least recently used
+    assert sorted(cache) == ["a", "c", "d"]
+    assert cache.get("b") is None and cache["a"] == 0 and len(cache) == 3
+    with pytest.raises(ValueError, match="at least one"):
+        RecentCache(0)
