@@ -96,7 +96,26 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, sleep: Sleep = time.sleep) -> T:
-    """Call ``fn`` until it succeeds, raises a permanent error, or the policy is spent."""
+    """Call ``fn`` until it succeeds, raises a permanent error, or the policy is spent.
+
+    The first attempt runs without the retry machinery (almost every call succeeds at
+    once, and a push pool makes thousands of them); a transient failure hands over to
+    tenacity as that first attempt's outcome, so waits, logs and limits are the same.
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        if policy.attempts <= 1 or not is_transient(exc):
+            raise
+        first: Exception | None = exc
+
+    def attempt() -> T:
+        nonlocal first
+        if first is not None:
+            failed, first = first, None
+            raise failed
+        return fn()
+
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.max_total_seconds),
         wait=_WaitAtLeastRetryAfter(policy),
@@ -105,7 +124,7 @@ def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, sleep: Sleep = 
         sleep=sleep,
         before_sleep=_log_retry,
     )
-    return retrying(fn)
+    return retrying(attempt)
 
 
 class RateGate:
