@@ -260,10 +260,16 @@ class Bench:
         path.write_text(json.dumps(connection_config(self.crm, sb, self.concurrency), indent=2))
         return path
 
-    def seed(self, sb: Sandbox, n: int) -> None:
+    def seed(self, sb: Sandbox, n: int, *, no_window_limit: bool = False) -> None:
         api = "salesforce" if self.crm == "salesforce" else "dataverse"
         sb.post("/_sandbox/seed", {"opportunities": n, "seed": 11, "apis": [api]})
         sb.post("/_sandbox/core/reset")
+        if no_window_limit and self.crm == "dynamics":
+            # Memory and the steady state are measured here, not Dataverse's 5-minute
+            # window: a first sync of 100,000 rows makes about 7,400 Dataverse calls,
+            # more than the 6,000 a window allows, and on a real org (as on the sandbox
+            # by default) it is throttled and finishes over two cycles.
+            sb.put("/_sandbox/dataverse/limits", {"requests_per_5min": 10_000_000})
 
     def first_sync(self, n: int) -> None:
         with sandbox(self.workdir / f"first-{n}", self.latency_ms) as sb:
@@ -307,7 +313,7 @@ class Bench:
     def steady_state(self, n: int, change_share: float) -> None:
         """No-change cycle and 1 % incremental cycle over n linked deals."""
         with sandbox(self.workdir / f"steady-{n}", 0) as sb:
-            self.seed(sb, n)
+            self.seed(sb, n, no_window_limit=True)
             config = self.config(sb, "steady")
             state = self.state(f"steady-{n}")
             setup = run_sync(config, state, timeout_s=7200)  # first sync, no latency
@@ -376,7 +382,7 @@ class Bench:
         rows = []
         for n in sizes:
             with sandbox(self.workdir / f"rss-{n}", 0) as sb:
-                self.seed(sb, n)
+                self.seed(sb, n, no_window_limit=True)
                 run = run_sync(self.config(sb, f"rss-{n}"), self.state(f"rss-{n}"), timeout_s=7200)
             rows.append(
                 {"n": n, "peak_rss_mb": round(run.peak_rss_mb, 1), "wall_s": round(run.wall_s, 1)}

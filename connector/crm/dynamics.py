@@ -201,9 +201,9 @@ class DataverseOpportunities:
         """Pages of opportunities changed since ``cursor`` (everything when None)."""
         wanted = [*fields, *(filter_fields(select) if select is not None else ())]
         plan = plan_columns(wanted, lookups=self.lookups, stage_column=self.stage_column)
-        # the run's cache of related rows, bounded: room for what two pages can need
+        # the run's cache of related rows, bounded: room for what one page can need
         related: RecentCache[tuple[str, str], dict[str, Any]] = RecentCache(
-            max(RELATED_CACHE, 2 * len(plan.related) * self.page_size)
+            max(RELATED_CACHE, len(plan.related) * self.page_size)
         )
         if self.change_tracking:
             return self._pull_tracked(cursor, plan, select, related)
