@@ -195,7 +195,10 @@ class SandboxContext:
         self.clock = Clock()
         self.stats = Stats()
         self.tokens = Tokens(self.clock)
-        self.rng = random.Random(seed)
+        #: one fault sequence per API, so the faults one API draws do not depend on
+        #: how its calls interleave with another API's (a seed replays them)
+        self._fault_rngs = {api: random.Random(f"{seed}:{api}") for api in APIS}
+        self._fault_lock = threading.Lock()
         self.seed = seed
         self.latency_ms: dict[str, float] = dict.fromkeys(APIS, latency_ms)
         self.faults: dict[str, FaultSettings] = {api: FaultSettings() for api in APIS}
@@ -211,7 +214,8 @@ class SandboxContext:
         f = self.faults.get(api)
         if f is None:
             return None
-        r = self.rng.random()
+        with self._fault_lock:
+            r = self._fault_rngs[api].random() if api in self._fault_rngs else 1.0
         for name, rate in (
             ("429", f.rate_429),
             ("500", f.rate_500),
