@@ -14,7 +14,6 @@ is bounded by --requests.
 from __future__ import annotations
 
 import argparse
-import ssl
 import sys
 import tempfile
 import threading
@@ -28,7 +27,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline import sandbox
-from sandbox_rps import BODY, REFERRALS
+from sandbox_rps import BODY, REFERRALS, client
 
 
 def main() -> int:
@@ -41,31 +40,16 @@ def main() -> int:
     args = parser.parse_args()
     bound = args.concurrency / (args.latency_ms / 1000)
     with tempfile.TemporaryDirectory() as tmp, sandbox(Path(tmp), args.latency_ms) as sb:
-        ctx = ssl.create_default_context(cafile=str(sb.ca_file))
-        token = httpx.post(
-            f"{sb.url}/bench-tenant/oauth2/v2.0/token",
-            verify=ctx,
-            data={
-                "grant_type": "client_credentials",
-                "client_id": "sandbox",
-                "client_secret": "sandbox",
-                "scope": "https://api.partner.microsoft.com/.default",
-            },
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        base = sb.url + REFERRALS
-        pool_limits = httpx.Limits(
-            max_connections=args.concurrency + 4, max_keepalive_connections=args.concurrency + 4
-        )
-        shared = httpx.Client(verify=ctx, headers=headers, limits=pool_limits)
+        base = REFERRALS
+        shared = client(sb.url, str(sb.ca_file))  # one token, one pool of connections
         referral_id = shared.post(base, json=BODY).raise_for_status().json()["id"]
         local = threading.local()
 
         def per_thread() -> httpx.Client:
-            client = getattr(local, "client", None)
-            if client is None:
-                client = local.client = httpx.Client(verify=ctx, headers=headers)
-            return client
+            own = getattr(local, "client", None)
+            if own is None:
+                own = local.client = client(sb.url, str(sb.ca_file))
+            return own
 
         clients: dict[str, Callable[[], httpx.Client]] = {
             "shared client": lambda: shared,
@@ -78,11 +62,11 @@ def main() -> int:
                 def one(
                     _: int, get: Callable[[], httpx.Client] = get, method: str = method
                 ) -> None:
-                    client = get()
+                    http = get()
                     if method == "GET":
-                        client.get(f"{base}/{referral_id}").raise_for_status()
+                        http.get(f"{base}/{referral_id}").raise_for_status()
                     else:
-                        client.post(base, json=BODY).raise_for_status()
+                        http.post(base, json=BODY).raise_for_status()
 
                 with ThreadPoolExecutor(args.concurrency) as pool:
                     list(pool.map(one, range(2 * args.concurrency)))  # warm the connections
