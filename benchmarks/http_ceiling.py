@@ -26,8 +26,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import sandbox
+from pipeline import connection_config, sandbox
 from sandbox_rps import BODY, REFERRALS, client
+
+from connector.runtime import build_core, core_http
+from connector.settings import CoreSettings
 
 
 def main() -> int:
@@ -56,6 +59,17 @@ def main() -> int:
             "client per thread": per_thread,
         }
         print(f"bound: {bound:.0f} requests/s ({args.concurrency} x 1 / {args.latency_ms:g} ms)")
+        # the connector's own core client (token, headers, gate, retries, parsing) as the
+        # sync's push pool uses it: what is lost between a bare pool and the pipeline
+        settings = CoreSettings.model_validate(
+            connection_config("salesforce", sb, args.concurrency)["connections"][0]["core"]
+        )
+        core_http_client = core_http(settings)
+        core = build_core(settings, "bench", None, core_http_client)
+        connector_ops: dict[str, Callable[[int], object]] = {
+            "GET": lambda _: core.get(referral_id),
+            "POST": lambda _: core.create(dict(BODY)),
+        }
         for name, get in clients.items():
             for method in ("GET", "POST"):
 
@@ -73,11 +87,21 @@ def main() -> int:
                     started = time.monotonic()
                     list(pool.map(one, range(args.requests)))
                     rate = args.requests / (time.monotonic() - started)
-                print(
-                    f"{name:18} {method:4} {rate:6.0f} requests/s  ratio to bound {rate / bound:.2f}"
-                )
+                report(name, method, rate, bound)
+        for method, op in connector_ops.items():
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                list(pool.map(op, range(2 * args.concurrency)))
+                started = time.monotonic()
+                list(pool.map(op, range(args.requests)))
+                rate = args.requests / (time.monotonic() - started)
+            report("connector client", method, rate, bound)
+        core_http_client.close()
         shared.close()
     return 0
+
+
+def report(name: str, method: str, rate: float, bound: float) -> None:
+    print(f"{name:18} {method:4} {rate:6.0f} requests/s  ratio to bound {rate / bound:.2f}")
 
 
 if __name__ == "__main__":

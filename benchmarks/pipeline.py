@@ -167,7 +167,6 @@ def connection_config(crm: str, sb: Sandbox, concurrency: int) -> dict[str, Any]
             "client_id": "sandbox",
             "client_secret": {"value": "sandbox"},
             "ca_file": str(sb.ca_file),
-            "page_size": 5000,
             "change_tracking": True,
         }
         mapping = ROOT / "mappings" / "dynamics.yaml"

@@ -1,4 +1,4 @@
-"""Process-wide memory settings, applied at start-up."""
+"""Process-wide settings applied at start-up: malloc arenas, thread switching."""
 
 from __future__ import annotations
 
@@ -26,3 +26,23 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return bool(libc.mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):  # not glibc (musl, ...)
         return False
+
+
+#: seconds a thread may hold the GIL while another waits (CPython's default is 0.005)
+SWITCH_INTERVAL_S = 0.001
+
+
+def quicken_thread_switches(interval_s: float = SWITCH_INTERVAL_S) -> float:
+    """Let a waiting thread take the GIL sooner; returns the interval now in force.
+
+    The push pool's threads spend most of their time waiting for the core; when a
+    response arrives, its thread needs the GIL, which the main thread (mapping the next
+    page, mirroring the last) may hold for up to the switch interval. Every such wait
+    adds to the request's latency and so to the whole pool's. With 1 ms instead of
+    CPython's 5 ms the first sync measured about 1.5 % faster (benchmarks/pipeline.py,
+    20,000 opportunities, 50 ms latency); the extra switches cost nothing measurable.
+    An interval the process already set lower is kept.
+    """
+    if sys.getswitchinterval() > interval_s:
+        sys.setswitchinterval(interval_s)
+    return sys.getswitchinterval()

@@ -182,6 +182,9 @@ class ReferralState:
     registration_status: str | None = None
     status_reason: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: listed with ``$select``: ``raw`` holds only the selected fields (read it whole
+    #: before using more than the fields above)
+    partial: bool = field(default=False, compare=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -64,6 +65,7 @@ class ApiUsage:
     #: the value of ``used`` at which the adapter's own guard stops the run (the quota
     #: share, the per-run budget); None when no guard is set
     guard_at: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def headroom(self) -> int | None:
@@ -73,8 +75,9 @@ class ApiUsage:
         return max(0, self.guard_at - self.used)
 
     def count(self, kind: str) -> None:
-        self.calls += 1
-        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        with self._lock:  # the status writer may call beside the main thread
+            self.calls += 1
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
 
 
 class CrmAdapter(Protocol):

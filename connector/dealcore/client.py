@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -149,6 +149,7 @@ class ReferralsClient:
         *,
         until: datetime | None = None,
         extra_filter: str | None = None,
+        select: Sequence[str] | None = None,
     ) -> Iterator[ReferralState]:
         """Referrals updated at or after ``since`` (all when None), oldest first.
 
@@ -157,7 +158,8 @@ class ReferralsClient:
         Pages are fetched lazily through ``@odata.nextLink``. A referral that appears
         twice with the same eTag (a tie moving across a page boundary) is yielded once.
         ``extra_filter`` is an OData expression ANDed to the date bound; build its
-        literals with :func:`odata_string`.
+        literals with :func:`odata_string`. With ``select`` only those fields are asked
+        for (``$select``) and the referrals come marked ``partial``.
         """
         clauses = []
         if since is not None:
@@ -169,9 +171,11 @@ class ReferralsClient:
         params = {"$orderby": "updatedDateTime asc"}
         if clauses:
             params["$filter"] = " and ".join(clauses)
+        if select:
+            params["$select"] = ",".join(select)
         seen = RecentKeys(LISTING_MEMORY)  # repeats come only across a page boundary
         for item in self._items(params, "GET changed referrals", self._policy):
-            referral = self._parse_listed(item)
+            referral = self._parse_listed(item, partial=bool(select))
             if referral is None:
                 continue
             if seen.add((referral.id, referral.etag or str(referral.updated))):
@@ -233,9 +237,9 @@ class ReferralsClient:
             )
         return matches[0] if matches else None
 
-    def _parse_listed(self, item: Any) -> ReferralState | None:
+    def _parse_listed(self, item: Any, *, partial: bool = False) -> ReferralState | None:
         try:
-            return parse_referral(item)
+            return parse_referral(item, partial=partial)
         except CoreError as exc:
             # One bad referral must not stop the listing of the others.
             with self._lock:

@@ -298,12 +298,13 @@ def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def parse_referral(data: Any) -> ReferralState:
+def parse_referral(data: Any, *, partial: bool = False) -> ReferralState:
     """A Referral from the API as a :class:`ReferralState`.
 
     Unknown fields are ignored and optional ones may be missing; ``salesStage`` may
     be a percentage (string or number) or a stage name. A referral without an ``id``
     or a known ``status`` raises a permanent ``CoreError`` (``malformed_referral``).
+    ``partial`` marks a referral listed with ``$select`` (see ``ReferralState.partial``).
     """
     if not isinstance(data, Mapping):
         raise CoreError(
@@ -342,6 +343,7 @@ def parse_referral(data: Any) -> ReferralState:
         registration_status=_optional_str(data.get("registrationStatus")),
         status_reason=_optional_str(data.get("statusReason")),
         raw=dict(data),
+        partial=partial,
     )
 
 

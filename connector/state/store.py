@@ -274,6 +274,27 @@ class Store:
         """Links of these referrals, by referral id."""
         return self._links_where(conn, links.c.referral_id, referral_ids, key="referral_id")
 
+    def etags_by_referral(self, conn: str, referral_ids: Sequence[str]) -> dict[str, str]:
+        """The eTag each referral had when last written or read, by referral id.
+
+        Only links that hold the core's facts and an eTag are answered: a referral listed
+        with that eTag has not changed since, and needs no work. Reads two columns
+        instead of whole links (the pull-back after a large run checks every referral).
+        """
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(referral_ids))
+        with self._read(f"read the eTags of {len(unique)} referrals ({conn})") as db:
+            for chunk in _chunks(unique, LOOKUP_CHUNK):
+                query = sa.select(links.c.referral_id, links.c.etag).where(
+                    links.c.connection == conn,
+                    links.c.referral_id.in_(chunk),
+                    links.c.core_facts.is_not(None),
+                    links.c.etag.is_not(None),
+                )
+                for referral_id, etag in db.execute(query).all():
+                    found[referral_id] = etag
+        return found
+
     def links_by_engagement(self, conn: str, engagement_id: str) -> list[Link]:
         """Links of the referrals in one engagement (the partner's side of a co-sell deal)."""
         return list(

@@ -9,6 +9,7 @@ dead-lettered, so a crash replays at most one page.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import logging
@@ -28,6 +29,7 @@ from connector.dedupe import RecentKeys
 from connector.errors import (
     ConnectorError,
     CoreError,
+    NotFound,
     PreconditionFailed,
     QuotaExhausted,
     StateError,
@@ -64,10 +66,27 @@ NOT_WRITTEN = " [not yet written to the CRM]"
 
 #: status writes per CRM call (a Salesforce collection holds 200 records)
 WRITE_BATCH = 200
+#: status batches sent and not yet recorded while the pull-back lists (memory bound)
+WRITES_IN_FLIGHT = 2
 #: links saved per store transaction while a page is pushed
 LINK_BATCH = 100
 #: referrals written per parallel slice of the pull-back listing (10 core pages)
 PULL_SLICE = 1000
+#: what a sliced pull-back lists of each referral ($select): enough to tell whether it
+#: changed since this connector wrote it, and Microsoft's side of a deal (its status and
+#: expiry); a referral of ours that did change is then read whole
+LISTED_FIELDS = (
+    "id",
+    "engagementId",
+    "eTag",
+    "status",
+    "substatus",
+    "direction",
+    "updatedDateTime",
+    "externalReferenceId",
+    "expirationDateTime",
+    "owner",
+)
 #: (id, stamp) keys of pulled records remembered to drop a repeat (two large pages)
 PAGE_MEMORY = 10_000
 
@@ -130,6 +149,12 @@ class SyncEngine:
         self._pending: dict[str, tuple[CrmStatusUpdate, Link | None, str]] = {}
         #: the push workers, shared by the pages of a run (see :meth:`_outbound`)
         self._pool: ThreadPoolExecutor | None = None
+        #: during the pull-back, status batches go to the CRM on this thread while the
+        #: listing goes on; their results are recorded here, on the main thread, in order
+        self._writer: ThreadPoolExecutor | None = None
+        self._writes: collections.deque[
+            tuple[Sequence[tuple[CrmStatusUpdate, Link | None, str]], Future[list[WriteResult]]]
+        ] = collections.deque()
         self._outbound_started: datetime | None = None
         self.lifecycle = LifecycleSteps(self)
 
@@ -150,8 +175,12 @@ class SyncEngine:
             with report.phase("outbound"):
                 self._outbound(stages, report, dry_run=dry_run, full=full)
             if not dry_run and not self.stop.is_set():
+                writing = report.phases.get("crm_status_calls", 0.0)
                 with report.phase("pull_back"):
                     self._pull_back(report)
+                report.phases["pull_back_crm_status_calls"] = (
+                    report.phases.get("crm_status_calls", 0.0) - writing
+                )
             if not dry_run:
                 with report.phase("status_writes"):
                     self._flush_status(report, everything=True)
@@ -736,7 +765,37 @@ class SyncEngine:
     ) -> None:
         if not updates:
             return
-        results = self.crm.write_status([u for u, _, _ in updates])
+        if self._writer is not None:
+            self._writes.append(
+                (updates, self._writer.submit(self.crm.write_status, [u for u, _, _ in updates]))
+            )
+            while len(self._writes) > WRITES_IN_FLIGHT:
+                self._record_write(*self._writes.popleft(), report)
+            return
+        with report.phase("crm_status_calls"):
+            results = self.crm.write_status([u for u, _, _ in updates])
+        self._record_writes(updates, results, report)
+
+    def _record_write(
+        self,
+        updates: Sequence[tuple[CrmStatusUpdate, Link | None, str]],
+        future: Future[list[WriteResult]],
+        report: RunReport,
+    ) -> None:
+        with report.phase("crm_status_calls"):
+            results = future.result()
+        self._record_writes(updates, results, report)
+
+    def _drain_writes(self, report: RunReport) -> None:
+        while self._writes:
+            self._record_write(*self._writes.popleft(), report)
+
+    def _record_writes(
+        self,
+        updates: Sequence[tuple[CrmStatusUpdate, Link | None, str]],
+        results: Sequence[WriteResult],
+        report: RunReport,
+    ) -> None:
         saved: dict[str, str] = {}
         quota: WriteResult | None = None
         for (update, link, fp), result in zip(updates, results, strict=True):
@@ -796,6 +855,31 @@ class SyncEngine:
     # ------------------------------------------------------------------ pull back
 
     def _pull_back(self, report: RunReport) -> None:
+        """List the core's changes, mirror them, move the core cursor.
+
+        Full batches of status writes go to the CRM on a background thread while the
+        listing goes on (:data:`WRITES_IN_FLIGHT` at most); their results are recorded
+        on this thread. On an error the batches already sent are still recorded.
+        """
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crm-write")
+        self._writer = writer
+        try:
+            self._list_and_mirror(report)
+            self._writer = None
+            self._drain_writes(report)
+        finally:
+            self._writer = None
+            try:
+                self._drain_writes(report)  # after an error: record what was written
+            except Exception as again:  # the first error goes on
+                log.error(
+                    "%s: recording status writes after an error failed: %s",
+                    self.connection,
+                    getattr(again, "message", again),
+                )
+            writer.shutdown(wait=True)
+
+    def _list_and_mirror(self, report: RunReport) -> None:
         stored = self.store.get_cursor(self.connection, "core")
         since = datetime.fromisoformat(stored) - CORE_OVERLAP if stored else None
         newest: datetime | None = None
@@ -837,7 +921,8 @@ class SyncEngine:
         into up to ``concurrency`` slices of about :data:`PULL_SLICE` writes each, listed
         at once; the first slice holds everything before the run and the last one is open
         ended, so the slices cover the same span as one listing. A referral on a slice
-        boundary (bounds are closed) is yielded once.
+        boundary (bounds are closed) is yielded once. The slices ask only for
+        :data:`LISTED_FIELDS`: most of what they list is what this run wrote, unchanged.
         """
         writes = report.created + report.updated + report.closed
         slices = min(self.concurrency, writes // PULL_SLICE)
@@ -853,7 +938,10 @@ class SyncEngine:
         cuts = [c for c in cuts if since is None or c > since]
         bounds = list(zip([since, *cuts], [*cuts, None], strict=True))
         yield from _merged(
-            [functools.partial(self.core.list_changed, lo, until=hi) for lo, hi in bounds],
+            [
+                functools.partial(self.core.list_changed, lo, until=hi, select=LISTED_FIELDS)
+                for lo, hi in bounds
+            ],
             boundaries=frozenset(_second(c) for c in cuts),
         )
 
@@ -873,8 +961,11 @@ class SyncEngine:
         seen = microsoft_seen if microsoft_seen is not None else {}
         # kept for the whole listing, so without their bodies (only the status is used)
         seen.update({ms.engagement_id: replace(ms, raw={}) for ms in microsoft if ms.engagement_id})
+        # the referral as this connector last wrote or read it: nothing new, no work
+        etags = self.store.etags_by_referral(self.connection, [r.id for r in own])
+        own = [r for r in own if not (r.etag and etags.get(r.id) == r.etag)]
+        own, retry_from = self._read_whole(own)
         links = self.store.links_by_referral(self.connection, [r.id for r in own])
-        retry_from: list[datetime] = []
         if self.mapping.inbound.create_opportunities:
             floor = self.lifecycle.create_opportunities(own, links, seen, report)
             if floor is not None:
@@ -917,6 +1008,45 @@ class SyncEngine:
                 updates.append((self._with_stamp(link.crm_id, values, now), link, fp))
         self._write_status(updates, report)
         return retry_from
+
+    def _read_whole(
+        self, referrals: list[ReferralState]
+    ) -> tuple[list[ReferralState], list[datetime]]:
+        """Referrals listed partially (``$select``) read whole, in parallel; others as given.
+
+        A referral gone since it was listed (404) is left out and its ``updatedDateTime``
+        returned, so that the cursor stays before it: the core never deletes a referral,
+        so this is a server that lies, and the next cycle lists it again.
+        """
+        partial = [r for r in referrals if r.partial]
+        if not partial:
+            return referrals, []
+
+        def read(referral: ReferralState) -> ReferralState | None:
+            try:
+                return self.core.get(referral.id)
+            except NotFound:
+                log.warning(
+                    "%s: referral %s was listed but cannot be read (404); left for the next cycle",
+                    self.connection,
+                    referral.id,
+                )
+                return None
+
+        with ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(partial)), thread_name_prefix="read"
+        ) as pool:
+            whole = dict(zip([r.id for r in partial], pool.map(read, partial), strict=True))
+        result = []
+        again: list[datetime] = []
+        for referral in referrals:
+            if not referral.partial:
+                result.append(referral)
+            elif (found := whole[referral.id]) is not None:
+                result.append(found)
+            elif referral.updated is not None:
+                again.append(referral.updated)
+        return result, again
 
     # ------------------------------------------------------------------ dead letters
 

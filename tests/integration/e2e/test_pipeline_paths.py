@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -81,6 +82,59 @@ def test_overlapping_pages_and_sliced_pull_back_sync_everything_once(
     core = world.calls().get("core", {})
     assert core.get("POST", 0) == 0 and core.get("PATCH", 0) == 0
     assert second.created == second.updated == 0
+
+
+def test_a_sliced_pull_back_lists_few_fields_and_reads_changed_referrals_whole(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slices ask for the listed fields only; a referral changed after this run
+    wrote it (a field outside those) is read whole and mirrored; the others are not read."""
+    small_pages(world)
+    monkeypatch.setattr(engine_module, "PULL_SLICE", 40)
+    store = world.sb.part("core").store
+    selects: list[Any] = []
+    changed: dict[str, str] = {}  # referral id -> external id
+    real_list = ReferralsClient.list_changed
+    once = threading.Lock()
+
+    def list_after_a_change(self: ReferralsClient, since: Any, **kwargs: Any) -> Iterator[Any]:
+        selects.append(kwargs.get("select"))
+        with once:  # the slices start at once, each on its own thread
+            if changed:
+                return real_list(self, since, **kwargs)
+            # someone approves three registrations while the run lists
+            open_deals = [r for r in world.referrals() if r["status"] != "Closed"]
+            for referral in open_deals[:3]:  # a closed row may be read-only in the CRM
+                with store.lock:
+                    new = {**store.get(referral["id"]), "registrationStatus": "Approved"}
+                    store._commit(new, store.now())
+                changed[referral["id"]] = referral["externalReferenceId"]
+        return real_list(self, since, **kwargs)
+
+    read: list[str] = []
+    real_get = ReferralsClient.get
+
+    def get_spy(self: ReferralsClient, referral_id: str) -> Any:
+        read.append(referral_id)
+        return real_get(self, referral_id)
+
+    monkeypatch.setattr(ReferralsClient, "list_changed", list_after_a_change)
+    monkeypatch.setattr(ReferralsClient, "get", get_spy)
+    world.sync()
+    assert len(selects) >= 3 and all(sel == engine_module.LISTED_FIELDS for sel in selects)
+    assert len(read) == len(set(read))  # each once
+    assert set(changed) <= set(read)
+    incoming = {r["id"] for r in world.all_referrals() if r.get("direction") == "Incoming"}
+    assert set(read) - set(changed) <= incoming  # new incoming deals: read to be created
+    field = world.crm.status.registration_status
+    assert field is not None
+    for crm_id in changed.values():
+        assert world.crm.opportunity(crm_id)[field] == "Approved"
+    # the next cycle finds every link at its referral's eTag: nothing read, nothing sent
+    read.clear()
+    world.reset_stats()
+    again = world.sync()
+    assert read == [] and again.created == again.updated == 0
 
 
 def test_a_record_read_again_in_the_next_page_waits_for_its_first_push(

@@ -1,4 +1,4 @@
-"""The malloc arena cap is applied on glibc and leaves an explicit setting alone."""
+"""Start-up settings: the malloc arena cap (glibc; an explicit setting wins) and the GIL switch interval."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from connector.memory import limit_malloc_arenas
+from connector.memory import SWITCH_INTERVAL_S, limit_malloc_arenas, quicken_thread_switches
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
@@ -17,3 +17,15 @@ def test_the_cap_is_applied_unless_the_environment_sets_it(
     assert limit_malloc_arenas() is True
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert limit_malloc_arenas() is False
+
+
+def test_thread_switches_are_quickened_but_never_slowed() -> None:
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        assert quicken_thread_switches() == pytest.approx(SWITCH_INTERVAL_S)
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        sys.setswitchinterval(0.0002)  # already quicker: kept
+        assert quicken_thread_switches() == pytest.approx(0.0002)
+    finally:
+        sys.setswitchinterval(before)

@@ -395,6 +395,18 @@ def test_list_changed_combines_an_extra_filter(http: httpx.Client, tokens: FakeT
     )
 
 
+def test_list_changed_asks_for_selected_fields_and_marks_them_partial(
+    http: httpx.Client, tokens: FakeTokens
+) -> None:
+    with respx.mock() as mock:
+        route = mock.get(REFERRALS).mock(return_value=page([sample_referral(id="a")]))
+        (partial,) = make_client(http, tokens).list_changed(None, select=("id", "eTag", "status"))
+        (whole,) = make_client(http, tokens).list_changed(None)
+    assert params_of(route.calls[0].request)["$select"] == "id,eTag,status"
+    assert "$select" not in params_of(route.calls[1].request)
+    assert partial.partial and not whole.partial
+
+
 def test_list_changed_skips_malformed_items(http: httpx.Client, tokens: FakeTokens) -> None:
     with respx.mock() as mock:
         mock.get(REFERRALS).mock(

@@ -340,6 +340,29 @@ def test_batch_lookups(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @contract
+def test_etags_by_referral_answers_only_links_that_hold_the_cores_facts(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pull-back's fast path: a listed eTag equal to this one means nothing changed."""
+    monkeypatch.setattr(store_module, "LOOKUP_CHUNK", 2)  # force several chunks
+    facts = {"referral_id": "R", "status": "Active"}
+    store.save_links(
+        "sf",
+        [
+            linked("006A", "R-A", etag='"a1"', core_facts=facts),
+            linked("006B", "R-B", etag='"b1"', core_facts=facts),
+            linked("006C", "R-C", etag='"c1"'),  # no facts: never mirrored, must be read
+            linked("006D", "R-D", etag=None, core_facts=facts),
+        ],
+    )
+    store.save_link("d365", linked("006E", "R-E", connection="d365", core_facts=facts))
+    store.mark_pending("sf", "006P", "fp", {"name": "pending"})
+    found = store.etags_by_referral("sf", ["R-A", "R-B", "R-C", "R-D", "R-E", "R-A", "nope"])
+    assert found == {"R-A": '"a1"', "R-B": '"b1"'}
+    assert store.etags_by_referral("sf", []) == {}
+
+
+@contract
 def test_iter_links_streams_pages_and_filters(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
