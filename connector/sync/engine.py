@@ -66,8 +66,10 @@ NOT_WRITTEN = " [not yet written to the CRM]"
 
 #: status writes per CRM call (a Salesforce collection holds 200 records)
 WRITE_BATCH = 200
-#: status batches sent and not yet recorded while the pull-back lists (memory bound)
-WRITES_IN_FLIGHT = 2
+#: status batches sent and not yet recorded while the pull-back lists (memory bound),
+#: on WRITE_THREADS threads
+WRITES_IN_FLIGHT = 4
+WRITE_THREADS = 2
 #: links saved per store transaction while a page is pushed
 LINK_BATCH = 100
 #: referrals written per parallel slice of the pull-back listing (10 core pages)
@@ -766,6 +768,11 @@ class SyncEngine:
         if not updates:
             return
         if self._writer is not None:
+            # Two writes to one record must land in order: a batch waits for the batch
+            # in flight that holds one of its records (they run on parallel threads).
+            ids = {u.crm_id for u, _, _ in updates}
+            while any(ids & {u.crm_id for u, _, _ in sent} for sent, _ in self._writes):
+                self._record_write(*self._writes.popleft(), report)
             self._writes.append(
                 (updates, self._writer.submit(self.crm.write_status, [u for u, _, _ in updates]))
             )
@@ -857,11 +864,12 @@ class SyncEngine:
     def _pull_back(self, report: RunReport) -> None:
         """List the core's changes, mirror them, move the core cursor.
 
-        Full batches of status writes go to the CRM on a background thread while the
-        listing goes on (:data:`WRITES_IN_FLIGHT` at most); their results are recorded
-        on this thread. On an error the batches already sent are still recorded.
+        Full batches of status writes go to the CRM on background threads while the
+        listing goes on (:data:`WRITES_IN_FLIGHT` at most, a record in one batch at a
+        time); their results are recorded on this thread, in the order sent. On an
+        error the batches already sent are still recorded.
         """
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crm-write")
+        writer = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="crm-write")
         self._writer = writer
         try:
             self._list_and_mirror(report)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -135,6 +136,61 @@ def test_a_sliced_pull_back_lists_few_fields_and_reads_changed_referrals_whole(
     world.reset_stats()
     again = world.sync()
     assert read == [] and again.created == again.updated == 0
+
+
+def test_pull_back_status_writes_run_beside_the_listing_and_keep_each_records_order(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During the pull-back, status batches go out on writer threads; a record is never
+    in two batches at once, and every write is recorded (the next cycle writes nothing)."""
+    small_pages(world)
+    monkeypatch.setattr(engine_module, "PULL_SLICE", 40)
+    monkeypatch.setattr(engine_module, "WRITE_BATCH", 5)  # many small batches
+    adapter_class: Any = (
+        SalesforceOpportunities if isinstance(world.crm, SalesforceView) else DataverseOpportunities
+    )
+    real_write = adapter_class.write_status
+    lock = threading.Lock()
+    in_flight: Counter[str] = Counter()
+    overlaps: list[str] = []
+    threads: set[str] = set()
+
+    def write_spy(self: Any, updates: Any) -> Any:
+        ids = [u.crm_id for u in updates]
+        with lock:
+            threads.add(threading.current_thread().name.split("_")[0])
+            overlaps.extend(i for i in ids if in_flight[i])
+            in_flight.update(ids)
+        try:
+            # one writer slow, the other fast: a later batch would overtake an earlier one
+            slow = threading.current_thread().name.endswith("_0")
+            time.sleep(0.03 if slow else 0.001)
+            return real_write(self, updates)
+        finally:
+            with lock:
+                in_flight.subtract(ids)
+
+    monkeypatch.setattr(adapter_class, "write_status", write_spy)
+    real_queue = engine_module.SyncEngine._write_status
+
+    def queue_twice(self: Any, updates: Any, report: Any) -> None:
+        # every status written twice: the second batch holds the records of one in flight
+        real_queue(self, updates, report)
+        real_queue(self, updates, report)
+
+    monkeypatch.setattr(engine_module.SyncEngine, "_write_status", queue_twice)
+    first = world.sync()
+    assert first.created > 0
+    assert "crm-write" in threads  # the pull-back's writes left the main thread
+    assert overlaps == []
+    world.reset_stats()
+    world.sync()
+    # status writes: Salesforce collections are PATCHes, Dataverse $batch calls POSTs
+    # (the Salesforce token request is a POST too)
+    if adapter_class is SalesforceOpportunities:
+        assert world.calls().get("salesforce", {}).get("PATCH", 0) == 0
+    else:
+        assert world.calls().get("dataverse", {}).get("POST", 0) == 0
 
 
 def test_a_record_read_again_in_the_next_page_waits_for_its_first_push(
