@@ -566,14 +566,17 @@ class DataverseOpportunities:
             if len(jobs) > 1
             else [self._fetch_related(job) for job in jobs]
         )
-        for (target, _, chunk), found in zip(jobs, fetched, strict=True):
+        for (target, columns, chunk), found in zip(jobs, fetched, strict=True):
             for record_id in chunk:
                 # Remember misses too (deleted account): no second query for them this run.
                 key = related_key(target.entity_set, record_id)
                 if key not in cache:
                     cache[key] = {}
             for row in found:
-                cache[related_key(target.entity_set, str(row[target.key]))] = row
+                # only the columns the mapping reads: a row's annotations (eTag, formatted
+                # values) would make the cache several times larger
+                kept = {c: row[c] for c in columns if c in row}
+                cache[related_key(target.entity_set, str(row[target.key]))] = kept
 
     def _fetch_related(
         self, job: tuple[LookupTarget, tuple[str, ...], list[str]]
