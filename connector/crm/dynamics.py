@@ -573,8 +573,7 @@ class DataverseOpportunities:
                 if key not in cache:
                     cache[key] = {}
             for row in found:
-                # only the columns the mapping reads: a row's annotations (eTag, formatted
-                # values) would make the cache several times larger
+                # only the columns the mapping reads, not the row's annotations
                 kept = {c: row[c] for c in columns if c in row}
                 cache[related_key(target.entity_set, str(row[target.key]))] = kept
 

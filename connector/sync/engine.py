@@ -151,8 +151,8 @@ class SyncEngine:
         self._pending: dict[str, tuple[CrmStatusUpdate, Link | None, str]] = {}
         #: the push workers, shared by the pages of a run (see :meth:`_outbound`)
         self._pool: ThreadPoolExecutor | None = None
-        #: during the pull-back, status batches go to the CRM on this thread while the
-        #: listing goes on; their results are recorded here, on the main thread, in order
+        #: during the pull-back, status batches go to the CRM on these threads while the
+        #: listing goes on; their results are recorded on the main thread, in order sent
         self._writer: ThreadPoolExecutor | None = None
         self._writes: collections.deque[
             tuple[Sequence[tuple[CrmStatusUpdate, Link | None, str]], Future[list[WriteResult]]]
@@ -873,19 +873,21 @@ class SyncEngine:
         self._writer = writer
         try:
             self._list_and_mirror(report)
-            self._writer = None
-            self._drain_writes(report)
-        finally:
+        except BaseException:
             self._writer = None
             try:
-                self._drain_writes(report)  # after an error: record what was written
-            except Exception as again:  # the first error goes on
+                self._drain_writes(report)  # record what was written; the error goes on
+            except Exception as again:
                 log.error(
                     "%s: recording status writes after an error failed: %s",
                     self.connection,
                     getattr(again, "message", again),
                 )
+            raise
+        finally:
+            self._writer = None
             writer.shutdown(wait=True)
+        self._drain_writes(report)
 
     def _list_and_mirror(self, report: RunReport) -> None:
         stored = self.store.get_cursor(self.connection, "core")
@@ -985,8 +987,6 @@ class SyncEngine:
                 if referral.direction == "Incoming":
                     report.skipped["incoming_not_linked"] += 1
                 continue
-            if link.core_facts is not None and referral.etag and referral.etag == link.etag:
-                continue  # the referral as this connector last wrote or read it: nothing new
             changed[link.crm_id] = self._linked(link, referral, link.fingerprint, link.sent_body)
         engagements = [ms.engagement_id for ms in microsoft if ms.engagement_id]
         by_engagement: dict[str, list[Link]] = {}
