@@ -66,6 +66,8 @@ NOT_WRITTEN = " [not yet written to the CRM]"
 
 #: status writes per CRM call (a Salesforce collection holds 200 records)
 WRITE_BATCH = 200
+#: listed referrals mirrored together (one store lookup per batch)
+MIRROR_BATCH = 200
 #: status batches sent and not yet recorded while the pull-back lists (memory bound),
 #: on WRITE_THREADS threads
 WRITES_IN_FLIGHT = 4
@@ -902,7 +904,7 @@ class SyncEngine:
             if referral.updated is not None and (newest is None or referral.updated > newest):
                 newest = referral.updated
             batch.append(referral)
-            if len(batch) >= 200:
+            if len(batch) >= MIRROR_BATCH:
                 retry_from.extend(self._mirror_referrals(batch, report, microsoft))
                 batch = []
         if batch:
@@ -968,9 +970,22 @@ class SyncEngine:
         """
         own = [r for r in referrals if not _is_microsoft(r)]
         microsoft = [r for r in referrals if _is_microsoft(r)]
+        engagements = [ms.engagement_id for ms in microsoft if ms.engagement_id]
+        by_engagement: dict[str, list[Link]] = {}
+        for engaged in self.store.links_by_engagements(self.connection, engagements):
+            if engaged.engagement_id:
+                by_engagement.setdefault(engaged.engagement_id, []).append(engaged)
         seen = microsoft_seen if microsoft_seen is not None else {}
-        # kept for the whole listing, so without their bodies (only the status is used)
-        seen.update({ms.engagement_id: replace(ms, raw={}) for ms in microsoft if ms.engagement_id})
+        # Microsoft's side of a deal no record is linked to yet: an incoming deal listed
+        # later may need it. Kept for the whole listing, so without its body (only the
+        # status is used); a linked deal's side is mirrored below and not kept.
+        seen.update(
+            {
+                ms.engagement_id: replace(ms, raw={})
+                for ms in microsoft
+                if ms.engagement_id and ms.engagement_id not in by_engagement
+            }
+        )
         # the referral as this connector last wrote or read it: nothing new, no work
         etags = self.store.etags_by_referral(self.connection, [r.id for r in own])
         own = [r for r in own if not (r.etag and etags.get(r.id) == r.etag)]
@@ -988,11 +1003,6 @@ class SyncEngine:
                     report.skipped["incoming_not_linked"] += 1
                 continue
             changed[link.crm_id] = self._linked(link, referral, link.fingerprint, link.sent_body)
-        engagements = [ms.engagement_id for ms in microsoft if ms.engagement_id]
-        by_engagement: dict[str, list[Link]] = {}
-        for link in self.store.links_by_engagements(self.connection, engagements):
-            if link.engagement_id:
-                by_engagement.setdefault(link.engagement_id, []).append(link)
         for ms in microsoft:
             for link in by_engagement.get(ms.engagement_id or "", []):
                 current = changed.get(link.crm_id, link)

@@ -9,12 +9,14 @@ terminal immutability. Expectations come from the seed and the sandbox's records
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from lifecycle_world import LifecycleWorld
 
+import connector.sync.engine as engine_module
 from connector.crm.salesforce import SalesforceOpportunities
 
 ALLY = "9f1c2d3e-0000-4000-8000-00000000a11e"
@@ -197,6 +199,29 @@ def test_incoming_referral_is_received_as_an_on_hold_opportunity(world: Lifecycl
     assert core_writes(world) == 0
     assert len(world.opportunities(Referral_Identifier__c=incoming["id"])) == 1
     assert world.referral(incoming["id"])["status"] == "New"
+
+
+def test_microsofts_side_listed_apart_from_its_deal_still_reaches_the_record(
+    world: LifecycleWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One referral per mirrored batch, Microsoft's sides listed first: an incoming deal
+    comes in a later batch than Microsoft's side of it, as does a linked deal."""
+    monkeypatch.setattr(engine_module, "MIRROR_BATCH", 1)
+    listed = engine_module.SyncEngine._changed_referrals
+
+    def microsoft_first(self: Any, *args: Any) -> Iterator[Any]:
+        return iter(sorted(listed(self, *args), key=lambda r: not engine_module._is_microsoft(r)))
+
+    monkeypatch.setattr(engine_module.SyncEngine, "_changed_referrals", microsoft_first)
+    outgoing, referral = synced(world, **CO_SELL)
+    incoming = world.send_incoming("Microsoft")
+    world.microsoft(referral["id"], "accept")
+    world.sync()
+    assert world.opportunity_for(incoming["id"])["CoSell_Microsoft_Status__c"] == "Active/Accepted"
+    assert world.opportunity(outgoing)["CoSell_Microsoft_Status__c"] == "Active/Accepted"
+    world.microsoft(incoming["id"], "win")
+    world.sync()
+    assert world.opportunity_for(incoming["id"])["CoSell_Microsoft_Status__c"] == "Closed/Won"
 
 
 def test_incoming_from_a_partner_is_received_too(world: LifecycleWorld) -> None:
