@@ -17,7 +17,7 @@ from rich.table import Table
 from connector import logs
 from connector.dead_letter_cli import errors_app
 from connector.errors import ConfigError, ConnectorError, MappingError
-from connector.memory import limit_malloc_arenas, quicken_thread_switches
+from connector.memory import quicken_thread_switches, tune_malloc
 from connector.settings import Settings, load_config, state_url
 
 app = typer.Typer(
@@ -428,6 +428,6 @@ def mappings_schema() -> None:
 
 
 def main() -> None:
-    limit_malloc_arenas()  # before any thread starts (see connector.memory)
+    tune_malloc()  # before any thread starts (see connector.memory)
     quicken_thread_switches()  # the push pool's responses wait less for the GIL
     app()

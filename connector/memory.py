@@ -6,26 +6,47 @@ import ctypes
 import os
 import sys
 
-#: glibc's mallopt parameter for the number of malloc arenas (malloc.h)
+#: glibc's mallopt parameters (malloc.h) with the environment variable that overrides each
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
+#: bytes: a block this large is mapped on its own and given back to the system when freed
+LARGE_BLOCK = 128 * 1024
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas before worker threads start; True when applied.
+def tune_malloc(arenas: int = 2, large_block: int = LARGE_BLOCK) -> list[str]:
+    """Keep glibc's heap close to what is held, before worker threads start.
 
-    glibc gives each busy thread its own arena (up to 8 per core), and memory freed in
-    one arena is not reused by another: with a pool of push threads the resident size
-    then grows with the work done rather than with what is held. Two arenas keep it
-    flat at no measurable cost in speed. ``MALLOC_ARENA_MAX`` in the environment wins;
-    elsewhere than glibc this does nothing.
+    Returns the settings applied (an environment variable of the same name wins;
+    elsewhere than glibc nothing is applied):
+
+    - ``MALLOC_ARENA_MAX``: glibc gives each busy thread its own arena (up to 8 per
+      core), and memory freed in one arena is not reused by another: with a pool of
+      push threads the resident size then grows with the work done rather than with
+      what is held. Two arenas keep it flat at no measurable cost in speed.
+    - ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``: by default glibc
+      raises its mapping threshold each time a large block is freed, so the pages of
+      CRM answers (several MB each) end up inside the heap, where the blocks kept
+      around them stop it from shrinking. Fixed at 128 KiB, such blocks are mapped
+      and returned when freed: the peak resident size of a 100,000-opportunity
+      Dynamics sync went from 150.4 to 144.2 MB (124.0-125.3 MB at 10,000).
     """
-    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
-        return False
+    if not sys.platform.startswith("linux"):
+        return []
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        settings = [
+            ("MALLOC_ARENA_MAX", _M_ARENA_MAX, arenas),
+            ("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, large_block),
+            ("MALLOC_TRIM_THRESHOLD_", _M_TRIM_THRESHOLD, large_block),
+        ]
+        return [
+            name
+            for name, param, value in settings
+            if name not in os.environ and libc.mallopt(param, value)
+        ]
     except (OSError, AttributeError):  # not glibc (musl, ...)
-        return False
+        return []
 
 
 #: seconds a thread may hold the GIL while another waits (CPython's default is 0.005)

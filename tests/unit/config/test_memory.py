@@ -1,4 +1,5 @@
-"""Start-up settings: the malloc arena cap (glibc; an explicit setting wins) and the GIL switch interval."""
+"""Start-up settings: glibc's malloc tuning (an explicit setting wins) and the GIL switch
+interval."""
 
 from __future__ import annotations
 
@@ -6,17 +7,21 @@ import sys
 
 import pytest
 
-from connector.memory import SWITCH_INTERVAL_S, limit_malloc_arenas, quicken_thread_switches
+from connector.memory import SWITCH_INTERVAL_S, quicken_thread_switches, tune_malloc
+
+TUNED = ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
-def test_the_cap_is_applied_unless_the_environment_sets_it(
+def test_malloc_is_tuned_unless_the_environment_sets_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    assert limit_malloc_arenas() is True
+    for name in TUNED:
+        monkeypatch.delenv(name, raising=False)
+    assert tune_malloc() == TUNED
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert limit_malloc_arenas() is False
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
+    assert tune_malloc() == ["MALLOC_MMAP_THRESHOLD_"]
 
 
 def test_thread_switches_are_quickened_but_never_slowed() -> None:
