@@ -6,7 +6,7 @@ import ctypes
 import os
 import sys
 
-#: glibc's mallopt parameters (malloc.h) with the environment variable that overrides each
+#: glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -33,13 +33,14 @@ def tune_malloc(arenas: int = 2, large_block: int = LARGE_BLOCK) -> list[str]:
     """
     if not sys.platform.startswith("linux"):
         return []
+    # each setting with the environment variable glibc reads for it
+    settings = (
+        ("MALLOC_ARENA_MAX", _M_ARENA_MAX, arenas),
+        ("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, large_block),
+        ("MALLOC_TRIM_THRESHOLD_", _M_TRIM_THRESHOLD, large_block),
+    )
     try:
         libc = ctypes.CDLL("libc.so.6")
-        settings = [
-            ("MALLOC_ARENA_MAX", _M_ARENA_MAX, arenas),
-            ("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, large_block),
-            ("MALLOC_TRIM_THRESHOLD_", _M_TRIM_THRESHOLD, large_block),
-        ]
         return [
             name
             for name, param, value in settings

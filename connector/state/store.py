@@ -86,7 +86,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     last 128 statements it prepared (about 200 KB each at 1,000 ids in SQLite): a long
     run meeting every length from 1 to 1,000 grew by 25 MB. A chunk is padded with its
     last id up to the next power of two (or ``size``), so a lookup has at most
-    ``log2(size)`` statements; the repeated id changes nothing in an ``IN``.
+    ``log2(size) + 1`` statements; the repeated id changes nothing in an ``IN``.
     """
     for start in range(0, len(items), size):
         chunk = list(items[start : start + size])
