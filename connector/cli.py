@@ -17,7 +17,7 @@ from rich.table import Table
 from connector import logs
 from connector.dead_letter_cli import errors_app
 from connector.errors import ConfigError, ConnectorError, MappingError
-from connector.memory import quicken_thread_switches, tune_malloc
+from connector.memory import quicken_thread_switches, settle_heap, tune_malloc
 from connector.settings import Settings, load_config, state_url
 
 app = typer.Typer(
@@ -100,6 +100,7 @@ def sync(
         connections = cfg.connection(connection)
     except (ConfigError, MappingError) as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    _settle_heap()
     try:
         reports = run_once(settings, cfg, connections, dry_run=dry_run, full=full, console=console)
     except (ConfigError, MappingError) as exc:
@@ -212,6 +213,7 @@ def run(
             ExitCode.BAD_CONFIG,
         ) from None
     daemon.install_signal_handlers()
+    _settle_heap()
     daemon.start()
     code = daemon.wait()
     if daemon.abandoned:  # a cycle thread still runs: do not wait for it at exit
@@ -427,7 +429,20 @@ def mappings_schema() -> None:
     sys.stdout.write(json.dumps(MappingFile.model_json_schema(by_alias=True), indent=2) + "\n")
 
 
+#: set by :func:`main`: the process is the connector's own, so process-wide settings
+#: apply (not when a test runner or another program calls the commands)
+_own_process = False
+
+
+def _settle_heap() -> None:
+    """Start-up is over: short collector pauses from here on (see connector.memory)."""
+    if _own_process:
+        settle_heap()
+
+
 def main() -> None:
+    global _own_process
+    _own_process = True
     tune_malloc()  # before any thread starts (see connector.memory)
     quicken_thread_switches()  # the push pool's responses wait less for the GIL
     app()

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from connector.memory import settle_heap
 from connector.sandbox import corrupt
 from connector.sandbox.context import (
     APIS,
@@ -291,6 +292,8 @@ def admin_routes(
         for name, part in parts.items():
             if only is None or name in only:
                 part.seed(n, s)
+        if ctx.settle_heap_after_seed:
+            settle_heap()
         return JSONResponse({"seeded": n, "seed": s})
 
     async def client_secrets(request: Request) -> Response:

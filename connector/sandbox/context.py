@@ -201,6 +201,9 @@ class SandboxContext:
         self._fault_lock = threading.Lock()
         self.seed = seed
         self.latency_ms: dict[str, float] = dict.fromkeys(APIS, latency_ms)
+        #: settle the heap after POST /_sandbox/seed (only where the sandbox has its
+        #: process to itself: ``connector sandbox``)
+        self.settle_heap_after_seed = False
         self.faults: dict[str, FaultSettings] = {api: FaultSettings() for api in APIS}
         #: client secrets the token endpoints accept (PUT /_sandbox/secrets adds long ones,
         #: so a secret scan has a distinctive value to look for)

@@ -14,6 +14,7 @@ from typing import Any
 import trustme
 import uvicorn
 
+from connector.memory import settle_heap
 from connector.sandbox.app import create_app
 from connector.sandbox.context import SandboxContext
 
@@ -92,7 +93,12 @@ def serve(
             "(pass --allow-remote to bind to it anyway)"
         )
     ctx = SandboxContext(seed=seed, latency_ms=latency_ms)
+    # a process of its own: its data stay out of the collector's walks (every seed
+    # settles them again), or a full collection, which grows with them, would stall
+    # every request in flight (see connector.memory.settle_heap)
+    ctx.settle_heap_after_seed = True
     app = create_app(ctx, opportunities=opportunities, state_file=state_file)
+    settle_heap()
     with tempfile.TemporaryDirectory(prefix="sandbox-tls-") as tmp:
         tls = make_tls(ca_file, Path(tmp))
         server = uvicorn.Server(uvicorn_config(app, host, port, tls, log_level="info"))

@@ -1,9 +1,11 @@
-"""Start-up settings: glibc's malloc tuning (an explicit setting wins) and the GIL switch
-interval."""
+"""Start-up settings: glibc's malloc tuning (an explicit setting wins), the GIL switch
+interval and the garbage collector."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -34,3 +36,83 @@ def test_thread_switches_are_quickened_but_never_slowed() -> None:
         assert quicken_thread_switches() == pytest.approx(0.0002)
     finally:
         sys.setswitchinterval(before)
+
+
+def _in_own_process(code: str) -> str:
+    """Run ``code`` in a fresh interpreter: the collector's settings are process-wide."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_settling_freezes_what_lives_and_a_second_settling_collects_what_died() -> None:
+    out = _in_own_process(
+        """
+        import gc, weakref
+        from connector.memory import GC_YOUNG_THRESHOLD, settle_heap
+
+        class Node:
+            pass
+
+        node = Node()
+        node.itself = node  # a cycle: only the collector can free it
+        alive = weakref.ref(node)
+        frozen = settle_heap()
+        assert frozen > 1000 and gc.get_freeze_count() == frozen, frozen
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+        del node
+        gc.collect()
+        assert alive() is not None, "a frozen object is not walked by the collector"
+        settle_heap()
+        assert alive() is None, "settling again unfreezes and collects what died"
+        gc.set_threshold(50_000)
+        settle_heap()
+        assert gc.get_threshold()[0] == 50_000, "a higher threshold is kept"
+        print("ok")
+        """
+    )
+    assert out == "ok"
+
+
+def test_the_cli_settles_the_heap_only_in_its_own_process() -> None:
+    out = _in_own_process(
+        """
+        import gc
+        import connector.cli as cli
+
+        cli._settle_heap()  # a program or test runner calling the commands
+        untouched = gc.get_freeze_count()
+        cli._own_process = True  # as main() sets it
+        cli._settle_heap()
+        print(untouched, gc.get_freeze_count() > 1000)
+        """
+    )
+    assert out == "0 True"
+
+
+def test_the_sandbox_settles_its_data_after_a_seed_when_it_runs_alone() -> None:
+    out = _in_own_process(
+        """
+        import gc
+        from starlette.testclient import TestClient
+        from connector.sandbox.app import create_app
+        from connector.sandbox.context import SandboxContext
+
+        counts = []
+        for alone in (False, True):
+            ctx = SandboxContext()
+            ctx.settle_heap_after_seed = alone
+            with TestClient(create_app(ctx)) as client:
+                seeded = client.post("/_sandbox/seed", json={"opportunities": 20})
+                assert seeded.status_code == 200, seeded.text
+            counts.append(gc.get_freeze_count())
+        print(counts[0], counts[1] > 1000)
+        """
+    )
+    assert out == "0 True"
