@@ -80,6 +80,8 @@ def lookup(row: Mapping[str, Any], path: str) -> Any:
     Salesforce answers with the field's canonical spelling, which may differ in case
     from the name asked for, hence the case-insensitive fallback.
     """
+    if path in row and "." not in path:  # a field of the row itself, as spelt
+        return row[path]
     current: Any = row
     for part in path.split("."):
         if not isinstance(current, Mapping):

@@ -60,6 +60,8 @@ def stage_by_probability(probability: Decimal) -> StandardStage:
 def clean_text(value: str, *, multiline: bool = False) -> str:
     """Drop control characters (keeping newlines and tabs in multi-line text), normalise."""
     text = unicodedata.normalize("NFC", value)
+    if text.isprintable():  # the common case: nothing to drop, only spaces to fold
+        return text.strip() if multiline else " ".join(text.split())
     if multiline:
         return "".join(c for c in text if c not in _CONTROL).strip()
     return " ".join("".join(c if c not in _CONTROL else " " for c in text).split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -178,3 +179,36 @@ def test_stage_by_probability(probability: int, expected: str) -> None:
 def test_clean_text_drops_control_characters_but_keeps_unicode() -> None:
     assert clean_text("Müller\x00 GmbH 🚀\x1b[31m") == "Müller GmbH 🚀 [31m"
     assert clean_text("line1\nline2\x07", multiline=True) == "line1\nline2"
+
+
+def _clean_text_character_by_character(value: str, *, multiline: bool) -> str:
+    """clean_text without its fast path for printable text: what it must equal."""
+    control = {chr(c) for c in range(32) if chr(c) not in "\n\t"} | {chr(127)}
+    text = unicodedata.normalize("NFC", value)
+    if multiline:
+        return "".join(c for c in text if c not in control).strip()
+    return " ".join("".join(c if c not in control else " " for c in text).split())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Contoso Ltd",
+        "  Contoso   Ltd  ",
+        "Cafe\u0301 Müller",  # combining accent: NFC folds it
+        "tab\there",
+        "two\nlines\r\n",
+        "nbsp\u00a0and\u2028line separator",
+        "zero\u200bwidth",
+        "bell\x07 and delete\x7f",
+        "",
+        "   ",
+        "🚀 emoji",
+    ],
+)
+@pytest.mark.parametrize("multiline", [False, True])
+def test_clean_text_fast_path_gives_what_character_by_character_cleaning_gives(
+    value: str, multiline: bool
+) -> None:
+    expected = _clean_text_character_by_character(value, multiline=multiline)
+    assert clean_text(value, multiline=multiline) == expected
