@@ -435,7 +435,7 @@ _own_process = False
 
 
 def _settle_heap() -> None:
-    """Start-up is over: short collector pauses from here on (see connector.memory)."""
+    """Start-up is over: shorter full collections from here on (see connector.memory)."""
     if _own_process:
         settle_heap()
 
