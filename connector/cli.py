@@ -273,7 +273,11 @@ def sandbox(
     opportunities: Annotated[int, typer.Option(help="Opportunities to seed in each CRM.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 1,
     latency_ms: Annotated[
-        float, typer.Option("--latency-ms", help="Latency added to every API call.")
+        float,
+        typer.Option(
+            "--latency-ms",
+            help="Latency of every API call: each answer waits this long after its request arrived.",
+        ),
     ] = 0.0,
     state: Annotated[
         Path | None,

@@ -11,6 +11,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -973,3 +974,54 @@ def test_seed_is_deterministic(core: Core) -> None:
         if r["owner"]["type"] == "Partner"
     ]
     assert len(incoming) == 3
+
+
+# --- latency --------------------------------------------------------------------------------
+
+
+def _admin_ids(core: Core) -> set[str]:
+    return {r["id"] for r in core.admin("GET", "referrals").json()["value"]}
+
+
+def test_latency_holds_the_answer_not_the_work(core: Core) -> None:
+    """The work is done when the request arrives; the answer waits out the latency.
+
+    A real server's latency is its response time, its own work inside it: a
+    benchmark's bound (N × latency / concurrency) then holds for the sandbox too.
+    """
+    before = _admin_ids(core)
+    core.http.put("/_sandbox/latency", json={"core": 3000}).raise_for_status()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            sent = time.monotonic()
+            answer = pool.submit(core.create, deal_body())
+            created: set[str] = set()
+            for _ in range(300):  # the admin API has no latency; at most ~3 s
+                created = _admin_ids(core) - before
+                if created or answer.done():
+                    break
+                time.sleep(0.01)
+            seen_after = time.monotonic() - sent
+            assert created, "the referral was not created before its answer arrived"
+            assert not answer.done()
+            assert seen_after < 2.0
+            deal = answer.result(timeout=30)
+            assert time.monotonic() - sent >= 3.0
+        assert {deal["id"]} == created
+    finally:
+        core.http.put("/_sandbox/latency", json={"core": 0}).raise_for_status()
+
+
+def test_slow_fault_adds_to_the_latency(core: Core) -> None:
+    core.http.put("/_sandbox/latency", json={"core": 200}).raise_for_status()
+    core.http.put(
+        "/_sandbox/faults", json={"core": {"rate_slow": 1.0, "slow_ms": 400}}
+    ).raise_for_status()
+    try:
+        sent = time.monotonic()
+        deal = core.create(deal_body())
+        assert time.monotonic() - sent >= 0.6
+        assert deal["id"] in _admin_ids(core)
+    finally:
+        core.http.put("/_sandbox/faults", json={"core": {}}).raise_for_status()
+        core.http.put("/_sandbox/latency", json={"core": 0}).raise_for_status()
