@@ -112,10 +112,11 @@ class FaultMiddleware:
             delay_ms += settings.slow_ms
         if delay_ms > 0:
             send = _held(send, now + delay_ms / 1000.0)
-        if fault is None:
+        if fault is not None:
+            stats.faults[(api, fault)] += 1
+        if fault is None or fault == "slow":  # a slow answer is only held longer
             await self.app(scope, receive, send)
             return
-        stats.faults[(api, fault)] += 1
         part = self.parts.get(api)
         if fault in corrupt.KINDS:
             recorded = corrupt.BodyRecorder()
@@ -124,9 +125,6 @@ class FaultMiddleware:
             await corrupt.send_rewritten(
                 send, recorded, corrupt.rewrite(fault, recorded.body, error)
             )
-            return
-        if fault == "slow":
-            await self.app(scope, receive, send)
             return
         if fault == "reset":
             # Start a response that promises more bytes than it sends, then fail:
