@@ -340,7 +340,8 @@ def auth_login(
                     core.scope,
                     core.token_cache,
                     http,
-                    echo=lambda text: console.print(text, highlight=False),
+                    # the endpoint's own words: text (not markup), scrubbed like any output
+                    echo=lambda text: console.print(escape(logs.scrub(text)), highlight=False),
                 )
             except ConnectorError as exc:
                 raise _fail(exc.message, ExitCode.FAILED) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -255,10 +256,21 @@ class ConfigFile(BaseModel):
 
 
 def state_url(settings: Settings, config: ConfigFile) -> str:
-    """``CONNECTOR_STATE_URL`` when set, else the config file's ``state_url``, else the default."""
+    """``CONNECTOR_STATE_URL`` when set, else the config file's ``state_url``, else the default.
+
+    A password in the URL (PostgreSQL) is registered for redaction like any secret.
+    """
     if "state_url" in settings.model_fields_set or config.state_url is None:
-        return settings.state_url
-    return config.state_url
+        url = settings.state_url
+    else:
+        url = config.state_url
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None  # not a URL the store can open either: it says so, without the URL
+    if password:
+        register_secret(password, unquote(password))
+    return url
 
 
 #: what a config file is, for telling one apart from any other file without showing it

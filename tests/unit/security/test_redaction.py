@@ -13,6 +13,7 @@ import pytest
 from connector import redaction
 from connector.errors import CoreError
 from connector.redaction import MASK, SecretRegistry
+from connector.settings import ConfigFile, Settings, state_url
 from connector.sync.report import RunReport
 
 SECRET = 'Zq9+/x=&%"\\é-secret-value'
@@ -99,3 +100,13 @@ def test_errors_and_reports_are_scrubbed_as_they_are_built() -> None:
     assert "issued-token" not in (report.error or "")
     assert "issued-token" not in json.dumps(report.as_json())
     assert "issued-token" not in json.dumps(report.log_fields())
+
+
+@pytest.mark.usefixtures("process_registry")
+def test_the_state_store_password_is_a_secret_too() -> None:
+    url = "postgresql+psycopg://sync:pa%2Fss-w0rd@db.example/connector"
+    config = ConfigFile.model_construct(state_url=url, connections=[])
+    assert state_url(Settings(), config) == url
+    assert redaction.scrub("could not connect with pa/ss-w0rd (pa%2Fss-w0rd)") == (
+        f"could not connect with {MASK} ({MASK})"
+    )
