@@ -8,12 +8,8 @@ from pydantic import ValidationError
 
 from connector.errors import MappingError
 from connector.mapping.schema import MappingFile
-from connector.mapping.yaml_source import (
-    YamlKind,
-    format_validation_error,
-    load_yaml,
-    read_yaml_text,
-)
+from connector.mapping.yaml_guards import YamlKind, read_yaml_text
+from connector.mapping.yaml_source import format_validation_error, load_yaml
 from connector.settings import DEFAULT_MAX_YAML_BYTES
 
 #: what a mapping file is: its top-level keys tell it apart from any other file

@@ -4,13 +4,9 @@ Used for mapping files and the config file. Positions are 1-based. Key positions
 point at a key (unknown keys, missing keys below it); value positions point at the
 value (wrong types, bad choices), so an editor jumps to the exact spot.
 
-Hostile files are refused quickly and without being shown: a file larger than the
-size limit is not read past it (:func:`read_yaml_text`); aliases may add at most
-:data:`MAX_ALIAS_NODES` nodes to what the text itself holds (a few hundred bytes of
-nested aliases would otherwise expand to billions); and a file that is not
-recognisably of its kind (no top-level key of a mapping or config file, e.g. a
-password file passed by mistake) gets a message with its name and nothing of its
-content.
+Hostile files are refused quickly and without being shown (the guards live in
+:mod:`connector.mapping.yaml_guards`); an unknown key that does not look like a key
+someone typed (a line of some other file) is not repeated in a message.
 """
 
 from __future__ import annotations
@@ -19,8 +15,6 @@ import difflib
 import re
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -29,6 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from connector.errors import ConnectorError, MappingError
+from connector.mapping.yaml_guards import MAX_ALIAS_NODES, YamlKind, alias_nodes
 
 Path_ = tuple[str | int, ...]
 
@@ -54,66 +49,8 @@ class ModelProblems(ValueError):
 
 _DUPLICATE = re.compile(r'found duplicate key "(.*?)"')
 
-#: nodes that aliases may add beyond those written in the text (a real mapping file
-#: uses none, or a few dozen to share a block)
-MAX_ALIAS_NODES = 10_000
 #: an unknown key shown in a message: something a person would type as a key
 _KEY_LIKE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,59}$")
-
-
-@dataclass(frozen=True)
-class YamlKind:
-    """What a file is meant to be, to tell it apart from any other file without showing it."""
-
-    name: str  # "mapping file"
-    keys: frozenset[str]  # its top-level keys
-    start_from: str  # where a valid example lives
-
-    def written_in(self, text: str) -> bool:
-        """True when a line of ``text`` starts with one of the keys (even if YAML is broken)."""
-        names = "|".join(re.escape(k) for k in sorted(self.keys))
-        return (
-            re.search(rf"^(?:-[ \t]+)?[\"']?(?:{names})[\"']?[ \t]*:(?:[ \t]|$)", text, re.M)
-            is not None
-        )
-
-    def refusal(self, filename: str) -> str:
-        keys = ", ".join(f"{k}:" for k in sorted(self.keys))
-        return (
-            f"{filename}:1:1: this is not a {self.name}: none of its top-level keys is one a "
-            f"{self.name} has ({keys}), so nothing of it is shown; check the path "
-            f"({self.start_from})"
-        )
-
-
-def read_yaml_text(
-    path: Path,
-    kind: YamlKind,
-    max_bytes: int,
-    *,
-    error_type: type[ConnectorError] = MappingError,
-    advice: str = "",
-) -> str:
-    """The UTF-8 text of ``path``, read no further than ``max_bytes`` (a larger file is refused)."""
-    tail = f"; {advice}" if advice else ""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise error_type(f"cannot read the {kind.name} {path}: {exc.strerror}{tail}") from None
-    if len(raw) > max_bytes:
-        raise error_type(
-            f"{path}: the file is larger than {max_bytes:,} bytes (CONNECTOR_MAX_YAML_BYTES); "
-            f"a {kind.name} is a few kilobytes: check the path, or raise the limit"
-        )
-    try:
-        return raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is dropped
-    except UnicodeDecodeError:
-        utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
-        found = "UTF-16 text" if utf16 else "not UTF-8 text"
-        raise error_type(
-            f"{path}: the file is {found}, so nothing of it is shown; save it as UTF-8"
-        ) from None
 
 
 def load_yaml(
@@ -142,7 +79,7 @@ def load_yaml(
         raise error_type(f"{where}: {_yaml_problem(exc)}") from None
     except Exception as exc:  # ruamel raises a few non-marked errors (and RecursionError)
         raise error_type(f"{filename}:1:1: this is not valid YAML ({type(exc).__name__})") from None
-    added = _alias_nodes(doc)
+    added = alias_nodes(doc)
     if added > MAX_ALIAS_NODES:
         raise error_type(
             f"{filename}:1:1: its aliases (*name) expand to more than {MAX_ALIAS_NODES:,} "
@@ -153,45 +90,6 @@ def load_yaml(
         raise error_type(kind.refusal(filename))
     positions = Positions()
     return _plain(doc, (), positions), positions
-
-
-def _alias_nodes(doc: Any) -> int:
-    """How many nodes aliases add to ``doc`` once expanded (linear in the text).
-
-    ruamel builds an alias as a second reference to the anchored object; the
-    expanded size of each object is computed once (memoised by identity), so a
-    "billion laughs" costs no more than its own few lines. (A self-referencing alias
-    is made None by ruamel; were it kept, it would count as unbounded.)
-    """
-    sizes: dict[int, int] = {}
-    written = 0
-    in_progress = -1
-    stack: list[tuple[Any, bool]] = [(doc, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if not isinstance(node, (dict, list)):
-            continue
-        key = id(node)
-        children = [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
-        if children_done:
-            total = 1
-            for child in children:
-                size = sizes.get(id(child), 1) if isinstance(child, (dict, list)) else 1
-                if size == in_progress:
-                    return MAX_ALIAS_NODES + 1
-                total += size
-            sizes[key] = total
-            continue
-        if key in sizes:
-            continue
-        sizes[key] = in_progress
-        # a map's own items only: ruamel lists the items a merge key (<<: *x) brings in
-        # among them, and those are expanded, not written
-        own = getattr(node, "_ok", None)
-        written += 1 + (2 * len(own) if isinstance(own, set) else len(children))
-        stack.append((node, True))
-        stack.extend((child, False) for child in children if isinstance(child, (dict, list)))
-    return max(0, sizes.get(id(doc), 1) - written)
 
 
 def _yaml_problem(exc: MarkedYAMLError) -> str:
