@@ -96,7 +96,7 @@ def sync(
 
     settings = _settings(config)
     try:
-        cfg = load_config(settings.config)
+        cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
         connections = cfg.connection(connection)
     except (ConfigError, MappingError) as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
@@ -193,7 +193,7 @@ def run(
 
     settings = _settings(config)
     try:
-        cfg = load_config(settings.config)
+        cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
         daemon = Daemon(
             settings,
             cfg,
@@ -229,7 +229,7 @@ def status(config: ConfigOpt = None) -> None:
 
     settings = _settings(config)
     try:
-        cfg = load_config(settings.config)
+        cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
     except ConfigError as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
     store = Store.open(state_url(settings, cfg))
@@ -324,7 +324,7 @@ def auth_login(
 
     settings = _settings(config)
     try:
-        cfg = load_config(settings.config)
+        cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
         conns = cfg.connection(connection)
     except ConfigError as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
@@ -340,7 +340,8 @@ def auth_login(
                     core.scope,
                     core.token_cache,
                     http,
-                    echo=lambda text: console.print(text, highlight=False),
+                    # the endpoint's own words: text (not markup), scrubbed like any output
+                    echo=lambda text: console.print(escape(logs.scrub(text)), highlight=False),
                 )
             except ConnectorError as exc:
                 raise _fail(exc.message, ExitCode.FAILED) from None
@@ -372,7 +373,11 @@ def mappings_check(
     settings = _settings(config)
     files = list(file or [])
     try:
-        cfg = load_config(settings.config) if against_crm or not files else None
+        cfg = (
+            load_config(settings.config, max_bytes=settings.max_yaml_bytes)
+            if against_crm or not files
+            else None
+        )
     except ConfigError as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
     if not files and cfg is not None:
@@ -380,7 +385,7 @@ def mappings_check(
     bad = 0
     for path in files:
         try:
-            mapping = load_mapping(path)
+            mapping = load_mapping(path, max_bytes=settings.max_yaml_bytes)
         except MappingError as exc:
             bad += 1
             err_console.print(exc.message, highlight=False)
@@ -414,9 +419,9 @@ def mappings_explain(
 
     settings = _settings(config)
     try:
-        cfg = load_config(settings.config)
+        cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
         conn = connection_for(cfg, None, connection)
-        mapping = load_mapping(conn.mapping)
+        mapping = load_mapping(conn.mapping, max_bytes=settings.max_yaml_bytes)
         explanation = explain_live(conn, settings, mapping, record_id, state_url(settings, cfg))
     except (ConfigError, MappingError) as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None

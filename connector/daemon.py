@@ -129,7 +129,7 @@ class Daemon:
 
     def _watch(self, conn: ConnectionSettings) -> _MappingWatch:
         try:  # invalid at start-up: fail fast (the caller exits 4)
-            mapping = load_mapping(conn.mapping)
+            mapping = load_mapping(conn.mapping, max_bytes=self.settings.max_yaml_bytes)
         except MappingError as exc:
             raise MappingError(
                 f"connections[{conn.name}].mapping: {exc.message}", exc.problems
@@ -183,7 +183,7 @@ class Daemon:
             return watch.mapping
         watch.mtime = mtime
         try:
-            watch.mapping = load_mapping(watch.path)
+            watch.mapping = load_mapping(watch.path, max_bytes=self.settings.max_yaml_bytes)
             watch.errors = []
             log.info("%s: mapping %s reloaded", conn.name, watch.path)
         except MappingError as exc:

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from connector import logs
@@ -51,7 +52,7 @@ def _store(config: Path | None) -> Iterator[Store]:
         settings = settings.model_copy(update={"config": config})
     logs.setup(settings.log_level, settings.log_format)
     try:
-        cfg = load_config(settings.config)
+        cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
     except ConfigError as exc:
         raise _fail(exc.message, _BAD_CONFIG) from None
     try:
@@ -70,8 +71,8 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def _short(text: str, width: int = 60) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 1] + "…"
+    line = " ".join(logs.scrub(text).split())
+    return escape(line if len(line) <= width else line[: width - 1] + "…")  # text, not markup
 
 
 def _when(letter: DeadLetter, which: str) -> str:
@@ -132,7 +133,7 @@ def errors_show(
         "resolved",
     ):
         console.print(f"[bold]{name}:[/] {getattr(letter, name)}", highlight=False)
-    console.print(f"[bold]message:[/] {letter.message}", highlight=False)
+    console.print(f"[bold]message:[/] {escape(logs.scrub(letter.message))}", highlight=False)
 
 
 @errors_app.command("retry")

@@ -16,10 +16,15 @@
 Retryability is a property of the instance (``transient``), decided where the
 response is classified (``connector.dealcore.classify`` and the CRM adapters),
 never by the caller. Messages say what happened, to which record and what to
-do; they never carry tokens, passwords or URLs with query strings.
+do; they never carry tokens, passwords or URLs with query strings, and as a last
+guard every message (and code) is scrubbed of the registered secrets and tokens as
+the error is built (:mod:`connector.redaction`): a server that echoes a credential in
+its error text cannot carry it into a log, a report or the state store.
 """
 
 from __future__ import annotations
+
+from connector.redaction import scrub
 
 
 class ConnectorError(Exception):
@@ -30,10 +35,11 @@ class ConnectorError(Exception):
     code: str = "error"
 
     def __init__(self, message: str, *, code: str | None = None, transient: bool | None = None):
+        message = scrub(message)
         super().__init__(message)
         self.message = message
         if code is not None:
-            self.code = code
+            self.code = scrub(code)
         if transient is not None:
             self.transient = transient
 

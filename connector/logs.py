@@ -1,7 +1,9 @@
 """Logging: one line per event; JSON when not on a terminal, readable when on one.
 
-Known secret values are registered with :func:`redact` and replaced by ``***`` in
-every record, whatever module logged it.
+Every record passes :class:`RedactingFilter`, and every JSON line is scrubbed again
+after formatting: secrets and tokens known to :mod:`connector.redaction` become
+``***``, in whatever form (raw, URL-encoded, JSON-escaped, base64) and whatever module
+logged them.
 """
 
 from __future__ import annotations
@@ -9,37 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
-_secrets: set[str] = set()
-_lock = threading.Lock()
+from connector.redaction import REGISTRY, register_secret, scrub
 
-
-#: the sandbox's fake client secret is public (written in config/sandbox.yaml); redacting
-#: it would turn every "sandbox-salesforce" in the logs into "***-salesforce"
-PUBLIC_VALUES = frozenset({"sandbox"})
+__all__ = ["JsonFormatter", "RedactingFilter", "redact", "scrub", "setup"]
 
 
 def redact(*values: str | None) -> None:
-    """Register secret values that must never reach a log line."""
-    with _lock:
-        for value in values:
-            if value and len(value) >= 4 and value not in PUBLIC_VALUES:
-                _secrets.add(value)
-
-
-def scrub(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    """Register secret values that must never be written anywhere (see connector.redaction)."""
+    register_secret(*values)
 
 
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
+        if REGISTRY:
             message = scrub(record.getMessage())
             record.msg, record.args = message, None
             if record.exc_info and record.exc_info[1] is not None:

@@ -1,4 +1,11 @@
-"""Prometheus metrics of the daemon, on a registry of its own."""
+"""Prometheus metrics of the daemon, on a registry of its own.
+
+Every label value comes from a closed set, so that the number of series stays fixed
+whatever the remote systems answer: a record's reason is one of the connector's own
+codes (:data:`SKIP_REASONS`, :data:`REJECT_REASONS`, :data:`FAILURE_REASONS`), a
+failure family (``crm_write``, ``inbound_create``), or ``remote_error`` / ``other``
+for a code a remote system chose (its detail stays in the dead letters and logs).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,47 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from connector.sync.plan import SkipReason
 from connector.sync.report import RunReport
+
+SKIP_REASONS = frozenset(
+    {r.value for r in SkipReason}
+    | {"deleted", "incoming_not_linked", "read_only_closed", "answer_refused", "skipped"}
+)
+REJECT_REASONS = frozenset({"invalid_record"})
+#: failure codes the connector itself gives (classification, transport, state)
+FAILURE_REASONS = frozenset(
+    {
+        "error",
+        "transport",
+        "tls",
+        "unauthenticated",
+        "accessDenied",
+        "not_found",
+        "precondition_failed",
+        "malformed_referral",
+        "malformed_response",
+        "bad_response",
+        "state_conflict",
+        "quota_exhausted",
+        "core_error",
+        "crm_error",
+    }
+)
+#: reasons written ``family:code`` (the code is a CRM's): counted under the family
+FAILURE_FAMILIES = frozenset({"crm_write", "inbound_create"})
+
+
+def reason_label(action: str, reason: str) -> str:
+    """The metric label of a record's ``reason`` under ``action``: always from a closed set."""
+    if action == "skipped":
+        return reason if reason in SKIP_REASONS else "other"
+    if action == "rejected":
+        return reason if reason in REJECT_REASONS else "other"
+    family = reason.partition(":")[0]
+    if family in FAILURE_FAMILIES:
+        return family
+    return reason if reason in FAILURE_REASONS else "remote_error"
 
 
 class Metrics:
@@ -76,7 +123,7 @@ class Metrics:
             ("failed", report.failed),
         ):
             for reason, n in counter.items():
-                self.records.labels(c, action, reason).inc(n)
+                self.records.labels(c, action, reason_label(action, reason)).inc(n)
         for system, n in report.api_calls.items():
             if n:
                 self.api_calls.labels(c, system).inc(n)

@@ -95,7 +95,7 @@ def open_runtime(
 ) -> Iterator[Runtime]:
     """The connection's clients, closed on exit; ``mapping`` overrides reading the file."""
     where = f"connections[{conn.name}]"
-    mapping = mapping or load_mapping(conn.mapping)
+    mapping = mapping or load_mapping(conn.mapping, max_bytes=settings.max_yaml_bytes)
     expected = "salesforce" if isinstance(conn.crm, SalesforceSettings) else "dynamics"
     if mapping.crm != expected:
         raise ConfigError(

@@ -13,15 +13,41 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connector.certificates import tls_url_problem
 from connector.errors import ConfigError
+from connector.redaction import register_secret
 
 DEFAULT_STATE_URL = "sqlite:///.connector/state.db"
 DEFAULT_CONFIG = Path("config/sandbox.yaml")
 SANDBOX_SECRET = "sandbox"
+#: the largest config or mapping file read; a real one is a few kilobytes
+DEFAULT_MAX_YAML_BYTES = 256 * 1024
+#: a secret file larger than this is not a secret (a wrong path, a device)
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def _https_only(url: str) -> str:
+    problem = tls_url_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
+    return url
+
+
+#: a URL that receives a secret or a token: https only (no exception, not even loopback)
+HttpsUrl = Annotated[str, AfterValidator(_https_only)]
 
 
 class Settings(BaseSettings):
@@ -37,6 +63,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     #: a folder of secret files (e.g. /run/secrets); ``{file: NAME}`` resolves inside it
     secrets_dir: Path | None = None
+    #: config and mapping files larger than this are refused before they are parsed
+    max_yaml_bytes: int = Field(DEFAULT_MAX_YAML_BYTES, ge=1024)
 
 
 class SecretRef(BaseModel):
@@ -61,42 +89,65 @@ class SecretRef(BaseModel):
         return self
 
     def resolve(self, where: str, secrets_dir: Path | None = None) -> SecretStr:
+        """The secret's value, registered for redaction before anything can use it."""
         if self.value is not None:
             return SecretStr(self.value)
         if self.env is not None:
             found = os.environ.get(self.env)
-            if not found:
+            if not found or not found.strip():
                 raise ConfigError(
-                    f"{where}: the environment variable {self.env} is not set; "
+                    f"{where}: the environment variable {self.env} is not set or empty; "
                     "export it or point the setting at a secret file"
                 )
+            register_secret(found, found.strip())
             return SecretStr(found)
         assert self.file is not None
         path = self.file
         if not path.is_absolute() and secrets_dir is not None:
             path = secrets_dir / path
-        try:
-            return SecretStr(path.read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            raise ConfigError(
-                f"{where}: cannot read the secret file {path}: {exc.strerror}"
-            ) from None
+        value = _read_secret_file(path, where)
+        register_secret(value)
+        return SecretStr(value)
+
+
+def _read_secret_file(path: Path, where: str) -> str:
+    """The stripped UTF-8 text of a secret file; a config error naming the file otherwise."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the secret file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(
+            f"{where}: the secret file {path} is larger than {MAX_SECRET_FILE_BYTES:,} bytes, "
+            "so it is not a secret; check the path"
+        )
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{where}: the secret file {path} is not UTF-8 text; write the secret into it "
+            "as UTF-8 (e.g. printf '%s' \"$SECRET\" > FILE)"
+        ) from None
+    if not value:
+        raise ConfigError(f"{where}: the secret file {path} is empty; write the secret into it")
+    return value
 
 
 class SalesforceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["salesforce"] = "salesforce"
-    login_url: str = "https://login.salesforce.com"
+    login_url: HttpsUrl = "https://login.salesforce.com"
     auth: Literal["client_credentials", "jwt_bearer", "token"] = "client_credentials"
     client_id: str | None = None
     client_secret: SecretRef | None = None
     username: str | None = None
     private_key_file: Path | None = None
-    instance_url: str | None = None
+    instance_url: HttpsUrl | None = None
     access_token: SecretRef | None = None
     #: an origin other than *.salesforce.com / *.force.com that may be the instance (the sandbox)
-    allowed_instance_origin: str | None = None
+    allowed_instance_origin: HttpsUrl | None = None
     api_version: str = "59.0"
     ca_file: Path | None = None
     timeout_s: float = 30.0
@@ -109,9 +160,9 @@ class DataverseSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["dynamics"] = "dynamics"
-    environment_url: str
+    environment_url: HttpsUrl
     #: Entra ID: tokens come from {authority}/{tenant}/oauth2/v2.0/token
-    authority: str = "https://login.microsoftonline.com"
+    authority: HttpsUrl = "https://login.microsoftonline.com"
     tenant: str
     client_id: str
     client_secret: SecretRef
@@ -132,10 +183,10 @@ class CoreSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str = "https://api.partner.microsoft.com/v1.0/engagements"
+    base_url: HttpsUrl = "https://api.partner.microsoft.com/v1.0/engagements"
     auth: Literal["client_credentials", "refresh_token"] = "refresh_token"
-    token_url: str = "https://login.microsoftonline.com/organizations/oauth2/v2.0/token"
-    devicecode_url: str | None = None
+    token_url: HttpsUrl = "https://login.microsoftonline.com/organizations/oauth2/v2.0/token"
+    devicecode_url: HttpsUrl | None = None
     client_id: str
     client_secret: SecretRef | None = None
     scope: str = "https://api.partner.microsoft.com/.default offline_access"
@@ -205,24 +256,46 @@ class ConfigFile(BaseModel):
 
 
 def state_url(settings: Settings, config: ConfigFile) -> str:
-    """``CONNECTOR_STATE_URL`` when set, else the config file's ``state_url``, else the default."""
+    """``CONNECTOR_STATE_URL`` when set, else the config file's ``state_url``, else the default.
+
+    A password in the URL (PostgreSQL) is registered for redaction like any secret.
+    """
     if "state_url" in settings.model_fields_set or config.state_url is None:
-        return settings.state_url
-    return config.state_url
+        url = settings.state_url
+    else:
+        url = config.state_url
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None  # not a URL the store can open either: it says so, without the URL
+    if password:
+        register_secret(password, unquote(password))
+    return url
 
 
-def load_config(path: Path) -> ConfigFile:
+#: what a config file is, for telling one apart from any other file without showing it
+CONFIG_KEYS = frozenset({"connections", "state_url"})
+
+
+def load_config(path: Path, *, max_bytes: int = DEFAULT_MAX_YAML_BYTES) -> ConfigFile:
     """Read and validate a config file; paths inside it are relative to the working folder."""
+    from connector.mapping.yaml_guards import YamlKind, read_yaml_text
     from connector.mapping.yaml_source import format_validation_error, load_yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+    kind = YamlKind("config file", CONFIG_KEYS, "start from config/sandbox.yaml")
+    text = read_yaml_text(
+        path,
+        kind,
+        max_bytes,
+        error_type=ConfigError,
+        advice="pass --config FILE or set CONNECTOR_CONFIG",
+    )
+    data, positions = load_yaml(text, str(path), error_type=ConfigError, kind=kind)
+    if not isinstance(data, dict):
         raise ConfigError(
-            f"cannot read the config file {path}: {exc.strerror}; pass --config FILE "
-            "or set CONNECTOR_CONFIG"
-        ) from None
-    data, positions = load_yaml(text, str(path), error_type=ConfigError)
+            f"{path}:1:1: this is not a config file: it holds no connections: block "
+            "(start from config/sandbox.yaml)"
+        )
     try:
         return ConfigFile.model_validate(data)
     except ValidationError as exc:

@@ -1,4 +1,8 @@
-"""Microsoft Entra ID client-credentials tokens for the Dataverse Web API."""
+"""Microsoft Entra ID client-credentials tokens for the Dataverse Web API.
+
+Each token is registered for redaction (:mod:`connector.redaction`) as it arrives;
+the token endpoint must be ``https://`` (the secret travels in the form).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from dataclasses import dataclass
 import httpx
 from pydantic import SecretStr
 
-from connector.certificates import certificate_rejected, untrusted_message
-from connector.errors import CrmError
+from connector.certificates import certificate_rejected, tls_url_problem, untrusted_message
+from connector.errors import ConfigError, CrmError
+from connector.redaction import register_token
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,9 @@ class DataverseTokens:
         refresh_margin_s: float = 300.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        problem = tls_url_problem(authority)
+        if problem is not None:  # the settings refuse it already; this guards direct use
+            raise ConfigError(f"crm.authority: {problem}")
         self.token_url = f"{authority.rstrip('/')}/{tenant}/oauth2/v2.0/token"
         self.scope = f"{environment_url.rstrip('/')}/.default"
         self._client_id = client_id
@@ -88,7 +96,7 @@ class DataverseTokens:
         except httpx.TransportError as exc:
             if certificate_rejected(exc):
                 raise CrmError(
-                    untrusted_message("Dataverse sign-in", "crm.ca_file"), code="tls"
+                    untrusted_message("Dataverse sign-in", "crm.ca_file", exc), code="tls"
                 ) from None
             raise CrmError(
                 f"Dataverse sign-in: the token endpoint did not answer ({type(exc).__name__}); "
@@ -105,6 +113,7 @@ class DataverseTokens:
                 status=response.status_code,
             )
         body = response.json()
+        register_token(str(body.get("access_token") or ""))
         lifetime = float(body.get("expires_in", 3600))
         # A short-lived token is refreshed at half its life rather than never used.
         margin = min(self._margin, lifetime / 2)

@@ -287,7 +287,9 @@ class DataverseTransport:
                 )
             except httpx.TransportError as exc:
                 if certificate_rejected(exc):
-                    raise CrmError(untrusted_message(what, "crm.ca_file"), code="tls") from None
+                    raise CrmError(
+                        untrusted_message(what, "crm.ca_file", exc), code="tls"
+                    ) from None
                 state = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
                 raise CrmError(
                     f"{what}: the connection to Dataverse {state} ({type(exc).__name__}); "

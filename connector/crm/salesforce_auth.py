@@ -10,7 +10,9 @@ Three ways in, each a small value object taking plain arguments (no settings imp
 the ``instance_url`` the answer names (only https hosts under ``salesforce.com`` /
 ``force.com``, or the one origin explicitly allowed, e.g. the sandbox), and hands out a
 client sharing one ``requests.Session``. Secrets stay in :class:`~pydantic.SecretStr` or
-on disk and never reach an error message.
+on disk; every token and signed assertion is registered for redaction
+(:mod:`connector.redaction`) before it is sent or used, so a server echoing one in an
+error cannot carry it into a message. Only ``https://`` login and instance URLs are used.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import requests
 from pydantic import SecretStr
 from simple_salesforce.api import Salesforce
 
+from connector.certificates import tls_url_problem, untrusted_message
 from connector.errors import ConfigError, CrmError
+from connector.redaction import register_token
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings
@@ -93,6 +97,7 @@ class JwtBearer:
                 f"the Salesforce JWT private key file {self.private_key_file} does not hold "
                 "an RSA private key in PEM form; export the connected app's key again"
             ) from None
+        register_token(assertion)  # a signed credential, valid for lifetime_s
         return {"grant_type": JWT_GRANT_TYPE, "assertion": assertion}
 
 
@@ -127,11 +132,12 @@ def origin_of(url: str) -> str:
 def check_instance_url(instance_url: str, allowed_origin: str | None) -> str:
     """The instance origin when it may receive the token, else :class:`ConfigError`."""
     origin = origin_of(instance_url)
-    if allowed_origin is not None and origin == origin_of(allowed_origin):
-        return origin
     parts = urlsplit(instance_url.strip())
     host = (parts.hostname or "").lower()
-    if parts.scheme.lower() == "https" and host.endswith(_TRUSTED_HOST_SUFFIXES):
+    secure = tls_url_problem(instance_url) is None
+    if secure and allowed_origin is not None and origin == origin_of(allowed_origin):
+        return origin
+    if secure and host.endswith(_TRUSTED_HOST_SUFFIXES):
         return origin
     raise ConfigError(
         f"Salesforce named the instance host {host or '(none)'!r} ({parts.scheme or 'no'} "
@@ -199,16 +205,17 @@ class SalesforceAuth:
         grant = self.grant
         if isinstance(grant, ExistingToken):
             return SalesforceToken(grant.access_token, grant.instance_url)
+        problem = tls_url_problem(grant.login_url)
+        if problem is not None:  # the settings refuse it already; this guards direct use
+            raise ConfigError(f"crm.login_url: {problem}")
         form = grant.token_form(self._clock())
         url = origin_of(grant.login_url) + "/services/oauth2/token"
         try:
             response = self.session.post(url, data=form, timeout=self.timeout)
-        except requests.exceptions.SSLError:
+        except requests.exceptions.SSLError as exc:
+            host = urlsplit(url).hostname
             raise CrmError(
-                f"TLS check of the Salesforce login host {urlsplit(url).hostname} failed: its "
-                "certificate is not signed by a trusted CA. Verification is always on; if "
-                "it uses a private CA (such as the sandbox's), set crm.ca_file to that CA's "
-                "PEM file",
+                untrusted_message(f"Salesforce sign-in at {host}", "crm.ca_file", exc),
                 code="tls",
                 transient=False,
             ) from None
@@ -265,6 +272,8 @@ def _token_from(
         )
     access_token = body.get("access_token")
     instance_url = body.get("instance_url")
+    if isinstance(access_token, str):
+        register_token(access_token)
     if not isinstance(access_token, str) or not isinstance(instance_url, str):
         raise CrmError(
             "the Salesforce token answer has no access_token or instance_url; "

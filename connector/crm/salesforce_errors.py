@@ -24,6 +24,7 @@ from typing import Any
 import requests
 from simple_salesforce.exceptions import SalesforceError
 
+from connector.certificates import untrusted_message
 from connector.errors import CrmError, QuotaExhausted
 
 #: whole-call error codes worth another attempt regardless of the HTTP status
@@ -68,8 +69,7 @@ def crm_error_from(exc: BaseException, what: str) -> CrmError:
     name = type(exc).__name__
     if isinstance(exc, requests.exceptions.SSLError):
         return CrmError(
-            f"TLS check of the Salesforce instance failed during {what} ({name}); if it "
-            "uses a private CA (such as the sandbox's), set crm.ca_file to that CA's PEM file",
+            untrusted_message(f"Salesforce instance, {what}", "crm.ca_file", exc),
             code="tls",
             transient=False,
         )

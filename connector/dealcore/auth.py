@@ -7,7 +7,9 @@
   anything non-interactive but a refresh token).
 - :func:`device_code_login`: the one interactive step that fills that cache file.
 
-Tokens never reach a log line or an error message.
+Tokens never reach a log line or an error message: every access token, refresh
+token and device code is registered for redaction (:mod:`connector.redaction`) the
+moment it is read or received, before any request could make a server echo it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from typing import Any, Protocol
 import httpx
 from pydantic import SecretStr
 
+from connector.certificates import tls_url_problem
 from connector.dealcore.classify import classify_token_response
 from connector.errors import ConfigError, CoreError
+from connector.redaction import register_token
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +89,17 @@ def _post_token_form(
     if error is not None:
         raise error
     data: dict[str, Any] = response.json()
+    _register_issued(data)
     return data
+
+
+def _register_issued(data: Any) -> None:
+    """Register the credentials of a token answer before anything uses them."""
+    if isinstance(data, dict):
+        for name in ("access_token", "refresh_token", "id_token", "device_code"):
+            value = data.get(name)
+            if isinstance(value, str):
+                register_token(value)
 
 
 def _expires_in(data: dict[str, Any]) -> float:
@@ -180,6 +194,7 @@ def read_refresh_token(cache_file: Path) -> str:
             f"the refresh-token cache {cache_file} holds no refresh token; "
             "sign in again with the device-code login"
         )
+    register_token(token)
     return token
 
 
@@ -299,6 +314,7 @@ def device_code_login(
         error = classify_token_response(start, what="device-code request")
         raise error or CoreError("device-code request failed", code="device_code")
     grant = start.json()
+    _register_issued(grant)
     device_code = grant.get("device_code")
     if not isinstance(device_code, str) or not device_code:
         raise CoreError(
@@ -322,6 +338,7 @@ def device_code_login(
             continue
         if response.status_code == 200:
             data = response.json()
+            _register_issued(data)
             refresh = data.get("refresh_token") if isinstance(data, dict) else None
             if not isinstance(refresh, str) or not refresh:
                 raise CoreError(
@@ -361,6 +378,9 @@ def device_code_login(
 def _post_token_form_raw(
     http: httpx.Client, url: str, form: dict[str, str], what: str
 ) -> httpx.Response:
+    problem = tls_url_problem(url)
+    if problem is not None:  # the settings refuse it already; this guards direct use
+        raise ConfigError(f"{what}: the token endpoint: {problem}")
     try:
         return http.post(url, data=form, headers={"Accept": "application/json"})
     except httpx.TransportError as exc:

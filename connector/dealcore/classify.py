@@ -56,7 +56,8 @@ def classify(
     """
     if isinstance(outcome, httpx.TransportError):
         if certificate_rejected(outcome):
-            return CoreError(untrusted_message(what, "core.ca_file"), code="tls", transient=False)
+            message = untrusted_message(what, "core.ca_file", outcome)
+            return CoreError(message, code="tls", transient=False)
         kind = "timed out" if isinstance(outcome, httpx.TimeoutException) else "failed"
         return CoreError(
             f"{what}: the connection to the deal core {kind} ({type(outcome).__name__}); "
@@ -215,7 +216,8 @@ def classify_token_response(
     """
     if isinstance(outcome, httpx.TransportError):
         if certificate_rejected(outcome):
-            return CoreError(untrusted_message(what, "core.ca_file"), code="tls", transient=False)
+            message = untrusted_message(what, "core.ca_file", outcome)
+            return CoreError(message, code="tls", transient=False)
         return CoreError(
             f"{what}: the connection to the token endpoint failed "
             f"({type(outcome).__name__}); it will be retried",

@@ -38,7 +38,13 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _NOT_DEAL_CURRENCIES = frozenset(
     {"XXX", "XTS", "XAU", "XAG", "XPD", "XPT", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA"}
 )
-_CONTROL = {c for c in map(chr, range(32)) if c not in "\n\t"} | {chr(127)}
+#: C0 (but newline and tab), DEL and C1 (U+0080-U+009F: e.g. U+009B is a terminal's
+#: CSI, the one-character ESC [): control characters, never text a deal carries
+_CONTROL = (
+    {c for c in map(chr, range(32)) if c not in "\n\t"}
+    | {chr(127)}
+    | set(map(chr, range(0x80, 0xA0)))
+)
 
 #: standard stage by CRM probability (the lower bound of each band)
 _PROBABILITY_BANDS = (
@@ -274,8 +280,15 @@ def resolve_stage(
         return mapped, None
     if is_closed:
         return (StandardStage.WON if is_won else StandardStage.LOST), None
-    if rule.unmapped == "by_probability" and info is not None and info.probability is not None:
-        return stage_by_probability(info.probability), None
+    if rule.unmapped == "by_probability":
+        if info is not None and info.probability is not None:
+            return stage_by_probability(info.probability), None
+        # the policy is set already: what is missing is the CRM's probability
+        return None, (
+            f"stage {label[:80]!r} is not in the mapping, and the CRM gives it no "
+            "probability for stages.unmapped: by_probability to place it by; add it "
+            "under stages.map"
+        )
     return None, (
         f"stage {label[:80]!r} is not in the mapping; add it under stages.map "
         "(or set stages.unmapped: by_probability)"

@@ -8,12 +8,21 @@ from pydantic import ValidationError
 
 from connector.errors import MappingError
 from connector.mapping.schema import MappingFile
+from connector.mapping.yaml_guards import YamlKind, read_yaml_text
 from connector.mapping.yaml_source import format_validation_error, load_yaml
+from connector.settings import DEFAULT_MAX_YAML_BYTES
+
+#: what a mapping file is: its top-level keys tell it apart from any other file
+MAPPING_KIND = YamlKind(
+    "mapping file",
+    frozenset(f.alias or name for name, f in MappingFile.model_fields.items()),
+    "start from mappings/salesforce.yaml or mappings/dynamics.yaml",
+)
 
 
 def parse_mapping(text: str, filename: str) -> MappingFile:
     """Validate mapping text; raises :class:`MappingError` listing ``file:line:col`` problems."""
-    data, positions = load_yaml(text, filename)
+    data, positions = load_yaml(text, filename, kind=MAPPING_KIND)
     if not isinstance(data, dict):
         raise MappingError(f"{filename}:1:1: {_not_a_mapping(data)}")
     try:
@@ -36,12 +45,11 @@ def _not_a_mapping(data: object) -> str:
     return f"the file holds a single value; a mapping file is a set of {keys}"
 
 
-def load_mapping(path: Path) -> MappingFile:
-    """Read and validate one mapping file (see :func:`parse_mapping`)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MappingError(f"cannot read the mapping file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise MappingError(f"{path} is not UTF-8 text; save it as UTF-8") from None
+def load_mapping(path: Path, *, max_bytes: int = DEFAULT_MAX_YAML_BYTES) -> MappingFile:
+    """Read and validate one mapping file (see :func:`parse_mapping`).
+
+    A file larger than ``max_bytes`` (the ``CONNECTOR_MAX_YAML_BYTES`` setting) is
+    refused without being read past the limit.
+    """
+    text = read_yaml_text(path, MAPPING_KIND, max_bytes)
     return parse_mapping(text, str(path))

@@ -3,6 +3,10 @@
 Used for mapping files and the config file. Positions are 1-based. Key positions
 point at a key (unknown keys, missing keys below it); value positions point at the
 value (wrong types, bad choices), so an editor jumps to the exact spot.
+
+Hostile files are refused quickly and without being shown (the guards live in
+:mod:`connector.mapping.yaml_guards`); an unknown key that does not look like a key
+someone typed (a line of some other file) is not repeated in a message.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from connector.errors import ConnectorError, MappingError
+from connector.mapping.yaml_guards import MAX_ALIAS_NODES, YamlKind, alias_nodes
 
 Path_ = tuple[str | int, ...]
 
@@ -44,23 +49,45 @@ class ModelProblems(ValueError):
 
 _DUPLICATE = re.compile(r'found duplicate key "(.*?)"')
 
+#: an unknown key shown in a message: something a person would type as a key
+_KEY_LIKE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,59}$")
+
 
 def load_yaml(
-    text: str, filename: str, *, error_type: type[ConnectorError] = MappingError
+    text: str,
+    filename: str,
+    *,
+    error_type: type[ConnectorError] = MappingError,
+    kind: YamlKind | None = None,
 ) -> tuple[Any, Positions]:
-    """Parse YAML into plain Python data and the 1-based (line, column) of every node."""
+    """Parse YAML into plain Python data and the 1-based (line, column) of every node.
+
+    With ``kind``, a file that is not recognisably of that kind is refused with a
+    message that shows nothing of it.
+    """
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
         doc = yaml.load(text)
     except MarkedYAMLError as exc:
+        if kind is not None and not kind.written_in(text):
+            raise error_type(kind.refusal(filename)) from None
         mark = exc.problem_mark or exc.context_mark
         if exc.context_mark is not None and "flow" in str(exc.context or ""):
             mark = exc.context_mark  # an unclosed bracket: point where it opens
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else f"{filename}:1:1"
         raise error_type(f"{where}: {_yaml_problem(exc)}") from None
-    except Exception as exc:  # ruamel raises a few non-marked errors
-        raise error_type(f"{filename}:1:1: this is not valid YAML: {exc}") from None
+    except Exception as exc:  # ruamel raises a few non-marked errors (and RecursionError)
+        raise error_type(f"{filename}:1:1: this is not valid YAML ({type(exc).__name__})") from None
+    added = alias_nodes(doc)
+    if added > MAX_ALIAS_NODES:
+        raise error_type(
+            f"{filename}:1:1: its aliases (*name) expand to more than {MAX_ALIAS_NODES:,} "
+            "nodes beyond those written in the file; write the repeated blocks out, or "
+            "use fewer levels of aliases"
+        )
+    if kind is not None and isinstance(doc, dict) and not kind.keys & {str(k) for k in doc}:
+        raise error_type(kind.refusal(filename))
     positions = Positions()
     return _plain(doc, (), positions), positions
 
@@ -208,7 +235,10 @@ def format_validation_error(
                 line, col = _locate_value(path, positions)
             else:
                 line, col = locate(path, positions)
-            where = ".".join(str(p) for p in path) or "(top level)"
+            shown = [str(p) for p in path]
+            if err["type"] == "extra_forbidden" and shown and not _KEY_LIKE.match(shown[-1]):
+                shown[-1] = "(unknown key)"  # a line of some other file: not repeated
+            where = ".".join(shown) or "(top level)"
             text = f"{filename}:{line}:{col}: {where}: {message}"
             if text not in seen:
                 seen.add(text)
@@ -278,6 +308,12 @@ def _friendly(err: Any, loc: list[str | int], model: type[BaseModel] | None) -> 
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
         allowed = _allowed_keys(err["loc"], model)
+        if not _KEY_LIKE.match(key):
+            return (
+                f"a line that is not a key of this file ({len(key)} characters, not shown); "
+                "delete it"
+                + (f" (allowed keys here: {', '.join(sorted(allowed))})" if allowed else "")
+            )
         msg = f"unknown key {key!r}"
         hint = _did_you_mean(key, allowed)
         if hint:

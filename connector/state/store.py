@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, Row
 
 from connector.errors import StateError
+from connector.redaction import scrub, scrub_data
 from connector.state import database
 from connector.state.records import DeadLetter, Link, LinkState, Run
 from connector.state.schema import (
@@ -537,8 +538,8 @@ class Store:
         return {
             "connection": conn,
             "crm_id": crm_id,
-            "reason_code": reason_code,
-            "message": message,
+            "reason_code": scrub(reason_code),
+            "message": scrub(message),  # often a remote system's text: no secret kept
             "attempts": 1,
             "first_seen": now,
             "last_seen": now,
@@ -676,10 +677,10 @@ class Store:
             .values(
                 finished=self._clock(),
                 outcome=outcome,
-                counts=dict(counts),
+                counts=scrub_data(dict(counts)),
                 api_calls=dict(api_calls),
                 duration_s=duration_s,
-                error=error,
+                error=scrub(error) if error else error,  # no secret kept, whoever wrote it
             )
         )
         with self._write(f"record the end of run {run_id}") as db:

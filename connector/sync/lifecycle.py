@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.dealcore.payload import status_ops
+from connector.mapping.apply import clean_text
 from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, StandardStage, Status, Substatus
 
@@ -102,7 +103,9 @@ def answer_of(
         return Answer(ACCEPT, tuple(status_ops(Status.ACTIVE, Substatus.ACCEPTED)))
     if action == DECLINE:
         field = inbound.decline_reason_field
-        reason = _text(record.fields.get(field)) if field else None
+        # sent to the core as text: control characters (C0, C1) go as in every mapped text
+        raw = _text(record.fields.get(field)) if field else None
+        reason = (clean_text(raw, multiline=True) or None) if raw else None
         if reason is None:
             where = f" in {field}" if field else " (map inbound.decline_reason_field)"
             return Answer(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connector.redaction import scrub
 from connector.runtime import open_runtime
 from connector.settings import ConfigFile, ConnectionSettings, Settings, state_url
 from connector.state.store import Store
@@ -103,8 +105,8 @@ def print_summary(report: RunReport, console: Console) -> None:
     table.add_row("API calls", str(sum(report.api_calls.values())), calls)
     table.add_row("duration", f"{report.duration_s:.1f}s", "")
     console.print(table)
-    if report.error:
-        console.print(f"[red]{report.error}[/]", highlight=False)
+    if report.error:  # a remote system's text: not markup, and scrubbed once more
+        console.print(f"[red]{escape(scrub(report.error))}[/]", highlight=False)
 
 
 def print_plan(report: RunReport, console: Console, limit: int = 50) -> None:
@@ -118,4 +120,6 @@ def print_plan(report: RunReport, console: Console, limit: int = 50) -> None:
 
 
 def _reasons(counter: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1]))
+    # reasons are codes, some of them a remote system's: scrubbed, and not markup
+    ordered = sorted(counter.items(), key=lambda kv: -kv[1])
+    return escape(scrub(", ".join(f"{k} {v}" for k, v in ordered)))

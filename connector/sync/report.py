@@ -1,4 +1,9 @@
-"""The run report: what a cycle did, under stable keys (``--report-json``)."""
+"""The run report: what a cycle did, under stable keys (``--report-json``).
+
+The report leaves the process (JSON report, summary, logs, the state store's runs),
+so its error and everything :meth:`RunReport.as_json` returns is scrubbed of the
+registered secrets and tokens (:mod:`connector.redaction`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from connector.redaction import scrub, scrub_data
 
 
 class Outcome:
@@ -39,6 +46,12 @@ class RunReport:
     #: seconds spent in each phase of the cycle (outbound, pull_back, ...)
     phases: dict[str, float] = field(default_factory=dict)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # the error is often a remote system's text: scrubbed as it is set, wherever from
+        if name == "error" and isinstance(value, str):
+            value = scrub(value)
+        super().__setattr__(name, value)
+
     def counts(self) -> dict[str, Any]:
         return {
             "created": self.created,
@@ -67,13 +80,14 @@ class RunReport:
             data["quota"] = self.quota
         if self.dry_run:
             data["plan"] = self.plan
-        return data
+        scrubbed: dict[str, Any] = scrub_data(data)
+        return scrubbed
 
     def log_fields(self) -> dict[str, Any]:
         """The structured fields of the cycle's log line (JSON logs)."""
         return {
             "outcome": self.outcome,
-            "counts": self.counts(),
+            "counts": scrub_data(self.counts()),
             "api_calls": dict(self.api_calls),
             "duration_s": round(self.duration_s, 3),
         }

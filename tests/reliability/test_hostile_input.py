@@ -163,6 +163,55 @@ def test_odd_salesforce_records_are_synced_or_rejected_one_by_one(world: GuardWo
     assert_consistent(world, SF)
 
 
+#: every C1 control character (U+0080-U+009F), among text: U+009B is a terminal's CSI
+C1 = "".join(map(chr, range(0x80, 0xA0)))
+
+
+def _strings(data: Any) -> Iterator[str]:
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _strings(item)
+
+
+def test_no_control_character_reaches_partner_center(world: GuardWorld) -> None:
+    template = sf_template(world)
+    sf = world.post(
+        "/_sandbox/salesforce/opportunities",
+        {
+            **template,
+            "Name": f"Deal\x9b31m red\x85{C1} end",
+            "Description": f"line one\x9b2J\nline two\x00{C1}\ttabbed",
+        },
+    )
+    dv_template_row = dv_template(world)
+    dv = world.post(
+        "/_sandbox/dataverse/opportunities",
+        {**dv_template_row, "name": f"Dv\x9b deal{C1}", "description": f"notes\x9f{C1}"},
+    )
+
+    world.sync(world.config("salesforce"))
+    world.sync(world.config("dynamics"))
+
+    referrals = referrals_by_record(world)
+    for crm_id in (sf["Id"], dv["opportunityid"]):
+        texts = list(_strings(referrals[crm_id]))
+        controls = {
+            f"U+{ord(ch):04X}"
+            for text in texts
+            for ch in text
+            if unicodedata.category(ch) == "Cc" and ch not in "\n\t"
+        }
+        assert controls == set(), (crm_id, controls)
+    name = referrals[sf["Id"]]["name"]
+    assert name.split() == ["Deal", "31m", "red", "end"]  # the text kept, the controls dropped
+
+
 HOSTILE_NAMES = [
     "x' OR Id != null --",
     "a\\' \\\\ % _ ( ) \" '",
