@@ -533,3 +533,45 @@ def test_a_terminal_incoming_deal_is_never_patched_and_the_crm_says_why(
     assert world.calls().get("core", {}).get("PATCH", 0) == 0
     assert world.referral(incoming["id"])["eTag"] == before["eTag"]
     assert "cannot be edited" in world.opportunity(opp["Id"])["CoSell_Sync_Error__c"]
+
+
+def test_a_deal_closed_behind_the_connectors_back_is_read_terminal_after_the_refusal(
+    world: LifecycleWorld,
+) -> None:
+    """The core refuses the patch of a closed deal with a plain 400 (no published code
+    says "closed"): the connector reads the referral, finds it Closed and records it
+    terminal, instead of dead-lettering the record. (Closed in place, its eTag kept: a
+    changed eTag would be a 412, the other way to the same re-read.)"""
+    crm_id, referral = synced(world)
+    world.sb.part("core").store.records[referral["id"]].update(status="Closed", substatus="Lost")
+    world.edit(crm_id, Amount=99000)
+    world.reset_stats()
+    report = world.sync()
+    assert report.failed == {} and report.skipped["terminal"] == 1
+    assert world.calls()["core"]["PATCH"] == 1  # refused once, then read, never retried
+    opp = world.opportunity(crm_id)
+    assert opp["CoSell_Status__c"] == "Closed/Lost"
+    world.edit(crm_id, Amount=98000)
+    world.reset_stats()
+    world.sync()
+    assert world.calls().get("core", {}).get("PATCH", 0) == 0, "terminal is terminal"
+    assert "cannot be edited" in world.opportunity(crm_id)["CoSell_Sync_Error__c"]
+
+
+def test_an_answer_to_a_deal_that_expired_unseen_is_read_back_not_retried(
+    world: LifecycleWorld,
+) -> None:
+    """The deal expires in the core before the connector has seen it: the accept is
+    refused (400), the referral read, and the seller told it can no longer be answered."""
+    incoming = world.send_incoming("Microsoft")
+    world.sync()
+    opp = world.opportunity_for(incoming["id"])
+    # expired in the core (in place, its eTag kept); the next cycle answers before it reads
+    world.sb.part("core").store.records[incoming["id"]].update(status="Closed", substatus="Expired")
+    world.edit(opp["Id"], CoSell_Action__c="Accept")
+    report = world.sync()
+    assert report.failed == {}
+    assert world.referral(incoming["id"])["substatus"] == "Expired"
+    after = world.opportunity(opp["Id"])
+    assert after["CoSell_Status__c"] == "Closed/Expired"
+    assert "can no longer be answered" in after["CoSell_Sync_Error__c"]
