@@ -24,7 +24,7 @@ from typing import Any
 
 from connector.crm.base import CrmAdapter, CrmPage, StageInfo, WriteResult
 from connector.dealcore.client import ReferralsClient
-from connector.dealcore.options import DEFAULT_OPTIONS, MicrosoftReferralRule
+from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions, MicrosoftReferralRule
 from connector.dealcore.payload import created_differences, patch_ops, status_ops
 from connector.dedupe import RecentKeys
 from connector.errors import (
@@ -252,8 +252,9 @@ class SyncEngine:
         return {self.crm.system: self.crm.usage.calls, "core": total_core}
 
     @property
-    def _options(self) -> Any:
-        return getattr(self.core, "options", DEFAULT_OPTIONS)
+    def _options(self) -> CoreOptions:
+        """The core settings Microsoft leaves open (sales stage form, co-sell flow …)."""
+        return self.core.options
 
     def _stages(self) -> dict[str, StageInfo]:
         stages: dict[str, StageInfo] = {}
