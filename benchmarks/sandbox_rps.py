@@ -184,7 +184,8 @@ def run(url: str, ca: str, args: argparse.Namespace) -> None:
         page = http.get(REFERRALS, params={"$orderby": "updatedDateTime asc"}).json()  # full bodies
         pages, seen = 1, len(page["value"])
         while "@odata.nextLink" in page:
-            page = http.get(page["@odata.nextLink"]).json()
+            # the published form is http: rebase onto the sandbox's https origin
+            page = http.get(page["@odata.nextLink"].replace("http://", "https://", 1)).json()
             pages, seen = pages + 1, seen + len(page["value"])
         elapsed = time.perf_counter() - started
         print(

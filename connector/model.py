@@ -58,6 +58,8 @@ class DealType(StrEnum):
 
 
 class Status(StrEnum):
+    #: an enum value of the reference (a referral whose status is not set)
+    NONE = "None"
     NEW = "New"
     ACTIVE = "Active"
     CLOSED = "Closed"

@@ -15,6 +15,7 @@ from connector.crm.base import CrmAdapter
 from connector.crm.factory import build_crm
 from connector.dealcore.auth import ClientCredentialsTokens, RefreshTokenTokens, TokenProvider
 from connector.dealcore.client import ReferralsClient
+from connector.dealcore.options import CoreOptions, MicrosoftReferralRule
 from connector.dealcore.payload import referral_link
 from connector.dealcore.retry import RetryPolicy
 from connector.errors import ConfigError
@@ -86,6 +87,22 @@ def build_core(
         http=http,
         correlation_id=correlation_id or str(uuid.uuid4()),
         retry_policy=RetryPolicy(attempts=core.max_attempts),  # the setting, wired
+        options=core_options(core),
+    )
+
+
+def core_options(core: CoreSettings) -> CoreOptions:
+    """The connector's choices where the referrals API is not documented, from settings."""
+    rule = core.microsoft_referral
+    return CoreOptions(
+        sales_stage_format=core.sales_stage_format,
+        co_sell_mode=core.co_sell_mode,
+        microsoft=MicrosoftReferralRule.of(
+            target_msft=rule.target_msft,
+            organization_ids=rule.organization_ids,
+            organization_names=rule.organization_names,
+        ),
+        max_pages=core.max_pages,
     )
 
 

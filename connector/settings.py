@@ -178,6 +178,26 @@ class DataverseSettings(BaseModel):
 CrmSettings = Annotated[SalesforceSettings | DataverseSettings, Field(discriminator="kind")]
 
 
+class MicrosoftReferralSettings(BaseModel):
+    """How Microsoft's referral in an engagement is recognised.
+
+    The referral resource has no owner field: the documented signals are the target of
+    the referral a partner creates for Microsoft (``BusinessProfileLocation`` ``msft``)
+    and the organisation holding a referral (``organizationId``, ``organizationName``).
+    Which of them Microsoft's own referral carries is not published, so any of them
+    counts, each can be switched off, and the lists compare case-insensitively.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: a referral whose ``target`` is ``{"type": "BusinessProfileLocation", "id": "msft"}``
+    target_msft: bool = True
+    #: ``organizationId`` values that are Microsoft (``msft`` is Microsoft's id in the docs)
+    organization_ids: list[str] = Field(default_factory=lambda: ["msft"])
+    #: ``organizationName`` values that are Microsoft
+    organization_names: list[str] = Field(default_factory=lambda: ["Microsoft"])
+
+
 class CoreSettings(BaseModel):
     """The deal core (Partner Center referrals API)."""
 
@@ -196,6 +216,17 @@ class CoreSettings(BaseModel):
     concurrency: int = Field(8, ge=1, le=64)
     max_attempts: int = Field(6, ge=1, le=20)
     referral_link_base: str = "https://partner.microsoft.com/dashboard/referrals/v2"
+    #: how ``salesStage`` is written: ``percent`` ("10" … "100", the only format seen
+    #: from a server) or ``name`` (Qualify, Develop, Propose, Close: the certified
+    #: connector's definition); both are read
+    sales_stage_format: Literal["percent", "name"] = "percent"
+    #: ``two_referrals``: a co-sell deal is the partner's referral plus a referral for
+    #: Microsoft in the same engagement (the documented flow); ``consent_only``: the
+    #: partner's referral with consent and the help asked is enough
+    co_sell_mode: Literal["two_referrals", "consent_only"] = "two_referrals"
+    microsoft_referral: MicrosoftReferralSettings = Field(default_factory=MicrosoftReferralSettings)
+    #: pages one listing may follow before it stops (a guard against a core that never ends)
+    max_pages: int = Field(10_000, ge=1)
 
 
 class Schedule(BaseModel):

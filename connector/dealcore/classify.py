@@ -10,15 +10,18 @@
     401                                   CoreError unauthenticated no (client refreshes once)
     403                                   CoreError accessDenied    no
     404                                   NotFound                  no
-    412                                   PreconditionFailed        no
+    409, 412                              PreconditionFailed        no
     408, 429, 503                         CoreError (retry_after)   yes
     500, 502, 504 and other 5xx           CoreError                 yes
-    400 and other 4xx                     CoreError <innerError.code or code>  no
+    400 and other 4xx                     CoreError <innermost code or code>  no
     httpx.TransportError (reset, timeout) CoreError transport       yes
 
 The token endpoint speaks OAuth's error shape instead; :func:`classify_token_response`
 handles it. Messages name the request by method and path only: never a query string,
-never a header value.
+never a header value. Error codes are compared case-insensitively (the reference's own
+sample says ``unAuthorized``); the most detailed ``innerError`` code is reported. Nothing
+downstream branches on a code for the lifecycle: a refused write is judged by re-reading
+the referral (see ``connector.sync.engine``).
 """
 
 from __future__ import annotations
@@ -92,9 +95,11 @@ def classify(
         )
     if status == 404:
         return NotFound(f"{what}: not found in the deal core (404 {detail})", status=status)
-    if status == 412:
+    if status in (409, 412):
+        # The reference lists both preconditionFailed and resourceModified for a stale
+        # eTag without saying which status carries which: both mean "read it again".
         return PreconditionFailed(
-            f"{what}: the referral changed since it was read (412 {detail}); "
+            f"{what}: the referral changed since it was read ({status} {detail}); "
             "re-read it and plan again",
             status=status,
         )
@@ -141,7 +146,7 @@ def _classify_success(response: httpx.Response, what: str, expect: Expect) -> Co
             f"({'/'.join(c for c in (code, inner) if c)})",
             code=inner or code,
             # Some gateways wrap an outage in a 200; only that case is worth a retry.
-            transient=code == "serviceNotAvailable",
+            transient=code.casefold() == "servicenotavailable",
             status=status,
         )
     is_referral = isinstance(data, dict) and bool(data.get("id"))
@@ -180,10 +185,20 @@ def _error_details(response: httpx.Response) -> tuple[str | None, str | None, st
 
 
 def _inner_code(error: dict[str, Any]) -> str | None:
-    inner = error.get("innerError") or error.get("innererror")
-    if isinstance(inner, dict) and inner.get("code"):
-        return str(inner["code"])
-    return None
+    """The innermost ``innerError`` code (they nest: the deepest is the most detailed)."""
+    found: str | None = None
+    node: Any = error
+    for _ in range(10):  # a bound: the nesting comes from the network
+        inner = next(
+            (v for k, v in node.items() if k.casefold() == "innererror" and isinstance(v, dict)),
+            None,
+        )
+        if inner is None:
+            break
+        if inner.get("code"):
+            found = str(inner["code"])
+        node = inner
+    return found
 
 
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:

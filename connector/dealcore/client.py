@@ -1,16 +1,19 @@
 """The deal core's client: Partner Center referrals over httpx.
 
-One class, :class:`ReferralsClient`, with the six operations the sync needs. Every
+One class, :class:`ReferralsClient`, with the operations the sync needs. Every
 request carries the bearer token, JSON headers, a fresh ``client-request-id`` and
 the run's ``MS-CorrelationId``; waits at the shared :class:`RateGate`; is classified
 by :func:`connector.dealcore.classify.classify`; and is retried by
 :func:`connector.dealcore.retry.call_with_retry` when the error is transient.
-A 401 invalidates the token and tries once more with a fresh one.
+A 401 invalidates the token and tries once more with a fresh one. Listings follow
+``@odata.nextLink`` through :mod:`connector.dealcore.paging` (same host, https, page
+cap, loop guard) and drop ``$select`` for good if the core refuses it.
 """
 
 from __future__ import annotations
 
 import email.utils
+import itertools
 import logging
 import threading
 import time
@@ -25,7 +28,9 @@ import httpx
 
 from connector.dealcore.auth import TokenProvider
 from connector.dealcore.classify import Expect, classify
-from connector.dealcore.payload import parse_referral
+from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
+from connector.dealcore.paging import PageGuard, next_page_url
+from connector.dealcore.parse import parse_referral
 from connector.dealcore.retry import RateGate, RetryPolicy, Sleep, call_with_retry
 from connector.dedupe import RecentKeys
 from connector.errors import CoreError
@@ -41,6 +46,7 @@ DEFAULT_BASE_URL = "https://api.partner.microsoft.com/v1.0/engagements"
 _AMBIGUOUS_STATUSES = frozenset({None, 500, 502, 504})
 _THROTTLE_STATUSES = frozenset({429, 503})
 _SINGLE_ATTEMPT = RetryPolicy(attempts=1)
+_END = object()
 
 
 def odata_string(value: str) -> str:
@@ -87,7 +93,10 @@ class ReferralsClient:
         retry_policy: RetryPolicy | None = None,
         gate: RateGate | None = None,
         sleep: Sleep = time.sleep,
+        options: CoreOptions = DEFAULT_OPTIONS,
     ) -> None:
+        #: the connector's choices where the API is not documented (read by the planner)
+        self.options = options
         self._base = httpx.URL(base_url.rstrip("/") + "/")
         self._referrals = base_url.rstrip("/") + "/referrals"
         self._tokens = tokens
@@ -101,6 +110,8 @@ class ReferralsClient:
         self.malformed_skipped = 0
         #: the core's clock, from the last response's ``Date`` header (cursor safety)
         self.server_time: datetime | None = None
+        #: the core refused ``$select`` once: listings ask for whole referrals from then on
+        self.select_refused = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -171,28 +182,81 @@ class ReferralsClient:
         params = {"$orderby": "updatedDateTime asc"}
         if clauses:
             params["$filter"] = " and ".join(clauses)
-        if select:
-            params["$select"] = ",".join(select)
+        partial = bool(select) and not self.select_refused
+        if partial:
+            params["$select"] = ",".join(select or ())
+        what = "GET changed referrals"
+        items = self._items(params, what, self._policy)
+        try:
+            first = next(items, _END)
+        except CoreError as exc:
+            if not partial or exc.status != 400:
+                raise
+            # $select is documented, but a core that refuses it must not stop the sync.
+            log.warning("%s: the core refused $select (%s); asking for whole referrals", what, exc)
+            self.select_refused, partial = True, False
+            del params["$select"]
+            items = self._items(params, what, self._policy)
+            first = next(items, _END)
+        if first is _END:
+            return
         seen = RecentKeys(LISTING_MEMORY)  # repeats come only across a page boundary
-        for item in self._items(params, "GET changed referrals", self._policy):
-            referral = self._parse_listed(item, partial=bool(select))
+        for item in itertools.chain((first,), items):
+            referral = self._parse_listed(item, partial=partial)
             if referral is None:
                 continue
             if seen.add((referral.id, referral.etag or str(referral.updated))):
                 yield referral
 
-    def list_engagement(self, engagement_id: str) -> list[ReferralState]:
+    def list_engagement(
+        self, engagement_id: str, policy: RetryPolicy | None = None
+    ) -> list[ReferralState]:
         """Every referral of one engagement: ours, Microsoft's, other partners'."""
         params = {"$filter": f"engagementId eq {odata_string(engagement_id)}"}
         what = f"GET referrals of engagement {engagement_id}"
         result = []
-        for item in self._items(params, what, self._policy):
+        for item in self._items(params, what, policy or self._policy):
             if isinstance(item, dict) and item.get("engagementId") not in (None, engagement_id):
                 continue  # a server that ignored the filter
             referral = self._parse_listed(item)
             if referral is not None:
                 result.append(referral)
         return result
+
+    def microsoft_referral(
+        self, engagement_id: str, policy: RetryPolicy | None = None
+    ) -> ReferralState | None:
+        """Microsoft's referral in the engagement (:attr:`options`' rule), or None."""
+        rule = self.options.microsoft
+        found = [r for r in self.list_engagement(engagement_id, policy) if rule.matches(r.raw)]
+        return found[0] if found else None
+
+    def invite_microsoft(self, engagement_id: str, body: dict[str, Any]) -> ReferralState:
+        """Microsoft's referral in the engagement: the one there, else created from ``body``.
+
+        The documented second step of a co-sell deal (a referral for Microsoft in the
+        partner's engagement). Looking first makes it idempotent: a core that already
+        invited Microsoft on the partner's consent, an earlier run that crashed after
+        the POST, or an attempt whose outcome was lost (timeout, 5xx) is not posted
+        twice.
+        """
+        existing = self.microsoft_referral(engagement_id)
+        if existing is not None:
+            return existing
+        what = f"POST Microsoft's referral in engagement {engagement_id}"
+        state = _CallState()
+
+        def attempt() -> ReferralState:
+            if state.ambiguous:
+                found = self.microsoft_referral(engagement_id, _SINGLE_ATTEMPT)
+                if found is not None:
+                    return found
+            response = self._attempt(
+                "POST", self._referrals, state, what=what, expect="referral", json_body=body
+            )
+            return parse_referral(response.json())
+
+        return call_with_retry(attempt, self._policy, sleep=self._sleep)
 
     def patch(self, referral_id: str, ops: list[dict[str, Any]], etag: str | None) -> ReferralState:
         """Apply JSON Patch ``ops``; ``etag`` goes verbatim into ``If-Match``.
@@ -248,10 +312,10 @@ class ReferralsClient:
             return None
 
     def _items(self, params: dict[str, str], what: str, policy: RetryPolicy) -> Iterator[Any]:
-        """The items of every page, following ``@odata.nextLink`` verbatim."""
-        url = self._referrals
+        """The items of every page, following ``@odata.nextLink`` (see :mod:`.paging`)."""
+        url: str | httpx.URL = self._referrals
         query: dict[str, str] | None = params
-        followed: set[str] = set()
+        guard = PageGuard(what, self.options.max_pages)
         while True:
             response = self._request(
                 "GET", url, what=what, expect="list", params=query, policy=policy
@@ -261,36 +325,14 @@ class ReferralsClient:
             next_link = data.get("@odata.nextLink")
             if not next_link:
                 return
-            url = self._next_url(str(next_link), what)
-            if url in followed:
-                raise CoreError(
-                    f"{what}: the deal core sent the same next page link twice; "
-                    "stopping instead of looping (report this to the core's operators)",
-                    code="paging_loop",
-                )
-            followed.add(url)
+            url = next_page_url(str(next_link), self._base, what)
+            guard.check(url)
             query = None
-
-    def _next_url(self, next_link: str, what: str) -> str:
-        target = self._base.join(next_link)
-        if (target.scheme, target.host, target.port) != (
-            self._base.scheme,
-            self._base.host,
-            self._base.port,
-        ):
-            # Never send the bearer token to a host the base URL does not name.
-            raise CoreError(
-                f"{what}: the next page link points to another host ({target.host}); "
-                "refusing to follow it",
-                code="foreign_next_link",
-            )
-        # Verbatim: an absolute link is used as sent; a relative one is resolved.
-        return next_link if next_link.startswith(("http://", "https://")) else str(target)
 
     def _request(
         self,
         method: str,
-        url: str,
+        url: str | httpx.URL,
         *,
         what: str,
         expect: Expect,
@@ -318,7 +360,7 @@ class ReferralsClient:
     def _attempt(
         self,
         method: str,
-        url: str,
+        url: str | httpx.URL,
         state: _CallState,
         *,
         what: str,
@@ -344,7 +386,7 @@ class ReferralsClient:
                 assert error is not None
                 raise error from None
             self._count(method)
-            self._note_server_time(response)
+            server_time = self._note_server_time(response)
             log.debug(
                 "core %s %s -> %d in %.0f ms (client-request-id %s)",
                 method,
@@ -353,7 +395,8 @@ class ReferralsClient:
                 (time.monotonic() - started) * 1000,
                 headers["client-request-id"],
             )
-            error = classify(response, what=what, expect=expect)
+            # An HTTP-date Retry-After counts from the server's clock, not this host's.
+            error = classify(response, what=what, expect=expect, now=server_time)
             if error is None:
                 return response
             if error.code == "unauthenticated" and error.status == 401 and not state.refreshed:
@@ -377,16 +420,19 @@ class ReferralsClient:
             headers.update(extra)
         return headers
 
-    def _note_server_time(self, response: httpx.Response) -> None:
+    def _note_server_time(self, response: httpx.Response) -> datetime | None:
+        """The response's ``Date`` (remembered as :attr:`server_time`), or None."""
         date = response.headers.get("date")
         if not date:
-            return
+            return None
         try:
             when = email.utils.parsedate_to_datetime(date)
         except (TypeError, ValueError):
-            return
-        if when.tzinfo is not None:
-            self.server_time = when
+            return None
+        if when.tzinfo is None:
+            return None
+        self.server_time = when
+        return when
 
     def _count(self, method: str) -> None:
         with self._lock:

@@ -1,43 +1,80 @@
-"""Between the canonical model and the deal core's JSON: bodies, patches, parsing.
+"""Between the canonical model and the deal core's JSON: bodies and patches (pure).
 
-- :func:`referral_body`: a :class:`DealDraft` as the Referral body of a create.
-- :func:`patch_ops`: the JSON Patch that turns one such body into another, limited to
-  the paths the API lets a partner patch, and empty when nothing changed.
+- :func:`referral_body`: a :class:`DealDraft` as the Referral a create sends, with its
+  status, substatus and sales stage (the core keeps them, or the client patches the
+  difference: :func:`created_differences`).
+- :func:`microsoft_referral_body`: the referral a partner creates for Microsoft in its
+  engagement (the documented second step of a co-sell deal).
+- :func:`sendable`: a new body with what the API cannot change kept as it was, and
+  what that left out, for the record's notice.
+- :func:`patch_ops`: the JSON Patch from one body to another, over the paths Microsoft's
+  certified connector lists (:data:`PATCHABLE_PATHS`) and nothing else.
 - :func:`status_ops`: the JSON Patch of a status change (close won/lost, accept, decline).
-- :func:`parse_referral`: a Referral from the API as a :class:`ReferralState`,
-  tolerant of unknown fields and of the alternatives the reference allows.
 
-Pure functions: no I/O, no clock.
+No I/O, no clock. Reading a referral lives in :mod:`connector.dealcore.parse`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import date
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from connector.errors import CoreError
-from connector.model import (
-    Contact,
-    DealDraft,
-    DealType,
-    ReferralState,
-    StandardStage,
-    Status,
-    Substatus,
+from connector.dealcore.options import (
+    DEFAULT_OPTIONS,
+    MICROSOFT_TARGET,
+    CoreOptions,
+    SalesStageFormat,
 )
+from connector.dealcore.parse import datetime_of, decimal_of, parse_referral, stage_percent
+from connector.model import Contact, DealDraft, DealType, StandardStage, Status, Substatus
+
+__all__ = [
+    "PATCHABLE_PATHS",
+    "created_differences",
+    "microsoft_referral_body",
+    "parse_referral",
+    "patch_ops",
+    "referral_body",
+    "referral_link",
+    "sales_stage_value",
+    "sendable",
+    "status_ops",
+]
 
 DEFAULT_LINK_BASE = "https://partner.microsoft.com/dashboard/referrals/v2/opportunities"
 
-#: sales-stage names the API may answer instead of percentages (see the reference)
-_STAGE_NAMES = {"qualify": 20, "develop": 40, "propose": 60, "close": 80}
+#: the certified connector's PATCH paths (apiDefinition.swagger.json, UpdateReferralDetails)
+#: plus deal registration's; ``/name``, ``/inviteContext`` and ``/target/-`` are not among them
+PATCHABLE_PATHS = frozenset(
+    {
+        "/campaignId",
+        "/consent/consentToShareReferralWithMicrosoftSellers",
+        "/customerProfile/team",
+        "/customerProfile/team/-",
+        "/details/closingDateTime",
+        "/details/currency",
+        "/details/dealValue",
+        "/details/notes",
+        "/details/requirements/solutions",
+        "/details/requirements/solutions/-",
+        "/externalReferenceId",
+        "/referralProgram",
+        "/salesStage",
+        "/status",
+        "/substatus",
+        "/statusReason",
+        "/team",
+        "/team/-",
+        "/registrations/-",
+    }
+)
 
 #: patchable paths holding one value
 _SCALAR_PATHS = (
-    "/name",
     "/externalReferenceId",
     "/campaignId",
     "/salesStage",
@@ -49,11 +86,48 @@ _SCALAR_PATHS = (
 )
 #: patchable arrays, always replaced whole (simpler and safer than index arithmetic)
 _ARRAY_PATHS = ("/team", "/customerProfile/team", "/details/requirements/solutions")
-
 #: paths whose value a draft may drop (sent as null); others missing mean "leave as is"
 _CLEARABLE_PATHS = frozenset({"/details/notes", "/campaignId"})
 
+HELP_ASKED = "the help asked of Microsoft"
+#: keys a create body may leave out (a private deal's invitation)
+_OPTIONAL_AT_CREATE = frozenset({"inviteContext", "target"})
+#: what a create fixes for good, as the record's notice names it (None: kept silently,
+#: a consequence of another change that is sent another way)
+_FIXED_AT_CREATE: tuple[tuple[tuple[str, ...], str | None], ...] = (
+    (("name",), "the deal name"),
+    (("customerProfile", "name"), "the customer's name"),
+    (("customerProfile", "address"), "the customer's address"),
+    (("inviteContext",), HELP_ASKED),
+    (("type",), None),
+    (("target",), None),
+    (("qualification",), None),
+    (("consent", "consentToToShareInfoWithOthers"), None),
+    (("consent", "consentToContact"), None),
+)
+
+_STAGE_NAMES = {
+    StandardStage.QUALIFIED: "Qualify",
+    StandardStage.DEVELOPED: "Develop",
+    StandardStage.PROPOSED: "Propose",
+    StandardStage.NEGOTIATED: "Close",
+    StandardStage.WON: "Close",
+}
+
 _MISSING = object()
+
+
+def sales_stage_value(stage: StandardStage, stage_format: SalesStageFormat) -> str | None:
+    """``stage`` as the core's ``salesStage``; None when the format has no value for it.
+
+    Percentages are the seed's; the names are the certified connector's four, which
+    have none for Created/Accepted (10) and none for Lost (closing is a status change).
+    """
+    if stage is StandardStage.LOST:
+        return None
+    if stage_format == "name":
+        return _STAGE_NAMES.get(stage)
+    return str(stage.percent)
 
 
 def _contact(contact: Contact) -> dict[str, str]:
@@ -76,15 +150,17 @@ def _closing(value: date) -> str:
     return f"{value.isoformat()}T00:00:00Z"
 
 
-def referral_body(draft: DealDraft) -> dict[str, Any]:
-    """The Referral JSON that creates ``draft`` in the core (see the reference's resource).
+def referral_body(draft: DealDraft, options: CoreOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
+    """The Referral JSON that creates ``draft`` in the core.
 
-    Private deals are ``Independent`` and shared with nobody; co-sell and
-    partner-to-partner deals are ``Shared``; co-sell deals consent to Microsoft's
-    sellers and carry an ``inviteContext``. A Lost stage sends no ``salesStage``:
-    closing is a status change (:func:`status_ops`), not a stage.
+    Private deals are ``Independent`` and share nothing. Co-sell deals are ``Shared``,
+    consent to Microsoft's sellers and carry the help asked in ``inviteContext``; in the
+    documented two-referral flow their ``target`` is the partner's solution profile
+    (``SolutionProfile``), Microsoft being invited by a second referral
+    (:func:`microsoft_referral_body`). Partners are never targeted: no documented target
+    type names a partner organisation. The status is the seed's for a created deal
+    (``Active``/``Accepted``), or ``Closed``/``Won`` for a deal already won.
     """
-    shared = draft.deal_type != DealType.PRIVATE or bool(draft.partners)
     co_sell = draft.deal_type == DealType.CO_SELL
     address = {
         "addressLine1": draft.customer.address_line1,
@@ -101,10 +177,13 @@ def referral_body(draft: DealDraft) -> dict[str, Any]:
     }
     if draft.notes is not None:
         details["notes"] = draft.notes
+    won = draft.stage is StandardStage.WON
     body: dict[str, Any] = {
         "name": draft.name,
         "externalReferenceId": draft.crm_id,
-        "type": "Shared" if shared else "Independent",
+        "status": (Status.CLOSED if won else Status.ACTIVE).value,
+        "substatus": (Substatus.WON if won else Substatus.ACCEPTED).value,
+        "type": "Shared" if co_sell else "Independent",
         "qualification": "SalesQualified",
         "customerProfile": {
             "name": draft.customer.name,
@@ -112,38 +191,42 @@ def referral_body(draft: DealDraft) -> dict[str, Any]:
             "team": [_contact(c) for c in draft.customer.contacts],
         },
         "consent": {
-            "consentToToShareInfoWithOthers": shared,  # sic: the API's own spelling
-            "consentToContact": shared,
+            "consentToToShareInfoWithOthers": co_sell,  # sic: the API's own spelling
+            "consentToContact": co_sell,
             "consentToShareReferralWithMicrosoftSellers": co_sell,
         },
         "details": details,
         "team": [_contact(c) for c in draft.team],
+        "target": [],
     }
-    if draft.stage != StandardStage.LOST:
-        body["salesStage"] = str(draft.stage.percent)
+    stage = sales_stage_value(draft.stage, options.sales_stage_format)
+    if stage is not None:
+        body["salesStage"] = stage
     if draft.campaign_id is not None:
         body["campaignId"] = draft.campaign_id
     if co_sell:
         body["inviteContext"] = {
             "assistanceRequestCode": draft.assistance_code or "GeneralOrOther",
         }
-    if draft.partners:
-        # The reference's target entries carry only type and id: the invited partner's
-        # share (value, close date, help) has no place in the API, so it is not sent.
-        body["target"] = [{"type": "Partner", "id": p} for p in draft.partners]
+        if options.co_sell_mode == "two_referrals":
+            body["target"] = [{"type": "SolutionProfile", "id": s} for s in draft.solutions]
     return body
 
 
-def partner_ids(body: Mapping[str, Any]) -> list[str]:
-    """Ids of the partner organizations a body or referral invites (its Partner targets)."""
-    targets = body.get("target")
-    if not isinstance(targets, list):
-        return []
-    return [
-        str(t["id"])
-        for t in targets
-        if isinstance(t, Mapping) and t.get("type") == "Partner" and t.get("id")
-    ]
+def microsoft_referral_body(body: Mapping[str, Any], engagement_id: str) -> dict[str, Any]:
+    """The referral for Microsoft in the engagement of the partner's referral ``body``.
+
+    The documented second step of a shared referral: the deal's content, the partner's
+    ``engagementId`` and the target ``{"type": "BusinessProfileLocation", "id": "msft"}``.
+    It carries no ``externalReferenceId`` (the CRM record is the partner's referral's)
+    and no status: answering it is Microsoft's.
+    """
+    left_out = {"externalReferenceId", "status", "substatus", "statusReason", "salesStage"}
+    referral = {k: v for k, v in body.items() if k not in left_out}
+    referral["engagementId"] = engagement_id
+    referral["type"] = "Shared"
+    referral["target"] = [dict(MICROSOFT_TARGET)]
+    return referral
 
 
 def _at(body: Mapping[str, Any], path: str) -> Any:
@@ -157,14 +240,14 @@ def _at(body: Mapping[str, Any], path: str) -> Any:
 
 def _normal(path: str, value: Any) -> Any:
     """A comparable form of a value, so that equal meanings do not count as changes."""
-    if value is _MISSING or value is None:
+    if value is _MISSING or value is None or value == "" or value == []:
         return None
     if path == "/details/dealValue":
-        return _decimal(value)
+        return decimal_of(value)
     if path == "/salesStage":
-        return _stage_percent(value)
+        return stage_percent(value)
     if path == "/details/closingDateTime":
-        parsed = _datetime(value)
+        parsed = datetime_of(value)
         return parsed.date() if parsed is not None else value
     if isinstance(value, list):
         # Compare arrays as multisets of the fields the connector sends: the core may
@@ -187,12 +270,10 @@ def _project(old: Any, new: Any) -> Any:
 def patch_ops(old_body: Mapping[str, Any], new_body: Mapping[str, Any]) -> list[dict[str, Any]]:
     """JSON Patch ops that bring a referral from ``old_body`` to ``new_body``.
 
-    Only the paths the API allows are considered; unchanged values give no op.
-    Arrays are replaced whole. An ``inviteContext`` appears only when the deal
-    newly becomes co-sell (sharing with Microsoft cannot be undone, so it is never
-    removed). Partners new in ``new_body``'s ``target`` are invited with one
-    ``add /target/-`` each; an invitation is never withdrawn. ``old_body`` may be a
-    body from :func:`referral_body` or a Referral read from the core.
+    Only :data:`PATCHABLE_PATHS` are considered and only ``replace`` and ``add`` used;
+    unchanged values give no op. Arrays are replaced whole. Consent to Microsoft's
+    sellers is only ever given, never withdrawn. Status changes are
+    :func:`status_ops`'. ``old_body`` may be a body or a Referral read from the core.
     """
     ops: list[dict[str, Any]] = []
     for path in (*_SCALAR_PATHS, *_ARRAY_PATHS):
@@ -207,144 +288,102 @@ def patch_ops(old_body: Mapping[str, Any], new_body: Mapping[str, Any]) -> list[
         value = None if new is _MISSING else new
         op = "replace" if old is not _MISSING else "add"
         ops.append({"op": op, "path": path, "value": value})
-    old_invite = _at(old_body, "/inviteContext")
-    new_invite = _at(new_body, "/inviteContext")
-    if new_invite not in (_MISSING, None) and old_invite in (_MISSING, None):
-        ops.append({"op": "add", "path": "/inviteContext", "value": new_invite})
-    invited = set(partner_ids(old_body))
-    for partner in partner_ids(new_body):
-        if partner not in invited:
-            invited.add(partner)
-            ops.append(
-                {"op": "add", "path": "/target/-", "value": {"type": "Partner", "id": partner}}
-            )
     return ops
 
 
+def _same(old: Any, new: Any) -> bool:
+    """Whether ``old`` holds what ``new`` says (objects compared on ``new``'s keys)."""
+    if isinstance(new, Mapping):
+        if not isinstance(old, Mapping):
+            return not any(v not in (None, "") for v in new.values())
+        return all(_same(old.get(k), v) for k, v in new.items())
+    if old in (None, "") and new in (None, ""):
+        return True
+    if isinstance(old, str) and isinstance(new, str):
+        return old.strip() == new.strip()
+    return bool(old == new)
+
+
+def sendable(
+    previous: Mapping[str, Any], new: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """``new`` with what a create fixes for good put back to ``previous``'s values.
+
+    Returns that body (what the core will hold after the patch: the base of the next
+    comparison) and what was left out, as the record's notice names it. Fields that
+    ``previous`` does not carry are taken from ``new``.
+    """
+    body = json.loads(json.dumps(new))
+    left_out: list[str] = []
+    for keys, label in _FIXED_AT_CREATE:
+        old = _at(previous, "/" + "/".join(keys))
+        if old is _MISSING:
+            if keys[0] not in _OPTIONAL_AT_CREATE or "type" not in previous:
+                continue
+            old = None  # a body sent without it: the referral has none
+        wanted = _at(body, "/" + "/".join(keys))
+        if not _same(old, None if wanted is _MISSING else wanted) and label is not None:
+            left_out.append(label)
+        node = body
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = json.loads(json.dumps(old))
+    return body, left_out
+
+
 def status_ops(
-    status: Status, substatus: Substatus, reason: str | None = None
+    status: Status,
+    substatus: Substatus,
+    reason: str | None = None,
+    *,
+    stage_format: SalesStageFormat = "percent",
 ) -> list[dict[str, Any]]:
     """JSON Patch ops for a lifecycle change (``Closed``/``Won``, ``Active``/``Accepted`` …)."""
     ops: list[dict[str, Any]] = [
         {"op": "replace", "path": "/status", "value": str(status)},
         {"op": "replace", "path": "/substatus", "value": str(substatus)},
     ]
-    if substatus == Substatus.WON:
-        ops.append({"op": "replace", "path": "/salesStage", "value": "100"})
+    stage = sales_stage_value(StandardStage.WON, stage_format)
+    if substatus == Substatus.WON and stage is not None:
+        ops.append({"op": "replace", "path": "/salesStage", "value": stage})
     if reason is not None:
         ops.append({"op": "replace", "path": "/statusReason", "value": reason})
     return ops
 
 
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return None
+def _folded(value: Any) -> str | None:
+    return value.strip().casefold() if isinstance(value, str) and value.strip() else None
 
 
-def _stage_percent(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            return int(text)
-        return _STAGE_NAMES.get(text.lower())
-    return None
+def created_differences(
+    sent: Mapping[str, Any], returned: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The patch that brings a just-created referral to what its create ``sent``.
 
-
-def _datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _enum_member(enum: type[Status] | type[Substatus], value: Any) -> Any:
-    if not isinstance(value, str):
-        return None
-    for member in enum:
-        if member.value.lower() == value.strip().lower():
-            return member
-    return None
-
-
-def _deal_type(data: Mapping[str, Any]) -> DealType | None:
-    kind = data.get("type")
-    if not isinstance(kind, str):
-        return None
-    if kind.lower() == "independent":
-        return DealType.PRIVATE
-    if kind.lower() != "shared":
-        return None
-    consent = data.get("consent")
-    invite = data.get("inviteContext")
-    with_microsoft = (
-        isinstance(consent, Mapping)
-        and consent.get("consentToShareReferralWithMicrosoftSellers") is True
-    ) or (isinstance(invite, Mapping) and bool(invite.get("assistanceRequestCode")))
-    return DealType.CO_SELL if with_microsoft else DealType.PARTNER_TO_PARTNER
-
-
-def _optional_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def parse_referral(data: Any, *, partial: bool = False) -> ReferralState:
-    """A Referral from the API as a :class:`ReferralState`.
-
-    Unknown fields are ignored and optional ones may be missing; ``salesStage`` may
-    be a percentage (string or number) or a stage name. A referral without an ``id``
-    or a known ``status`` raises a permanent ``CoreError`` (``malformed_referral``).
-    ``partial`` marks a referral listed with ``$select`` (see ``ReferralState.partial``).
+    The core may start a deal at its own status (CR20's create answers Active/Accepted
+    to a New/Pending body) or leave fields out (CR20's answer has no closingDateTime);
+    a core that keeps what it was sent needs no patch. A referral the core created
+    closed is never patched: terminal is terminal.
     """
-    if not isinstance(data, Mapping):
-        raise CoreError(
-            "the deal core sent a referral that is not a JSON object",
-            code="malformed_referral",
-            transient=False,
+    if _folded(returned.get("status")) == "closed":
+        return []
+    ops = patch_ops(returned, sent)
+    status, substatus = sent.get("status"), sent.get("substatus")
+    if (
+        status
+        and substatus
+        and (_folded(status), _folded(substatus))
+        != (
+            _folded(returned.get("status")),
+            _folded(returned.get("substatus")),
         )
-    referral_id = data.get("id")
-    if not isinstance(referral_id, str) or not referral_id:
-        raise CoreError(
-            "the deal core sent a malformed referral: it has no id",
-            code="malformed_referral",
-            transient=False,
-        )
-    status = _enum_member(Status, data.get("status"))
-    if status is None:
-        raise CoreError(
-            f"the deal core sent a malformed referral {referral_id}: status "
-            f"{data.get('status')!r} is not New, Active or Closed",
-            code="malformed_referral",
-            transient=False,
-        )
-    return ReferralState(
-        id=referral_id,
-        engagement_id=_optional_str(data.get("engagementId")),
-        etag=_optional_str(data.get("eTag")),
-        status=status,
-        substatus=_enum_member(Substatus, data.get("substatus")),
-        direction=_optional_str(data.get("direction")) or "Unknown",
-        updated=_datetime(data.get("updatedDateTime")),
-        external_reference_id=_optional_str(data.get("externalReferenceId")),
-        name=_optional_str(data.get("name")),
-        sales_stage=_stage_percent(data.get("salesStage")),
-        deal_type=_deal_type(data),
-        expiration=_datetime(data.get("expirationDateTime")),
-        registration_status=_optional_str(data.get("registrationStatus")),
-        status_reason=_optional_str(data.get("statusReason")),
-        raw=dict(data),
-        partial=partial,
-    )
+    ):
+        ops = [op for op in ops if op["path"] not in ("/status", "/substatus")]
+        ops += [
+            {"op": "replace", "path": "/status", "value": status},
+            {"op": "replace", "path": "/substatus", "value": substatus},
+        ]
+    return ops
 
 
 def referral_link(referral_id: str, base: str = DEFAULT_LINK_BASE) -> str:

@@ -91,8 +91,8 @@ def describe_action(result: DealDraft | Rejection, link: LinkFacts | None) -> st
     """The planner's answer for this record, in a sentence."""
     action = plan_outbound(result, link)
     if isinstance(action, Create):
-        closing = f", then close it as {action.close_as.value}" if action.close_as else ""
-        return f"create a new referral in Partner Center{closing}"
+        status = f"{action.body.get('status')}/{action.body.get('substatus')}"
+        return f"create a new referral in Partner Center ({status})"
     if isinstance(action, Update):
         closing = f" and close it ({action.closes.value})" if action.closes else ""
         return f"update referral {link.referral_id if link else '?'}{closing}"

@@ -163,7 +163,8 @@ class DealTypeRule(_Strict):
     help_values: dict[str, str | None] = Field(default_factory=dict)
     #: a checkbox that shares the deal with Microsoft sellers without asking for help
     share_field: str | None = Field(None, pattern=FIELD_PATTERN)
-    #: a field naming partner organizations to invite (partner-to-partner)
+    #: a field naming partner organizations the seller wants invited; never sent (no
+    #: documented target type names a partner), the record is told to invite them by hand
     invite_partner_field: str | None = Field(None, pattern=FIELD_PATTERN)
     #: separates several partner organization ids in ``invite_partner_field``
     partner_split: str = Field(";", min_length=1)

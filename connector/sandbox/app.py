@@ -59,7 +59,7 @@ class Part(Persistent, Protocol):
 
 def api_of(path: str) -> str | None:
     """Which imitated system a request path belongs to (None for the admin API)."""
-    if path.startswith("/v1.0/engagements"):
+    if path.startswith(("/v1.0/engagements", "/v1.0/referrals")):
         return "core"
     if path.startswith("/services/"):
         return "salesforce"
@@ -150,6 +150,7 @@ class FaultMiddleware:
             response = part.error_response(
                 429, "throttled", "Too many requests (sandbox fault)", settings.retry_after_s
             )
+            _retry_after_as(response, settings, ctx)
             await response(scope, receive, send)
             stats.retry_not_before[key] = Throttle(
                 now + settings.retry_after_s, time.monotonic(), request
@@ -161,10 +162,25 @@ class FaultMiddleware:
                 401, "unauthenticated", "The token expired (sandbox fault)"
             )
         else:
-            response = part.error_response(
-                int(fault), "serviceNotAvailable", f"Sandbox fault {fault}", None
+            wait = (
+                settings.retry_after_s if fault == "503" and settings.retry_after_on_503 else None
             )
+            response = part.error_response(
+                int(fault), "serviceNotAvailable", f"Sandbox fault {fault}", wait
+            )
+            if wait is not None:
+                _retry_after_as(response, settings, ctx)
         await response(scope, receive, send)
+
+
+def _retry_after_as(response: Response, settings: FaultSettings, ctx: SandboxContext) -> None:
+    """``Retry-After`` in the form the fault settings ask for: seconds, an HTTP date, none."""
+    if settings.retry_after_format == "none":
+        del response.headers["Retry-After"]
+    elif settings.retry_after_format == "http_date":
+        # one second later than the wait: an HTTP date has whole seconds
+        when = ctx.clock.now() + timedelta(seconds=settings.retry_after_s + 1)
+        response.headers["Retry-After"] = email.utils.format_datetime(when, usegmt=True)
 
 
 def _dated(send: Send, ctx: SandboxContext) -> Send:

@@ -41,6 +41,10 @@ class FaultSettings:
 
     rate_429: float = 0.0
     retry_after_s: float = 1.0
+    #: how a 429 (and a 503 with ``retry_after_on_503``) says when to come back:
+    #: ``seconds``, ``http_date`` (on the sandbox clock, as the ``Date`` header), or ``none``
+    retry_after_format: str = "seconds"
+    retry_after_on_503: bool = False
     rate_500: float = 0.0
     rate_503: float = 0.0
     rate_reset: float = 0.0

@@ -1,10 +1,12 @@
 """The sandbox's Partner Center referrals API ("core"), written from ``deal-core-api.md``.
 
-Public API under ``/v1.0/engagements/referrals`` (bearer token of audience
-``core``): create, list (OData subset, pages of 100, ``@odata.nextLink``), read,
-JSON Patch with ``If-Match``. Admin API under ``/_sandbox/core/`` plays the other
-side: incoming referrals, Microsoft's answers, deal registration reviews.
-Conventions are listed in ``docs/sandbox-core.md``.
+Public API under ``/v1.0/engagements/referrals`` (bearer token of audience ``core``):
+create, list (OData, pages of 100, ``@odata.nextLink`` in the published form
+``http://host/v1.0/referrals?$skiptoken=…``, served too), read, JSON Patch with
+``If-Match``. Admin API under ``/_sandbox/core/`` plays the other side (incoming
+referrals, Microsoft's answers, registration reviews) and sets what Microsoft leaves
+open (:class:`~connector.sandbox.partner_center_store.CoreBehaviour`). Conventions and
+their sources are listed in ``docs/sandbox-core.md``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,13 +28,11 @@ from connector.sandbox.context import SandboxContext
 from connector.sandbox.partner_center_fields import ReferralError
 from connector.sandbox.partner_center_store import ReferralStore
 
-PAGE_MAX = 100
 BASE = "/v1.0/engagements/referrals"
+#: where the published next links point (``http://host/v1.0/referrals?$skiptoken=…``)
+NEXT_LINK_PATH = "/v1.0/referrals"
 ADMIN = "/_sandbox/core"
-QUERY_OPTIONS = frozenset({"$filter", "$orderby", "$top", "$skiptoken", "$select"})
 _ECHOED = ("client-request-id", "ms-correlationid")
-#: kept readable in @odata.nextLink (spaces are still %20)
-_LITERAL_SAFE = "$',:()-."
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -73,6 +72,7 @@ class PartnerCenterPart:
         return [
             Route(BASE, self._api(self._collection), methods=every),
             Route(BASE + "/{id}", self._api(self._item), methods=every),
+            Route(NEXT_LINK_PATH, self._api(self._next_page), methods=every),
             Route("/v1.0/engagements/{rest:path}", self._api(self._unknown), methods=every),
             Route(ADMIN + "/incoming", admin(self._incoming), methods=["POST"]),
             Route(ADMIN + "/microsoft/{id}/{action}", admin(self._microsoft), methods=["POST"]),
@@ -83,13 +83,14 @@ class PartnerCenterPart:
             Route(ADMIN + "/referrals", admin(self._everything), methods=["GET"]),
             Route(ADMIN + "/reset", admin(self._reset), methods=["POST"]),
             Route(ADMIN + "/eligible-solutions", admin(self._eligible), methods=["GET", "PUT"]),
+            Route(ADMIN + "/settings", admin(self._settings), methods=["GET", "PUT"]),
         ]
 
     def error_response(
         self, status: int, code: str, message: str, retry_after: float | None = None
     ) -> Response:
         headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
-        return _json(self._error_body(code, message, None, None), status, headers)
+        return _json(self._error_body(code, message, None), status, headers)
 
     def dump(self) -> dict[str, Any]:
         return self.store.dump()
@@ -112,19 +113,12 @@ class PartnerCenterPart:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _error_body(
-        self, code: str, message: str, target: str | None, inner_code: str | None
-    ) -> dict[str, Any]:
-        inner: dict[str, Any] = {
-            "date": f.format_time(self.ctx.clock.now()),
-            "request-id": str(uuid.uuid4()),
-        }
-        if inner_code is not None:
-            inner = {"code": inner_code, **inner}
+    def _error_body(self, code: str, message: str, target: str | None) -> dict[str, Any]:
+        inner = {"date": f.format_time(self.ctx.clock.now()), "request-id": str(uuid.uuid4())}
         return {"error": {"code": code, "message": message, "target": target, "innerError": inner}}
 
     def _render(self, exc: ReferralError) -> Response:
-        body = self._error_body(exc.code, exc.message, exc.target, exc.inner_code)
+        body = self._error_body(exc.code, exc.message, exc.target)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _json(body, exc.status, headers)
 
@@ -171,54 +165,83 @@ class PartnerCenterPart:
         if request.method == "POST":
             referral = self.store.create(await _body(request))
             location = f"{request.url.scheme}://{request.url.netloc}{BASE}/{referral['id']}"
-            return _json(referral, 201, {"ETag": referral["eTag"], "Location": location})
+            return _json(
+                self._shown(referral),
+                self.store.behaviour.create_code,
+                {"ETag": referral["eTag"], "Location": location},
+            )
         if request.method != "GET":
             return self._not_allowed(request.method, "GET, POST", "list or create referrals")
         return self._list(request)
 
+    async def _next_page(self, request: Request) -> Response:
+        if request.method != "GET":
+            return self._not_allowed(request.method, "GET", "next pages of a referral list")
+        return self._list(request)
+
     def _list(self, request: Request) -> Response:
-        params = request.query_params
-        unknown = sorted(k for k in params if k.startswith("$") and k.lower() not in QUERY_OPTIONS)
-        if unknown:
-            raise ReferralError(
-                f"unsupported query option {unknown[0]}: page with @odata.nextLink",
-                target=unknown[0],
-            )
-        query = odata.parse_filter(params.get("$filter"))
-        descending = odata.parse_orderby(params.get("$orderby"))
-        size = odata.parse_top(params.get("$top"), PAGE_MAX)
-        skip = next((v for k, v in params.items() if k.lower() == "$skiptoken"), None)
-        after = odata.decode_skiptoken(skip, descending) if skip else None
-        select = _parse_select(params.get("$select"))
-        items, next_key = self.store.page(query, descending, size, after)
-        origin = f"{request.url.scheme}://{request.url.netloc}"
+        """A page of referrals; every query option the docs show, others ignored."""
+        params = {k.lower(): v for k, v in request.query_params.items()}
+        token = params.get("$skiptoken")
+        skip = 0
+        if token:
+            state = odata.decode_skiptoken(token)
+            text, order_text, select_text = state.filter, state.orderby, state.select
+            remaining, after = state.remaining, state.after
+        else:
+            text, order_text = params.get("$filter"), params.get("$orderby")
+            select_text = params.get("$select")
+            remaining, after = odata.parse_count(params.get("$top"), "$top"), None
+            skip = odata.parse_count(params.get("$skip"), "$skip") or 0
+        behaviour = self.store.behaviour
+        if select_text and behaviour.refuse_select:
+            raise ReferralError("$select is not supported here", target="$select")
+        query = odata.parse_filter(text)
+        order, descending = odata.parse_orderby(order_text)
+        select = odata.parse_select(select_text)
+        size = behaviour.page_size if remaining is None else min(behaviour.page_size, remaining)
+        items, next_key = (
+            self.store.page(query, order, descending, size, after, skip) if size else ([], None)
+        )
+        # The published shapes: an http context and next link, the count of this page.
+        origin = f"http://{request.url.netloc}"
+        value = [self._shown(r, select) for r in items]
         body: dict[str, Any] = {
-            "@odata.context": f"{origin}/v1.0/$metadata#referrals",
-            "value": [r if select is None else {k: r.get(k) for k in select} for r in items],
+            "@odata.context": f"{origin}/v1.0/$metadata#Referrals",
+            "@odata.count": len(value),
+            "value": value,
         }
-        if next_key is not None:
-            token = odata.encode_skiptoken(next_key, descending)
-            kept = [
-                f"{quote(k, safe='$')}={quote(v, safe=_LITERAL_SAFE)}"
-                for k, v in params.multi_items()
-                if k.lower() != "$skiptoken"
-            ]
-            query_string = "&".join([*kept, f"$skiptoken={token}"])
-            body["@odata.nextLink"] = f"{origin}{request.url.path}?{query_string}"
+        left = None if remaining is None else remaining - len(items)
+        if next_key is not None and (left is None or left > 0):
+            state = odata.Continuation(text, order_text, select_text, left, next_key)
+            body["@odata.nextLink"] = (
+                f"{origin}{NEXT_LINK_PATH}?$skiptoken={odata.encode_skiptoken(state)}"
+            )
         return _json(body)
+
+    def _shown(self, referral: dict[str, Any], select: list[str] | None = None) -> Any:
+        """A referral as answered: its sales stage in the configured format, ``$select``."""
+        fmt = self.store.behaviour.sales_stage
+        if fmt != "percent":
+            stage = referral.get("salesStage")
+            shown = None if fmt == "null" else f.NAME_OF_PERCENT.get(str(stage))
+            referral = {**referral, "salesStage": shown}
+        if select is not None:
+            return {k: referral[k] for k in select if k in referral}
+        return referral
 
     async def _item(self, request: Request) -> Response:
         ident = request.path_params["id"]
         if request.method == "GET":
             referral = self.store.get(ident)
-            return _json(referral, headers={"ETag": referral["eTag"]})
+            return _json(self._shown(referral), headers={"ETag": referral["eTag"]})
         if request.method == "PATCH":
             ops = await _body(request)
             referral = self.store.patch(ident, ops, request.headers.get("if-match"))
             headers = {"ETag": referral["eTag"]}
             if "return=representation" in request.headers.get("prefer", ""):
                 headers["Preference-Applied"] = "return=representation"
-                return _json(referral, 200, headers)
+                return _json(self._shown(referral), 200, headers)
             return Response(status_code=204, headers=headers)
         if request.method == "PUT":
             return self._not_allowed("PUT", "GET, PATCH", "full update is deprecated, use PATCH")
@@ -267,26 +290,13 @@ class PartnerCenterPart:
             return _json(self.store.set_eligible(await _body(request)))
         return _json(self.store.eligible)
 
-
-def _parse_select(text: str | None) -> list[str] | None:
-    if text is None or not text.strip():
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in _SELECTABLE]
-    if unknown:
-        raise ReferralError(f"cannot $select {unknown[0]!r}", target="$select")
-    return names
-
-
-_SELECTABLE = frozenset(
-    str.split(
-        """id engagementId eTag name externalReferenceId createdDateTime updatedDateTime
-    acceptedDateTime closedDateTime expirationDateTime status substatus statusReason type
-    qualification direction salesStage campaignId customerProfile consent details team
-    inviteContext target registrationStatus registrations trackingInfo owner
-    registrationEligible"""
-    )
-)
+    async def _settings(self, request: Request) -> Response:
+        behaviour = self.store.behaviour
+        if request.method == "PUT":
+            changes = await _body(request)
+            with self.store.lock:
+                behaviour.update(changes)
+        return _json(vars(behaviour))
 
 
 def create(ctx: SandboxContext) -> PartnerCenterPart:

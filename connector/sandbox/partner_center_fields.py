@@ -1,8 +1,11 @@
-"""The sandbox core's vocabulary: enums, identities, timestamps and field validation.
+"""The sandbox core's vocabulary: enums, identities, timestamps and value checks.
 
-Written from ``deal-core-api.md`` and the seed document only. Every rule failure
-raises :class:`ReferralError`, which the HTTP layer renders in the core's error
-shape (``{"error": {"code", "message", "target", "innerError"}}``).
+Written from ``deal-core-api.md`` and the public sources it cites (RR, SW, the create
+and list samples, real responses); no connector model is imported. Values are checked
+only where Microsoft documents their form (enums, ISO 4217 currencies, alpha-2
+countries, decimals, ISO 8601 times); anything else a request carries is stored as
+sent. Every refusal raises :class:`ReferralError`, rendered as the documented error
+shape with a documented top-level code and no inner code.
 """
 
 from __future__ import annotations
@@ -13,56 +16,70 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+#: status → the substatuses allowed with it (RR's transition table)
 STATUS_SUBSTATUS: dict[str, frozenset[str]] = {
     "New": frozenset({"Pending", "Received"}),
     "Active": frozenset({"Accepted"}),
     "Closed": frozenset({"Won", "Lost", "Declined", "Expired"}),
 }
-ALL_SUBSTATUSES = frozenset().union(*STATUS_SUBSTATUS.values())
-TYPES = frozenset({"Independent", "Shared"})
-DIRECTIONS = frozenset({"Incoming", "Outgoing"})
-QUALIFICATIONS = frozenset({"None", "Direct", "MarketingQualified", "SalesQualified"})
-SALES_STAGES = ("10", "20", "40", "60", "80", "100")
-ASSISTANCE_CODES = frozenset(
-    {
-        "GeneralOrOther",
-        "CustomerTechnicalArchitecture",
-        "ProofOfConceptOrDemo",
-        "QuotesOrLicensing",
-        "PostSalesCustomerSuccess",
-        "WorkloadSpecificValueProposition",
-    }
+#: status → the statuses it may move to (RR's transition table)
+NEXT_STATUS = {"New": ("New", "Active", "Closed"), "Active": ("Active", "Closed"), "Closed": ()}
+STATUSES = ("None", *STATUS_SUBSTATUS)
+SUBSTATUSES = ("None", *sorted(frozenset().union(*STATUS_SUBSTATUS.values())))
+TYPES = ("Independent", "Shared")
+QUALIFICATIONS = ("None", "Direct", "MarketingQualified", "SalesQualified")
+#: RR's target types ("Partner" is documented nowhere)
+TARGET_TYPES = ("None", "BusinessProfileLocation", "SolutionProfile")
+ASSISTANCE_CODES = (
+    "Unknown",
+    "GeneralOrOther",
+    "CustomerTechnicalArchitecture",
+    "ProofOfConceptOrDemo",
+    "QuotesOrLicensing",
+    "PostSalesCustomerSuccess",
+    "WorkloadSpecificValueProposition",
 )
-REGISTRATION_STATUSES = frozenset(
-    {"None", "ReviewPending", "ActionRequired", "Passed", "Failed", "Approved"}
-)
-#: the real, misspelled consent key (two "To") and its two siblings
+#: SW's salesStage enum and the percentages seen in real answers and the seed
+STAGE_NAMES = {"qualify": "20", "develop": "40", "propose": "60", "close": "80"}
+NAME_OF_PERCENT = {"20": "Qualify", "40": "Develop", "60": "Propose", "80": "Close", "100": "Close"}
+#: the three documented consent keys (note the real "ToTo")
 CONSENT_KEYS = (
     "consentToToShareInfoWithOthers",
     "consentToContact",
     "consentToShareReferralWithMicrosoftSellers",
 )
 MS_CONSENT = "consentToShareReferralWithMicrosoftSellers"
-MAX_TEAM = 50
-MAX_SOLUTIONS = 50
 INVITATION_WINDOW = timedelta(days=14)
 
-#: the partner organisation the sandbox plays (the caller) and Microsoft
+#: the partner organisation the sandbox plays (the caller), its business location, Microsoft
 PARTNER_ORG = {
     "organizationId": "5a4d9c1e-0c0e-4c11-9a5e-5a4db0c05e11",
     "organizationName": "Sandbox Partner Ltd",
 }
+PARTNER_LOCATION = "01e2abcd-52b0-4af3-a3ae-1fd1530b3563"
 MICROSOFT_ORG = {
     "organizationId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
     "organizationName": "Microsoft",
 }
+#: Microsoft as the docs name it in ``invitedBy`` and in the target of its referral
+MICROSOFT_INVITER = {"organizationId": "msft", "organizationName": "Microsoft"}
+MICROSOFT_TARGET = {"type": "BusinessProfileLocation", "id": "msft"}
+
+
+def is_partners(referral: dict[str, Any]) -> bool:
+    """Whether the sandbox's partner holds ``referral`` (else Microsoft or another partner)."""
+    return referral.get("organizationId") == PARTNER_ORG["organizationId"]
+
+
+def is_microsofts(referral: dict[str, Any]) -> bool:
+    return referral.get("organizationId") == MICROSOFT_ORG["organizationId"]
 
 
 def _codes(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# ISO 3166-1 alpha-2 and active ISO 4217 codes: "UK" or "usd" are real mapping mistakes.
+# ISO 3166-1 alpha-2 and active ISO 4217 codes (RR, the samples and PR #11: alpha-2).
 COUNTRIES = _codes(
     """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO
     BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK
@@ -83,11 +100,12 @@ CURRENCIES = _codes(
     SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS
     UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL"""
 )
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class ReferralError(Exception):
-    """A request the core refuses; rendered as the core's error body."""
+    """A request the core refuses; rendered as the core's error body (no inner code:
+    Microsoft publishes none for the lifecycle, so none is stable)."""
 
     def __init__(
         self,
@@ -96,14 +114,12 @@ class ReferralError(Exception):
         status: int = 400,
         code: str = "invalidRequest",
         target: str | None = None,
-        inner_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.target = target
-        self.inner_code = inner_code
 
 
 def clone(value: Any) -> Any:
@@ -122,8 +138,12 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def is_guid(text: str) -> bool:
+    return bool(_GUID.match(text))
+
+
 def new_etag() -> str:
-    """A quoted opaque eTag, like the core's ``"00006d10-…"``."""
+    """A quoted opaque eTag, like the core's ``"00006d10-0000-0000-0000-5c70aa630000"``."""
     return f'"{secrets.token_hex(4)}-0000-0000-0000-{secrets.token_hex(6)}"'
 
 
@@ -132,44 +152,50 @@ _US = timedelta(microseconds=1)
 
 
 def truncate_ms(dt: datetime) -> datetime:
-    """Timestamps carry milliseconds: fine enough to order, coarse enough to tie."""
+    """Times are kept to the millisecond: fine enough to order, coarse enough to tie."""
     return dt.astimezone(UTC).replace(microsecond=dt.microsecond // 1000 * 1000)
 
 
 def format_time(dt: datetime) -> str:
+    """The core's form: UTC with seven fractional digits (``2019-02-23T02:05:23.2931817Z``)."""
     dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}0Z"
 
 
 def micros(dt: datetime) -> int:
-    """Microseconds since the epoch: the sort key of ``updatedDateTime``."""
+    """Microseconds since the epoch: the sort key of the time indexes."""
     return (dt - _EPOCH) // _US
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO 8601 timestamp with an offset (``Z`` or ``+hh:mm``) as an aware UTC datetime."""
+    """An ISO 8601 time (any number of fractional digits; no offset means UTC) in UTC."""
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset")
+        value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 
-# --- value validation ---------------------------------------------------------------------
+# --- value checks (only where the form is documented) ---------------------------------------
 
 
-def require_text(value: Any, target: str, *, max_len: int = 500, optional: bool = False) -> Any:
-    if value is None and optional:
+def enum(value: Any, allowed: tuple[str, ...], target: str) -> str:
+    """One of ``allowed``, compared case-insensitively, answered in its documented case."""
+    if isinstance(value, str):
+        for member in allowed:
+            if member.lower() == value.strip().lower():
+                return member
+    raise ReferralError(
+        f"{target} must be one of {', '.join(allowed)} (got {value!r})", target=target
+    )
+
+
+def optional_text(value: Any, target: str, *, max_len: int = 4000) -> Any:
+    if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise ReferralError(f"{target} is required and must be a non-empty string", target=target)
+    if not isinstance(value, str):
+        raise ReferralError(f"{target} must be a string", target=target)
     if len(value) > max_len:
         raise ReferralError(f"{target} is longer than {max_len} characters", target=target)
-    return value
-
-
-def require_bool(value: Any, target: str) -> bool:
-    if not isinstance(value, bool):
-        raise ReferralError(f"{target} must be true or false", target=target)
     return value
 
 
@@ -179,23 +205,26 @@ def require_object(value: Any, target: str) -> dict[str, Any]:
     return value
 
 
-def deal_value(value: Any, target: str = "details.dealValue") -> int | float:
-    """A decimal >= 0; a numeric string is accepted, as the reference allows."""
-    if isinstance(value, bool):
-        value = None
+def deal_value(value: Any, target: str = "details.dealValue") -> int | float | None:
+    """RR's decimal; a numeric string (PA20's ``"10000"``) is accepted and kept as a number."""
+    if value is None:
+        return None
+    number: Any = value
     if isinstance(value, str):
         try:
-            value = float(value.strip())
+            number = float(value.strip())
         except ValueError:
-            value = None
-    if not isinstance(value, int | float) or value != value or value in (float("inf"),):
-        raise ReferralError(f"{target} must be a number (got {value!r})", target=target)
-    if value < 0:
-        raise ReferralError(f"{target} must be >= 0 (got {value})", target=target)
-    return int(value) if float(value).is_integer() else float(value)
+            number = None
+    if isinstance(number, bool) or not isinstance(number, int | float) or number != number:
+        raise ReferralError(f"{target} must be a decimal number (got {value!r})", target=target)
+    if number in (float("inf"), float("-inf")):
+        raise ReferralError(f"{target} must be a finite number", target=target)
+    return int(number) if float(number).is_integer() else float(number)
 
 
-def currency(value: Any, target: str = "details.currency") -> str:
+def currency(value: Any, target: str = "details.currency") -> str | None:
+    if value is None:
+        return None
     if not isinstance(value, str) or value not in CURRENCIES:
         raise ReferralError(
             f"{target} must be an ISO 4217 code in capitals, e.g. USD (got {value!r})",
@@ -204,7 +233,9 @@ def currency(value: Any, target: str = "details.currency") -> str:
     return value
 
 
-def country(value: Any, target: str = "customerProfile.address.country") -> str:
+def country(value: Any, target: str = "customerProfile.address.country") -> str | None:
+    if value is None:
+        return None
     if not isinstance(value, str) or value not in COUNTRIES:
         raise ReferralError(
             f"{target} must be an ISO 3166 alpha-2 code, e.g. US or GB (got {value!r})",
@@ -213,8 +244,10 @@ def country(value: Any, target: str = "customerProfile.address.country") -> str:
     return value
 
 
-def timestamp(value: Any, target: str) -> str:
-    """An ISO 8601 date or date-time; answered in the core's ``…Z`` form."""
+def timestamp(value: Any, target: str) -> str | None:
+    """An ISO 8601 date or date-time, kept as sent (normalised to ``…Z`` when it had none)."""
+    if value is None:
+        return None
     try:
         if not isinstance(value, str):
             raise ValueError(value)
@@ -225,123 +258,75 @@ def timestamp(value: Any, target: str) -> str:
             target=target,
         ) from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value
 
 
-def sales_stage(value: Any, target: str = "salesStage") -> str:
-    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if text not in SALES_STAGES:
-        raise ReferralError(
-            f"{target} must be one of {', '.join(SALES_STAGES)} (got {value!r})", target=target
-        )
-    return str(text)
+def sales_stage(value: Any, target: str = "salesStage") -> str | None:
+    """A percentage (string or number, as answered in real responses) or SW's names.
 
-
-_PERSON_FIELDS = ("firstName", "lastName", "phoneNumber", "email")
-
-
-def person(value: Any, target: str, *, complete: bool) -> dict[str, Any]:
-    """A team member (all four fields required) or a customer contact (all optional)."""
-    member = require_object(value, target)
-    out: dict[str, Any] = {}
-    for key in _PERSON_FIELDS:
-        field = member.get(key)
-        if field is None and not complete:
-            continue
-        out[key] = require_text(field, f"{target}.{key}", max_len=250)
-    email = out.get("email")
-    if email is not None and not _EMAIL.match(email):
-        raise ReferralError(f"{target}.email is not an email address", target=f"{target}.email")
-    return out
-
-
-def team(value: Any, target: str = "team") -> list[dict[str, Any]]:
-    """Your people: 1 to 50, each with first and last name, phone number and email."""
-    if not isinstance(value, list) or not value:
-        raise ReferralError(
-            f"{target} needs at least one member with firstName, lastName, phoneNumber, email",
-            target=target,
-        )
-    if len(value) > MAX_TEAM:
-        raise ReferralError(f"{target} has more than {MAX_TEAM} members", target=target)
-    return [person(m, f"{target}[{i}]", complete=True) for i, m in enumerate(value)]
-
-
-def contacts(value: Any, target: str = "customerProfile.team") -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > MAX_TEAM:
-        raise ReferralError(f"{target} must be a list of at most {MAX_TEAM}", target=target)
-    return [person(c, f"{target}[{i}]", complete=False) for i, c in enumerate(value)]
-
-
-def solution(value: Any, target: str) -> dict[str, Any]:
-    item = require_object(value, target)
-    return {
-        "id": require_text(item.get("id"), f"{target}.id", max_len=100),
-        "type": require_text(item.get("type", "Name"), f"{target}.type", max_len=50),
-    }
-
-
-def solutions(value: Any, target: str = "details.requirements.solutions") -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not value:
-        raise ReferralError(f"{target} needs at least one solution", target=target)
-    if len(value) > MAX_SOLUTIONS:
-        raise ReferralError(f"{target} has more than {MAX_SOLUTIONS} solutions", target=target)
-    return [solution(s, f"{target}[{i}]") for i, s in enumerate(value)]
-
-
-def invite_context(value: Any, target: str = "inviteContext") -> dict[str, Any] | None:
-    if value is None:
+    Stored as the percentage; answered in the format the sandbox is set to.
+    """
+    if value is None or value == "":
         return None
-    ctx = require_object(value, target)
-    code = ctx.get("assistanceRequestCode")
-    if code not in ASSISTANCE_CODES:
-        raise ReferralError(
-            f"{target}.assistanceRequestCode must be one of {', '.join(sorted(ASSISTANCE_CODES))}"
-            f" (got {code!r})",
-            target=f"{target}.assistanceRequestCode",
-        )
-    out: dict[str, Any] = {
-        "notes": require_text(ctx.get("notes"), f"{target}.notes", max_len=2000, optional=True),
-        "assistanceRequestCode": code,
-    }
-    if isinstance(ctx.get("invitedBy"), dict):
-        out["invitedBy"] = ctx["invitedBy"]
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int | float) and 0 <= value <= 100:
+        return str(int(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit() and 0 <= int(text) <= 100:
+            return str(int(text))
+        if text.lower() in STAGE_NAMES:
+            return STAGE_NAMES[text.lower()]
+    raise ReferralError(
+        f"{target} must be Qualify, Develop, Propose, Close or a percentage (got {value!r})",
+        target=target,
+    )
+
+
+def consent(value: Any) -> dict[str, Any]:
+    """The documented keys matched case-insensitively (LIVE-CR sends PascalCase), others kept."""
+    given = {} if value is None else require_object(value, "consent")
+    out: dict[str, Any] = {key: False for key in CONSENT_KEYS}
+    for key, flag in given.items():
+        documented = next((k for k in CONSENT_KEYS if k.lower() == str(key).lower()), None)
+        if documented is not None:
+            if not isinstance(flag, bool):
+                raise ReferralError(f"consent.{key} must be true or false", target=f"consent.{key}")
+            out[documented] = flag
+        else:
+            out[str(key)] = flag
     return out
 
 
-def target_entry(value: Any, target: str) -> dict[str, Any]:
-    entry = require_object(value, target)
-    kind = entry.get("type")
-    if kind not in ("Partner", "SolutionProfile"):
-        raise ReferralError(
-            f"{target}.type must be Partner or SolutionProfile (got {kind!r})",
-            target=f"{target}.type",
-        )
-    return {"type": kind, "id": require_text(entry.get("id"), f"{target}.id", max_len=100)}
-
-
-def targets(value: Any) -> list[dict[str, Any]]:
+def targets(value: Any, *, strict: bool) -> list[Any]:
+    """The ``target`` list; in strict mode every entry must use a documented type."""
     if value is None:
         return []
     if not isinstance(value, list):
         raise ReferralError("target must be a list", target="target")
-    return [target_entry(t, f"target[{i}]") for i, t in enumerate(value)]
+    for i, entry in enumerate(value):
+        entry = require_object(entry, f"target[{i}]")
+        if strict:
+            enum(entry.get("type"), TARGET_TYPES, f"target[{i}].type")
+    return [clone(entry) for entry in value]
 
 
-def consent(value: Any) -> dict[str, bool]:
-    given = {} if value is None else require_object(value, "consent")
-    return {key: require_bool(given.get(key, False), f"consent.{key}") for key in CONSENT_KEYS}
-
-
-def qualification(value: Any) -> str:
+def invite_context(value: Any) -> dict[str, Any] | None:
     if value is None:
-        return "None"
-    if value not in QUALIFICATIONS:
-        raise ReferralError(
-            f"qualification must be one of {', '.join(sorted(QUALIFICATIONS))} (got {value!r})",
-            target="qualification",
+        return None
+    ctx: dict[str, Any] = clone(require_object(value, "inviteContext"))
+    if ctx.get("assistanceRequestCode") is not None:
+        ctx["assistanceRequestCode"] = enum(
+            ctx["assistanceRequestCode"], ASSISTANCE_CODES, "inviteContext.assistanceRequestCode"
         )
-    return str(value)
+    optional_text(ctx.get("notes"), "inviteContext.notes")
+    return ctx
+
+
+def asked_microsoft(referral: dict[str, Any]) -> bool:
+    """Consent to Microsoft's sellers and a help asked: the co-sell deal of the seed and SW."""
+    ctx = referral.get("inviteContext") or {}
+    code = ctx.get("assistanceRequestCode") if isinstance(ctx, dict) else None
+    return bool((referral.get("consent") or {}).get(MS_CONSENT)) and code not in (None, "Unknown")

@@ -1,7 +1,10 @@
 """Referrals the partner does not create: incoming deals and Microsoft's related referral.
 
-Both are made by the sandbox itself (admin API, seeding, co-sell invitations),
-so their values are generated, deterministic for a given random generator.
+Both are made by the sandbox itself (admin API, seeding, co-sell invitations), so their
+values are generated, deterministic for a given random generator. Their shapes are the
+published ones: the holder in ``organizationId``/``organizationName``, the sender in
+``inviteContext.invitedBy`` (``msft`` for Microsoft, GL19), the partner's business
+location or ``msft`` in ``target``.
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ def build_incoming(
 ) -> dict[str, Any]:
     """A referral sent to the partner: Incoming, New/Pending, expires 14 days from now.
 
-    ``sender`` is ``Microsoft`` (a co-sell invitation: consent and inviteContext set)
-    or ``Partner`` (partner to partner: ``target`` names the sending partner).
+    ``sender`` is ``Microsoft`` (a co-sell invitation: consent and the help asked set)
+    or ``Partner`` (partner to partner: ``invitedBy`` names the sending partner).
     """
     customer, country, currency, city, state, postal = rng.choice(_CUSTOMERS)
     first, last = rng.choice(_PEOPLE)
@@ -64,13 +67,14 @@ def build_incoming(
     domain = customer.lower().replace(" ", "") + ".example"
     from_microsoft = sender == "Microsoft"
     sender_org = (
-        dict(f.MICROSOFT_ORG)
+        dict(f.MICROSOFT_INVITER)
         if from_microsoft
         else {"organizationId": _uuid(rng), "organizationName": "Sandbox Ally Partner"}
     )
     referral: dict[str, Any] = {
         "id": _uuid(rng),
         "engagementId": _uuid(rng),
+        **f.PARTNER_ORG,
         "eTag": f.new_etag(),
         "name": f"{customer} – {rng.choice(_WORKLOADS)}",
         "externalReferenceId": None,
@@ -120,25 +124,21 @@ def build_incoming(
             "requirements": {"solutions": [{"id": rng.choice(_SOLUTIONS), "type": "Name"}]},
         },
         "team": [],
-        "inviteContext": (
-            {
-                "notes": "Customer asked for a partner with migration experience.",
-                "assistanceRequestCode": rng.choice(sorted(f.ASSISTANCE_CODES)),
-                "invitedBy": sender_org,
-            }
-            if from_microsoft
-            else None
-        ),
-        "target": []
-        if from_microsoft
-        else [{"type": "Partner", "id": sender_org["organizationId"]}],
+        "inviteContext": {
+            "notes": "Customer asked for a partner with migration experience.",
+            "assistanceRequestCode": (
+                rng.choice(sorted(set(f.ASSISTANCE_CODES) - {"Unknown"}))
+                if from_microsoft
+                else "Unknown"
+            ),
+            "invitedBy": sender_org,
+        },
+        "target": [{"type": "BusinessProfileLocation", "id": f.PARTNER_LOCATION}],
         "registrationStatus": "None",
         "registrations": [],
         "trackingInfo": {
             "microsoftMsxId": f"7-{rng.randint(10**9, 10**10 - 1)}" if from_microsoft else None
         },
-        "owner": {"type": "Partner", **f.PARTNER_ORG},
-        "registrationEligible": False,
     }
     return _merge(referral, overrides)
 
@@ -149,14 +149,16 @@ def build_microsoft_side(
     """Microsoft's related referral in ``deal``'s engagement.
 
     ``invited``: the partner invited Microsoft (New/Pending, 14 days to answer,
-    direction Incoming from Microsoft's point of view). Otherwise Microsoft sent
-    the deal and is already engaged (Active/Accepted, direction Outgoing).
+    direction Incoming from Microsoft's point of view, target ``msft``: the documented
+    referral for Microsoft). Otherwise Microsoft sent the deal and is already engaged
+    (Active/Accepted, direction Outgoing, target the partner's business location).
     """
     stamp = f.format_time(now)
     new_id = _uuid(rng) if rng is not None else f.new_id()
     side: dict[str, Any] = {
         "id": new_id,
         "engagementId": deal["engagementId"],
+        **f.MICROSOFT_ORG,
         "eTag": f.new_etag(),
         "name": deal["name"],
         "externalReferenceId": None,
@@ -178,16 +180,36 @@ def build_microsoft_side(
         "details": f.clone(deal["details"]),
         "team": [],
         "inviteContext": f.clone(deal["inviteContext"]),
-        "target": [{"type": "Partner", "id": f.PARTNER_ORG["organizationId"]}],
+        "target": (
+            [dict(f.MICROSOFT_TARGET)]
+            if invited
+            else [{"type": "BusinessProfileLocation", "id": f.PARTNER_LOCATION}]
+        ),
         "registrationStatus": "None",
         "registrations": [],
-        "trackingInfo": {"microsoftMsxId": deal["trackingInfo"].get("microsoftMsxId")},
-        "owner": {"type": "Microsoft", **f.MICROSOFT_ORG},
-        "registrationEligible": False,
+        "trackingInfo": {"microsoftMsxId": (deal.get("trackingInfo") or {}).get("microsoftMsxId")},
     }
     if not invited:
         side["team"] = [_microsoft_seller()]
     return side
+
+
+def as_microsofts(referral: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A referral a partner created for Microsoft (CR20's second step), held by Microsoft:
+    New/Pending and Incoming from its point of view, 14 days to answer."""
+    return {
+        **referral,
+        **f.MICROSOFT_ORG,
+        "externalReferenceId": None,
+        "status": "New",
+        "substatus": "Pending",
+        "direction": "Incoming",
+        "salesStage": None,
+        "acceptedDateTime": None,
+        "closedDateTime": None,
+        "expirationDateTime": f.format_time(now + f.INVITATION_WINDOW),
+        "team": [],
+    }
 
 
 def _microsoft_seller() -> dict[str, str]:
@@ -203,7 +225,7 @@ def microsoft_answer(side: dict[str, Any], action: str, now: datetime, reason: s
     """Microsoft accepts, declines or wins its related referral (already checked legal)."""
     stamp = f.format_time(now)
     if action == "accept":
-        side.update(status="Active", substatus="Accepted", salesStage="10", acceptedDateTime=stamp)
+        side.update(status="Active", substatus="Accepted", acceptedDateTime=stamp)
         side["team"] = side["team"] or [_microsoft_seller()]
     elif action == "decline":
         side.update(

@@ -1,11 +1,15 @@
-"""The seed's lifecycle rules, as pure functions over referral dicts.
+"""Creating and patching referrals (pure functions over referral dicts).
 
-- :func:`build_outgoing` validates a create body and returns the new deal.
-- :func:`apply_patch` applies a JSON Patch to a copy of a deal and checks the
-  result: the status table and transitions, terminal immutability, the
-  invitation combinations, "sharing with Microsoft cannot be undone" and deal
-  registration eligibility. The store decides what happens around it (Microsoft's
-  related referral, eTags, timestamps).
+- :func:`build_referral` turns a create body into a referral: the documented required
+  parts (``type``, ``customerProfile``, ``consent``, ``details``: CR20), values checked
+  where their form is documented, server fields set, everything else kept as sent.
+- :func:`apply_patch` applies an RFC 6902 patch (``add`` and ``replace`` only, PA20) to
+  a copy of a referral and checks the rules Microsoft documents: the status table and
+  its transitions (RR), terminal deals unchangeable except the registration of a won
+  deal (the seed), and deal registration eligibility (the seed). In strict mode (for
+  client tests) only the paths of Microsoft's certified connector are accepted.
+
+The store decides what happens around them (Microsoft's referral, eTags, timestamps).
 """
 
 from __future__ import annotations
@@ -18,12 +22,61 @@ from typing import Any
 from connector.sandbox import partner_center_fields as f
 from connector.sandbox.partner_center_fields import ReferralError
 
-#: status → statuses a partner may move a deal to (Expired is set by the core only)
-NEXT_STATUS = {"New": ("New", "Active", "Closed"), "Active": ("Active", "Closed"), "Closed": ()}
-#: substatuses a partner may close with, by the status the deal leaves
-CLOSE_FROM = {"New": frozenset({"Declined"}), "Active": frozenset({"Won", "Lost"})}
+#: fields the server owns: ignored in a create body, refused in a patch
+SERVER_FIELDS = frozenset(
+    {
+        "id",
+        "engagementId",
+        "eTag",
+        "createdDateTime",
+        "updatedDateTime",
+        "expirationDateTime",
+        "acceptedDateTime",
+        "closedDateTime",
+        "organizationId",
+        "organizationName",
+        "direction",
+        "registrationStatus",
+        "registrations",
+        "trackingInfo",
+        "links",
+        "quality",
+        "isSpam",
+        "tags",
+        "@odata.context",
+    }
+)
+#: the certified connector's PATCH paths (SW: UpdateReferralDetails, DealRegistration,
+#: UpdateDealRegistration); strict mode accepts these only
+SW_PATHS = frozenset(
+    {
+        "/campaignId",
+        "/consent/consentToShareReferralWithMicrosoftSellers",
+        "/customerProfile/team",
+        "/customerProfile/team/-",
+        "/details/closingDateTime",
+        "/details/currency",
+        "/details/dealValue",
+        "/details/notes",
+        "/details/requirements/solutions",
+        "/details/requirements/solutions/-",
+        "/externalReferenceId",
+        "/referralProgram",
+        "/salesStage",
+        "/status",
+        "/substatus",
+        "/statusReason",
+        "/team",
+        "/team/-",
+        "/registrations/-",
+    }
+)
+REGISTRATION_PATH = "/registrations/-"
+#: the registration details the certified connector may change after submitting
+_REGISTRATION_DETAIL = "/registrations/0/"
 #: registrations may (re)start from these registration statuses
 REGISTRABLE_FROM = frozenset({"None", "ActionRequired", "Failed"})
+_PAIRS = {**f.STATUS_SUBSTATUS, "None": frozenset({"None"})}
 
 EligibleSolution = Callable[[str], bool]
 
@@ -32,214 +85,150 @@ def is_terminal(referral: dict[str, Any]) -> bool:
     return bool(referral["status"] == "Closed")
 
 
-def microsoft_invited(referral: dict[str, Any]) -> bool:
-    """Co-sell: consent to share with Microsoft sellers and an invitation context."""
-    return bool(referral["consent"].get(f.MS_CONSENT)) and referral.get("inviteContext") is not None
-
-
-def partner_targets(referral: dict[str, Any]) -> list[str]:
-    return [t["id"] for t in referral.get("target") or [] if t.get("type") == "Partner"]
-
-
-def deal_kind(referral: dict[str, Any]) -> str:
-    """``Private``, ``Co-sell`` or ``P2P`` (partner to partner without Microsoft)."""
-    if microsoft_invited(referral):
-        return "Co-sell"
-    if referral["type"] == "Independent":
-        return "Private"
-    return "P2P"
-
-
 def registration_eligible(
     referral: dict[str, Any], microsoft_state: tuple[str, str] | None, eligible: EligibleSolution
 ) -> tuple[bool, str]:
-    """The seed's three conditions (never for Private deals), with the first reason that fails."""
-    if referral["owner"]["type"] != "Partner":
+    """The seed's conditions, with the first one that fails."""
+    if not f.is_partners(referral):
         return False, "only the partner's own referral can be registered"
-    if deal_kind(referral) == "Private" or not microsoft_invited(referral):
+    if microsoft_state is None:
         return False, "Microsoft was not invited to this deal (Private deals never register)"
     if microsoft_state not in (("Active", "Accepted"), ("Closed", "Won")):
         return False, "Microsoft has not accepted the invitation nor marked the deal won"
     if referral["status"] == "New":
         return False, "the referral is not accepted yet"
-    solutions = referral["details"].get("requirements", {}).get("solutions", [])
-    if not any(eligible(s["id"]) for s in solutions):
+    solutions = ((referral.get("details") or {}).get("requirements") or {}).get("solutions") or []
+    ids = [s.get("id") for s in solutions if isinstance(s, dict)]
+    if not any(isinstance(i, str) and eligible(i) for i in ids):
         return False, "the deal carries no incentive-eligible solution"
     if referral["status"] == "Closed" and referral["substatus"] != "Won":
         return False, f"the deal is Closed/{referral['substatus']}"
     return True, "eligible"
 
 
-def build_outgoing(body: Any, now: datetime) -> dict[str, Any]:
-    """A deal the partner creates: validated fields, Active/Accepted, stage 10, Outgoing."""
+# --- create ------------------------------------------------------------------------------------
+
+
+def build_referral(body: Any, now: datetime, *, strict: bool, keep_status: bool) -> dict[str, Any]:
+    """A referral from a create ``body``, held by the partner, Outgoing.
+
+    ``keep_status``: the status, substatus and sales stage sent are kept (else every new
+    deal starts Active/Accepted, as CR20's answer shows). Without a status the seed's
+    default applies: a created deal is Active/Accepted.
+    """
     src = f.require_object(body, "body")
-    kind = src.get("type")
-    if kind not in f.TYPES:
-        raise ReferralError(f"type must be Independent or Shared (got {kind!r})", target="type")
-    if src.get("direction", "Outgoing") != "Outgoing":
-        raise ReferralError("a partner can only create Outgoing referrals", target="direction")
-    details = f.require_object(src.get("details"), "details")
-    requirements = details.get("requirements")
-    if requirements is not None and not isinstance(requirements, dict):
-        raise ReferralError("details.requirements must be an object", target="details.requirements")
-    profile = f.require_object(src.get("customerProfile"), "customerProfile")
-    address = f.require_object(profile.get("address"), "customerProfile.address")
+    stored = {k: f.clone(v) for k, v in src.items() if k not in SERVER_FIELDS}
     stamp = f.format_time(now)
     referral: dict[str, Any] = {
         "id": f.new_id(),
         "engagementId": f.new_id(),
-        "eTag": f.new_etag(),
-        "name": f.require_text(src.get("name"), "name", max_len=250),
-        "externalReferenceId": f.require_text(
-            src.get("externalReferenceId"), "externalReferenceId", max_len=100, optional=True
-        ),
+        **f.PARTNER_ORG,
+        "name": None,
+        "externalReferenceId": None,
         "createdDateTime": stamp,
         "updatedDateTime": stamp,
+        "expirationDateTime": None,
         "acceptedDateTime": stamp,
         "closedDateTime": None,
-        "expirationDateTime": None,
         "status": "Active",
         "substatus": "Accepted",
         "statusReason": None,
-        "type": kind,
-        "qualification": f.qualification(src.get("qualification")),
+        "qualification": "None",
+        "type": None,
         "direction": "Outgoing",
-        "salesStage": "10",
-        "campaignId": f.require_text(src.get("campaignId"), "campaignId", optional=True),
-        "customerProfile": {
-            "name": f.require_text(profile.get("name"), "customerProfile.name", max_len=250),
-            "size": profile.get("size") if isinstance(profile.get("size"), str) else None,
-            "address": {
-                **{k: v for k, v in address.items() if isinstance(v, str) and k != "country"},
-                "country": f.country(address.get("country")),
-            },
-            "team": f.contacts(profile.get("team")),
-            "ids": profile.get("ids") if isinstance(profile.get("ids"), list) else [],
-        },
-        "consent": f.consent(src.get("consent")),
-        "details": {
-            "notes": f.require_text(
-                details.get("notes"), "details.notes", max_len=4000, optional=True
-            ),
-            "dealValue": f.deal_value(details.get("dealValue")),
-            "currency": f.currency(details.get("currency")),
-            "closingDateTime": f.timestamp(
-                details.get("closingDateTime"), "details.closingDateTime"
-            ),
-            "requirements": {"solutions": f.solutions((requirements or {}).get("solutions"))},
-        },
-        "team": f.team(src.get("team")),
-        "inviteContext": f.invite_context(src.get("inviteContext")),
-        "target": f.targets(src.get("target")),
+        "salesStage": None,
+        "campaignId": None,
+        "eTag": f.new_etag(),
+        "target": [],
+        "customerProfile": None,
+        "consent": None,
+        "details": None,
+        "team": [],
+        "inviteContext": None,
         "registrationStatus": "None",
         "registrations": [],
         "trackingInfo": {"microsoftMsxId": None},
-        "owner": {"type": "Partner", **f.PARTNER_ORG},
-        "registrationEligible": False,
     }
-    check_deal_type(referral)
+    referral.update(stored)
+    if not keep_status:
+        referral.update(status="Active", substatus="Accepted", salesStage=None)
+    elif "status" in src and "substatus" not in src:
+        referral["substatus"] = _default_substatus(referral["status"])
+    f.require_object(src.get("customerProfile"), "customerProfile")
+    f.require_object(src.get("details"), "details")
+    f.require_object(src.get("consent"), "consent")
+    if src.get("type") is None:
+        raise ReferralError("type is required: Independent or Shared", target="type")
+    normalise(referral, strict=strict)
+    pair = (referral["status"], referral["substatus"])
+    if pair[0] == "Closed":
+        referral["closedDateTime"] = stamp
     if referral["inviteContext"] is not None:
-        referral["inviteContext"]["invitedBy"] = dict(f.PARTNER_ORG)
+        referral["inviteContext"].setdefault("invitedBy", {k: v for k, v in f.PARTNER_ORG.items()})
     return referral
 
 
-def check_deal_type(referral: dict[str, Any]) -> None:
-    """Private, Co-sell and partner-to-partner as the reference defines them."""
-    invited_ms = microsoft_invited(referral)
-    if referral.get("inviteContext") is not None and not referral["consent"][f.MS_CONSENT]:
+def _default_substatus(status: Any) -> Any:
+    return {"New": "Pending", "Active": "Accepted", "None": "None"}.get(str(status))
+
+
+def normalise(referral: dict[str, Any], *, strict: bool) -> None:
+    """Check the values whose form is documented, in place; answer enums in their case."""
+    referral["type"] = f.enum(referral.get("type"), f.TYPES, "type")
+    referral["status"] = f.enum(referral.get("status"), f.STATUSES, "status")
+    referral["substatus"] = f.enum(referral.get("substatus"), f.SUBSTATUSES, "substatus")
+    if referral["substatus"] not in _PAIRS[referral["status"]]:
         raise ReferralError(
-            "inviting Microsoft (inviteContext) needs "
-            "consent.consentToShareReferralWithMicrosoftSellers = true",
-            target=f"consent.{f.MS_CONSENT}",
+            f"substatus {referral['substatus']} is not allowed with status {referral['status']} "
+            f"(allowed: {', '.join(sorted(_PAIRS[referral['status']]))})",
+            target="substatus",
         )
-    if referral["type"] == "Independent":
-        if invited_ms or partner_targets(referral):
-            raise ReferralError(
-                "an Independent (Private) deal invites nobody: use type Shared to invite "
-                "Microsoft or partners",
-                target="type",
-            )
-        if referral["consent"][f.MS_CONSENT]:
-            raise ReferralError(
-                "a Private deal is not shared with Microsoft sellers: set "
-                "consentToShareReferralWithMicrosoftSellers to false, or add an inviteContext "
-                "and type Shared for a co-sell deal",
-                target=f"consent.{f.MS_CONSENT}",
-            )
-    elif not invited_ms and not partner_targets(referral):
-        raise ReferralError(
-            "a Shared deal needs an inviteContext with consent (co-sell) or a target "
-            '{"type": "Partner", "id": …} (partner to partner)',
-            target="type",
+    if referral.get("qualification") is not None:
+        referral["qualification"] = f.enum(
+            referral["qualification"], f.QUALIFICATIONS, "qualification"
         )
-    if invited_ms and not referral["customerProfile"]["team"]:
-        raise ReferralError(
-            "inviting Microsoft needs a customer contact in customerProfile.team",
-            target="customerProfile.team",
+    referral["salesStage"] = f.sales_stage(referral.get("salesStage"))
+    for key in ("name", "externalReferenceId", "campaignId", "statusReason"):
+        f.optional_text(referral.get(key), key)
+    profile = f.require_object(referral.get("customerProfile"), "customerProfile")
+    address = profile.get("address")
+    if address is not None:
+        f.country(f.require_object(address, "customerProfile.address").get("country"))
+    for key in ("team",):
+        _list_of_objects(profile.get(key), f"customerProfile.{key}")
+    referral["consent"] = f.consent(referral.get("consent"))
+    details = f.require_object(referral.get("details"), "details")
+    details["dealValue"] = f.deal_value(details.get("dealValue"))
+    f.currency(details.get("currency"))
+    if details.get("closingDateTime") is not None:
+        details["closingDateTime"] = f.timestamp(
+            details["closingDateTime"], "details.closingDateTime"
         )
+    f.optional_text(details.get("notes"), "details.notes")
+    requirements = details.get("requirements")
+    if requirements is not None:
+        solutions = f.require_object(requirements, "details.requirements").get("solutions")
+        _list_of_objects(solutions, "details.requirements.solutions")
+    _list_of_objects(referral.get("team"), "team")
+    referral["inviteContext"] = f.invite_context(referral.get("inviteContext"))
+    referral["target"] = f.targets(referral.get("target"), strict=strict)
 
 
-# --- PATCH -------------------------------------------------------------------------------
-
-#: path → (JSON location, validator of the new value); "-" paths append to a list
-_SCALAR_PATHS: dict[str, tuple[tuple[str, ...], Callable[[Any, str], Any]]] = {
-    "/name": (("name",), lambda v, t: f.require_text(v, t, max_len=250)),
-    "/campaignId": (("campaignId",), lambda v, t: f.require_text(v, t, optional=True)),
-    "/externalReferenceId": (
-        ("externalReferenceId",),
-        lambda v, t: f.require_text(v, t, max_len=100, optional=True),
-    ),
-    "/salesStage": (("salesStage",), f.sales_stage),
-    "/status": (("status",), lambda v, t: _enum(v, t, f.STATUS_SUBSTATUS)),
-    "/substatus": (("substatus",), lambda v, t: _enum(v, t, f.ALL_SUBSTATUSES)),
-    "/statusReason": (("statusReason",), lambda v, t: f.require_text(v, t, optional=True)),
-    "/team": (("team",), f.team),
-    "/customerProfile/team": (("customerProfile", "team"), f.contacts),
-    "/details/notes": (
-        ("details", "notes"),
-        lambda v, t: f.require_text(v, t, max_len=4000, optional=True),
-    ),
-    "/details/dealValue": (("details", "dealValue"), f.deal_value),
-    "/details/currency": (("details", "currency"), f.currency),
-    "/details/closingDateTime": (("details", "closingDateTime"), f.timestamp),
-    "/details/requirements/solutions": (("details", "requirements", "solutions"), f.solutions),
-    "/consent/consentToShareReferralWithMicrosoftSellers": (
-        ("consent", f.MS_CONSENT),
-        f.require_bool,
-    ),
-    "/inviteContext": (("inviteContext",), f.invite_context),
-}
-_LIST_PATHS: dict[str, tuple[tuple[str, ...], Callable[[Any, str], Any], int]] = {
-    "/team/-": (("team",), lambda v, t: f.person(v, t, complete=True), f.MAX_TEAM),
-    "/customerProfile/team/-": (
-        ("customerProfile", "team"),
-        lambda v, t: f.person(v, t, complete=False),
-        f.MAX_TEAM,
-    ),
-    "/details/requirements/solutions/-": (
-        ("details", "requirements", "solutions"),
-        f.solution,
-        f.MAX_SOLUTIONS,
-    ),
-    "/target/-": (("target",), f.target_entry, 1000),
-}
-REGISTRATION_PATH = "/registrations/-"
-ALLOWED_PATHS = (*_SCALAR_PATHS, *_LIST_PATHS, REGISTRATION_PATH)
+def _list_of_objects(value: Any, target: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ReferralError(f"{target} must be a list of objects", target=target)
 
 
-def _enum(value: Any, target: str, allowed: Any) -> str:
-    if value not in allowed:
-        raise ReferralError(
-            f"{target} must be one of {', '.join(sorted(allowed))} (got {value!r})", target=target
-        )
-    return str(value)
+# --- PATCH -------------------------------------------------------------------------------------
 
 
 @dataclass
 class PatchOutcome:
     referral: dict[str, Any]
-    #: Microsoft was invited by this patch: the store creates its related referral
-    invited_microsoft: bool = False
+    #: consent to Microsoft's sellers was given by this patch
+    shared_with_microsoft: bool = False
     registered: bool = False
 
 
@@ -249,53 +238,40 @@ def apply_patch(
     now: datetime,
     microsoft_state: tuple[str, str] | None,
     eligible: EligibleSolution,
+    *,
+    strict: bool,
 ) -> PatchOutcome:
-    """Apply ``ops`` (RFC 6902, ``add``/``replace`` only) to a copy of ``current`` and check it."""
+    """Apply ``ops`` to a copy of ``current`` and check the result."""
     if not isinstance(ops, list) or not ops:
         raise ReferralError("the body must be a non-empty JSON Patch array", target="body")
-    parsed = [_parse_op(op, i) for i, op in enumerate(ops)]
+    parsed = [_parse_op(op, i, strict=strict) for i, op in enumerate(ops)]
     if is_terminal(current):
-        only_registration = all(path == REGISTRATION_PATH for _, path, _ in parsed)
-        if not (only_registration and current["substatus"] == "Won"):
+        registering = all(
+            path == REGISTRATION_PATH or path.startswith(_REGISTRATION_DETAIL)
+            for _, path, _ in parsed
+        )
+        if not (registering and current["substatus"] == "Won"):
             raise ReferralError(
-                f"referral {current['id']} is Closed/{current['substatus']}: terminal deals "
-                "accept no edit",
-                inner_code="ReferralClosed",
+                f"referral {current['id']} is Closed/{current['substatus']}: a closed deal "
+                "cannot be changed",
+                target="status",
             )
     new = f.clone(current)
     registrations: list[dict[str, Any]] = []
-    invited_partners: list[str] = []
     for op, path, value in parsed:
-        target = path.strip("/").replace("/", ".")
         if path == REGISTRATION_PATH:
             registrations.append(f.require_object(value, "registrations[-]"))
-        elif path in _SCALAR_PATHS:
-            keys, check = _SCALAR_PATHS[path]
-            _put(new, keys, check(value, target))
         else:
-            keys, check, limit = _LIST_PATHS[path]
-            if op != "add":
-                raise ReferralError(f"{path} appends to a list: use op add", target=path)
-            items = _get(new, keys)
-            if len(items) >= limit:
-                raise ReferralError(f"{target[:-2]} already holds {limit} items", target=path)
-            item = check(value, f"{target[:-2]}[{len(items)}]")
-            if path == "/target/-" and item["type"] == "Partner":
-                if (
-                    item["id"] in partner_targets(new)
-                    or item["id"] == f.PARTNER_ORG["organizationId"]
-                ):
-                    raise ReferralError(f"partner {item['id']} is already on the deal", target=path)
-                invited_partners.append(item["id"])
-            items.append(item)
+            _apply(new, op, path, value)
+    normalise(new, strict=strict)
     _check_status(current, new, now)
-    invited = _check_invitations(current, new, invited_partners)
     if registrations:
         _register(new, registrations, now, microsoft_state, eligible)
-    return PatchOutcome(new, invited_microsoft=invited, registered=bool(registrations))
+    shared = not current["consent"].get(f.MS_CONSENT) and bool(new["consent"].get(f.MS_CONSENT))
+    return PatchOutcome(new, shared_with_microsoft=shared, registered=bool(registrations))
 
 
-def _parse_op(op: Any, index: int) -> tuple[str, str, Any]:
+def _parse_op(op: Any, index: int, *, strict: bool) -> tuple[str, str, Any]:
     if not isinstance(op, dict):
         raise ReferralError(f"operation {index} must be an object", target=f"[{index}]")
     kind, path = op.get("op"), op.get("path")
@@ -304,123 +280,80 @@ def _parse_op(op: Any, index: int) -> tuple[str, str, Any]:
             f"operation {index}: op {kind!r} is not supported (only add and replace)",
             target=f"[{index}].op",
         )
-    if path not in ALLOWED_PATHS:
+    if not isinstance(path, str) or not path.startswith("/") or path == "/":
         raise ReferralError(
-            f"operation {index}: path {path!r} cannot be patched; allowed: "
-            + ", ".join(ALLOWED_PATHS),
-            target=str(path),
+            f"operation {index}: path {path!r} is not a JSON pointer", target=f"[{index}].path"
         )
     if "value" not in op:
         raise ReferralError(f"operation {index} has no value", target=f"[{index}].value")
-    return str(kind), str(path), op["value"]
+    head = path.split("/")[1]
+    registration_detail = path.startswith(_REGISTRATION_DETAIL)
+    if path != REGISTRATION_PATH and not registration_detail and head in SERVER_FIELDS:
+        raise ReferralError(f"operation {index}: {head} is read-only", target=path)
+    if strict and path not in SW_PATHS and not registration_detail:
+        raise ReferralError(
+            f"operation {index}: path {path} is not one the API lets a partner patch; "
+            f"allowed: {', '.join(sorted(SW_PATHS))}",
+            target=path,
+        )
+    return str(kind), path, op["value"]
 
 
-def _get(doc: dict[str, Any], keys: tuple[str, ...]) -> Any:
+def _apply(doc: dict[str, Any], op: str, path: str, value: Any) -> None:
+    """RFC 6902 ``add``/``replace`` on a JSON pointer; missing objects on the way are made."""
+    keys = [k.replace("~1", "/").replace("~0", "~") for k in path.split("/")[1:]]
     node: Any = doc
-    for key in keys:
+    for key in keys[:-1]:
+        if isinstance(node, list):
+            node = _item(node, key, path)
+            continue
         child = node.get(key)
         if child is None:
-            child = [] if key == keys[-1] else {}
-            node[key] = child
+            child = node[key] = {}
         node = child
-    return node
+    last = keys[-1]
+    if isinstance(node, list):
+        if last == "-":
+            if op != "add":
+                raise ReferralError(f"{path} appends to a list: use op add", target=path)
+            node.append(f.clone(value))
+        elif op == "add":
+            node.insert(_index(node, last, path, len(node)), f.clone(value))
+        else:
+            node[_index(node, last, path, len(node) - 1)] = f.clone(value)
+        return
+    if not isinstance(node, dict):
+        raise ReferralError(f"{path} does not name a field of the referral", target=path)
+    node[last] = f.clone(value)
 
 
-def _put(doc: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
-    node = doc
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
+def _index(items: list[Any], key: str, path: str, highest: int) -> int:
+    if not key.isdigit() or int(key) > highest:
+        raise ReferralError(f"{path}: no item {key} in the list", target=path)
+    return int(key)
+
+
+def _item(items: list[Any], key: str, path: str) -> Any:
+    if not key.isdigit() or int(key) >= len(items):
+        raise ReferralError(f"{path}: no item {key} in the list", target=path)
+    return items[int(key)]
 
 
 def _check_status(old: dict[str, Any], new: dict[str, Any], now: datetime) -> None:
     pair = (new["status"], new["substatus"])
-    moved = pair != (old["status"], old["substatus"])
-    if moved:
-        if new["substatus"] not in f.STATUS_SUBSTATUS[new["status"]]:
-            raise ReferralError(
-                f"substatus {new['substatus']} is not allowed with status {new['status']} "
-                f"(allowed: {', '.join(sorted(f.STATUS_SUBSTATUS[new['status']]))})",
-                target="substatus",
-                inner_code="InvalidTransition",
-            )
-        allowed = new["status"] in NEXT_STATUS[old["status"]]
-        if new["status"] == "Closed":
-            allowed = allowed and new["substatus"] in CLOSE_FROM.get(old["status"], ())
-        if not allowed:
-            raise ReferralError(
-                f"referral {old['id']} cannot move from {old['status']}/{old['substatus']} to "
-                f"{new['status']}/{new['substatus']}",
-                target="status",
-                inner_code="InvalidTransition",
-            )
-    stage_set = new.get("salesStage") != old.get("salesStage")
-    if stage_set and new["status"] != "Active" and pair != ("Closed", "Won"):
-        raise ReferralError("salesStage reports progress on Active deals only", target="salesStage")
-    if stage_set and new["salesStage"] == "100" and pair != ("Closed", "Won"):
-        raise ReferralError(
-            'salesStage "100" means won: close the deal with status Closed, substatus Won',
-            target="salesStage",
-        )
-    if not moved:
+    if pair == (old["status"], old["substatus"]):
         return
+    if old["status"] != "None" and new["status"] not in f.NEXT_STATUS.get(old["status"], ()):
+        raise ReferralError(
+            f"referral {old['id']} cannot move from {old['status']}/{old['substatus']} to "
+            f"{new['status']}/{new['substatus']}",
+            target="status",
+        )
     stamp = f.format_time(now)
     if pair == ("Active", "Accepted"):
         new["acceptedDateTime"] = stamp
-        if not stage_set:
-            new["salesStage"] = "10"
     elif new["status"] == "Closed":
         new["closedDateTime"] = stamp
-        if new["substatus"] == "Won":
-            new["salesStage"] = "100"
-        if new["substatus"] == "Declined" and not new.get("statusReason"):
-            raise ReferralError("declining a referral needs a statusReason", target="statusReason")
-
-
-def _check_invitations(old: dict[str, Any], new: dict[str, Any], partners: list[str]) -> bool:
-    """The seed's combinations table; returns True when this patch invites Microsoft."""
-    was_shared_ms = microsoft_invited(old)
-    if was_shared_ms and not microsoft_invited(new):
-        raise ReferralError(
-            f"referral {old['id']} is shared with Microsoft and that cannot be undone: keep "
-            "consentToShareReferralWithMicrosoftSellers true and the inviteContext",
-            target="inviteContext"
-            if new.get("inviteContext") is None
-            else f"consent.{f.MS_CONSENT}",
-            inner_code="SharingIrreversible",
-        )
-    if partners:
-        if old["direction"] == "Incoming":
-            raise ReferralError(
-                f"referral {old['id']} is Incoming: partners cannot be invited to inbound deals",
-                target="target",
-                inner_code="InvitationNotAllowed",
-            )
-        new["type"] = "Shared"
-    inviting_ms = not was_shared_ms and new.get("inviteContext") is not None
-    if inviting_ms:
-        if not new["consent"][f.MS_CONSENT]:
-            raise ReferralError(
-                "inviting Microsoft needs consentToShareReferralWithMicrosoftSellers = true in "
-                "the same patch",
-                target=f"consent.{f.MS_CONSENT}",
-            )
-        new["type"] = "Shared"
-        new["inviteContext"]["invitedBy"] = dict(f.PARTNER_ORG)
-    elif new["type"] == "Independent" and new["consent"][f.MS_CONSENT]:
-        raise ReferralError(
-            "consent alone does not invite Microsoft: add /inviteContext with an "
-            "assistanceRequestCode in the same patch",
-            target="inviteContext",
-        )
-    if not was_shared_ms and inviting_ms and not new["customerProfile"].get("team"):
-        raise ReferralError(
-            "inviting Microsoft needs a customer contact in customerProfile.team",
-            target="customerProfile.team",
-        )
-    if was_shared_ms and new.get("inviteContext") is not None:
-        new["inviteContext"].setdefault("invitedBy", old["inviteContext"].get("invitedBy"))
-    return inviting_ms
 
 
 def _register(
@@ -435,17 +368,15 @@ def _register(
         ok, reason = False, f"the deal is already registered ({new['registrationStatus']})"
     if not ok:
         raise ReferralError(
-            f"referral {new['id']} cannot be registered: {reason}",
-            target="registrations",
-            inner_code="RegistrationNotEligible",
+            f"referral {new['id']} cannot be registered: {reason}", target="registrations"
         )
     for value in registrations:
         new["registrations"].append(
             {
-                **value,
+                **f.clone(value),
                 "id": f.new_id(),
                 "status": "ReviewPending",
-                "createdDateTime": f.format_time(now),
+                "registrationDateTime": f.format_time(now),
             }
         )
     new["registrationStatus"] = "ReviewPending"

@@ -1,15 +1,24 @@
-"""The OData subset of the sandbox's referrals list: ``$filter``, ``$orderby``, ``$skiptoken``.
+"""The OData options of the sandbox's referral list: ``$filter``, ``$orderby``, ``$top``,
+``$skip``, ``$select`` and the ``$skiptoken`` of ``@odata.nextLink``.
 
-``$filter`` grammar (what the reference documents, nothing more)::
+``$filter`` takes every documented example (GL19, GL20) and is as permissive as OData
+where Microsoft is silent::
 
-    filter     := primary ("and" primary)*
-    primary    := "(" filter ")" | field op literal
-    op         := "eq" | "ge" | "le"
-    literal    := 'text' ('' escapes a quote) | null | 2026-01-01T00:00:00Z
+    expr     := and ("or" and)*
+    and      := unary ("and" unary)*
+    unary    := "not" unary | "(" expr ")" | path "/any(" var ":" expr ")" | path op literal
+    op       := eq | ne | ge | gt | le | lt
+    literal  := 'text' ('' escapes a quote) | GUID (unquoted, as in real answers' links)
+              | 2026-01-01T00:00:00Z | number | true | false | null
+    path     := name ("/" name)*      e.g. customerProfile/address/country, t/email
 
-String fields take quoted literals; ``updatedDateTime`` takes an unquoted
-ISO 8601 date-time with an offset. Anything else is a :class:`ReferralError`
-(400 ``invalidRequest``) that names the problem.
+``email`` alone is the partner team's contact email (GL19). Comparisons on
+``createdDateTime`` and ``updatedDateTime`` compare times. A filter that cannot be read
+is a 400 ``invalidRequest`` naming the problem.
+
+The ``$skiptoken`` carries the whole query (filter, order, select, what remains of
+``$top``) and the position after the last item: the published next links carry nothing
+else (``http://host/v1.0/referrals?$skiptoken=…``).
 """
 
 from __future__ import annotations
@@ -19,87 +28,81 @@ import binascii
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
 from connector.sandbox import partner_center_fields as f
 from connector.sandbox.partner_center_fields import ReferralError
 
-#: filterable field → allowed values (None: any string)
-STRING_FIELDS: dict[str, frozenset[str] | None] = {
-    "status": frozenset(f.STATUS_SUBSTATUS),
-    "substatus": f.ALL_SUBSTATUSES,
-    "type": f.TYPES,
-    "direction": f.DIRECTIONS,
-    "qualification": f.QUALIFICATIONS,
-    "engagementId": None,
-    "externalReferenceId": None,
-}
-TIME_FIELD = "updatedDateTime"
-OPERATORS = ("eq", "ge", "le")
+TIME_FIELDS = ("updatedDateTime", "createdDateTime")
+OPERATORS = ("eq", "ne", "ge", "gt", "le", "lt")
 
 _TOKEN = re.compile(
     r"""\s*(?:
-        (?P<lpar>\() | (?P<rpar>\)) |
+        (?P<lpar>\() | (?P<rpar>\)) | (?P<colon>:) |
         (?P<string>'(?:[^']|'')*') |
         (?P<time>\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?) |
-        (?P<word>[A-Za-z_][A-Za-z0-9_/.]*) |
+        (?P<guid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}) |
+        (?P<number>-?\d+(?:\.\d+)?) |
+        (?P<word>[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*) |
         (?P<bad>\S+)
     )""",
     re.VERBOSE,
 )
 
+Predicate = Callable[[dict[str, Any]], bool]
+Token = tuple[str, str]
+
 
 @dataclass(frozen=True)
-class Condition:
-    field: str
+class Comparison:
+    path: tuple[str, ...]
     op: str
-    value: str | int | None  # int: microseconds, for updatedDateTime
+    value: Any  # str, int/float, bool, None, or microseconds for a time
 
 
 @dataclass
 class Query:
-    """A parsed ``$filter``: conditions plus the hints the store uses to avoid full scans."""
+    """A parsed ``$filter``: a predicate, plus what the store can use from its indexes."""
 
-    conditions: list[Condition] = field(default_factory=list)
+    predicate: Predicate
+    #: comparisons ANDed at the top level (index hints: equal ids, time bounds)
+    top_level: tuple[Comparison, ...] = ()
 
-    def equals(self, name: str) -> list[str | int | None]:
-        return [c.value for c in self.conditions if c.field == name and c.op == "eq"]
+    def equals(self, name: str) -> list[Any]:
+        return [c.value for c in self.top_level if c.path == (name,) and c.op == "eq"]
 
-    def time_bounds(self) -> tuple[int | None, int | None]:
-        """Closed bounds (microseconds) on ``updatedDateTime`` from its ge/le/eq conditions."""
+    def time_bounds(self, name: str) -> tuple[int | None, int | None]:
+        """Closed bounds in microseconds on ``name`` from its top-level comparisons."""
         low: int | None = None
         high: int | None = None
-        for c in self.conditions:
-            if c.field != TIME_FIELD or not isinstance(c.value, int):
+        for c in self.top_level:
+            if c.path != (name,) or not isinstance(c.value, int) or isinstance(c.value, bool):
                 continue
-            if c.op in ("ge", "eq"):
+            if c.op in ("ge", "gt", "eq"):
                 low = c.value if low is None else max(low, c.value)
-            if c.op in ("le", "eq"):
+            if c.op in ("le", "lt", "eq"):
                 high = c.value if high is None else min(high, c.value)
         return low, high
 
-    def predicate(self) -> Callable[[dict[str, Any]], bool]:
-        """Matches the string conditions (time bounds are applied through the index)."""
-        checks = [c for c in self.conditions if c.field != TIME_FIELD]
-        if not checks:
-            return lambda referral: True
-        return lambda referral: all(referral.get(c.field) == c.value for c in checks)
+
+def _everything(referral: dict[str, Any]) -> bool:
+    return True
 
 
 def parse_filter(text: str | None) -> Query:
     if text is None or not text.strip():
-        return Query()
-    tokens = _tokenize(text)
-    conditions: list[Condition] = []
-    position = _parse_and(tokens, 0, conditions)
-    if position != len(tokens):
-        raise _error(f"unexpected {tokens[position][1]!r} after a complete expression")
-    return Query(conditions)
+        return Query(_everything)
+    parser = _Parser(_tokenize(text))
+    predicate, top = parser.expression({})
+    if parser.i != len(parser.tokens):
+        raise _error(f"unexpected {parser.tokens[parser.i][1]!r} after a complete expression")
+    return Query(predicate, tuple(top))
 
 
-def _tokenize(text: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
+def _tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
     position = 0
     text = text.rstrip()
     while position < len(text):
@@ -115,109 +118,280 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     return tokens
 
 
-def _parse_and(tokens: list[tuple[str, str]], i: int, out: list[Condition]) -> int:
-    i = _parse_primary(tokens, i, out)
-    while i < len(tokens) and tokens[i] == ("word", "and"):
-        i = _parse_primary(tokens, i + 1, out)
-    if i < len(tokens) and tokens[i][0] == "word" and tokens[i][1].lower() in ("or", "not"):
-        raise _error(f"{tokens[i][1]!r} is not supported: combine conditions with 'and' only")
-    return i
+class _Parser:
+    """Recursive descent over the tokens; builds predicates as closures."""
 
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
+        self.i = 0
 
-def _parse_primary(tokens: list[tuple[str, str]], i: int, out: list[Condition]) -> int:
-    if i >= len(tokens):
-        raise _error("the filter ends where a condition was expected")
-    if tokens[i][0] == "lpar":
-        i = _parse_and(tokens, i + 1, out)
-        if i >= len(tokens) or tokens[i][0] != "rpar":
-            raise _error("a '(' is not closed")
-        return i + 1
-    if i + 2 >= len(tokens):
-        raise _error("incomplete condition: expected <field> <eq|ge|le> <value>")
-    (kind, name), (_, op), literal = tokens[i], tokens[i + 1], tokens[i + 2]
-    if kind != "word" or (name not in STRING_FIELDS and name != TIME_FIELD):
-        fields = ", ".join([*STRING_FIELDS, TIME_FIELD])
-        raise _error(f"cannot filter on {name!r}; filterable fields: {fields}")
-    if op not in OPERATORS:
-        raise _error(f"operator {op!r} is not supported on {name}; use eq, ge or le")
-    out.append(Condition(name, op, _literal(name, op, literal)))
-    return i + 3
+    def _peek_word(self, *words: str) -> bool:
+        return (
+            self.i < len(self.tokens)
+            and self.tokens[self.i][0] == "word"
+            and self.tokens[self.i][1].lower() in words
+        )
 
+    def expression(self, scope: dict[str, int]) -> tuple[Predicate, list[Comparison]]:
+        parts = [self._and(scope)]
+        while self._peek_word("or"):
+            self.i += 1
+            parts.append(self._and(scope))
+        if len(parts) == 1:
+            return parts[0]
+        preds = [p for p, _ in parts]
+        return (lambda r: any(p(r) for p in preds)), []
 
-def _literal(name: str, op: str, token: tuple[str, str]) -> str | int | None:
-    kind, text = token
-    if name == TIME_FIELD:
-        if kind != "time":
+    def _and(self, scope: dict[str, int]) -> tuple[Predicate, list[Comparison]]:
+        parts = [self._unary(scope)]
+        while self._peek_word("and"):
+            self.i += 1
+            parts.append(self._unary(scope))
+        if len(parts) == 1:
+            return parts[0]
+        preds = [p for p, _ in parts]
+        return (lambda r: all(p(r) for p in preds)), [c for _, cs in parts for c in cs]
+
+    def _unary(self, scope: dict[str, int]) -> tuple[Predicate, list[Comparison]]:
+        if self.i >= len(self.tokens):
+            raise _error("the filter ends where a condition was expected")
+        if self._peek_word("not"):
+            self.i += 1
+            inner, _ = self._unary(scope)
+            return (lambda r: not inner(r)), []
+        kind, text = self.tokens[self.i]
+        if kind == "lpar":
+            self.i += 1
+            result = self.expression(scope)
+            self._expect("rpar", "a '(' is not closed")
+            return result
+        if kind != "word":
+            raise _error(f"expected a field name, got {text!r}")
+        self.i += 1
+        path = tuple(text.split("/"))
+        if (
+            path[-1].lower() == "any"
+            and self.i < len(self.tokens)
+            and self.tokens[self.i][0] == "lpar"
+        ):
+            return self._any(path[:-1], scope), []
+        return self._comparison(path, scope)
+
+    def _expect(self, kind: str, message: str) -> str:
+        if self.i >= len(self.tokens) or self.tokens[self.i][0] != kind:
+            raise _error(message)
+        self.i += 1
+        return self.tokens[self.i - 1][1]
+
+    def _any(self, path: tuple[str, ...], scope: dict[str, int]) -> Predicate:
+        self._expect("lpar", "any needs (variable: condition)")
+        variable = self._expect(
+            "word", "any needs a variable name, as in team/any(t: t/email eq 'x')"
+        )
+        self._expect("colon", "any needs ':' after its variable")
+        depth = len(scope)
+        inner, _ = self.expression({**scope, variable: depth})
+        self._expect("rpar", "any( is not closed")
+
+        def matches(referral: dict[str, Any]) -> bool:
+            items = _resolve(referral, path, scope)
+            if not isinstance(items, list):
+                return False
+            # the lambda variable is bound by carrying it in a reserved key
+            return any(inner({**referral, f"\x00{depth}": item}) for item in items)
+
+        return matches
+
+    def _comparison(
+        self, path: tuple[str, ...], scope: dict[str, int]
+    ) -> tuple[Predicate, list[Comparison]]:
+        if self.i + 1 >= len(self.tokens):
+            raise _error(f"incomplete condition after {'/'.join(path)}: expected <op> <value>")
+        op = self.tokens[self.i][1].lower()
+        if self.tokens[self.i][0] != "word" or op not in OPERATORS:
             raise _error(
-                f"{name} takes an unquoted ISO 8601 date-time such as 2026-01-01T00:00:00Z "
-                f"(got {text})"
+                f"operator {self.tokens[self.i][1]!r} is not supported; use {', '.join(OPERATORS)}"
             )
+        literal = self.tokens[self.i + 1]
+        self.i += 2
+        timed = path[-1] in TIME_FIELDS and len(path) == 1
+        value = _literal(literal, timed)
+        comparison = Comparison(path, op, value)
+        if path == ("email",) and not scope:
+            return _team_email(op, value), []
+        compare = _COMPARE[op]
+
+        def matches(referral: dict[str, Any]) -> bool:
+            found = _resolve(referral, path, scope)
+            if timed and isinstance(found, str):
+                try:
+                    found = f.micros(f.parse_time(found))
+                except ValueError:
+                    return False
+            return compare(found, value)
+
+        return matches, ([comparison] if not scope else [])
+
+
+def _resolve(referral: dict[str, Any], path: tuple[str, ...], scope: dict[str, int]) -> Any:
+    node: Any = referral
+    keys = path
+    if path and path[0] in scope:
+        node = referral.get(f"\x00{scope[path[0]]}")
+        keys = path[1:]
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _team_email(op: str, value: Any) -> Predicate:
+    compare = _COMPARE[op]
+
+    def matches(referral: dict[str, Any]) -> bool:
+        team = referral.get("team")
+        return isinstance(team, list) and any(
+            isinstance(m, dict) and compare(m.get("email"), value) for m in team
+        )
+
+    return matches
+
+
+def _ordered(a: Any, b: Any, test: Callable[[Any, Any], bool]) -> bool:
+    if a is None or b is None or isinstance(a, bool) != isinstance(b, bool):
+        return False
+    try:
+        return test(a, b)
+    except TypeError:
+        return False
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and isinstance(b, str) and f.is_guid(a) and f.is_guid(b):
+        return a.lower() == b.lower()
+    return bool(a == b)
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": _equal,
+    "ne": lambda a, b: not _equal(a, b),
+    "ge": lambda a, b: _ordered(a, b, lambda x, y: x >= y),
+    "gt": lambda a, b: _ordered(a, b, lambda x, y: x > y),
+    "le": lambda a, b: _ordered(a, b, lambda x, y: x <= y),
+    "lt": lambda a, b: _ordered(a, b, lambda x, y: x < y),
+}
+
+
+def _literal(token: Token, timed: bool) -> Any:
+    kind, text = token
+    if kind == "string":
+        value: Any = text[1:-1].replace("''", "'")
+        if timed:
+            try:
+                return f.micros(f.parse_time(value))
+            except ValueError:
+                raise _error(f"{text} is not an ISO 8601 date-time") from None
+        return value
+    if kind == "time":
         try:
-            return f.micros(f.parse_time(text))
+            moment = f.parse_time(text)
         except ValueError:
-            raise _error(f"{text} is not a date-time with a UTC offset (e.g. …Z)") from None
-    if op != "eq":
-        raise _error(f"{name} supports eq only (got {op})")
-    if kind == "word" and text == "null":
-        return None
-    if kind != "string":
-        raise _error(f"{name} takes a quoted string literal such as 'Active' (got {text})")
-    value = text[1:-1].replace("''", "'")
-    allowed = STRING_FIELDS[name]
-    if allowed is not None and value not in allowed:
-        raise _error(f"{name} is one of {', '.join(sorted(allowed))} (got {value!r})")
-    return value
+            raise _error(f"{text} is not an ISO 8601 date-time") from None
+        return f.micros(moment) if timed else text
+    if kind == "guid":
+        return text
+    if kind == "number":
+        return float(text) if "." in text else int(text)
+    if kind == "word" and text.lower() in ("true", "false", "null"):
+        return {"true": True, "false": False, "null": None}[text.lower()]
+    raise _error(f"expected a value such as 'Active', a GUID or a date-time, got {text!r}")
 
 
 def _error(message: str) -> ReferralError:
     return ReferralError(f"invalid $filter: {message}", target="$filter")
 
 
-def parse_orderby(text: str | None) -> bool:
-    """True for descending. Only ``updatedDateTime`` (asc or desc) is supported."""
+# --- $orderby, $top, $skip, $select -----------------------------------------------------------
+
+
+def parse_orderby(text: str | None) -> tuple[str, bool]:
+    """(field, descending): ``updatedDateTime`` (the default) or ``createdDateTime``."""
     if text is None or not text.strip():
-        return False
+        return "updatedDateTime", False
     parts = text.split()
+    field = next((name for name in TIME_FIELDS if name.lower() == parts[0].lower()), None)
     if (
-        parts[0] != TIME_FIELD
+        field is None
         or len(parts) > 2
-        or (len(parts) == 2 and parts[1] not in ("asc", "desc"))
+        or (len(parts) == 2 and parts[1].lower() not in ("asc", "desc"))
     ):
         raise ReferralError(
-            f"invalid $orderby {text!r}: use updatedDateTime asc or updatedDateTime desc",
+            f"invalid $orderby {text!r}: use createdDateTime or updatedDateTime, asc or desc",
             target="$orderby",
         )
-    return len(parts) == 2 and parts[1] == "desc"
+    return field, len(parts) == 2 and parts[1].lower() == "desc"
 
 
-def parse_top(text: str | None, page_max: int) -> int:
-    """``$top`` is the page size (1..100); larger values are served in pages of 100."""
-    if text is None:
-        return page_max
-    if not text.isdigit() or int(text) < 1:
-        raise ReferralError(f"invalid $top {text!r}: a positive integer", target="$top")
-    return min(int(text), page_max)
+def parse_count(text: str | None, name: str) -> int | None:
+    """A non-negative integer option (``$top``, ``$skip``), None when absent."""
+    if text is None or not text.strip():
+        return None
+    if not text.strip().isdigit():
+        raise ReferralError(f"invalid {name} {text!r}: a non-negative integer", target=name)
+    return int(text)
 
 
-def encode_skiptoken(key: tuple[int, str], descending: bool) -> str:
-    raw = json.dumps([key[0], key[1], "d" if descending else "a"]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def parse_select(text: str | None) -> list[str] | None:
+    if text is None or not text.strip():
+        return None
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def decode_skiptoken(token: str, descending: bool) -> tuple[int, str]:
-    """The position key ``(updated µs, id)`` after which the next page starts."""
+# --- $skiptoken -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What a next link must remember: the query and where the last page ended."""
+
+    filter: str | None
+    orderby: str | None
+    select: str | None
+    #: items still to answer under ``$top`` (None: no ``$top``)
+    remaining: int | None
+    #: the (time µs, id) key of the last item answered
+    after: tuple[int, str]
+
+
+#: a version before the token: a ``/`` that travels as ``%2f``, as in the published links
+_TOKEN_VERSION = "1/"
+
+
+def encode_skiptoken(state: Continuation) -> str:
+    """Standard base64, percent-encoded (``%2f``, ``%2b``, ``%3d``), as the published tokens are."""
+    raw = json.dumps(
+        [state.filter, state.orderby, state.select, state.remaining, list(state.after)]
+    ).encode()
+    encoded = quote(_TOKEN_VERSION + base64.b64encode(raw).decode(), safe="")
+    return encoded.replace("%2F", "%2f").replace("%2B", "%2b").replace("%3D", "%3d")
+
+
+def decode_skiptoken(token: str) -> Continuation:
+    """The query and position a next link's ``$skiptoken`` (already URL-decoded once) carries."""
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        at, ident, order = json.loads(raw)
-        if not isinstance(at, int) or not isinstance(ident, str) or order not in ("a", "d"):
+        text = unquote(token) if "%" in token else token
+        if not text.startswith(_TOKEN_VERSION):
+            raise ValueError(token)
+        text = text.removeprefix(_TOKEN_VERSION)
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        filt, order, select, remaining, (at, ident) = json.loads(raw)
+        if not isinstance(at, int) or not isinstance(ident, str):
+            raise ValueError(token)
+        if remaining is not None and not isinstance(remaining, int):
             raise ValueError(token)
     except (ValueError, TypeError, binascii.Error):
         raise ReferralError(
-            "invalid $skiptoken: follow @odata.nextLink verbatim", target="$skiptoken"
+            "invalid $skiptoken: follow @odata.nextLink as sent", target="$skiptoken"
         ) from None
-    if (order == "d") != descending:
-        raise ReferralError(
-            "the $skiptoken belongs to another $orderby: follow @odata.nextLink verbatim",
-            target="$skiptoken",
-        )
-    return at, ident
+    return Continuation(filt, order, select, remaining, (at, ident))

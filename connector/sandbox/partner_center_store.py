@@ -1,12 +1,17 @@
 """The sandbox core's data: referrals, their indexes, and the core's own clock-driven moves.
 
-Indexes keep every request cheap at 100,000 referrals: a list sorted by
-``(updatedDateTime µs, id)`` (bisect) serves incremental listing and position-key
-paging; maps by ``externalReferenceId`` and ``engagementId`` serve the lookups the
-connector makes. Expiry (14 days unanswered) and Microsoft's automatic answers
-sit in heaps ordered by due time and are applied lazily before every request
-and on ``tick()``; they set ``updatedDateTime`` to the moment they are applied so
-that incremental readers see them.
+Indexes keep every request cheap at 100,000 referrals: lists sorted by
+``(updatedDateTime µs, id)`` and ``(createdDateTime µs, id)`` (bisect) serve ordered
+listing and position-key paging; maps by ``externalReferenceId`` and ``engagementId``
+serve the lookups. Expiry (14 days unanswered) and Microsoft's automatic answers sit in
+heaps ordered by due time and are applied lazily before every request and on
+``tick()``; they set ``updatedDateTime`` to the moment they are applied so that
+incremental readers see them.
+
+Microsoft's referral in an engagement (one at most) appears when the partner creates
+one for Microsoft (``target`` ``msft`` with the engagement's id: CR20's second step), or
+when the partner's referral consents to Microsoft's sellers (the single-referral form)
+unless :attr:`CoreBehaviour.consent_invites_microsoft` is off.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import random
 import threading
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from connector.sandbox import partner_center_fields as f
 from connector.sandbox import partner_center_inbound as inbound
@@ -37,12 +43,62 @@ _ID_MAX = "\U0010ffff"
 Key = tuple[int, str]
 
 
+@dataclass
+class CoreBehaviour:
+    """What Microsoft leaves open, as settings of the sandbox core (``/_sandbox/core/settings``).
+
+    Defaults are the documented or observed behaviour, and as permissive as the real
+    API where its strictness is unknown.
+    """
+
+    #: refuse PATCH paths outside the certified connector's list and undocumented target
+    #: types (for client tests: a client that passes here sends only documented shapes)
+    strict: bool = False
+    #: ``keep``: a create keeps the status, substatus and sales stage it sends (CR19's
+    #: answer does); ``accept``: every new deal starts Active/Accepted (CR20's answer)
+    create_status: Literal["keep", "accept"] = "keep"
+    #: the create's status code: SW documents 200, the docs name none
+    create_code: Literal[200, 201] = 200
+    #: how ``salesStage`` is answered: ``percent`` (real answers), ``name`` (SW's enum)
+    #: or ``null`` (production answers)
+    sales_stage: Literal["percent", "name", "null"] = "percent"
+    #: referrals per page (GL19: a next link above 100 items)
+    page_size: int = 100
+    #: consent to Microsoft's sellers invites Microsoft (else only a referral for Microsoft)
+    consent_invites_microsoft: bool = True
+    #: answer a list with ``$select`` by 400 (a core that does not honour it)
+    refuse_select: bool = False
+
+    def update(self, changes: Any) -> None:
+        if not isinstance(changes, dict):
+            raise ReferralError("the body must be an object of settings")
+        allowed = {
+            "strict": (bool,),
+            "create_status": ("keep", "accept"),
+            "create_code": (200, 201),
+            "sales_stage": ("percent", "name", "null"),
+            "page_size": (int,),
+            "consent_invites_microsoft": (bool,),
+            "refuse_select": (bool,),
+        }
+        for name, value in changes.items():
+            kinds = allowed.get(name)
+            if kinds is None:
+                raise ReferralError(f"unknown setting {name!r}", target=name)
+            ok = isinstance(value, kinds[0]) if isinstance(kinds[0], type) else value in kinds
+            if not ok or (name == "page_size" and not 1 <= value <= 1000):
+                raise ReferralError(f"invalid value {value!r} for {name}", target=name)
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+
 class ReferralStore:
     """Every referral the sandbox core holds, for the partner it plays and for Microsoft."""
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self._clock = clock
         self.lock = threading.RLock()
+        self.behaviour = CoreBehaviour()
         self.reset()
 
     # --- state ---------------------------------------------------------------------------
@@ -52,6 +108,8 @@ class ReferralStore:
             self.records: dict[str, dict[str, Any]] = {}
             self._key: dict[str, Key] = {}
             self._order: list[Key] = []
+            self._created: dict[str, Key] = {}
+            self._created_order: list[Key] = []
             self._by_ext: dict[str, set[str]] = {}
             self._by_engagement: dict[str, list[str]] = {}
             self._expiries: list[tuple[int, str]] = []
@@ -60,6 +118,7 @@ class ReferralStore:
             self._sequence = 0
             self.policy: dict[str, Any] = {"policy": "none", "after_s": 0.0}
             self.eligible: dict[str, list[str]] = {"ids": [], "prefixes": ["SOL-IP-"]}
+            self.behaviour = CoreBehaviour()
 
     def dump(self) -> dict[str, Any]:
         with self.lock:
@@ -68,6 +127,7 @@ class ReferralStore:
                 "answers": [list(a) for a in self._answers],
                 "policy": dict(self.policy),
                 "eligible": {k: list(v) for k, v in self.eligible.items()},
+                "behaviour": dict(vars(self.behaviour)),
             }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -82,6 +142,7 @@ class ReferralStore:
             self._sequence = max((a[1] for a in self._answers), default=0)
             self.policy.update(data.get("policy", {}))
             self.eligible.update(data.get("eligible", {}))
+            self.behaviour.update(data.get("behaviour", {}))
 
     def now(self) -> datetime:
         return f.truncate_ms(self._clock())
@@ -99,22 +160,25 @@ class ReferralStore:
         key = (f.micros(f.parse_time(referral["updatedDateTime"])), ident)
         self._key[ident] = key
         insort(self._order, key)
+        created = (f.micros(f.parse_time(referral["createdDateTime"])), ident)
+        self._created[ident] = created
+        insort(self._created_order, created)
         self._index_ext(ident, None, referral.get("externalReferenceId"))
         self._by_engagement.setdefault(referral["engagementId"], []).append(ident)
         if referral["status"] == "New" and referral.get("expirationDateTime"):
             due = f.micros(f.parse_time(referral["expirationDateTime"]))
             heapq.heappush(self._expiries, (due, ident))
 
-    def _index_ext(self, ident: str, old: str | None, new: str | None) -> None:
+    def _index_ext(self, ident: str, old: Any, new: Any) -> None:
         if old == new:
             return
-        if old is not None:
+        if isinstance(old, str):
             ids = self._by_ext.get(old)
             if ids is not None:
                 ids.discard(ident)
                 if not ids:
                     del self._by_ext[old]
-        if new is not None:
+        if isinstance(new, str):
             self._by_ext.setdefault(new, set()).add(ident)
 
     def _commit(self, new: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -136,7 +200,7 @@ class ReferralStore:
     def _microsoft_side(self, engagement_id: str) -> dict[str, Any] | None:
         for ident in self._by_engagement.get(engagement_id, ()):
             referral = self.records[ident]
-            if referral["owner"]["type"] == "Microsoft":
+            if f.is_microsofts(referral):
                 return referral
         return None
 
@@ -149,19 +213,16 @@ class ReferralStore:
         return rules.registration_eligible(referral, state, self.is_eligible_solution)
 
     def _sync_engagement(self, engagement_id: str, now: datetime) -> None:
-        """Reflect Microsoft's side on the partner's deals (eligibility, MSX id)."""
+        """Microsoft's MSX id reaches the partner's deals once Microsoft engages."""
         side = self._microsoft_side(engagement_id)
-        msx = None if side is None else side["trackingInfo"].get("microsoftMsxId")
+        msx = None if side is None else (side.get("trackingInfo") or {}).get("microsoftMsxId")
+        if not msx:
+            return
         for ident in list(self._by_engagement.get(engagement_id, ())):
             deal = self.records[ident]
-            if deal["owner"]["type"] != "Partner":
-                continue
-            eligible = self.eligibility(deal)[0]
-            known_msx = deal["trackingInfo"].get("microsoftMsxId")
-            if eligible != deal["registrationEligible"] or (msx and not known_msx):
-                new = {**deal, "registrationEligible": eligible}
-                new["trackingInfo"] = {**deal["trackingInfo"], "microsoftMsxId": known_msx or msx}
-                self._commit(new, now)
+            tracking = deal.get("trackingInfo") or {}
+            if f.is_partners(deal) and not tracking.get("microsoftMsxId"):
+                self._commit({**deal, "trackingInfo": {**tracking, "microsoftMsxId": msx}}, now)
 
     # --- the core's own moves ------------------------------------------------------------
 
@@ -214,26 +275,28 @@ class ReferralStore:
     def _microsoft_act(
         self, side: dict[str, Any], action: str, now: datetime, reason: str | None
     ) -> dict[str, Any]:
-        new = {**side, "team": list(side["team"]), "trackingInfo": dict(side["trackingInfo"])}
+        new = {
+            **side,
+            "team": list(side.get("team") or []),
+            "trackingInfo": dict(side.get("trackingInfo") or {}),
+        }
         inbound.microsoft_answer(new, action, now, reason)
         self._commit(new, now)
         self._sync_engagement(side["engagementId"], now)
         return new
 
-    def _invite_microsoft(self, deal: dict[str, Any], now: datetime) -> None:
-        if self._microsoft_side(deal["engagementId"]) is not None:
-            return
-        side = inbound.build_microsoft_side(deal, now, invited=True)
+    def _invited(self, side: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """Microsoft's new referral (an invitation): stored, and answered by the policy."""
         self._insert(side)
         policy, after = self.policy["policy"], float(self.policy.get("after_s", 0))
         if policy == "none":
-            return
+            return side
         if after <= 0:
-            self._microsoft_act(side, policy, now, None)
-            return
+            return self._microsoft_act(side, policy, now, None)
         self._sequence += 1
         due = f.micros(now + timedelta(seconds=after))
         heapq.heappush(self._answers, (due, self._sequence, side["id"], policy))
+        return side
 
     # --- what the HTTP layer calls -------------------------------------------------------
 
@@ -251,23 +314,55 @@ class ReferralStore:
             return referral
 
     def create(self, body: Any) -> dict[str, Any]:
+        """A new referral from a create body; the existing one when it adds nothing.
+
+        A body with an existing ``engagementId`` joins that engagement; with the target
+        ``msft`` it is the referral for Microsoft (held by Microsoft, New/Pending). An
+        engagement holds one Microsoft referral: a second one is answered with the first.
+        """
+        behaviour = self.behaviour
         with self.lock:
             self.housekeep()
             now = self.now()
-            deal = rules.build_outgoing(body, now)
+            deal = rules.build_referral(
+                body,
+                now,
+                strict=behaviour.strict,
+                keep_status=behaviour.create_status == "keep",
+            )
+            engagement = body.get("engagementId")
+            if engagement is not None:
+                if not isinstance(engagement, str) or engagement not in self._by_engagement:
+                    raise ReferralError(
+                        f"engagementId {engagement!r} names no engagement of yours: create "
+                        "your referral first and copy its engagementId",
+                        target="engagementId",
+                    )
+                deal["engagementId"] = engagement
+                if any(_is_microsoft_target(t) for t in deal["target"]):
+                    existing = self._microsoft_side(engagement)
+                    if existing is not None:
+                        return existing
+                    side = self._invited(inbound.as_microsofts(deal, now), now)
+                    self._sync_engagement(engagement, now)
+                    return self.records[side["id"]]
             self._insert(deal)
-            if rules.microsoft_invited(deal):
+            if deal["consent"].get(f.MS_CONSENT) and behaviour.consent_invites_microsoft:
                 self._invite_microsoft(deal, now)
             self._sync_engagement(deal["engagementId"], now)
             return self.records[deal["id"]]
 
+    def _invite_microsoft(self, deal: dict[str, Any], now: datetime) -> None:
+        if self._microsoft_side(deal["engagementId"]) is None:
+            self._invited(inbound.build_microsoft_side(deal, now, invited=True), now)
+
     def patch(self, ident: str, ops: Any, if_match: str | None) -> dict[str, Any]:
         with self.lock:
             current = self.get(ident)
-            if current["owner"]["type"] != "Partner":
+            if not f.is_partners(current):
                 raise ReferralError(
-                    f"referral {ident} belongs to {current['owner']['organizationName']}: only "
-                    "its owner can change it",
+                    f"referral {ident} belongs to {current.get('organizationName')}: only "
+                    "the organisation holding a referral can change it",
                     status=403,
                     code="accessDenied",
                     target="id",
@@ -283,27 +378,33 @@ class ReferralStore:
                 )
             now = self.now()
             state = self._microsoft_state(current["engagementId"])
-            outcome = rules.apply_patch(current, ops, now, state, self.is_eligible_solution)
+            outcome = rules.apply_patch(
+                current, ops, now, state, self.is_eligible_solution, strict=self.behaviour.strict
+            )
             new = outcome.referral
             if new == current:
                 return current
-            new["registrationEligible"] = rules.registration_eligible(
-                new, state, self.is_eligible_solution
-            )[0]
             self._commit(new, now)
-            if outcome.invited_microsoft:
+            if outcome.shared_with_microsoft and self.behaviour.consent_invites_microsoft:
                 self._invite_microsoft(new, now)
             self._sync_engagement(new["engagementId"], now)
             return self.records[ident]
 
     def page(
-        self, query: Query, descending: bool, size: int, after: Key | None
+        self,
+        query: Query,
+        order: str,
+        descending: bool,
+        size: int,
+        after: Key | None,
+        skip: int = 0,
     ) -> tuple[list[dict[str, Any]], Key | None]:
-        """One page of matches in ``(updatedDateTime, id)`` order, and the key to continue from."""
+        """One page of matches in ``(order µs, id)`` order, and the key to continue from."""
         with self.lock:
             self.housekeep()
-            sequence = self._candidates(query)
-            low, high = query.time_bounds()
+            keys = self._key if order == "updatedDateTime" else self._created
+            sequence = self._candidates(query, keys, order)
+            low, high = query.time_bounds(order)
             lo = 0 if low is None else bisect_left(sequence, (low, ""))
             hi = len(sequence) if high is None else bisect_right(sequence, (high, _ID_MAX))
             if descending:
@@ -312,11 +413,14 @@ class ReferralStore:
             else:
                 start = lo if after is None else max(lo, bisect_right(sequence, after))
                 positions = range(start, hi)
-            matches = query.predicate()
+            matches = query.predicate
             found: list[Key] = []
             for position in positions:
                 key = sequence[position]
                 if matches(self.records[key[1]]):
+                    if skip:
+                        skip -= 1
+                        continue
                     found.append(key)
                     if len(found) > size:
                         break
@@ -325,16 +429,16 @@ class ReferralStore:
             items = [self.records[key[1]] for key in found]
             return items, (found[-1] if more else None)
 
-    def _candidates(self, query: Query) -> list[Key]:
-        """The sorted keys worth scanning: a small set when an id-like filter allows it."""
+    def _candidates(self, query: Query, keys: dict[str, Key], order: str) -> list[Key]:
+        """The sorted keys worth scanning: a small set when an id filter allows it."""
         for name, index in (
             ("engagementId", self._by_engagement),
             ("externalReferenceId", self._by_ext),
         ):
             values = query.equals(name)
             if values and isinstance(values[0], str):
-                return sorted(self._key[i] for i in index.get(values[0], ()))
-        return self._order
+                return sorted(keys[i] for i in index.get(values[0], ()))
+        return self._order if order == "updatedDateTime" else self._created_order
 
     def all(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -379,8 +483,7 @@ class ReferralStore:
             if not self._microsoft_may(side, action):
                 raise ReferralError(
                     f"Microsoft cannot {action} its referral {side['id']}: it is "
-                    f"{side['status']}/{side['substatus']}",
-                    inner_code="InvalidTransition",
+                    f"{side['status']}/{side['substatus']}"
                 )
             return self._microsoft_act(side, action, self.now(), reason)
 
@@ -405,8 +508,7 @@ class ReferralStore:
             if deal["registrationStatus"] not in ("ReviewPending", "ActionRequired"):
                 raise ReferralError(
                     f"referral {ident} has no registration under review "
-                    f"(registrationStatus {deal['registrationStatus']})",
-                    inner_code="InvalidTransition",
+                    f"(registrationStatus {deal['registrationStatus']})"
                 )
             registrations = [dict(r) for r in deal["registrations"]]
             if registrations:
@@ -424,10 +526,15 @@ class ReferralStore:
                     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                         raise ReferralError(f"{name} must be a list of strings", target=name)
                     self.eligible[name] = list(values)
-            now = self.now()
-            for engagement_id in list(self._by_engagement):
-                self._sync_engagement(engagement_id, now)
             return {k: list(v) for k, v in self.eligible.items()}
+
+
+def _is_microsoft_target(target: Any) -> bool:
+    return (
+        isinstance(target, dict)
+        and str(target.get("type", "")).lower() == f.MICROSOFT_TARGET["type"].lower()
+        and str(target.get("id", "")).lower() == f.MICROSOFT_TARGET["id"]
+    )
 
 
 def _check_incoming(deal: dict[str, Any]) -> None:
@@ -441,14 +548,10 @@ def _check_incoming(deal: dict[str, Any]) -> None:
     f.deal_value(details.get("dealValue"))
     f.currency(details.get("currency"))
     f.timestamp(details.get("closingDateTime"), "details.closingDateTime")
-    f.solutions(details.get("requirements", {}).get("solutions"))
-    f.require_text(profile.get("name"), "customerProfile.name")
     f.country(profile.get("address", {}).get("country"))
     for stamp in ("createdDateTime", "updatedDateTime", "expirationDateTime"):
         if deal.get(stamp) is not None:
             try:
                 f.parse_time(deal[stamp])
             except (TypeError, ValueError):
-                raise ReferralError(
-                    f"{stamp} must be an ISO 8601 time with Z", target=stamp
-                ) from None
+                raise ReferralError(f"{stamp} must be an ISO 8601 time", target=stamp) from None

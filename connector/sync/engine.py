@@ -24,7 +24,8 @@ from typing import Any
 
 from connector.crm.base import CrmAdapter, CrmPage, StageInfo, WriteResult
 from connector.dealcore.client import ReferralsClient
-from connector.dealcore.payload import patch_ops, status_ops
+from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions, MicrosoftReferralRule
+from connector.dealcore.payload import created_differences, patch_ops, status_ops
 from connector.dedupe import RecentKeys
 from connector.errors import (
     ConnectorError,
@@ -38,12 +39,14 @@ from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
-from connector.sync.inbound import LifecycleSteps, with_referral_customer
+from connector.sync.inbound import LifecycleSteps, refused, with_referral_customer
+from connector.sync.invite import invite_microsoft, relinked
 from connector.sync.mirror import (
     CoreFacts,
     facts_of,
     status_values,
     values_fingerprint,
+    with_eligibility,
     with_microsoft,
 )
 from connector.sync.outcome import RecordOutcome
@@ -77,8 +80,9 @@ LINK_BATCH = 100
 #: referrals written per parallel slice of the pull-back listing (10 core pages)
 PULL_SLICE = 1000
 #: what a sliced pull-back lists of each referral ($select): enough to tell whether it
-#: changed since this connector wrote it, and Microsoft's side of a deal (its status and
-#: expiry); a referral of ours that did change is then read whole
+#: changed since this connector wrote it, and Microsoft's side of a deal (its status,
+#: expiry, and what tells it apart: its organisation and target); a referral of ours that
+#: did change is then read whole
 LISTED_FIELDS = (
     "id",
     "engagementId",
@@ -89,7 +93,9 @@ LISTED_FIELDS = (
     "updatedDateTime",
     "externalReferenceId",
     "expirationDateTime",
-    "owner",
+    "organizationId",
+    "organizationName",
+    "target",
 )
 #: (id, stamp) keys of pulled records remembered to drop a repeat (two large pages)
 PAGE_MEMORY = 10_000
@@ -245,6 +251,11 @@ class SyncEngine:
         )
         return {self.crm.system: self.crm.usage.calls, "core": total_core}
 
+    @property
+    def _options(self) -> CoreOptions:
+        """The core settings Microsoft leaves open (sales stage form, co-sell flow …)."""
+        return self.core.options
+
     def _stages(self) -> dict[str, StageInfo]:
         stages: dict[str, StageInfo] = {}
         for info in self.crm.stage_metadata():
@@ -391,7 +402,9 @@ class SyncEngine:
             links = self.store.get_links(self.connection, [r.id for r in live])
             live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
             for r in live:
-                action = plan_outbound(apply_mapping(r, self.mapping, stages), links.get(r.id))
+                action = plan_outbound(
+                    apply_mapping(r, self.mapping, stages), links.get(r.id), self._options
+                )
                 report.plan.append(_describe(action))
                 _count_planned(action, report)
             return
@@ -417,7 +430,9 @@ class SyncEngine:
         answered = self.lifecycle.answer(live, drafts, links, stages, report)
         settled = {o.crm_id for o in answered}
         actions = [
-            plan_outbound(drafts[r.id], links.get(r.id)) for r in live if r.id not in settled
+            plan_outbound(drafts[r.id], links.get(r.id), self._options)
+            for r in live
+            if r.id not in settled
         ]
         work = _PageWork(
             outcomes=list(answered),
@@ -552,28 +567,49 @@ class SyncEngine:
             return _Outcome(crm_id, "failed", exc.code, exc.message, transient=transient)
 
     def _create(self, action: Create) -> _Outcome:
+        """POST the referral; patch what the core did not keep; invite Microsoft if asked.
+
+        The create body carries the status and sales stage, so a core that keeps what it
+        is sent costs one write. What came back different (a core that starts every deal
+        Active/Accepted, or drops closingDateTime) is patched at once. A patch or an
+        invitation that fails leaves the referral linked without a fingerprint: the
+        record is planned again against what the core holds.
+        """
         draft = action.draft
-        fingerprint = action.fingerprint
+        fingerprint: str | None = action.fingerprint
+        body: Mapping[str, Any] = action.body
         referral = self.core.create(action.body)  # marked pending by _push before any POST
-        # The core may start a new deal at its own stage (Created, 10) whatever the body
-        # said: bring it to the CRM's stage, and close it when the CRM says won, at once.
-        ops = patch_ops(dict(referral.raw), action.body)
-        if action.close_as is not None:
-            closing = status_ops(Status.CLOSED, action.close_as)
-            paths = {op["path"] for op in closing}
-            ops = [op for op in ops if op["path"] not in paths] + closing
+        if referral.direction == "Unknown":  # a create answer may leave it out (CR20)
+            referral = replace(referral, direction="Outgoing")
+        ops = created_differences(action.body, referral.raw)
         if ops:
-            referral = self.core.patch(referral.id, ops, referral.etag)
-        kind = "created"
-        link = self._linked(None, referral, fingerprint, action.body, crm_id=draft.crm_id)
-        return _Outcome(draft.crm_id, kind, link=link)
+            try:
+                referral = replace(
+                    self.core.patch(referral.id, ops, referral.etag), direction="Outgoing"
+                )
+            except CoreError as exc:
+                log.warning(
+                    "%s: %s: referral %s created, but bringing it to the record failed: %s",
+                    self.connection,
+                    draft.crm_id,
+                    referral.id,
+                    exc.message,
+                )
+                fingerprint, body = None, dict(referral.raw)
+        link = self._linked(None, referral, fingerprint, body, crm_id=draft.crm_id)
+        if action.invite_microsoft:
+            return invite_microsoft(self.core, link, action.body, "created", action.notice)
+        return _Outcome(draft.crm_id, "created", link=link, notice=action.notice)
 
     def _update(self, action: Update, link: Link) -> _Outcome:
         referral_id = link.referral_id
         assert referral_id is not None
-        ops = action.ops
+        kind = "closed" if action.closes is not None else "updated"
+        if not action.ops:  # only Microsoft's referral is missing
+            new_link = relinked(link, action.fingerprint, action.body)
+            return invite_microsoft(self.core, new_link, action.body, kind, action.warning)
         try:
-            referral = self.core.patch(referral_id, ops, link.etag)
+            referral = self.core.patch(referral_id, action.ops, link.etag)
         except PreconditionFailed:
             # Someone changed the referral since we read it: re-read, re-plan, retry once.
             fresh = self.core.get(referral_id)
@@ -582,18 +618,24 @@ class SyncEngine:
                 return _Outcome(link.crm_id, "skipped", "terminal", link=link)
             ops = patch_ops(dict(fresh.raw), action.body)
             if action.closes is not None:
-                closing = status_ops(Status.CLOSED, action.closes)
+                closing = status_ops(
+                    Status.CLOSED, action.closes, stage_format=self._options.sales_stage_format
+                )
                 paths = {op["path"] for op in closing}
                 ops = [o for o in ops if o["path"] not in paths] + closing
             referral = self.core.patch(referral_id, ops, fresh.etag) if ops else fresh
         except CoreError as exc:
-            if exc.code in {"ReferralClosed", "InvalidTransition"}:
-                fresh = self.core.get(referral_id)
-                link = self._linked(link, fresh, link.fingerprint, link.sent_body)
-                return _Outcome(link.crm_id, "skipped", "terminal", link=link)
-            raise
+            if not refused(exc):
+                raise
+            # Terminal is read from the referral itself, never guessed from an error code.
+            fresh = self.core.get(referral_id)
+            if not fresh.is_terminal:
+                raise
+            link = self._linked(link, fresh, link.fingerprint, link.sent_body)
+            return _Outcome(link.crm_id, "skipped", "terminal", link=link)
         new_link = self._linked(link, referral, action.fingerprint, action.body)
-        kind = "closed" if action.closes is not None else "updated"
+        if action.invite_microsoft:
+            return invite_microsoft(self.core, new_link, action.body, kind, action.warning)
         return _Outcome(link.crm_id, kind, link=new_link, notice=action.warning)
 
     def _linked(
@@ -612,8 +654,10 @@ class SyncEngine:
                 facts,
                 microsoft_status=previous.microsoft_status,
                 microsoft_expiration=previous.microsoft_expiration,
+                microsoft_referral_id=previous.microsoft_referral_id,
                 notice=previous.notice if fingerprint == link.fingerprint else None,
             )
+        facts = with_eligibility(facts, body if body is not None else referral.raw)
         state = LinkState.TERMINAL if referral.is_terminal else LinkState.LINKED
         base = link or Link(connection=self.connection, crm_id=crm_id or "", state=state)
         return replace(
@@ -968,8 +1012,9 @@ class SyncEngine:
         Returns the ``updatedDateTime`` of incoming referrals whose CRM record could not
         be created (the cursor stays before them).
         """
-        own = [r for r in referrals if not _is_microsoft(r)]
-        microsoft = [r for r in referrals if _is_microsoft(r)]
+        rule = self._options.microsoft
+        own = [r for r in referrals if not _is_microsoft(r, rule)]
+        microsoft = [r for r in referrals if _is_microsoft(r, rule)]
         engagements = [ms.engagement_id for ms in microsoft if ms.engagement_id]
         by_engagement: dict[str, list[Link]] = {}
         for engaged in self.store.links_by_engagements(self.connection, engagements):
@@ -992,7 +1037,7 @@ class SyncEngine:
         own, retry_from = self._read_whole(own)
         links = self.store.links_by_referral(self.connection, [r.id for r in own])
         if self.mapping.inbound.create_opportunities:
-            floor = self.lifecycle.create_opportunities(own, links, seen, report)
+            floor = self.lifecycle.create_opportunities(own, links, seen, report, rule)
             if floor is not None:
                 retry_from.append(floor)
         changed: dict[str, Link] = {}
@@ -1008,7 +1053,9 @@ class SyncEngine:
                 current = changed.get(link.crm_id, link)
                 if current.core_facts is None:
                     continue
-                facts = with_microsoft(CoreFacts.from_json(current.core_facts), ms)
+                facts = with_microsoft(
+                    CoreFacts.from_json(current.core_facts), ms, current.sent_body or {}
+                )
                 if facts.as_json() != current.core_facts:
                     changed[link.crm_id] = replace(current, core_facts=facts.as_json())
         if not changed:
@@ -1086,9 +1133,11 @@ class SyncEngine:
             self.process_records(records, stages, report)
 
 
-def _is_microsoft(referral: ReferralState) -> bool:
-    owner = referral.raw.get("owner")
-    return isinstance(owner, Mapping) and owner.get("type") == "Microsoft"
+def _is_microsoft(
+    referral: ReferralState, rule: MicrosoftReferralRule = DEFAULT_OPTIONS.microsoft
+) -> bool:
+    """Whether ``referral`` is Microsoft's side of a deal (``core.microsoft_referral``)."""
+    return rule.matches(referral.raw)
 
 
 def _describe(action: Action) -> dict[str, Any]:
@@ -1098,7 +1147,8 @@ def _describe(action: Action) -> dict[str, Any]:
             "action": "create",
             "name": action.draft.name,
             "stage": action.draft.stage.value,
-            "close_as": action.close_as,
+            "status": f"{action.body.get('status')}/{action.body.get('substatus')}",
+            "invite_microsoft": action.invite_microsoft,
         }
     if isinstance(action, Update):
         return {

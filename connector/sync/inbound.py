@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from connector.crm.base import NewOpportunity, StageInfo
+from connector.dealcore.options import DEFAULT_OPTIONS, MicrosoftReferralRule
 from connector.errors import ConnectorError, CoreError, PreconditionFailed
 from connector.mapping.apply import resolve_stage
 from connector.mapping.filters import AllOf, Condition, Filter
@@ -38,8 +39,8 @@ from connector.state.store import Link, LinkState
 from connector.sync.lifecycle import (
     ACCEPT,
     answer_of,
+    incentive_solutions,
     registration_blockers,
-    registration_eligible,
     registration_of,
     wants_registration,
 )
@@ -56,11 +57,24 @@ log = logging.getLogger(__name__)
 _SALESFORCE_NAME = 120
 
 
-def is_new_incoming(referral: ReferralState) -> bool:
+#: 4xx answers to a write that say nothing about the referral's state
+_NOT_A_REFUSAL = frozenset({401, 404, 408, 429})
+
+
+def is_new_incoming(
+    referral: ReferralState, rule: MicrosoftReferralRule = DEFAULT_OPTIONS.microsoft
+) -> bool:
     """A deal sent to the partner that waits for an answer (not Microsoft's own referral)."""
-    owner = referral.raw.get("owner")
-    partner_owned = not (isinstance(owner, Mapping) and owner.get("type") == "Microsoft")
-    return partner_owned and referral.direction == "Incoming" and referral.status == Status.NEW
+    return (
+        not rule.matches(referral.raw)
+        and referral.direction == "Incoming"
+        and referral.status == Status.NEW
+    )
+
+
+def refused(exc: CoreError) -> bool:
+    """A write the core refused for a reason of the referral's own (judged by reading it)."""
+    return exc.status is not None and 400 <= exc.status < 500 and exc.status not in _NOT_A_REFUSAL
 
 
 #: names the Dataverse adapter derives from other columns (connector/crm/dynamics_rows.py)
@@ -270,6 +284,7 @@ class LifecycleSteps:
         links: MutableMapping[str, Link],
         microsoft: Mapping[str, ReferralState],
         report: RunReport,
+        rule: MicrosoftReferralRule = DEFAULT_OPTIONS.microsoft,
     ) -> datetime | None:
         """CRM opportunities for new incoming referrals that have none yet.
 
@@ -280,7 +295,7 @@ class LifecycleSteps:
         """
         engine = self.engine
         fields = self.mapping.status_fields
-        todo = [r for r in referrals if r.id not in links and is_new_incoming(r)]
+        todo = [r for r in referrals if r.id not in links and is_new_incoming(r, rule)]
         if not todo:
             return None
         existing = engine.crm.find_by_referral_ids(fields.referral_id, [r.id for r in todo])
@@ -489,8 +504,12 @@ class LifecycleSteps:
                 return fresh
             return core.patch(link.referral_id, ops, fresh.etag)
         except CoreError as exc:
-            if exc.code in {"ReferralClosed", "InvalidTransition"}:
-                return core.get(link.referral_id)
+            if not refused(exc):
+                raise
+            # No error code says "no longer New": the referral itself does.
+            fresh = core.get(link.referral_id)
+            if fresh.status != Status.NEW:
+                return fresh
             raise
 
     # ------------------------------------------------------------------ registration
@@ -530,10 +549,8 @@ class LifecycleSteps:
                 status=link.status,
                 substatus=link.substatus,
                 registration_status=facts.registration_status,
-                eligible=registration_eligible(
-                    body, facts.microsoft_status, facts.registration_eligible
-                ),
                 blockers=registration_blockers(body, facts.microsoft_status),
+                solutions=incentive_solutions(body),
             )
             if decision.kind == "none":
                 continue
@@ -545,9 +562,9 @@ class LifecycleSteps:
                     fresh = engine.core.get(link.referral_id)
                     referral = engine.core.patch(link.referral_id, list(decision.ops), fresh.etag)
                 except CoreError as exc:
-                    if exc.code != "RegistrationNotEligible":
+                    if not refused(exc):
                         raise
-                    notice = f"Registration not sent: {exc.message}"
+                    notice = f"Registration not sent: Partner Center refused it ({exc.message})."
                 else:
                     link = engine._linked(link, referral, link.fingerprint, link.sent_body)
                     facts = CoreFacts.from_json(link.core_facts or {})

@@ -13,7 +13,7 @@ incentive-eligible solution, and never applies to a Private deal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,12 +125,15 @@ def _solution_ids(body: Mapping[str, Any]) -> list[str]:
     return [str(s["id"]) for s in solutions if isinstance(s, Mapping) and s.get("id")]
 
 
-def _microsoft_invited(body: Mapping[str, Any]) -> bool:
+def shared_with_microsoft(body: Mapping[str, Any]) -> bool:
+    """Whether the deal ``body`` consents to Microsoft's sellers (key case aside)."""
     consent = body.get("consent")
-    shared = isinstance(consent, Mapping) and bool(
-        consent.get("consentToShareReferralWithMicrosoftSellers")
+    return isinstance(consent, Mapping) and any(
+        isinstance(k, str)
+        and k.casefold() == "consenttosharereferralwithmicrosoftsellers"
+        and v is True
+        for k, v in consent.items()
     )
-    return shared and bool(body.get("inviteContext"))
 
 
 def registration_blockers(
@@ -138,26 +141,28 @@ def registration_blockers(
     microsoft_status: str | None,
     prefixes: tuple[str, ...] = INCENTIVE_PREFIXES,
 ) -> list[str]:
-    """The seed's registration conditions that the deal ``body`` fails (empty: eligible)."""
+    """The seed's registration conditions that the deal ``body`` fails (empty: eligible).
+
+    Microsoft is invited when the deal is shared with its sellers or Microsoft's referral
+    in the engagement is known (``microsoft_status``).
+    """
     reasons: list[str] = []
-    if body.get("type") == "Independent" or not _microsoft_invited(body):
+    if microsoft_status is None and not shared_with_microsoft(body):
         reasons.append("Microsoft is not invited (a Private deal is never registered)")
     elif microsoft_status not in ("Active/Accepted", "Closed/Won"):
         reasons.append(
             f"Microsoft has not accepted nor won the deal (Microsoft: {microsoft_status or 'none'})"
         )
-    if not any(s.startswith(prefixes) for s in _solution_ids(body)):
+    if not incentive_solutions(body, prefixes):
         reasons.append("the deal has no incentive-eligible solution")
     return reasons
 
 
-def registration_eligible(
-    body: Mapping[str, Any], microsoft_status: str | None, core_says: bool | None
-) -> bool:
-    """The core's ``registrationEligible`` when it reports one, else the seed's conditions."""
-    if core_says is not None:
-        return core_says
-    return not registration_blockers(body, microsoft_status)
+def incentive_solutions(
+    body: Mapping[str, Any], prefixes: tuple[str, ...] = INCENTIVE_PREFIXES
+) -> list[str]:
+    """The deal's incentive-eligible solution ids."""
+    return [s for s in _solution_ids(body) if s.startswith(prefixes)]
 
 
 @dataclass(frozen=True)
@@ -186,10 +191,15 @@ def registration_of(
     status: str | None,
     substatus: str | None,
     registration_status: str | None,
-    eligible: bool,
     blockers: list[str],
+    solutions: Sequence[str] = (),
 ) -> Registration:
-    """Whether a deal that asks for registration (the mapped checkbox) is submitted now."""
+    """Whether a deal that asks for registration (the mapped checkbox) is submitted now.
+
+    ``blockers`` are :func:`registration_blockers`' for the deal; ``solutions`` its
+    incentive-eligible solutions, sent in the registration (the certified connector's
+    ``AzureIPCoSell`` shape).
+    """
     if not wants_registration(record, mapping):
         return Registration("none")
     if registration_status not in REGISTRABLE_FROM:
@@ -204,10 +214,9 @@ def registration_of(
         return Registration(
             "refuse", notice="Registration waits: it is sent once the deal is marked won."
         )
-    if not eligible:
-        why = "; ".join(blockers) or "Partner Center says the deal is not eligible"
-        return Registration("refuse", notice=f"Registration not sent: {why}.")
-    value = {"externalReferenceId": record.id, "source": "crm"}
+    if blockers:
+        return Registration("refuse", notice=f"Registration not sent: {'; '.join(blockers)}.")
+    value = {"type": "AzureIPCoSell", "solutionDetails": [{"id": s} for s in solutions]}
     return Registration(
         "submit", ({"op": "add", "path": "/registrations/-", "value": value},), None
     )

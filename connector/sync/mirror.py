@@ -6,12 +6,13 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from connector.mapping.schema import StatusFields
 from connector.model import ReferralState
+from connector.sync.lifecycle import registration_blockers
 
 #: what the status fields say when Microsoft was never invited
 NOT_INVITED = "Not invited"
@@ -28,9 +29,13 @@ class CoreFacts:
     link: str
     expiration: str | None = None
     registration_status: str | None = None
+    #: the seed's registration conditions, judged on the deal as sent and Microsoft's
+    #: side (the referral resource carries no eligibility of its own)
     registration_eligible: bool | None = None
     microsoft_status: str | None = None
     microsoft_expiration: str | None = None
+    #: Microsoft's referral in the deal's engagement, once known (read or created)
+    microsoft_referral_id: str | None = None
     #: why the record's last change was not sent (terminal deal, forbidden invitation);
     #: kept until the record changes again, so later mirrors do not erase it
     notice: str | None = None
@@ -44,10 +49,14 @@ class CoreFacts:
         return cls(**known)
 
 
-def facts_of(referral: ReferralState, link: str, microsoft: ReferralState | None) -> CoreFacts:
-    raw = referral.raw
-    eligible = raw.get("registrationEligible")
-    return CoreFacts(
+def facts_of(
+    referral: ReferralState,
+    link: str,
+    microsoft: ReferralState | None,
+    body: Mapping[str, Any] | None = None,
+) -> CoreFacts:
+    """The facts of ``referral`` (``body``: the deal as sent, else the referral itself)."""
+    facts = CoreFacts(
         referral_id=referral.id,
         status=referral.status.value,
         substatus=referral.substatus.value if referral.substatus else None,
@@ -55,19 +64,32 @@ def facts_of(referral: ReferralState, link: str, microsoft: ReferralState | None
         link=link,
         expiration=_iso(referral.expiration),
         registration_status=referral.registration_status,
-        registration_eligible=bool(eligible) if isinstance(eligible, bool) else None,
-        microsoft_status=_status_text(microsoft) if microsoft else None,
-        microsoft_expiration=_iso(microsoft.expiration) if microsoft else None,
     )
+    if microsoft is not None:
+        return with_microsoft(facts, microsoft, body if body is not None else referral.raw)
+    return with_eligibility(facts, body if body is not None else referral.raw)
 
 
-def with_microsoft(facts: CoreFacts, microsoft: ReferralState) -> CoreFacts:
-    from dataclasses import replace
-
-    return replace(
+def with_microsoft(
+    facts: CoreFacts, microsoft: ReferralState, body: Mapping[str, Any] | None = None
+) -> CoreFacts:
+    """``facts`` with Microsoft's side; eligibility judged again when ``body`` is given."""
+    facts = replace(
         facts,
         microsoft_status=_status_text(microsoft),
         microsoft_expiration=_iso(microsoft.expiration),
+        microsoft_referral_id=microsoft.id,
+    )
+    return facts if body is None else with_eligibility(facts, body)
+
+
+def with_eligibility(facts: CoreFacts, body: Mapping[str, Any]) -> CoreFacts:
+    """``facts`` with ``registration_eligible`` judged by the seed's conditions."""
+    eligible = not registration_blockers(body, facts.microsoft_status)
+    return (
+        facts
+        if facts.registration_eligible == eligible
+        else replace(facts, registration_eligible=eligible)
     )
 
 

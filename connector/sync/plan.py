@@ -1,20 +1,23 @@
 """Planning (pure): what to do with one mapped record, given what the store knows.
 
-No I/O and no clock: the engine hands in the mapped record and its link; the
-planner answers with exactly one action. The correctness rules of the
-architecture live here: no echo (fingerprints), terminal is terminal, sharing
-with Microsoft is never undone.
+No I/O and no clock: the engine hands in the mapped record, its link and the core
+options; the planner answers with exactly one action. The correctness rules of the
+architecture live here: no echo (fingerprints), terminal is terminal, sharing with
+Microsoft is never undone, and only what the API lets a partner change is sent
+(anything else is explained on the record).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-from connector.dealcore.payload import partner_ids, patch_ops, referral_body, status_ops
+from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
+from connector.dealcore.payload import HELP_ASKED, patch_ops, referral_body, sendable, status_ops
 from connector.model import DealDraft, DealType, Rejection, StandardStage, Status, Substatus
+from connector.sync.lifecycle import shared_with_microsoft
 
 
 class SkipReason(StrEnum):
@@ -40,16 +43,22 @@ class LinkFacts(Protocol):
     def substatus(self) -> str | None: ...
     @property
     def direction(self) -> str: ...
+    @property
+    def core_facts(self) -> Mapping[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
 class Create:
     draft: DealDraft
+    #: the create body: content, status/substatus (Closed/Won for a deal already won)
+    #: and sales stage, so that a core keeping what it is sent needs no second write
     body: dict[str, Any]
-    #: a deal already won in the CRM is created, then closed as won
-    close_as: Substatus | None = None
     #: the fingerprint of the record as mapped (computed once, when planned)
     fingerprint: str = ""
+    #: create Microsoft's referral in the new engagement too (two-referral co-sell)
+    invite_microsoft: bool = False
+    #: a part of the record that is not sent, explained for the CRM record
+    notice: str | None = None
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -59,13 +68,16 @@ class Create:
 @dataclass(frozen=True)
 class Update:
     draft: DealDraft
+    #: what the referral holds once ``ops`` are applied (the base of the next comparison)
     body: dict[str, Any]
     ops: list[dict[str, Any]]
     #: the fingerprint of the record as mapped (stored once the update is applied)
     fingerprint: str
     closes: Substatus | None = None
-    #: a part of the change the lifecycle forbids, explained for the CRM record
+    #: a part of the change the lifecycle or the API forbids, explained for the CRM record
     warning: str | None = None
+    #: create Microsoft's referral in the deal's engagement (two-referral co-sell)
+    invite_microsoft: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,24 @@ def is_terminal(status: str | None, substatus: str | None) -> bool:
     }
 
 
-def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action:
+def partners_notice(partners: tuple[str, ...]) -> str:
+    return (
+        f"Not sent: inviting partner {', '.join(partners)}. Partner Center's API documents "
+        "no way to invite a partner organisation; invite it in Partner Center."
+    )
+
+
+def fixed_notice(left_out: list[str]) -> str:
+    return (
+        f"Not sent: {' and '.join(left_out)}. Partner Center's API cannot change "
+        f"{'it' if len(left_out) == 1 else 'them'} once the referral exists; "
+        "change it in Partner Center."
+    )
+
+
+def plan_outbound(
+    item: DealDraft | Rejection, link: LinkFacts | None, options: CoreOptions = DEFAULT_OPTIONS
+) -> Action:
     """One action for one mapped record. ``link`` is None when the record was never shared."""
     if isinstance(item, Rejection):
         return Reject(item.crm_id, item.reasons, item.code)
@@ -120,8 +149,17 @@ def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action
     if link is None or link.referral_id is None:
         if draft.stage is StandardStage.LOST:
             return Skip(draft.crm_id, SkipReason.LOST_BEFORE_SHARED, fingerprint=fingerprint)
-        close_as = Substatus.WON if draft.stage is StandardStage.WON else None
-        return Create(draft, referral_body(draft), close_as, fingerprint)
+        notice = partners_notice(draft.partners) if draft.partners else None
+        sent = _without_partners(draft)
+        return Create(
+            draft,
+            referral_body(sent, options),
+            fingerprint,
+            invite_microsoft=(
+                sent.deal_type is DealType.CO_SELL and options.co_sell_mode == "two_referrals"
+            ),
+            notice=notice,
+        )
     if link.fingerprint == fingerprint:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, fingerprint=fingerprint)
     if is_terminal(link.status, link.substatus):
@@ -139,24 +177,28 @@ def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action
         return Skip(draft.crm_id, SkipReason.INCOMING, fingerprint=fingerprint)
     previous = dict(link.sent_body or {})
     warnings: list[str] = []
-    if _was_shared_with_microsoft(previous) and draft.deal_type is DealType.PRIVATE:
+    if shared_with_microsoft(previous) and draft.deal_type is DealType.PRIVATE:
         warnings.append(
             "Sharing with Microsoft cannot be undone; the deal stays co-sell in Partner Center."
         )
         draft = _keep_shared(draft, previous)
-    if link.direction == "Incoming":
-        # The seed's combinations: partners are invited only to deals your company created.
-        invited = set(partner_ids(previous))
-        refused = [p for p in draft.partners if p not in invited]
-        if refused:
-            warnings.append(
-                f"Not sent: inviting partner {', '.join(refused)} was refused. Partners can be "
-                "invited only to deals your company created, not to a deal it received "
-                "(Inbound); clear the partner field."
-            )
-            draft = _without_partners(draft, invited)
+    if draft.partners:
+        warnings.append(partners_notice(draft.partners))
+        draft = _without_partners(draft)
+    wanted = referral_body(draft, options)
+    body, left_out = sendable(previous, wanted)
+    invite = (
+        options.co_sell_mode == "two_referrals"
+        and draft.deal_type is DealType.CO_SELL
+        and not _microsoft_known(link)
+    )
+    if invite and "inviteContext" in wanted:
+        # the help asked travels in Microsoft's referral: it is sent after all
+        body["inviteContext"] = wanted["inviteContext"]
+        left_out = [what for what in left_out if what != HELP_ASKED]
+    if left_out:
+        warnings.append(fixed_notice(left_out))
     warning = " ".join(warnings) or None
-    body = referral_body(draft)
     ops = patch_ops(previous, body)
     closes = None
     if draft.stage is StandardStage.WON:
@@ -164,33 +206,30 @@ def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action
     elif draft.stage is StandardStage.LOST:
         closes = Substatus.LOST
     if closes is not None:
-        closing = status_ops(Status.CLOSED, closes)
+        closing = status_ops(Status.CLOSED, closes, stage_format=options.sales_stage_format)
         paths = {op["path"] for op in closing}
         ops = [op for op in ops if op["path"] not in paths] + closing
-    if not ops:
+        body = {**body, "status": Status.CLOSED.value, "substatus": closes.value}
+    if not ops and not invite:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, notice=warning, fingerprint=fingerprint)
-    return Update(draft, body, ops, fingerprint, closes, warning)
+    return Update(draft, body, ops, fingerprint, closes, warning, invite)
 
 
-def _was_shared_with_microsoft(body: Mapping[str, Any]) -> bool:
-    consent = body.get("consent") or {}
-    return bool(consent.get("consentToShareReferralWithMicrosoftSellers")) and bool(
-        body.get("inviteContext")
-    )
+def _microsoft_known(link: LinkFacts) -> bool:
+    """Whether Microsoft's referral in the deal's engagement is known (read or created)."""
+    facts = link.core_facts or {}
+    return bool(facts.get("microsoft_referral_id") or facts.get("microsoft_status"))
 
 
-def _without_partners(draft: DealDraft, keep: set[str]) -> DealDraft:
-    from dataclasses import replace
-
-    partners = tuple(p for p in draft.partners if p in keep)
-    deal_type = draft.deal_type
-    if not partners and deal_type is DealType.PARTNER_TO_PARTNER:
-        deal_type = DealType.PRIVATE
-    return replace(draft, partners=partners, deal_type=deal_type)
+def _without_partners(draft: DealDraft) -> DealDraft:
+    """``draft`` as it is sent: no partner is invited (a partner-only deal is private)."""
+    if not draft.partners and draft.deal_type is not DealType.PARTNER_TO_PARTNER:
+        return draft
+    deal_type = DealType.PRIVATE if draft.deal_type is DealType.PARTNER_TO_PARTNER else None
+    return replace(draft, partners=(), deal_type=deal_type or draft.deal_type)
 
 
 def _keep_shared(draft: DealDraft, previous: Mapping[str, Any]) -> DealDraft:
-    from dataclasses import replace
-
-    code = (previous.get("inviteContext") or {}).get("assistanceRequestCode") or "GeneralOrOther"
-    return replace(draft, deal_type=DealType.CO_SELL, assistance_code=code)
+    invite = previous.get("inviteContext") or {}
+    code = invite.get("assistanceRequestCode") if isinstance(invite, Mapping) else None
+    return replace(draft, deal_type=DealType.CO_SELL, assistance_code=code or "GeneralOrOther")

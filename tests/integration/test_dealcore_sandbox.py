@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from connector.dealcore import (
     ClientCredentialsTokens,
+    RateGate,
     ReferralsClient,
     RefreshTokenTokens,
     RetryPolicy,
@@ -122,7 +123,39 @@ def test_create_find_get_patch_close(client: ReferralsClient) -> None:
     assert closed.is_terminal
     with pytest.raises(CoreError) as raised:
         client.patch(created.id, ops, closed.etag)
-    assert not raised.value.transient and raised.value.code == "ReferralClosed"
+    # a documented top-level code, no invented inner one: terminal is read from the referral
+    assert not raised.value.transient and raised.value.status == 400
+    assert raised.value.code == "invalidRequest"
+    assert client.get(created.id).is_terminal
+
+
+def test_a_won_deal_is_created_won_in_one_write(
+    client: ReferralsClient, sandbox: SandboxServer
+) -> None:
+    sandbox.ctx.stats.reset()
+    body = referral_body(draft(f"w-{uuid.uuid4().hex[:8]}", stage=StandardStage.WON))
+    created = client.create(body)
+    assert (created.status, created.substatus, created.sales_stage) == (
+        Status.CLOSED,
+        Substatus.WON,
+        100,
+    )
+    assert sandbox.ctx.stats.as_json()["calls"]["core"] == {"POST": 1}
+
+
+def test_a_refused_select_is_dropped_for_good(
+    client: ReferralsClient, sandbox: SandboxServer
+) -> None:
+    client.create(referral_body(draft(f"s-{uuid.uuid4().hex[:8]}")))
+    core = sandbox.app.state.parts["core"]
+    core.store.behaviour.refuse_select = True
+    try:
+        listed = list(client.list_changed(None, select=("id", "eTag", "status")))
+        again = list(client.list_changed(None, select=("id", "eTag", "status")))
+    finally:
+        core.store.behaviour.refuse_select = False
+    assert listed and not any(r.partial for r in listed) and "details" in listed[0].raw
+    assert client.select_refused and not any(r.partial for r in again)
 
 
 def test_private_deal_and_engagement(client: ReferralsClient) -> None:
@@ -176,6 +209,50 @@ def test_device_code_then_refresh_tokens(
     assert client.find_by_external_id("nobody") is None
     tokens.invalidate()  # the rotated refresh token from the cache file still works
     assert client.find_by_external_id("nobody") is None
+
+
+@pytest.mark.parametrize("form", ["seconds", "http_date"])
+def test_a_503_with_retry_after_waits_as_the_server_says(
+    sandbox: SandboxServer, http: httpx.Client, form: str
+) -> None:
+    """503 + Retry-After as seconds or as an HTTP date (on the server's clock, which the
+    sandbox moved by a day: the wait counts from the answer's Date, not this host's)."""
+    tokens = ClientCredentialsTokens(
+        f"{sandbox.url}/{TENANT}/oauth2/v2.0/token", "sandbox", SecretStr("sandbox"), SCOPE, http
+    )
+    waits: list[float] = []
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:  # a fake clock: the test does not wait
+        waits.append(seconds)
+        now[0] += seconds
+
+    client = ReferralsClient(
+        f"{sandbox.url}/v1.0/engagements",
+        tokens,
+        http=http,
+        correlation_id="c",
+        retry_policy=RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, jitter=0.0),
+        sleep=sleep,
+        gate=RateGate(clock=lambda: now[0], sleep=sleep),
+    )
+    created = client.create(referral_body(draft(f"r-{uuid.uuid4().hex[:8]}")))
+    faults = sandbox.ctx.faults["core"]
+    sandbox.ctx.clock.advance(timedelta(days=1))
+    faults.rate_503, faults.retry_after_s = 1.0, 2.0
+    faults.retry_after_on_503, faults.retry_after_format = True, form
+    try:
+        with pytest.raises(CoreError) as raised:
+            client.get(created.id)
+    finally:
+        faults.rate_503, faults.retry_after_on_503, faults.retry_after_format = (
+            0.0,
+            False,
+            "seconds",
+        )
+    assert raised.value.status == 503 and raised.value.retry_after is not None
+    assert 1.0 <= raised.value.retry_after <= 4.0
+    assert waits and all(1.0 <= w <= 4.0 for w in waits)
 
 
 def test_faults_are_survived_and_retry_after_is_honoured(

@@ -19,6 +19,7 @@ import httpx
 import yaml
 from rich.console import Console
 
+from connector.sandbox.partner_center_fields import is_partners
 from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
@@ -96,11 +97,7 @@ class GuardWorld:
         """The partner's own outgoing referrals in the core."""
         data = self.get("/_sandbox/core/referrals")
         rows = data["value"] if isinstance(data, dict) else data
-        return [
-            r
-            for r in rows
-            if (r.get("owner") or {}).get("type") == "Partner" and r.get("direction") == "Outgoing"
-        ]
+        return [r for r in rows if is_partners(r) and r.get("direction") == "Outgoing"]
 
     def sf_opportunities(self) -> list[dict[str, Any]]:
         return list(self.get("/_sandbox/salesforce/opportunities")["records"])

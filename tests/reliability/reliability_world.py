@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from connector.sandbox.partner_center_fields import is_partners
+
 ROOT = Path(__file__).parents[2]
 PYTHON = sys.executable
 
@@ -220,7 +222,7 @@ def check_world(admin: httpx.Client) -> Verdict:
     referrals = [
         r
         for r in (data["value"] if isinstance(data, dict) else data)
-        if (r.get("owner") or {}).get("type") == "Partner" and r.get("direction") == "Outgoing"
+        if is_partners(r) and r.get("direction") == "Outgoing"
     ]
     eligible = {
         o["Id"]: o

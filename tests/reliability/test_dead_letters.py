@@ -17,6 +17,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from connector.cli import app
+from connector.sandbox.partner_center_fields import is_partners
 from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.state.store import DeadLetter, Store
@@ -67,7 +68,7 @@ class LetterWorld:
         return Counter(
             r["externalReferenceId"]
             for r in items
-            if (r.get("owner") or {}).get("type") == "Partner" and r.get("direction") == "Outgoing"
+            if is_partners(r) and r.get("direction") == "Outgoing"
         )
 
 

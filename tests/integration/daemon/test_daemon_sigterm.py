@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from daemon_world import free_port, get_json, sandbox_config_data, wait_for, write_yaml
 
+from connector.sandbox.partner_center_fields import is_partners
 from connector.sandbox.server import SandboxServer
 from connector.state.store import LinkState, Store
 
@@ -30,11 +31,7 @@ GRACE_S = 60
 
 def partner_referrals(admin: httpx.Client) -> list[dict[str, Any]]:
     data = admin.get("/_sandbox/core/referrals").raise_for_status().json()
-    return [
-        r
-        for r in data["value"]
-        if (r.get("owner") or {}).get("type") == "Partner" and r.get("direction") == "Outgoing"
-    ]
+    return [r for r in data["value"] if is_partners(r) and r.get("direction") == "Outgoing"]
 
 
 def clean_env(state_url: str) -> dict[str, str]:

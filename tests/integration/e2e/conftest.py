@@ -28,6 +28,8 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
         with httpx.Client(
             base_url=sb.url, verify=ssl.create_default_context(cafile=str(sb.ca_file)), timeout=30
         ) as admin:
+            # strict: the core refuses any PATCH path or target type Microsoft does not document
+            admin.put("/_sandbox/core/settings", json={"strict": True}).raise_for_status()
             yield World(
                 sb,
                 config,

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import StatusFields
+from connector.sandbox.partner_center_fields import is_partners
 from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, Settings, load_config
 from connector.sync.oneshot import run_once
@@ -306,9 +307,7 @@ class World:
     def referrals(self) -> list[dict[str, Any]]:
         """The partner's own outbound referrals (not incoming ones, not Microsoft's)."""
         return [
-            r
-            for r in self.all_referrals()
-            if (r.get("owner") or {}).get("type") == "Partner" and r.get("direction") == "Outgoing"
+            r for r in self.all_referrals() if is_partners(r) and r.get("direction") == "Outgoing"
         ]
 
     def calls(self) -> dict[str, dict[str, int]]:

@@ -39,6 +39,15 @@ def small_pages(world: World) -> None:
     world.config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
+def consent_only(world: World) -> None:
+    """Co-sell by consent alone: Microsoft's side of each deal is learnt in the pull-back
+    (the two-referral flow reads it at create), so the pull-back has statuses to write."""
+    data = yaml.safe_load(world.config_path.read_text(encoding="utf-8"))
+    for conn in data["connections"]:
+        conn["core"]["co_sell_mode"] = "consent_only"
+    world.config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
 def slices_listed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
     """Record the bounds of every changes listing."""
     bounds: list[tuple[Any, Any]] = []
@@ -144,6 +153,7 @@ def test_pull_back_status_writes_run_beside_the_listing_and_keep_each_records_or
     """During the pull-back, status batches go out on writer threads; a record is never
     in two batches at once, and every write is recorded (the next cycle writes nothing)."""
     small_pages(world)
+    consent_only(world)
     monkeypatch.setattr(engine_module, "PULL_SLICE", 40)
     monkeypatch.setattr(engine_module, "WRITE_BATCH", 5)  # many small batches
     adapter_class: Any = (

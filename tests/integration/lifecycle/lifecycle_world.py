@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from connector.sandbox.partner_center_fields import is_microsofts, is_partners
 from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
@@ -118,6 +119,11 @@ class LifecycleWorld:
     def reset_stats(self) -> None:
         self.admin.post("/_sandbox/stats/reset").raise_for_status()
 
+    def core_settings(self, **changes: Any) -> dict[str, Any]:
+        """Set what Microsoft leaves open in the sandbox core (strict mode, create status…)."""
+        answer = self.admin.put("/_sandbox/core/settings", json=changes)
+        return dict(answer.raise_for_status().json())
+
     # -- the core ----------------------------------------------------------------------
 
     def all_referrals(self) -> list[dict[str, Any]]:
@@ -133,7 +139,7 @@ class LifecycleWorld:
         found = [
             r
             for r in self.all_referrals()
-            if r["owner"]["type"] == "Partner" and r.get("externalReferenceId") == crm_id
+            if is_partners(r) and r.get("externalReferenceId") == crm_id
         ]
         assert len(found) == 1, f"{crm_id}: {len(found)} referrals"
         return found[0]
@@ -142,7 +148,7 @@ class LifecycleWorld:
         sides = [
             r
             for r in self.all_referrals()
-            if r["owner"]["type"] == "Microsoft" and r["engagementId"] == referral["engagementId"]
+            if is_microsofts(r) and r["engagementId"] == referral["engagementId"]
         ]
         return sides[0] if sides else None
 
@@ -224,6 +230,7 @@ def salesforce_world(tmp_path: Path, *, opportunities: int = 40) -> Iterator[Lif
                 owner_id=world.template()["OwnerId"],
             )
             write_config(world.config_path, sb.url, sb.ca_file, "salesforce", mapping)
+            world.core_settings(strict=True)  # only the documented PATCH paths and targets
             yield world
 
 
@@ -264,4 +271,5 @@ def dynamics_world(tmp_path: Path, *, opportunities: int = 40) -> Iterator[Dynam
                 ROOT / "mappings" / "dynamics.yaml", tmp_path / "dynamics.yaml", owner_id=owner
             )
             write_config(world.config_path, sb.url, sb.ca_file, "dynamics", mapping)
+            world.core_settings(strict=True)  # only the documented PATCH paths and targets
             yield world

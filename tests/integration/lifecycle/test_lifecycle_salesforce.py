@@ -26,7 +26,14 @@ IP_SOLUTION = "SOL-IP-10001-AZM"
 
 
 def partner_targets(referral: dict[str, Any]) -> list[str]:
-    return [t["id"] for t in referral.get("target") or [] if t["type"] == "Partner"]
+    """Targets naming a partner: none ever (no documented target type names a partner)."""
+    return [t["id"] for t in referral.get("target") or [] if t["id"] in (ALLY, ALLY_2)]
+
+
+def partner_notice(world: LifecycleWorld, crm_id: str, *partners: str) -> str:
+    error = str(world.opportunity(crm_id)["CoSell_Sync_Error__c"] or "")
+    assert all(p in error for p in partners) and "invite it in Partner Center" in error, error
+    return error
 
 
 def core_writes(world: LifecycleWorld) -> int:
@@ -75,47 +82,70 @@ def test_co_sell_without_a_customer_contact_is_refused_with_its_reason(
     assert "customer contact" in world.opportunity(crm_id)["CoSell_Sync_Error__c"]
 
 
-def test_partner_to_partner_deal_targets_the_invited_partner(world: LifecycleWorld) -> None:
+def test_an_invited_partner_is_not_sent_and_the_record_says_why(world: LifecycleWorld) -> None:
+    """Partner Center's API documents no target type for a partner organisation: the deal
+    is shared with nobody, and the seller is told to invite the partner in Partner Center."""
     crm_id, referral = synced(world, CoSell_Invite_Partner__c=ALLY)
-    assert referral["type"] == "Shared"
-    assert partner_targets(referral) == [ALLY]
-    assert referral["inviteContext"] is None, "partner to partner without Microsoft"
+    assert referral["type"] == "Independent" and referral["target"] == []
+    assert partner_targets(referral) == [] and ALLY not in str(referral)
     assert world.microsoft_side(referral) is None
-    assert not world.opportunity(crm_id)["CoSell_Sync_Error__c"]
+    partner_notice(world, crm_id, ALLY)
 
 
 # ------------------------------------------------------------ the combinations table
 
 
-def test_private_deal_invites_microsoft_and_is_upgraded_to_co_sell(world: LifecycleWorld) -> None:
+@pytest.mark.parametrize("consent_invites", [True, False])
+def test_private_deal_invites_microsoft_and_is_upgraded_to_co_sell(
+    world: LifecycleWorld, consent_invites: bool
+) -> None:
+    """The upgrade patches the consent (a documented path) and, in the documented
+    two-referral flow, creates Microsoft's referral in the deal's engagement unless the
+    core already made one on the consent: never two."""
+    world.core_settings(consent_invites_microsoft=consent_invites)
     crm_id, referral = synced(world)
+    world.reset_stats()
     world.edit(crm_id, **CO_SELL)
     world.sync()
     referral = world.referral_of(crm_id)
-    assert referral["type"] == "Shared"
-    assert referral["inviteContext"]["assistanceRequestCode"] == "ProofOfConceptOrDemo"
-    assert world.microsoft_side(referral) is not None
+    assert referral["consent"]["consentToShareReferralWithMicrosoftSellers"] is True
+    side = world.microsoft_side(referral)
+    assert side is not None and (side["status"], side["substatus"]) == ("New", "Pending")
+    engaged = [r for r in world.all_referrals() if r["engagementId"] == referral["engagementId"]]
+    assert len(engaged) == 2, "the deal and one Microsoft referral"
+    if not consent_invites:  # posted by the connector: CR20's second step
+        assert side["target"] == [{"type": "BusinessProfileLocation", "id": "msft"}]
+        assert side["inviteContext"]["assistanceRequestCode"] == "ProofOfConceptOrDemo"
+        assert world.calls()["core"]["POST"] == 1
     assert world.opportunity(crm_id)["CoSell_Microsoft_Status__c"] == "New/Pending"
-
-
-def test_private_deal_invites_a_partner(world: LifecycleWorld) -> None:
-    crm_id, _ = synced(world)
-    world.edit(crm_id, CoSell_Invite_Partner__c=ALLY)
-    world.sync()
-    referral = world.referral_of(crm_id)
-    assert referral["type"] == "Shared" and partner_targets(referral) == [ALLY]
-    assert referral["inviteContext"] is None
     assert not world.opportunity(crm_id)["CoSell_Sync_Error__c"]
 
 
-def test_own_co_sell_deal_invites_a_partner(world: LifecycleWorld) -> None:
-    crm_id, _ = synced(world, **CO_SELL)
-    world.edit(crm_id, CoSell_Invite_Partner__c=ALLY)
+def test_co_sell_in_two_referrals_when_the_consent_invites_nobody(world: LifecycleWorld) -> None:
+    world.core_settings(consent_invites_microsoft=False)
+    crm_id, referral = synced(world, **CO_SELL)
+    assert referral["target"] == [{"type": "SolutionProfile", "id": "SOL-34104-EBB"}]
+    side = world.microsoft_side(referral)
+    assert side is not None
+    assert side["target"] == [{"type": "BusinessProfileLocation", "id": "msft"}]
+    assert side.get("externalReferenceId") is None
+    assert world.opportunity(crm_id)["CoSell_Microsoft_Status__c"] == "New/Pending"
+    world.reset_stats()
     world.sync()
+    assert core_writes(world) == 0, "nothing posted twice"
+
+
+@pytest.mark.parametrize("start", ["private", "co-sell"])
+def test_inviting_a_partner_later_is_explained_not_sent(world: LifecycleWorld, start: str) -> None:
+    crm_id, _ = synced(world, **(CO_SELL if start == "co-sell" else {}))
+    world.edit(crm_id, CoSell_Invite_Partner__c=ALLY)
+    world.reset_stats()
+    world.sync()
+    assert core_writes(world) == 0, "nothing else changed: nothing to send"
     referral = world.referral_of(crm_id)
-    assert partner_targets(referral) == [ALLY]
-    assert referral["inviteContext"] is not None, "still co-sell"
-    assert not world.opportunity(crm_id)["CoSell_Sync_Error__c"]
+    assert partner_targets(referral) == []
+    assert (referral["inviteContext"] is not None) is (start == "co-sell")
+    partner_notice(world, crm_id, ALLY)
 
 
 def test_partners_are_never_invited_to_an_inbound_co_sell_deal(world: LifecycleWorld) -> None:
@@ -131,17 +161,16 @@ def test_partners_are_never_invited_to_an_inbound_co_sell_deal(world: LifecycleW
     assert world.calls().get("core", {}).get("PATCH", 0) == 0, "refused before the core"
     referral = world.referral(incoming["id"])
     assert partner_targets(referral) == []
-    error = world.opportunity(opp["Id"])["CoSell_Sync_Error__c"]
-    assert error and "Inbound" in error and ALLY in error
+    partner_notice(world, opp["Id"], ALLY)
     # other changes of the same deal still go through, the refusal stays explained
     world.edit(opp["Id"], Amount=777000)
     world.sync()
     assert Decimal(str(world.referral(incoming["id"])["details"]["dealValue"])) == 777000
     assert partner_targets(world.referral(incoming["id"])) == []
-    assert "Inbound" in world.opportunity(opp["Id"])["CoSell_Sync_Error__c"]
+    partner_notice(world, opp["Id"], ALLY)
 
 
-def test_partner_to_partner_deal_invites_microsoft_and_is_upgraded_to_co_sell(
+def test_a_deal_with_a_partner_invites_microsoft_and_is_upgraded_to_co_sell(
     world: LifecycleWorld,
 ) -> None:
     crm_id, _ = synced(world, CoSell_Invite_Partner__c=ALLY)
@@ -149,17 +178,21 @@ def test_partner_to_partner_deal_invites_microsoft_and_is_upgraded_to_co_sell(
     world.sync()
     referral = world.referral_of(crm_id)
     assert referral["consent"]["consentToShareReferralWithMicrosoftSellers"] is True
-    assert referral["inviteContext"] is not None
-    assert partner_targets(referral) == [ALLY]
     assert world.microsoft_side(referral) is not None
+    assert partner_targets(referral) == []
+    partner_notice(world, crm_id, ALLY)
 
 
-def test_partner_to_partner_deal_invites_more_partners(world: LifecycleWorld) -> None:
-    crm_id, _ = synced(world, CoSell_Invite_Partner__c=ALLY)
-    world.edit(crm_id, CoSell_Invite_Partner__c=f"{ALLY};{ALLY_2}")
+def test_a_renamed_deal_keeps_its_name_and_the_record_says_why(world: LifecycleWorld) -> None:
+    """/name is not among the paths the API lets a partner patch (the certified
+    connector's definition): the other changes go, the name is explained."""
+    crm_id, referral = synced(world)
+    world.edit(crm_id, Name="Renamed in the CRM", Amount=64000)
     world.sync()
-    assert partner_targets(world.referral_of(crm_id)) == [ALLY, ALLY_2]
-    assert not world.opportunity(crm_id)["CoSell_Sync_Error__c"]
+    after = world.referral_of(crm_id)
+    assert after["name"] == referral["name"]
+    assert Decimal(str(after["details"]["dealValue"])) == 64000
+    assert "the deal name" in world.opportunity(crm_id)["CoSell_Sync_Error__c"]
 
 
 def test_sharing_with_microsoft_is_never_undone(world: LifecycleWorld) -> None:
@@ -500,3 +533,45 @@ def test_a_terminal_incoming_deal_is_never_patched_and_the_crm_says_why(
     assert world.calls().get("core", {}).get("PATCH", 0) == 0
     assert world.referral(incoming["id"])["eTag"] == before["eTag"]
     assert "cannot be edited" in world.opportunity(opp["Id"])["CoSell_Sync_Error__c"]
+
+
+def test_a_deal_closed_behind_the_connectors_back_is_read_terminal_after_the_refusal(
+    world: LifecycleWorld,
+) -> None:
+    """The core refuses the patch of a closed deal with a plain 400 (no published code
+    says "closed"): the connector reads the referral, finds it Closed and records it
+    terminal, instead of dead-lettering the record. (Closed in place, its eTag kept: a
+    changed eTag would be a 412, the other way to the same re-read.)"""
+    crm_id, referral = synced(world)
+    world.sb.part("core").store.records[referral["id"]].update(status="Closed", substatus="Lost")
+    world.edit(crm_id, Amount=99000)
+    world.reset_stats()
+    report = world.sync()
+    assert report.failed == {} and report.skipped["terminal"] == 1
+    assert world.calls()["core"]["PATCH"] == 1  # refused once, then read, never retried
+    opp = world.opportunity(crm_id)
+    assert opp["CoSell_Status__c"] == "Closed/Lost"
+    world.edit(crm_id, Amount=98000)
+    world.reset_stats()
+    world.sync()
+    assert world.calls().get("core", {}).get("PATCH", 0) == 0, "terminal is terminal"
+    assert "cannot be edited" in world.opportunity(crm_id)["CoSell_Sync_Error__c"]
+
+
+def test_an_answer_to_a_deal_that_expired_unseen_is_read_back_not_retried(
+    world: LifecycleWorld,
+) -> None:
+    """The deal expires in the core before the connector has seen it: the accept is
+    refused (400), the referral read, and the seller told it can no longer be answered."""
+    incoming = world.send_incoming("Microsoft")
+    world.sync()
+    opp = world.opportunity_for(incoming["id"])
+    # expired in the core (in place, its eTag kept); the next cycle answers before it reads
+    world.sb.part("core").store.records[incoming["id"]].update(status="Closed", substatus="Expired")
+    world.edit(opp["Id"], CoSell_Action__c="Accept")
+    report = world.sync()
+    assert report.failed == {}
+    assert world.referral(incoming["id"])["substatus"] == "Expired"
+    after = world.opportunity(opp["Id"])
+    assert after["CoSell_Status__c"] == "Closed/Expired"
+    assert "can no longer be answered" in after["CoSell_Sync_Error__c"]

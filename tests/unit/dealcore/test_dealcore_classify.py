@@ -49,7 +49,12 @@ def test_an_empty_200_is_not_a_referral() -> None:
 
 @pytest.mark.parametrize(
     ("status", "kind", "code"),
-    [(404, NotFound, "not_found"), (412, PreconditionFailed, "precondition_failed")],
+    [
+        (404, NotFound, "not_found"),
+        (412, PreconditionFailed, "precondition_failed"),
+        # ERR: resourceModified or preconditionFailed for a stale eTag, status unsaid
+        (409, PreconditionFailed, "precondition_failed"),
+    ],
 )
 def test_404_and_412_have_their_own_classes(status: int, kind: type[CoreError], code: str) -> None:
     error = classify(response(status, error_body("itemNotFound")), what=WHAT)
@@ -103,6 +108,22 @@ def test_400_surfaces_the_inner_error_code_and_is_permanent() -> None:
     assert error.code == "ReferralClosed"
     assert "invalidRequest/ReferralClosed" in error.message
     assert "PATCH referral r1" in error.message
+
+
+def test_the_innermost_error_code_is_reported_whatever_the_key_case() -> None:
+    """ERR: innerError objects nest; the most detailed code is the deepest one."""
+    body = {
+        "error": {
+            "code": "unAuthorized",  # ERR's own sample, outside its code list
+            "message": "m",
+            "innererror": {"code": "outer", "innerError": {"code": "innermost"}},
+        }
+    }
+    error = classify(response(400, body), what=WHAT)
+    assert error is not None and error.code == "innermost"
+    ok_outage = {"error": {"code": "ServiceNotAvailable", "message": "m"}}
+    wrapped = classify(response(200, ok_outage), what=WHAT, expect="referral")
+    assert wrapped is not None and wrapped.transient
 
 
 def test_400_without_inner_error_uses_the_outer_code() -> None:

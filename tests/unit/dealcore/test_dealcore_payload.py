@@ -1,4 +1,4 @@
-"""referral_body / patch_ops / status_ops / parse_referral / referral_link."""
+"""referral_body / sendable / patch_ops / created_differences / status_ops / parse_referral."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ from typing import Any
 import pytest
 from dealcore_fakes import make_draft, sample_referral
 
+from connector.dealcore.options import CoreOptions
 from connector.dealcore.payload import (
+    PATCHABLE_PATHS,
+    created_differences,
+    microsoft_referral_body,
     parse_referral,
     patch_ops,
     referral_body,
     referral_link,
+    sendable,
     status_ops,
 )
 from connector.errors import CoreError
@@ -45,12 +50,20 @@ def as_created(body: dict[str, Any], **server_fields: Any) -> dict[str, Any]:
 # ── referral_body ──────────────────────────────────────────────────────────
 
 
+#: RR's target types ("Partner" is documented nowhere)
+DOCUMENTED_TARGET_TYPES = {"None", "BusinessProfileLocation", "SolutionProfile"}
+NAMES = CoreOptions(sales_stage_format="name")
+CONSENT_ONLY = CoreOptions(co_sell_mode="consent_only")
+
+
 def test_co_sell_body_follows_the_reference() -> None:
     body = referral_body(make_draft())
     assert body["type"] == "Shared"
     assert body["externalReferenceId"] == "006Ax00000ABCDe"
     assert body["name"] == "Contoso – Azure migration"
-    assert body["salesStage"] == "40"
+    assert (body["status"], body["substatus"], body["salesStage"]) == ("Active", "Accepted", "40")
+    # CR20's shared referral: the partner's solution profile as its target
+    assert body["target"] == [{"type": "SolutionProfile", "id": "SOL-34104-EBB"}]
     assert body["campaignId"] == "SPRING-26"
     assert body["consent"] == {
         "consentToToShareInfoWithOthers": True,
@@ -90,11 +103,64 @@ def test_private_body_is_independent_and_shares_nothing() -> None:
     assert body["consent"]["consentToToShareInfoWithOthers"] is False
 
 
-def test_partner_to_partner_is_shared_without_microsoft() -> None:
-    body = referral_body(make_draft(deal_type=DealType.PARTNER_TO_PARTNER))
-    assert body["type"] == "Shared"
+def test_partner_to_partner_is_sent_without_any_partner_target() -> None:
+    """No documented target type names a partner organisation: nobody is invited."""
+    body = referral_body(make_draft(deal_type=DealType.PARTNER_TO_PARTNER, partners=("P-1",)))
+    assert body["type"] == "Independent" and body["target"] == []
     assert body["consent"]["consentToShareReferralWithMicrosoftSellers"] is False
     assert "inviteContext" not in body
+
+
+@pytest.mark.parametrize("options", [CoreOptions(), CONSENT_ONLY, NAMES])
+@pytest.mark.parametrize("deal_type", list(DealType))
+def test_every_body_uses_documented_target_types_only(
+    deal_type: DealType, options: CoreOptions
+) -> None:
+    draft = make_draft(deal_type=deal_type, partners=("P-1", "P-2"))
+    body = referral_body(draft, options)
+    targets = [*body["target"], *microsoft_referral_body(body, "e-1")["target"]]
+    assert {t["type"] for t in targets} <= DOCUMENTED_TARGET_TYPES
+    assert "P-1" not in json.dumps(body)
+
+
+def test_consent_only_co_sell_has_no_target() -> None:
+    body = referral_body(make_draft(), CONSENT_ONLY)
+    assert body["target"] == [] and body["inviteContext"]["assistanceRequestCode"]
+    assert body["consent"]["consentToShareReferralWithMicrosoftSellers"] is True
+
+
+def test_the_referral_for_microsoft_is_cr20s_second_step() -> None:
+    own = referral_body(make_draft())
+    body = microsoft_referral_body(own, "37ef26aa-0000")
+    assert body["engagementId"] == "37ef26aa-0000"
+    assert body["type"] == "Shared"
+    assert body["target"] == [{"type": "BusinessProfileLocation", "id": "msft"}]
+    # the CRM record's id stays on the partner's referral; answering is Microsoft's
+    for key in ("externalReferenceId", "status", "substatus", "salesStage"):
+        assert key not in body
+    assert body["inviteContext"] == own["inviteContext"]
+    assert body["details"] == own["details"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "percent", "name"),
+    [
+        (StandardStage.CREATED, "10", None),
+        (StandardStage.QUALIFIED, "20", "Qualify"),
+        (StandardStage.DEVELOPED, "40", "Develop"),
+        (StandardStage.PROPOSED, "60", "Propose"),
+        (StandardStage.NEGOTIATED, "80", "Close"),
+        (StandardStage.WON, "100", "Close"),
+    ],
+)
+def test_sales_stage_in_either_format(stage: StandardStage, percent: str, name: str | None) -> None:
+    assert referral_body(make_draft(stage=stage))["salesStage"] == percent
+    assert referral_body(make_draft(stage=stage), NAMES).get("salesStage") == name
+
+
+def test_a_won_deal_is_created_closed_won() -> None:
+    body = referral_body(make_draft(stage=StandardStage.WON))
+    assert (body["status"], body["substatus"]) == ("Closed", "Won")
 
 
 def test_co_sell_without_code_asks_for_general_help() -> None:
@@ -133,10 +199,17 @@ def test_round_trip_body_to_state() -> None:
     assert not state.is_terminal
 
 
-@pytest.mark.parametrize("deal_type", list(DealType))
-def test_round_trip_keeps_the_deal_type(deal_type: DealType) -> None:
+@pytest.mark.parametrize(
+    ("deal_type", "sent_as"),
+    [
+        (DealType.PRIVATE, DealType.PRIVATE),
+        (DealType.CO_SELL, DealType.CO_SELL),
+        (DealType.PARTNER_TO_PARTNER, DealType.PRIVATE),  # no partner can be invited
+    ],
+)
+def test_round_trip_keeps_the_deal_type(deal_type: DealType, sent_as: DealType) -> None:
     state = parse_referral(as_created(referral_body(make_draft(deal_type=deal_type))))
-    assert state.deal_type == deal_type
+    assert state.deal_type == sent_as
 
 
 def test_round_trip_body_against_itself_needs_no_patch() -> None:
@@ -163,13 +236,12 @@ def test_several_changes_each_give_one_op() -> None:
         make_draft(
             stage=StandardStage.PROPOSED,
             close_date=date(2026, 12, 1),
-            name="Renamed",
+            name="Renamed",  # not patchable: left to sendable()
             solutions=("SOL-1", "SOL-2"),
         )
     )
     ops = {op["path"]: op for op in patch_ops(old, new)}
     assert set(ops) == {
-        "/name",
         "/salesStage",
         "/details/closingDateTime",
         "/details/requirements/solutions",
@@ -214,21 +286,43 @@ def test_equal_meanings_in_another_form_are_not_changes() -> None:
     assert patch_ops(old, new) == []
 
 
-def test_upgrade_to_co_sell_adds_invite_and_consent() -> None:
+def test_upgrade_to_co_sell_patches_the_consent_only() -> None:
+    """/inviteContext, /type and /target are not patchable: the consent is."""
     old = referral_body(make_draft(deal_type=DealType.PRIVATE, assistance_code=None))
-    new = referral_body(make_draft(deal_type=DealType.CO_SELL))
-    assert patch_ops(old, new) == [
+    body, left_out = sendable(old, referral_body(make_draft(deal_type=DealType.CO_SELL)))
+    assert patch_ops(old, body) == [
         {
             "op": "replace",
             "path": "/consent/consentToShareReferralWithMicrosoftSellers",
             "value": True,
         },
-        {
-            "op": "add",
-            "path": "/inviteContext",
-            "value": {"assistanceRequestCode": "ProofOfConceptOrDemo"},
-        },
     ]
+    assert (body["type"], body["target"], body["inviteContext"]) == ("Independent", [], None)
+    assert left_out == ["the help asked of Microsoft"]
+
+
+def test_sendable_keeps_what_a_create_fixes_and_names_it() -> None:
+    old = referral_body(make_draft())
+    wanted = referral_body(make_draft(name="Renamed", value=Decimal(9)))
+    wanted["customerProfile"]["name"] = "Renamed customer"
+    wanted["customerProfile"]["address"]["city"] = "Seattle"
+    body, left_out = sendable(old, wanted)
+    assert left_out == ["the deal name", "the customer's name", "the customer's address"]
+    assert body["name"] == old["name"]
+    assert body["customerProfile"]["name"] == old["customerProfile"]["name"]
+    assert body["customerProfile"]["address"] == old["customerProfile"]["address"]
+    assert patch_ops(old, body) == [{"op": "replace", "path": "/details/dealValue", "value": 9}]
+    assert sendable(old, old) == (old, [])
+
+
+def test_sendable_compares_a_core_body_on_the_keys_the_connector_sends() -> None:
+    """An incoming deal's base is the core's body: its extra keys are not changes."""
+    wanted = referral_body(make_draft())
+    core = json.loads(json.dumps(wanted))
+    core["customerProfile"]["address"]["addressLine2"] = ""
+    core["customerProfile"]["address"]["region"] = None
+    core["inviteContext"]["invitedBy"] = {"organizationId": "msft"}
+    assert sendable(core, wanted)[1] == []
 
 
 def test_sharing_with_microsoft_is_never_undone() -> None:
@@ -249,22 +343,9 @@ def test_new_notes_are_added_when_the_old_body_had_none() -> None:
     assert patch_ops(old, new) == [{"op": "add", "path": "/details/notes", "value": "hello"}]
 
 
-def test_only_allowed_paths_are_patched() -> None:
-    allowed = {
-        "/name",
-        "/campaignId",
-        "/externalReferenceId",
-        "/salesStage",
-        "/team",
-        "/customerProfile/team",
-        "/details/notes",
-        "/details/dealValue",
-        "/details/currency",
-        "/details/closingDateTime",
-        "/details/requirements/solutions",
-        "/consent/consentToShareReferralWithMicrosoftSellers",
-        "/inviteContext",
-    }
+def test_only_the_certified_connectors_paths_are_patched() -> None:
+    allowed = PATCHABLE_PATHS
+    assert not {"/name", "/inviteContext", "/target/-"} & allowed
     old = referral_body(make_draft(deal_type=DealType.PRIVATE))
     changed = make_draft(
         crm_id="other",
@@ -281,10 +362,45 @@ def test_only_allowed_paths_are_patched() -> None:
     new = referral_body(changed)
     new["customerProfile"]["name"] = "Renamed customer"  # not patchable: ignored
     new["customerProfile"]["team"] = []
+    new["type"] = "Shared"
+    new["target"] = [{"type": "SolutionProfile", "id": "S"}]
+    new["inviteContext"] = {"assistanceRequestCode": "QuotesOrLicensing"}
     ops = patch_ops(old, new)
     assert {op["path"] for op in ops} <= allowed
     assert {op["op"] for op in ops} <= {"replace", "add"}
     assert len(ops) == len({op["path"] for op in ops})
+    closing = status_ops(Status.CLOSED, Substatus.DECLINED, "why")
+    assert {op["path"] for op in closing} <= allowed
+
+
+# ── created_differences ────────────────────────────────────────────────────
+
+
+def test_a_core_that_keeps_what_it_is_sent_needs_no_second_write() -> None:
+    body = referral_body(make_draft(stage=StandardStage.WON))
+    assert created_differences(body, as_created(body, status="Closed", substatus="Won")) == []
+
+
+def test_cr20s_answer_is_brought_to_what_was_sent() -> None:
+    """CR20: a New/Pending create answered Active/Accepted, without closingDateTime."""
+    body = referral_body(make_draft())
+    body["status"], body["substatus"] = "New", "Pending"
+    returned = as_created(json.loads(json.dumps(body)), externalReferenceId=None, salesStage=None)
+    del returned["details"]["closingDateTime"]
+    ops = {op["path"]: op["value"] for op in created_differences(body, returned)}
+    assert ops == {
+        "/externalReferenceId": "006Ax00000ABCDe",
+        "/salesStage": "40",
+        "/details/closingDateTime": "2026-11-14T00:00:00Z",
+        "/status": "New",
+        "/substatus": "Pending",
+    }
+
+
+def test_a_referral_created_closed_is_never_patched() -> None:
+    body = referral_body(make_draft())
+    returned = as_created(body, status="Closed", substatus="Won", salesStage=None)
+    assert created_differences(body, returned) == []
 
 
 def test_status_ops() -> None:
@@ -295,6 +411,8 @@ def test_status_ops() -> None:
     ]
     declined = status_ops(Status.CLOSED, Substatus.DECLINED, "Not a fit")
     assert declined[-1] == {"op": "replace", "path": "/statusReason", "value": "Not a fit"}
+    named = status_ops(Status.CLOSED, Substatus.WON, stage_format="name")
+    assert named[-1] == {"op": "replace", "path": "/salesStage", "value": "Close"}
 
 
 # ── parse_referral ─────────────────────────────────────────────────────────
@@ -359,7 +477,6 @@ def test_unparseable_dates_become_none() -> None:
         {"status": "Active"},
         {"id": "", "status": "Active"},
         {"id": 42, "status": "Active"},
-        {"id": "r"},
         {"id": "r", "status": "Deleted"},
         ["not", "an", "object"],
     ],
@@ -368,6 +485,14 @@ def test_malformed_referrals_are_permanent_core_errors(data: Any) -> None:
     with pytest.raises(CoreError) as raised:
         parse_referral(data)
     assert raised.value.code == "malformed_referral" and not raised.value.transient
+
+
+@pytest.mark.parametrize("status", ["None", None, ""])
+def test_a_referral_whose_status_is_none_parses(status: Any) -> None:
+    """RR's status enum starts with None; an unset status is not a broken referral."""
+    state = parse_referral({"id": "r", "status": status})
+    assert state.status == Status.NONE and not state.is_terminal
+    assert parse_referral({"id": "r"}).status == Status.NONE
 
 
 def test_referral_link() -> None:

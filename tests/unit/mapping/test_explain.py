@@ -75,7 +75,7 @@ def test_each_field_shows_source_raw_and_mapped_value() -> None:
     assert got["team_member.email"][2] == "sue@partner.example"
     assert got["stage"][1:] == ("Needs Analysis", "Qualified")
     assert got["notes"][1:] == ("(empty)", "(empty)")
-    assert explanation.action == "create a new referral in Partner Center"
+    assert explanation.action == "create a new referral in Partner Center (Active/Accepted)"
 
 
 def test_a_rejected_record_lists_every_reason_and_no_mapped_values() -> None:

@@ -36,6 +36,7 @@ class FakeLink:
     status: str | None = "Active"
     substatus: str | None = "Accepted"
     direction: str = "Outgoing"
+    core_facts: dict[str, Any] | None = None
 
 
 def draft(**overrides: Any) -> DealDraft:
@@ -59,48 +60,27 @@ def record(**fields: Any) -> CrmOpportunity:
     )
 
 
-def test_a_partner_to_partner_body_targets_the_partners() -> None:
-    body = referral_body(draft(deal_type=DealType.PARTNER_TO_PARTNER, partners=("p-1",)))
-    assert body["type"] == "Shared"
-    assert body["target"] == [{"type": "Partner", "id": "p-1"}]
-    assert "inviteContext" not in body
+def test_partners_are_never_targeted_on_any_deal() -> None:
+    """No documented target type names a partner organisation: invitations stay in
+    Partner Center, and the record says so (own deals and incoming deals alike)."""
+    for deal_type in DealType:
+        body = referral_body(draft(deal_type=deal_type, partners=("p-1",)))
+        assert all(t["type"] != "Partner" for t in body["target"])
+        assert "p-1" not in json.dumps(body)
 
 
-def test_new_partners_are_invited_one_add_each_and_never_withdrawn() -> None:
-    old = referral_body(draft(partners=("p-1",), deal_type=DealType.PARTNER_TO_PARTNER))
-    new = referral_body(
-        draft(partners=("p-1", "p-2", "p-3"), deal_type=DealType.PARTNER_TO_PARTNER)
-    )
-    ops = [op for op in patch_ops(old, new) if op["path"] == "/target/-"]
-    assert [op["value"]["id"] for op in ops] == ["p-2", "p-3"]
-    assert patch_ops(new, old) == []
-
-
-def test_partners_are_refused_on_an_incoming_deal_before_any_call() -> None:
+@pytest.mark.parametrize("direction", ["Outgoing", "Incoming"])
+def test_an_invited_partner_is_explained_and_other_changes_still_go(direction: str) -> None:
     before = draft()
     link = FakeLink(
-        fingerprint=before.fingerprint(), sent_body=referral_body(before), direction="Incoming"
+        fingerprint=before.fingerprint(), sent_body=referral_body(before), direction=direction
     )
-    action = plan_outbound(draft(partners=("p-9",), deal_type=DealType.PARTNER_TO_PARTNER), link)
-    assert isinstance(action, Skip) and action.notice and "p-9" in action.notice
-
-
-def test_other_changes_of_an_incoming_deal_still_go_with_the_refusal() -> None:
-    before = draft()
-    link = FakeLink(
-        fingerprint=before.fingerprint(), sent_body=referral_body(before), direction="Incoming"
-    )
-    action = plan_outbound(draft(partners=("p-9",), value=Decimal(5)), link)
-    assert isinstance(action, Update) and action.warning
-    assert [op["path"] for op in action.ops] == ["/details/dealValue"]
-
-
-def test_partners_can_be_invited_to_an_own_co_sell_deal() -> None:
-    before = draft(deal_type=DealType.CO_SELL, assistance_code="GeneralOrOther")
-    link = FakeLink(fingerprint=before.fingerprint(), sent_body=referral_body(before))
-    action = plan_outbound(replace(before, partners=("p-1",)), link)
-    assert isinstance(action, Update) and action.warning is None
-    assert [op["path"] for op in action.ops] == ["/target/-"]
+    only = plan_outbound(draft(partners=("p-9",), deal_type=DealType.PARTNER_TO_PARTNER), link)
+    assert isinstance(only, Skip) and only.notice and "p-9" in only.notice
+    both = plan_outbound(draft(partners=("p-9",), value=Decimal(5)), link)
+    assert isinstance(both, Update) and both.warning and "p-9" in both.warning
+    assert [op["path"] for op in both.ops] == ["/details/dealValue"]
+    assert patch_ops(referral_body(before), both.body) == both.ops
 
 
 def test_a_draft_without_partners_hashes_as_before_partners_existed() -> None:
@@ -165,15 +145,31 @@ def test_a_won_eligible_deal_that_asks_is_registered(microsoft: str) -> None:
         status="Closed",
         substatus="Won",
         registration_status="None",
-        eligible=True,
         blockers=[],
+        solutions=("SOL-IP-1",),
     )
-    assert decision.kind == "submit" and decision.ops[0]["path"] == "/registrations/-"
+    assert decision.kind == "submit"
+    # the certified connector's DealRegistration shape
+    assert decision.ops == (
+        {
+            "op": "add",
+            "path": "/registrations/-",
+            "value": {"type": "AzureIPCoSell", "solutionDetails": [{"id": "SOL-IP-1"}]},
+        },
+    )
+
+
+def test_microsoft_known_through_its_referral_counts_as_invited() -> None:
+    """An upgraded deal keeps the type it was created with (/type cannot be patched):
+    Microsoft's referral in the engagement is what says it is invited."""
+    upgraded = referral_body(draft(solutions=("SOL-IP-1",)))
+    assert any("not invited" in r for r in registration_blockers(upgraded, None))
+    assert registration_blockers(upgraded, "Active/Accepted") == []
 
 
 def test_registration_waits_for_won_and_is_not_sent_twice() -> None:
     asks = record(CoSell_Register_Deal__c=True)
-    common: dict[str, Any] = {"eligible": True, "blockers": []}
+    common: dict[str, Any] = {"blockers": []}
     active = registration_of(
         asks, MAPPING, status="Active", substatus="Accepted", registration_status="None", **common
     )
