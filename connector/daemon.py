@@ -262,6 +262,7 @@ class Daemon:
             link_for=rt.link_for,
             concurrency=conn.core.concurrency,
             stop=stop,
+            history=self.config.history,
         )
 
     def _record(self, conn: ConnectionSettings, report: RunReport) -> None:
