@@ -1,0 +1,117 @@
+"""Mappings: each connection's file and its problems (file:line), the stage table against
+the live CRM, and what one record becomes (``connector mappings check --against-crm``
+and ``connector mappings explain``, read only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from connector.console.auth import Session
+from connector.console.web import Request, Response, Router
+from connector.errors import MappingError
+from connector.mapping.explain import describe_action
+from connector.mapping.live import check_against_crm, explain_live
+from connector.mapping.load import load_mapping
+from connector.mapping.schema import MappingFile
+from connector.model import DealDraft
+from connector.settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    from connector.console.app import Console
+
+#: a CRM record id as the two CRMs write them (Salesforce ids, Dataverse GUIDs)
+_MAX_RECORD_ID = 100
+
+
+def register(router: Router) -> None:
+    router.add("GET", "/mappings", mappings_page)
+    router.add("GET", "/mappings/{conn}/stages", stages_page)
+    router.add("GET", "/mappings/{conn}/explain", explain_page)
+
+
+@dataclass
+class MappingState:
+    conn: ConnectionSettings
+    path: Path
+    mapping: MappingFile | None
+    problems: list[str]
+
+
+def _load(conn: ConnectionSettings) -> MappingState:
+    try:
+        return MappingState(conn, conn.mapping, load_mapping(conn.mapping), [])
+    except MappingError as exc:
+        return MappingState(conn, conn.mapping, None, exc.problems)
+
+
+def mappings_page(app: Console, request: Request, session: Session | None) -> Response:
+    states = [_load(conn) for conn in app.config.connections]
+    return app.page(
+        "mappings.html",
+        request,
+        session,
+        states=states,
+        daemon=app.live is not None,
+        nav="mappings",
+    )
+
+
+def _invalid(
+    app: Console, request: Request, session: Session | None, state: MappingState
+) -> Response:
+    return app.page(
+        "mapping_invalid.html", request, session, status=409, state=state, nav="mappings"
+    )
+
+
+def stages_page(app: Console, request: Request, session: Session | None, conn: str) -> Response:
+    settings = app.connection(conn)
+    if settings is None:
+        return Response.text(404, "no such connection")
+    state = _load(settings)
+    if state.mapping is None:
+        return _invalid(app, request, session, state)
+    app.audit(request, session, "stage_check", target=conn, detail="read the CRM's stages")
+    check = check_against_crm(settings, app.settings, state.mapping, state.path)
+    return app.page("stages.html", request, session, state=state, check=check, nav="mappings")
+
+
+def explain_page(app: Console, request: Request, session: Session | None, conn: str) -> Response:
+    settings = app.connection(conn)
+    if settings is None:
+        return Response.text(404, "no such connection")
+    state = _load(settings)
+    if state.mapping is None:
+        return _invalid(app, request, session, state)
+    record_id = request.arg("record_id")
+    if record_id is None or len(record_id) > _MAX_RECORD_ID:
+        return app.page(
+            "explain.html",
+            request,
+            session,
+            state=state,
+            record_id=record_id or "",
+            explanation=None,
+            draft=None,
+            nav="mappings",
+            problem="Type the id of a CRM opportunity." if record_id else None,
+        )
+    app.audit(request, session, "explain", target=f"{conn} {record_id}")
+    explanation = explain_live(settings, app.settings, state.mapping, record_id)
+    # the action against the store's own link (explain_live would open another store)
+    link = app.store.get_link(conn, explanation.record_id)
+    explanation = replace(explanation, action=describe_action(explanation.result, link))
+    draft = explanation.result if isinstance(explanation.result, DealDraft) else None
+    return app.page(
+        "explain.html",
+        request,
+        session,
+        state=state,
+        record_id=record_id,
+        explanation=explanation,
+        draft=draft,
+        problem=None,
+        nav="mappings",
+    )
