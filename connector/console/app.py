@@ -192,6 +192,7 @@ class Console:
         **context: Any,
     ) -> Response:
         now = self.clock()
+        context.setdefault("nav", "")
         html = self.env.get_template(template).render(
             user=session,
             csrf=session.csrf if session else "",
