@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ORIGIN, ConsoleWorld, form_token, sign_in
+from console_world import ORIGIN, ConsoleWorld, form_token, sign_in
 
 READ_PAGES = ["/", "/runs", "/runs/1", "/dead-letters", "/mappings", "/records/sf/006A"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from conftest import ConsoleWorld, form_token, sign_in
+from console_world import ConsoleWorld, form_token, sign_in
 
 
 def test_the_connections_page_shows_the_last_run_lag_quota_polls_and_letters(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from conftest import ConsoleWorld, form_token, sign_in
+from console_world import ConsoleWorld, form_token, sign_in
 
 
 def test_no_page_header_or_stored_row_holds_a_secret(world: ConsoleWorld) -> None:
