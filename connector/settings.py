@@ -188,6 +188,8 @@ class HistorySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: off: no history is written (the console's record pages stay empty)
+    enabled: bool = True
     #: the newest entries kept per CRM record
     keep_per_record: int = Field(20, ge=1, le=1000)
     #: entries of runs older than this are deleted

@@ -61,6 +61,7 @@ class Console:
         self.clock = clock
         self.sessions = Sessions(self.options.session_ttl_s)
         self.throttle = SignInThrottle()
+        self.mappings = mapping_pages.MappingFiles()
         #: the port actually bound (set by the server; the Host check needs it)
         self.port: int = self.options.port
         self.env = jinja2.Environment(

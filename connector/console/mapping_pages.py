@@ -4,6 +4,7 @@ and ``connector mappings explain``, read only)."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,30 @@ class MappingState:
     problems: list[str]
 
 
+class MappingFiles:
+    """Mapping files loaded once per version: read again when their size or time changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[str, Path], tuple[tuple[int, int], MappingState]] = {}
+
+    def load(self, conn: ConnectionSettings) -> MappingState:
+        key = (conn.name, conn.mapping)
+        try:
+            info = conn.mapping.stat()
+            version = (info.st_mtime_ns, info.st_size)
+        except OSError:
+            version = (-1, -1)  # missing: load_mapping names the problem
+        with self._lock:
+            cached = self._loaded.get(key)
+        if cached is not None and cached[0] == version and version != (-1, -1):
+            return cached[1]
+        state = _load(conn)
+        with self._lock:
+            self._loaded[key] = (version, state)
+        return state
+
+
 def _load(conn: ConnectionSettings) -> MappingState:
     try:
         return MappingState(conn, conn.mapping, load_mapping(conn.mapping), [])
@@ -47,7 +72,7 @@ def _load(conn: ConnectionSettings) -> MappingState:
 
 
 def mappings_page(app: Console, request: Request, session: Session | None) -> Response:
-    states = [_load(conn) for conn in app.config.connections]
+    states = [app.mappings.load(conn) for conn in app.config.connections]
     return app.page(
         "mappings.html",
         request,
@@ -70,7 +95,7 @@ def stages_page(app: Console, request: Request, session: Session | None, conn: s
     settings = app.connection(conn)
     if settings is None:
         return Response.text(404, "no such connection")
-    state = _load(settings)
+    state = app.mappings.load(settings)
     if state.mapping is None:
         return _invalid(app, request, session, state)
     app.audit(request, session, "stage_check", target=conn, detail="read the CRM's stages")
@@ -82,7 +107,7 @@ def explain_page(app: Console, request: Request, session: Session | None, conn: 
     settings = app.connection(conn)
     if settings is None:
         return Response.text(404, "no such connection")
-    state = _load(settings)
+    state = app.mappings.load(settings)
     if state.mapping is None:
         return _invalid(app, request, session, state)
     record_id = request.arg("record_id")

@@ -19,6 +19,7 @@ from connector.console.web import Request, Response, Router, url
 from connector.state.console_reads import ConnectionOverview
 from connector.state.history import RunDetails
 from connector.state.records import Run
+from connector.sync.history import crm_values_of
 
 if TYPE_CHECKING:
     from connector.console.app import Console
@@ -210,6 +211,11 @@ def record_page(
     link = app.store.get_link(conn, crm_id)
     letter = app.store.open_dead_letters(conn, [crm_id]).get(crm_id)
     facts = dict(link.core_facts or {}) if link else {}
+    mapping = app.mappings.load(settings).mapping
+    crm_values = {
+        e.id: crm_values_of(e, mapping.status_fields) if mapping is not None else None
+        for e in entries
+    }
     return app.page(
         "record.html",
         request,
@@ -220,6 +226,7 @@ def record_page(
         facts=facts,
         letter=letter,
         entries=entries,
+        crm_values=crm_values,
         older=older,
         crm_url=crm_record_url(settings, crm_id),
         referral_url=safe_link(facts.get("link")),

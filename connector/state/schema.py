@@ -218,10 +218,9 @@ record_history = sa.Table(
     sa.Column("core_substatus", sa.String(32), nullable=True),
     # the create body or the patch sent to the core
     sa.Column("sent", JsonText(), nullable=True),
-    # what the core answered (its facts about the referral)
+    # what the core answered (its facts about the referral, with the eTag); the CRM
+    # status fields' values follow from it (connector.sync.history.crm_values_of)
     sa.Column("answer", JsonText(), nullable=True),
-    # the CRM status fields' values after this sync
-    sa.Column("crm_values", JsonText(), nullable=True),
     sa.Index(None, "connection", "crm_id", "id"),
     sa.Index(None, "run_id", "id"),
 )

@@ -711,7 +711,7 @@ class SyncEngine:
             if fp != link.mirrored_fingerprint:
                 updates.append((self._with_stamp(o.crm_id, values, now), link, fp))
         self.store.add_dead_letters(self.connection, letters)
-        self.history.record(outcomes, links, fields, now)
+        self.history.record(outcomes, links, now)
         self._write_status(updates, report)
 
     def _with_stamp(self, crm_id: str, values: dict[str, Any], now: datetime) -> CrmStatusUpdate:
@@ -1023,7 +1023,7 @@ class SyncEngine:
             return retry_from
         self.store.save_links(self.connection, list(changed.values()))
         now = self.clock()
-        self.history.mirrored(list(changed.values()), self.mapping.status_fields, now)
+        self.history.mirrored(list(changed.values()), now)
         updates: list[tuple[CrmStatusUpdate, Link | None, str]] = []
         for link in changed.values():
             assert link.core_facts is not None

@@ -2,9 +2,10 @@
 
 :func:`outcome_entries` (pure) turns a page's record outcomes into history entries:
 what was sent to the core (the create body, or the changes of an update), what the
-core answered (its facts about the referral), the referral's status, and the values
-the CRM's status fields hold after the sync. :class:`HistoryRecorder` writes them
-and keeps the table bounded (``history`` settings of the config file).
+core answered (its facts about the referral) and the referral's status;
+:func:`crm_values_of` gives the values the CRM's status fields hold after that sync.
+:class:`HistoryRecorder` writes entries and keeps the table bounded (``history``
+settings of the config file).
 
 A record read again unchanged (the pull's overlap window, a record whose status was
 written back) gives no entry: nothing happened to it, and the window would otherwise
@@ -39,7 +40,6 @@ def outcome_entries(
     run_id: int,
     outcomes: Sequence[RecordOutcome],
     before: Mapping[str, Link],
-    fields: StatusFields,
     now: datetime,
 ) -> list[HistoryEntry]:
     """One entry per outcome that did something (see the module docstring).
@@ -53,14 +53,6 @@ def outcome_entries(
             continue
         previous = before.get(o.crm_id)
         link = o.link or previous
-        troubled = o.kind in _TROUBLED
-        error = o.message if troubled else o.notice
-        facts = CoreFacts.from_json(link.core_facts) if link and link.core_facts else None
-        crm_values: dict[str, Any] | None = None
-        if facts is not None:
-            crm_values = status_values(facts, fields, now, error)
-        elif troubled and fields.sync_error:
-            crm_values = {fields.sync_error: error}
         entries.append(
             HistoryEntry(
                 connection=conn,
@@ -76,36 +68,45 @@ def outcome_entries(
                 sent=_sent(o, previous),
                 # only what the core said in this sync: a rejection never reached it
                 answer=_answer(o.link) if o.link is not None else None,
-                crm_values=crm_values,
             )
         )
     return entries
 
 
 def mirrored_entries(
-    conn: str, run_id: int, changed: Sequence[Link], fields: StatusFields, now: datetime
+    conn: str, run_id: int, changed: Sequence[Link], now: datetime
 ) -> list[HistoryEntry]:
     """Entries for linked records whose referral changed in the core (the pull-back)."""
-    entries = []
-    for link in changed:
-        if link.core_facts is None:
-            continue
-        facts = CoreFacts.from_json(link.core_facts)
-        entries.append(
-            HistoryEntry(
-                connection=conn,
-                crm_id=link.crm_id,
-                run_id=run_id,
-                at=now,
-                kind="mirrored",
-                referral_id=link.referral_id,
-                core_status=link.status,
-                core_substatus=link.substatus,
-                answer=_answer(link),
-                crm_values=status_values(facts, fields, now),
-            )
+    return [
+        HistoryEntry(
+            connection=conn,
+            crm_id=link.crm_id,
+            run_id=run_id,
+            at=now,
+            kind="mirrored",
+            referral_id=link.referral_id,
+            core_status=link.status,
+            core_substatus=link.substatus,
+            answer=_answer(link),
         )
-    return entries
+        for link in changed
+        if link.core_facts is not None
+    ]
+
+
+def crm_values_of(entry: HistoryEntry, fields: StatusFields) -> dict[str, Any] | None:
+    """The CRM status fields' values after the entry's sync (pure, as the mirror wrote them).
+
+    Derived from what the core answered, so the history stores it once: the engine's
+    mirror writes :func:`~connector.sync.mirror.status_values` of the same facts, with
+    the error of a failed record (or the notice of a skipped one) in the sync-error field.
+    """
+    error = entry.message
+    if entry.answer is None:
+        troubled = entry.kind in _TROUBLED
+        return {fields.sync_error: error} if troubled and fields.sync_error else None
+    facts = CoreFacts.from_json(entry.answer)
+    return status_values(facts, fields, entry.at, error)
 
 
 def _sent(o: RecordOutcome, previous: Link | None) -> Any:
@@ -138,8 +139,8 @@ class HistoryRecorder:
         self._history = RecordHistory(store)
 
     def begin(self, run_id: int | None, now: datetime) -> None:
-        """A run starts: entries of runs older than ``keep_days`` go."""
-        self.run_id = run_id
+        """A run starts: entries of runs older than ``keep_days`` go (also when disabled)."""
+        self.run_id = None
         if run_id is None:
             return
         try:
@@ -149,22 +150,23 @@ class HistoryRecorder:
                 log.info("%s: %d history entries older than %s deleted", self.conn, dropped, before)
         except ConnectorError as exc:
             log.warning("%s: could not delete old history: %s", self.conn, exc.message)
+        if self.settings.enabled:
+            self.run_id = run_id
 
     def record(
         self,
         outcomes: Sequence[RecordOutcome],
         before: Mapping[str, Link],
-        fields: StatusFields,
         now: datetime,
     ) -> None:
         if self.run_id is None:
             return
-        self._write(outcome_entries(self.conn, self.run_id, outcomes, before, fields, now))
+        self._write(outcome_entries(self.conn, self.run_id, outcomes, before, now))
 
-    def mirrored(self, changed: Sequence[Link], fields: StatusFields, now: datetime) -> None:
+    def mirrored(self, changed: Sequence[Link], now: datetime) -> None:
         if self.run_id is None:
             return
-        self._write(mirrored_entries(self.conn, self.run_id, changed, fields, now))
+        self._write(mirrored_entries(self.conn, self.run_id, changed, now))
 
     def end(self, report: RunReport) -> None:
         """The run's phases and quota share, which the runs table does not hold."""

@@ -9,9 +9,11 @@ import ssl
 import httpx
 from console_browser import SF, SyncedWorld
 
+from connector.mapping.load import load_mapping
 from connector.settings import HistorySettings
 from connector.state.history import RecordHistory
 from connector.state.store import Store
+from connector.sync.history import crm_values_of
 
 
 def edit_amount(world: SyncedWorld, crm_id: str, amount: int) -> None:
@@ -32,8 +34,9 @@ def test_an_edit_is_recorded_as_the_changes_sent_and_the_history_stays_bounded(
         first = created[0]
         assert first.sent is not None and "customerProfile" in first.sent
         assert first.answer is not None and first.answer["referral_id"] == first.referral_id
-        assert first.crm_values is not None
-        assert first.crm_values["Referral_Identifier__c"] == first.referral_id
+        fields = load_mapping(world.config.connections[0].mapping).status_fields
+        values = crm_values_of(first, fields)
+        assert values is not None and values["Referral_Identifier__c"] == first.referral_id
         rejected = [e for e in history.of_run(1, limit=1000) if e.kind == "rejected"]
         assert rejected and all(e.answer is None and e.message for e in rejected)
 

@@ -104,8 +104,14 @@ def seed(store: Store) -> tuple[int, list[int]]:
                 referral_id="R-1",
                 core_status="Active",
                 sent={"name": "Deal A"},
-                answer={"status": "Active", "etag": '"1"'},
-                crm_values={"CoSell_Status__c": "Active"},
+                answer={
+                    "referral_id": "R-1",
+                    "status": "Active",
+                    "substatus": None,
+                    "direction": "Outgoing",
+                    "link": "https://partner.example/referrals/R-1",
+                    "etag": '"1"',
+                },
             ),
             HistoryEntry(
                 "sf",
@@ -115,7 +121,6 @@ def seed(store: Store) -> tuple[int, list[int]]:
                 "rejected",
                 reason="invalid_record",
                 message="the close date is empty",
-                crm_values={"Sync_Error__c": "empty"},
             ),
         ]
     )

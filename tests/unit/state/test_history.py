@@ -40,13 +40,13 @@ def entry(crm_id: str, run_id: int, kind: str = "updated", **more: object) -> Hi
 def test_entries_read_back_newest_first_per_record_and_in_order_per_run(store: Store) -> None:
     history = RecordHistory(store)
     history.add([entry("A", 1, "created", sent={"name": "x"}), entry("B", 1, "rejected")])
-    history.add([entry("A", 2, answer={"status": "Active"}, crm_values={"S__c": "Active"})])
+    history.add([entry("A", 2, answer={"status": "Active"})])
     assert [(e.run_id, e.kind) for e in history.of_record("sf", "A")] == [
         (2, "updated"),
         (1, "created"),
     ]
     newest = history.of_record("sf", "A")[0]
-    assert newest.answer == {"status": "Active"} and newest.crm_values == {"S__c": "Active"}
+    assert newest.answer == {"status": "Active"} and newest.sent is None
     assert [e.crm_id for e in history.of_run(1)] == ["A", "B"]
     assert [e.crm_id for e in history.of_run(1, kind="rejected")] == ["B"]
     first = history.of_run(1, limit=1)
@@ -81,3 +81,26 @@ def test_run_details_are_saved_once_per_run(store: Store) -> None:
     details = history.run_details([run, 999])
     assert list(details) == [run]
     assert details[run].phases == {"outbound": 2.0} and details[run].quota == {}
+
+
+def test_a_disabled_history_writes_nothing_but_still_drops_old_runs(
+    store: Store, clock: Clock
+) -> None:
+    from connector.settings import HistorySettings
+    from connector.state.store import Link, LinkState
+    from connector.sync.history import HistoryRecorder
+    from connector.sync.outcome import RecordOutcome
+
+    history = RecordHistory(store)
+    old = store.start_run("sf")
+    history.add([entry("A", old)])
+    clock.now = T0 + timedelta(days=200)
+    recorder = HistoryRecorder(store, "sf", HistorySettings(enabled=False))
+    recorder.begin(store.start_run("sf"), clock.now)
+    link = Link("sf", "B", LinkState.LINKED, referral_id="R-B", core_facts={"status": "Active"})
+    recorder.record([RecordOutcome("B", "created", link=link)], {}, clock.now)
+    assert history.of_record("sf", "A") == [] and history.of_record("sf", "B") == []
+    enabled = HistoryRecorder(store, "sf")
+    enabled.begin(store.start_run("sf"), clock.now)
+    enabled.record([RecordOutcome("B", "created", link=link)], {}, clock.now)
+    assert [e.kind for e in history.of_record("sf", "B")] == ["created"]

@@ -4,8 +4,8 @@ Revision ID: 0002_record_history
 Revises: 0001
 Create Date: 2026-12-03
 
-``record_history``: what each sync did to one CRM record (sent, answered, both sides'
-status), bounded by the config's ``history`` settings. ``run_details``: a run's phases
+``record_history``: what each sync did to one CRM record (what was sent, what the core
+answered), bounded by the config's ``history`` settings. ``run_details``: a run's phases
 and quota share. ``console_audit``: every action taken in the admin console. An index
 on dead letters by reason for the console's filter.
 
@@ -57,7 +57,6 @@ def upgrade() -> None:
         sa.Column("core_substatus", sa.String(32), nullable=True),
         sa.Column("sent", sa.Text(), nullable=True),
         sa.Column("answer", sa.Text(), nullable=True),
-        sa.Column("crm_values", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_record_history"),
     )
     op.create_index(
