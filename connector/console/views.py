@@ -47,7 +47,7 @@ def cursor_lag(cursor: CursorState | None, now: datetime) -> str:
     try:
         when = datetime.fromisoformat(cursor.value.replace("Z", "+00:00"))
     except ValueError:
-        return f"delta link, saved {age(cursor.updated, now)}"
+        return f"delta link saved {age(cursor.updated, now)}"
     if when.tzinfo is None:
         return f"saved {age(cursor.updated, now)}"
     return span(max(0.0, (now - when).total_seconds()))

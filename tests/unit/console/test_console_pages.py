@@ -16,7 +16,7 @@ def test_the_connections_page_shows_the_last_run_lag_quota_polls_and_letters(
         page = client.get("/").text
     assert f'href="/runs/{world.run_id}"' in page and "partial" in page
     assert "never synced" in page  # no cursor yet
-    assert "salesforce 0.4 %" in page
+    assert "0.4 %</span> <small>salesforce</small>" in page
     assert "0 / 1" in page and "polling only" in page
     assert "3 open" in page
     assert "<polyline" in page
