@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from connector.console.auth import Session
 from connector.console.web import Request, Response, Router
-from connector.errors import MappingError
+from connector.errors import ConnectorError, MappingError
 from connector.mapping.explain import describe_action
 from connector.mapping.live import check_against_crm, explain_live
 from connector.mapping.load import load_mapping
@@ -98,8 +98,14 @@ def stages_page(app: Console, request: Request, session: Session | None, conn: s
     state = app.mappings.load(settings)
     if state.mapping is None:
         return _invalid(app, request, session, state)
+    try:
+        check = check_against_crm(settings, app.settings, state.mapping, state.path)
+    except ConnectorError as exc:
+        app.audit(
+            request, session, "stage_check", target=conn, outcome="failed", detail=exc.message
+        )
+        raise
     app.audit(request, session, "stage_check", target=conn, detail="read the CRM's stages")
-    check = check_against_crm(settings, app.settings, state.mapping, state.path)
     return app.page("stages.html", request, session, state=state, check=check, nav="mappings")
 
 
@@ -123,8 +129,19 @@ def explain_page(app: Console, request: Request, session: Session | None, conn: 
             nav="mappings",
             problem="Type the id of a CRM opportunity." if record_id else None,
         )
+    try:
+        explanation = explain_live(settings, app.settings, state.mapping, record_id)
+    except ConnectorError as exc:
+        app.audit(
+            request,
+            session,
+            "explain",
+            target=f"{conn} {record_id}",
+            outcome="failed",
+            detail=exc.message,
+        )
+        raise
     app.audit(request, session, "explain", target=f"{conn} {record_id}")
-    explanation = explain_live(settings, app.settings, state.mapping, record_id)
     # the action against the store's own link (explain_live would open another store)
     link = app.store.get_link(conn, explanation.record_id)
     explanation = replace(explanation, action=describe_action(explanation.result, link))

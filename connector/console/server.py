@@ -72,9 +72,11 @@ class ConsoleServer:
             ) from None
         self._server.set_app(app)
         if options.tls:
+            # the handshake happens on the request's own thread, at its first read
             self._server.socket = _tls(options).wrap_socket(
                 self._server.socket, server_side=True, do_handshake_on_connect=False
             )
+            self._server.base_environ["HTTPS"] = "on"  # wsgi.url_scheme: Secure cookies
         app.port = self.address[1]
         self._thread: threading.Thread | None = None
 
