@@ -1,4 +1,4 @@
-"""Fixtures of the console's integration tests (helpers in console_browser.py)."""
+"""Fixtures of the console's integration tests (shared code in console_browser.py)."""
 
 from __future__ import annotations
 

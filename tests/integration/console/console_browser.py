@@ -1,4 +1,4 @@
-"""Helpers of the console's integration tests: a synced sandbox world, the console served
+"""Shared code of the console's integration tests: a synced sandbox world, the console served
 over real HTTP, and a headless Chromium driven through chromedriver.
 
 Chromium comes from the distribution's packages (``apt-get install chromium

@@ -1,4 +1,4 @@
-"""Fixtures of the console's unit tests (helpers in console_world.py)."""
+"""Fixtures of the console's unit tests (shared code in console_world.py)."""
 
 from __future__ import annotations
 
