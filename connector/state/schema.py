@@ -249,7 +249,7 @@ console_audit = sa.Table(
     sa.Column("address", sa.String(64), nullable=True),
     sa.Column("action", sa.String(32), nullable=False),
     sa.Column("target", sa.String(200), nullable=True),
-    # ok | refused | failed
+    # ok | nothing (no open letter matched) | refused | failed
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("detail", sa.Text(), nullable=True),
 )
