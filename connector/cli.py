@@ -222,6 +222,48 @@ def run(
     raise typer.Exit(code)
 
 
+@app.command("console")
+def console_command(config: ConfigOpt = None) -> None:
+    """Serve the admin console over the state store, without the daemon (Ctrl-C stops it)."""
+    import signal
+    import threading
+
+    from connector.console import open_console
+    from connector.state.store import Store
+
+    settings = _settings(config)
+    try:
+        cfg = load_config(settings.config)
+    except ConfigError as exc:
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    if not cfg.console.enabled:
+        raise _fail(
+            f"the console is off in {settings.config}; turn it on with a `console:` section "
+            '(enabled: true, admin: {env: NAME}; see the README\'s "Admin console")',
+            ExitCode.BAD_CONFIG,
+        )
+    try:
+        store = Store.open(state_url(settings, cfg))
+    except ConnectorError as exc:
+        raise _fail(exc.message, ExitCode.FAILED) from None
+    try:
+        server = open_console(cfg, settings, store)
+    except ConfigError as exc:
+        store.close()
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    console.print(f"console on {server.url} (Ctrl-C stops it)", highlight=False)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+        store.close()
+
+
 @app.command()
 def status(config: ConfigOpt = None) -> None:
     """Show cursors, link counts, dead letters and recent runs."""

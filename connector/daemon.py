@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -50,6 +50,9 @@ from connector.settings import (
 from connector.state.store import Store
 from connector.sync.engine import SyncEngine
 from connector.sync.report import Outcome, RunReport
+
+if TYPE_CHECKING:
+    from connector.console import ConsoleServer
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,7 @@ class Daemon:
         except OSError:
             self.store.close()
             raise
+        self.console = self._open_console()
 
     # ------------------------------------------------------------------ start-up
 
@@ -135,6 +139,21 @@ class Daemon:
                 f"connections[{conn.name}].mapping: {exc.message}", exc.problems
             ) from None
         return _MappingWatch(conn.mapping, mapping, conn.mapping.stat().st_mtime)
+
+    def _open_console(self) -> ConsoleServer | None:
+        """The admin console on its own port when the config enables it (bound now)."""
+        if not self.config.console.enabled:
+            return None
+        from connector.console import open_console
+        from connector.console.live import DaemonLive
+
+        try:
+            return open_console(self.config, self.settings, self.store, DaemonLive(self))
+        except BaseException:
+            if self._http is not None:
+                self._http.server_close()
+            self.store.close()
+            raise
 
     def trigger(self, conn: ConnectionSettings) -> IntervalTrigger | CronTrigger:
         """When ``conn`` runs: its interval or cron schedule, with jitter."""
@@ -158,6 +177,8 @@ class Daemon:
         self._started = True
         assert self._http is not None
         threading.Thread(target=self._http.serve_forever, name="health", daemon=True).start()
+        if self.console is not None:
+            self.console.start()
         log.info(
             "daemon started: %d connection(s), health on %s:%d",
             len(self.connections),
@@ -262,6 +283,7 @@ class Daemon:
             link_for=rt.link_for,
             concurrency=conn.core.concurrency,
             stop=stop,
+            history=self.config.history,
         )
 
     def _record(self, conn: ConnectionSettings, report: RunReport) -> None:
@@ -399,6 +421,8 @@ class Daemon:
             if self._started:
                 self._http.shutdown()
             self._http.server_close()
+        if self.console is not None:
+            self.console.stop()
         if still:
             self.abandoned = True
             log.error(

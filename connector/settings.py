@@ -262,11 +262,82 @@ class ConnectionSettings(BaseModel):
     enabled: bool = True
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class HistorySettings(BaseModel):
+    """How much per-record sync history the state store keeps (the console's record pages)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: off: no history is written (the console's record pages stay empty)
+    enabled: bool = True
+    #: the newest entries kept per CRM record
+    keep_per_record: int = Field(20, ge=1, le=1000)
+    #: entries of runs older than this are deleted
+    keep_days: int = Field(90, ge=1, le=3650)
+
+
+class ConsoleSettings(BaseModel):
+    """The admin console in the browser (``connector run`` / ``connector console``).
+
+    Off unless enabled. Sign-in takes a token or password that matches ``admin`` or
+    ``read_only`` (secret references, like every credential of the config file).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9465, ge=0, le=65535)
+    admin: SecretRef | None = None
+    read_only: SecretRef | None = None
+    session_ttl_s: int = Field(8 * 3600, ge=60, le=7 * 86400)
+    #: serve HTTPS with this certificate chain and key (PEM)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: a TLS proxy fronts the console: cookies are sent over HTTPS only
+    secure_cookies: bool = False
+    page_size: int = Field(50, ge=10, le=500)
+
+    @model_validator(mode="after")
+    def _safe(self) -> ConsoleSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        if not self.enabled:
+            return self
+        if self.admin is None and self.read_only is None:
+            raise ValueError(
+                "an enabled console needs a credential: admin: {env: NAME} and/or "
+                "read_only: {env: NAME} (a token or password of at least 12 characters)"
+            )
+        for role in ("admin", "read_only"):
+            ref = getattr(self, role)
+            if ref is not None and ref.value is not None:
+                raise ValueError(
+                    f"console.{role}: a console credential comes from {{env: NAME}} or "
+                    "{file: PATH}, never the literal 'sandbox'"
+                )
+        if self.host not in LOOPBACK_HOSTS and not (self.tls_cert_file or self.secure_cookies):
+            raise ValueError(
+                f"console.host {self.host} is reachable from other machines, and sign-in "
+                "passwords would travel in clear: serve TLS (tls_cert_file and tls_key_file), "
+                "or put a TLS proxy in front and set secure_cookies: true, or keep host 127.0.0.1"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
 class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     state_url: str | None = None
     connections: list[ConnectionSettings] = Field(min_length=1)
+    history: HistorySettings = HistorySettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ConfigFile:

@@ -195,3 +195,61 @@ leases = sa.Table(
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("expires", UtcDateTime(), nullable=False),
 )
+
+#: the dead-letter page filters by reason, newest first
+sa.Index("ix_dead_letters_reason_code_id", dead_letters.c.reason_code, dead_letters.c.id)
+
+#: what each sync did to one CRM record (the console's record history), bounded by the
+#: ``history`` settings: the newest entries per record, the runs of the last days
+record_history = sa.Table(
+    "record_history",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("connection", sa.String(200), _fk_connection(), nullable=False),
+    sa.Column("crm_id", sa.String(100), nullable=False),
+    sa.Column("run_id", sa.Integer(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    # created | updated | closed | skipped | rejected | failed | mirrored
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=True),
+    sa.Column("message", sa.Text(), nullable=True),
+    sa.Column("referral_id", sa.String(100), nullable=True),
+    sa.Column("core_status", sa.String(32), nullable=True),
+    sa.Column("core_substatus", sa.String(32), nullable=True),
+    # the create body or the patch sent to the core
+    sa.Column("sent", JsonText(), nullable=True),
+    # what the core answered (its facts about the referral, with the eTag); the CRM
+    # status fields' values follow from it (connector.sync.history.crm_values_of)
+    sa.Column("answer", JsonText(), nullable=True),
+    sa.Index(None, "connection", "crm_id", "id"),
+    sa.Index(None, "run_id", "id"),
+)
+
+#: what the runs table does not hold of a run: seconds per phase, the CRM quota share
+run_details = sa.Table(
+    "run_details",
+    metadata,
+    sa.Column(
+        "run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("phases", JsonText(), nullable=True),
+    sa.Column("quota", JsonText(), nullable=True),
+)
+
+#: every action taken in the console (sign-in, retry, discard, explain ...)
+console_audit = sa.Table(
+    "console_audit",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    # admin | read_only | anonymous
+    sa.Column("actor", sa.String(32), nullable=False),
+    # a short hash of the session: ties the actions of one sign-in together
+    sa.Column("session", sa.String(16), nullable=True),
+    sa.Column("address", sa.String(64), nullable=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target", sa.String(200), nullable=True),
+    # ok | nothing (no open letter matched) | refused | failed
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=True),
+)

@@ -38,7 +38,9 @@ from connector.errors import (
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
+from connector.settings import HistorySettings
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
+from connector.sync.history import HistoryRecorder
 from connector.sync.inbound import LifecycleSteps, refused, with_referral_customer
 from connector.sync.invite import invite_microsoft, relinked
 from connector.sync.mirror import (
@@ -142,6 +144,7 @@ class SyncEngine:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         progress: ProgressFn = _noop_progress,
         stop: threading.Event | None = None,
+        history: HistorySettings | None = None,
     ) -> None:
         self.connection = connection
         self.crm = crm
@@ -167,6 +170,8 @@ class SyncEngine:
         ] = collections.deque()
         self._outbound_started: datetime | None = None
         self.lifecycle = LifecycleSteps(self)
+        #: what each record's syncs did, for the console (connector.sync.history)
+        self.history = HistoryRecorder(store, connection, history)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -174,6 +179,7 @@ class SyncEngine:
         report = RunReport(self.connection, dry_run=dry_run)
         started = time.monotonic()
         run_id = None if dry_run else self.store.start_run(self.connection)
+        self.history.begin(run_id, self.clock())
         calls_before = self._api_calls()
         try:
             with report.phase("start"):
@@ -220,6 +226,7 @@ class SyncEngine:
                     report.duration_s,
                     report.error,
                 )
+                self.history.end(report)
         log.info(
             "%s: cycle %s in %.1fs: created=%d updated=%d closed=%d mirrored=%d skipped=%d "
             "rejected=%d failed=%d",
@@ -748,6 +755,7 @@ class SyncEngine:
             if fp != link.mirrored_fingerprint:
                 updates.append((self._with_stamp(o.crm_id, values, now), link, fp))
         self.store.add_dead_letters(self.connection, letters)
+        self.history.record(outcomes, links, now)
         self._write_status(updates, report)
 
     def _with_stamp(self, crm_id: str, values: dict[str, Any], now: datetime) -> CrmStatusUpdate:
@@ -1062,6 +1070,7 @@ class SyncEngine:
             return retry_from
         self.store.save_links(self.connection, list(changed.values()))
         now = self.clock()
+        self.history.mirrored(list(changed.values()), now)
         updates: list[tuple[CrmStatusUpdate, Link | None, str]] = []
         for link in changed.values():
             assert link.core_facts is not None

@@ -32,7 +32,7 @@ def run_once(
         for conn in connections:
             with open_runtime(conn, settings) as rt:
                 report = _run_with_progress(
-                    conn, rt, store, dry_run=dry_run, full=full, console=console
+                    conn, rt, store, dry_run=dry_run, full=full, console=console, cfg=cfg
                 )
             reports.append(report)
             print_summary(report, console)
@@ -51,6 +51,7 @@ def _run_with_progress(
     dry_run: bool,
     full: bool,
     console: Console,
+    cfg: ConfigFile,
 ) -> RunReport:
     from connector.runtime import Runtime
 
@@ -81,6 +82,7 @@ def _run_with_progress(
             link_for=rt.link_for,
             concurrency=conn.core.concurrency,
             progress=on_progress,
+            history=cfg.history,
         )
         return engine.run(dry_run=dry_run, full=full)
 

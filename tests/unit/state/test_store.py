@@ -29,7 +29,7 @@ from connector.state.migrations import alembic_config
 from connector.state.schema import metadata
 
 CONTRACT: list[Callable[..., None]] = []
-HEAD = "0001"
+HEAD = "0002_record_history"
 
 
 def contract(test: Callable[..., None]) -> Callable[..., None]:
