@@ -24,7 +24,7 @@ def test_secrets_come_from_references_long_and_distinct(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "admin").write_text("a-long-enough-admin-secret\n")
-    monkeypatch.setenv("VIEWER", "short")
+    monkeypatch.setenv("VIEWER", "tiny-pw")
     console = ConsoleSettings.model_validate(
         {"enabled": True, "admin": {"file": "admin"}, "read_only": {"env": "VIEWER"}}
     )
