@@ -262,6 +262,7 @@ class Daemon:
             link_for=rt.link_for,
             concurrency=conn.core.concurrency,
             stop=stop,
+            holder=self.holder,
         )
 
     def _record(self, conn: ConnectionSettings, report: RunReport) -> None:

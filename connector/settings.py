@@ -145,6 +145,11 @@ class CoreSettings(BaseModel):
     concurrency: int = Field(8, ge=1, le=64)
     max_attempts: int = Field(6, ge=1, le=20)
     referral_link_base: str = "https://partner.microsoft.com/dashboard/referrals/v2"
+    #: how far before a create intent (on the core's clock) the core's newest referrals
+    #: are searched for its referral when the POST's outcome is unknown: covers the
+    #: difference between the core's servers' clocks (its Date header against its
+    #: updatedDateTime), which Microsoft does not publish
+    create_match_margin_s: float = Field(60.0, ge=0, le=86_400)
 
 
 class Schedule(BaseModel):
