@@ -40,7 +40,6 @@ DEFAULT_BASE_URL = "https://api.partner.microsoft.com/v1.0/engagements"
 #: statuses after which a POST may or may not have been applied: look before re-posting
 _AMBIGUOUS_STATUSES = frozenset({None, 500, 502, 504})
 _THROTTLE_STATUSES = frozenset({429, 503})
-_SINGLE_ATTEMPT = RetryPolicy(attempts=1)
 #: how far before a create began (on the core's clock) its referral is looked for when
 #: the POST's outcome is unknown: the core stamps ``updatedDateTime`` on servers other
 #: than the one answering ``Date``, and clocks drift (setting ``create_match_margin_s``)
@@ -116,6 +115,7 @@ class ReferralsClient:
         self._skew: timedelta | None = None
         self._match_margin = match_margin
         self._lock = threading.Lock()
+        self._lookups = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ReferralsClient(base={self._referrals!r}, calls={dict(self.calls)})"
@@ -137,9 +137,12 @@ class ReferralsClient:
 
         def attempt() -> ReferralState:
             if state.ambiguous and isinstance(external_id, str) and external_id:
-                existing = self.find_created(
-                    external_id, began - self._match_margin, policy=_SINGLE_ATTEMPT
-                )
+                # One look-up at a time: POSTs that failed together (a core in trouble)
+                # must not become a burst of identical listings of its newest pages, sent
+                # at once and all throttled alike. Each page has its own retries: one
+                # failed page must not cost the create an attempt.
+                with self._lookups:
+                    existing = self.find_created(external_id, began - self._match_margin)
                 if existing is not None:
                     log.info("create: found referral %s already created", existing.id)
                     return existing

@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,11 @@ from guard_world import CONNECTION, GuardWorld, guard_world
 from reliability_world import connector_env
 from rich.console import Console
 
+from connector.runtime import open_runtime
 from connector.settings import Settings, load_config
-from connector.state.store import Store
+from connector.state.store import Link, LinkState, Store
+from connector.sync.engine import SyncEngine
+from connector.sync.existing import CLAIMED
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
 
@@ -303,3 +307,111 @@ def test_crm_link_cleared_and_state_lost_the_core_is_asked(world: GuardWorld) ->
     assert_clean(after)  # the CRM carries each referral id again
     assert after.referrals == before.referrals
     assert again.created == 0 and not again.failed
+
+
+# --------------------------------------------------------------------- a crash's pending links
+
+
+def pending_as_a_dead_run_left_it(link: Link, intent_at: datetime) -> Link:
+    """The link as a run killed between its POST and its bookkeeping left it."""
+    return Link(
+        connection=link.connection,
+        crm_id=link.crm_id,
+        state=LinkState.PENDING_CREATE,
+        fingerprint=link.fingerprint,
+        sent_body=link.sent_body,
+        intent_at=intent_at,
+        intent_by="host-gone:1",
+    )
+
+
+def test_a_crash_between_post_and_bookkeeping_is_resolved_in_the_core(world: GuardWorld) -> None:
+    """Pending links whose POST went through, the CRM never told: found in the core by
+    ``externalReferenceId`` back to the intent's time, linked, never created again."""
+    config = world.config("salesforce")
+    started = datetime.now(UTC)
+    world.sync(config)
+    before = ledger(world, "salesforce")
+    crashed = sorted(before.referrals)[:15]
+    with Store.open(world.state_url) as store:
+        links = store.get_links(CONNECTION["salesforce"], crashed)
+        store.save_links(
+            CONNECTION["salesforce"],
+            [pending_as_a_dead_run_left_it(links[crm_id], started) for crm_id in crashed],
+        )
+    for crm_id in crashed:
+        world.post(f"/_sandbox/salesforce/opportunities/{crm_id}", {"Referral_Identifier__c": None})
+
+    again = world.sync(config)
+    after = ledger(world, "salesforce")
+    assert_clean(after)
+    assert after.referrals == before.referrals
+    assert again.created == 0 and not again.failed
+    with Store.open(world.state_url) as store:
+        resolved = store.get_links(CONNECTION["salesforce"], crashed)
+    assert {crm_id: [link.referral_id] for crm_id, link in resolved.items()} == {
+        crm_id: before.referrals[crm_id] for crm_id in crashed
+    }
+
+
+def test_a_crash_before_the_post_creates_once(world: GuardWorld) -> None:
+    """Pending links whose POST never left: nothing in the core, so the intent is taken
+    over and the referral created, once."""
+    config = world.config("salesforce")
+    selected = [
+        crm_id
+        for crm_id, record in crm_records(world, "salesforce").items()
+        if record.get(SELECT_FIELD["salesforce"])
+    ]
+    never_sent = selected[:20]
+    set_selected(world, "salesforce", never_sent, False)
+    world.sync(config)
+    with Store.open(world.state_url) as store:
+        store.mark_pending_many(
+            CONNECTION["salesforce"],
+            [(crm_id, "fp", {}) for crm_id in never_sent],
+            holder="host-gone:1",
+        )
+    set_selected(world, "salesforce", never_sent, True)
+
+    again = world.sync(config)
+    book = ledger(world, "salesforce")
+    assert_clean(book)
+    created = {crm_id for crm_id in never_sent if crm_id in book.referrals}
+    assert again.created == len(created) > 10  # the defective ones are rejected instead
+    assert not again.failed
+
+
+def test_records_another_live_run_is_creating_are_left_to_it(world: GuardWorld) -> None:
+    """An engine run beside a live run (it holds the lease: this one does not): that run's
+    pending records are skipped, not failed, and not created here."""
+    kind = "salesforce"
+    conn = CONNECTION[kind]
+    config = world.config(kind)
+    selected = [
+        crm_id for crm_id, record in crm_records(world, kind).items() if record[SELECT_FIELD[kind]]
+    ]
+    theirs = selected[:10]
+    with Store.open(world.state_url) as store:
+        assert store.acquire_lease(conn, "host-live:2", 300)
+        store.mark_pending_many(
+            conn, [(crm_id, "fp", {}) for crm_id in theirs], holder="host-live:2"
+        )
+        cfg = load_config(config)
+        with open_runtime(cfg.connections[0], Settings(config=config)) as rt:
+            report = SyncEngine(
+                conn,
+                crm=rt.crm,
+                core=rt.core,
+                store=store,
+                mapping=rt.mapping,
+                link_for=rt.link_for,
+                holder="host-here:3",
+            ).run()
+        letters = {letter.crm_id for letter in store.list_dead_letters(conn)}
+    book = ledger(world, kind)
+    assert_clean(book)
+    assert not set(theirs) & set(book.referrals)
+    assert report.skipped[CLAIMED] == len(theirs)
+    assert not set(theirs) & letters and not report.failed
+    assert report.created > 50
