@@ -208,6 +208,9 @@ def test_two_sync_once_started_together_create_each_referral_once(
     book = ledger(world, "salesforce")
     assert_clean(book)
     assert book.created == sum(r["created"] for r in reports) > 50
+    with Store.open(state_url) as store:
+        first, second = sorted(store.recent_runs(), key=lambda run: run.started)
+    assert first.finished is not None and first.finished <= second.started  # one at a time
     print(f"two runs at once ({backend}): {book.created} referrals, duplicates 0")
 
 
