@@ -692,7 +692,9 @@ class SyncEngine:
                     self.store.resolve_dead_letter(self.connection, o.crm_id)
             elif o.kind == "skipped":
                 report.skipped[o.reason or "skipped"] += 1
-                if o.crm_id in earlier:  # no longer failing (e.g. lost before it was shared)
+                # no longer failing (e.g. lost before it was shared); a record another run
+                # is creating is that run's to settle
+                if o.crm_id in earlier and o.reason != CLAIMED:
                     self.store.resolve_dead_letter(self.connection, o.crm_id)
             elif o.kind == "rejected":
                 report.rejected[o.reason or "invalid_record"] += 1
@@ -1122,7 +1124,7 @@ def _set_aside(claimed: set[str], failed: Mapping[str, CoreError]) -> list[_Outc
     outcomes = [_Outcome(crm_id, "skipped", CLAIMED) for crm_id in sorted(claimed)]
     for crm_id, exc in failed.items():
         message = f"could not read the referral it may already have: {exc.message}"
-        outcomes.append(_Outcome(crm_id, "failed", exc.code, message, transient=True))
+        outcomes.append(_Outcome(crm_id, "failed", exc.code, message, transient=exc.transient))
     return outcomes
 
 

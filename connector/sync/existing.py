@@ -73,7 +73,7 @@ class Settled:
     links: dict[str, Link]
     #: records another live run is creating: left to it this cycle
     claimed: set[str] = field(default_factory=set)
-    #: records whose evidence could not be read (the core failed): not created now
+    #: records whose evidence could not be read for now (the core failed): not created now
     failed: dict[str, CoreError] = field(default_factory=dict)
 
 
@@ -256,8 +256,8 @@ class ExistingReferrals:
             owner = owners.get(referral_id)
             if owner is not None and owner.crm_id != crm_id:
                 log.warning(
-                    "%s: %s: %s names referral %s, which is linked to CRM record %s; not "
-                    "adopted (clear the field if the record is a copy)",
+                    "%s: %s: %s names referral %s, which is linked to CRM record %s (is "
+                    "this record a copy?); not linked to it",
                     self.connection,
                     crm_id,
                     source,
@@ -273,7 +273,7 @@ class ExistingReferrals:
                 continue
             if result is None:
                 log.warning(
-                    "%s: %s: %s, %s, does not exist in the core; not adopted",
+                    "%s: %s: %s, %s, is not in the core; not linked to it",
                     self.connection,
                     crm_id,
                     source,
@@ -282,7 +282,8 @@ class ExistingReferrals:
                 continue
             if result.external_reference_id not in (None, "", crm_id):
                 log.warning(
-                    "%s: %s: %s, %s, belongs to CRM record %s; not adopted",
+                    "%s: %s: %s, %s, belongs to CRM record %s (is this record a copy?); not "
+                    "linked to it",
                     self.connection,
                     crm_id,
                     source,
@@ -311,7 +312,9 @@ class ExistingReferrals:
         return self.linked(link, referral, None, dict(referral.raw), crm_id=crm_id)
 
     def _read(self, wanted: Mapping[str, str]) -> dict[str, ReferralState | CoreError | None]:
-        """GET each referral (in parallel); None when it does not exist."""
+        """GET each referral (in parallel): None when the core will not give it (404, or
+        another permanent refusal, say of an id that is not one), the error when it
+        failed for now (the record then waits for a later cycle)."""
 
         def read(referral_id: str) -> ReferralState | CoreError | None:
             try:
@@ -319,7 +322,10 @@ class ExistingReferrals:
             except NotFound:
                 return None
             except CoreError as exc:
-                return exc
+                if exc.transient:
+                    return exc
+                log.warning("%s: reading referral %s: %s", self.connection, referral_id, exc)
+                return None
 
         if not wanted:
             return {}

@@ -78,7 +78,17 @@ def _leased(
 ) -> RunReport:
     """Run ``cycle`` under the connection's lease, waiting up to ``wait_s`` for it."""
     deadline = time.monotonic() + wait_s
+    waiting = False
     while not store.acquire_lease(conn, holder, ttl_s):
+        if not waiting:
+            waiting = True
+            lease = store.current_lease(conn)
+            log.info(
+                "%s: waiting up to %g s for the lease, held by %s",
+                conn,
+                wait_s,
+                lease[0] if lease else "another run",
+            )
         if time.monotonic() >= deadline:
             lease = store.current_lease(conn)
             who = f"{lease[0]}, until {lease[1]:%Y-%m-%d %H:%M:%S} UTC" if lease else "another run"

@@ -418,3 +418,31 @@ def test_records_another_live_run_is_creating_are_left_to_it(world: GuardWorld) 
     assert report.skipped[CLAIMED] == len(theirs)
     assert not set(theirs) & letters and not report.failed
     assert report.created > 50
+
+
+@pytest.mark.parametrize("state", ["kept", "lost"])
+def test_a_cloned_record_carrying_anothers_referral_id_gets_its_own(
+    world: GuardWorld, state: str
+) -> None:
+    """A copied opportunity copies its referral id field (Salesforce's Clone does): that
+    referral is linked to the original, or (the state lost) names the original in
+    ``externalReferenceId``, so the copy is not linked to it; it gets its own referral,
+    and the original keeps its own."""
+    config = world.config("salesforce")
+    world.sync(config)
+    before = ledger(world, "salesforce")
+    original_id = sorted(before.referrals)[0]
+    original = crm_records(world, "salesforce")[original_id]
+    system = ("Id", "SystemModstamp", "CreatedDate", "LastModifiedDate", "IsDeleted")
+    copied = {k: v for k, v in original.items() if k not in system and v is not None}
+    assert copied["Referral_Identifier__c"] == before.referrals[original_id][0]
+    clone = world.post("/_sandbox/salesforce/opportunities", copied)["Id"]
+    if state == "lost":
+        world.state_file.unlink()
+
+    again = world.sync(config)
+    after = ledger(world, "salesforce")
+    assert_clean(after)
+    assert again.created == 1 and not again.failed
+    assert after.referrals[original_id] == before.referrals[original_id]
+    assert after.referrals[clone] != before.referrals[original_id]
