@@ -55,21 +55,24 @@ def page(
     return httpx.Response(200, json=body, headers=headers)
 
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+@pytest.fixture
+def now() -> datetime:
+    """This test's present (the client compares listed stamps with its own clock)."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def test_find_created_matches_client_side_and_stops_at_the_bound(
-    http: httpx.Client, tokens: FakeTokens
+    http: httpx.Client, tokens: FakeTokens, now: datetime
 ) -> None:
-    since = NOW - timedelta(minutes=5)
+    since = now - timedelta(minutes=5)
     with respx.mock() as mock:
         route = mock.get(url__startswith=REFERRALS).mock(
             side_effect=[
                 page(
                     [
-                        referral("r1", "someone-else", NOW),
-                        referral("r2", None, NOW - timedelta(minutes=1)),
-                        referral("r3", "crm-9", NOW - timedelta(minutes=6)),  # before the bound
+                        referral("r1", "someone-else", now),
+                        referral("r2", None, now - timedelta(minutes=1)),
+                        referral("r3", "crm-9", now - timedelta(minutes=6)),  # before the bound
                     ],
                     f"{REFERRALS}?$skiptoken=next",
                 ),
@@ -82,14 +85,14 @@ def test_find_created_matches_client_side_and_stops_at_the_bound(
 
 
 def test_find_created_follows_next_links_until_it_matches(
-    http: httpx.Client, tokens: FakeTokens
+    http: httpx.Client, tokens: FakeTokens, now: datetime
 ) -> None:
     with respx.mock() as mock:
         route = mock.get(url__startswith=REFERRALS).mock(
             side_effect=[
-                page([referral("r1", "a", NOW)], f"{REFERRALS}?$skiptoken=p2"),
-                page([referral("r2", "crm-9", NOW - timedelta(seconds=1))], f"{REFERRALS}?x=3"),
-                page([referral("r3", "b", NOW - timedelta(seconds=2))]),
+                page([referral("r1", "a", now)], f"{REFERRALS}?$skiptoken=p2"),
+                page([referral("r2", "crm-9", now - timedelta(seconds=1))], f"{REFERRALS}?x=3"),
+                page([referral("r3", "b", now - timedelta(seconds=2))]),
             ]
         )
         found = make_client(http, tokens).find_created("crm-9", None)
@@ -98,43 +101,43 @@ def test_find_created_follows_next_links_until_it_matches(
 
 
 def test_a_listing_of_several_pages_reads_the_first_ones_again(
-    http: httpx.Client, tokens: FakeTokens
+    http: httpx.Client, tokens: FakeTokens, now: datetime
 ) -> None:
     """A referral updated while the pages were read moved to the first page: read again."""
     with respx.mock() as mock:
         route = mock.get(url__startswith=REFERRALS).mock(
             side_effect=[
-                page([referral("r1", "a", NOW)], f"{REFERRALS}?$skiptoken=p2"),
-                page([referral("r2", "b", NOW - timedelta(minutes=1))]),
+                page([referral("r1", "a", now)], f"{REFERRALS}?$skiptoken=p2"),
+                page([referral("r2", "b", now - timedelta(minutes=1))]),
                 # the moved one, now on top, then the listing's start is passed
                 page(
                     [
-                        referral("moved", "crm-9", NOW + timedelta(seconds=1)),
-                        referral("r1", "a", NOW - timedelta(minutes=2)),
+                        referral("moved", "crm-9", now + timedelta(seconds=1)),
+                        referral("r1", "a", now - timedelta(minutes=2)),
                     ]
                 ),
             ]
         )
-        found = make_client(http, tokens).find_created("crm-9", NOW - timedelta(minutes=10))
+        found = make_client(http, tokens).find_created("crm-9", now - timedelta(minutes=10))
     assert found is not None and found.id == "moved"
     assert route.call_count == 3
 
 
-def test_one_page_is_not_read_again(http: httpx.Client, tokens: FakeTokens) -> None:
+def test_one_page_is_not_read_again(http: httpx.Client, tokens: FakeTokens, now: datetime) -> None:
     with respx.mock() as mock:
         route = mock.get(url__startswith=REFERRALS).mock(
-            return_value=page([referral("r1", "a", NOW)])
+            return_value=page([referral("r1", "a", now)])
         )
         assert [r.id for r in make_client(http, tokens).list_recent(None)] == ["r1"]
     assert route.call_count == 1
 
 
 def test_an_endless_listing_is_cut_at_the_page_cap(
-    http: httpx.Client, tokens: FakeTokens, monkeypatch: pytest.MonkeyPatch
+    http: httpx.Client, tokens: FakeTokens, monkeypatch: pytest.MonkeyPatch, now: datetime
 ) -> None:
     monkeypatch.setattr(client_module, "RECENT_PAGE_CAP", 3)
     pages = [
-        page([referral(f"r{n}", "a", NOW - timedelta(seconds=n))], f"{REFERRALS}?$skiptoken={n}")
+        page([referral(f"r{n}", "a", now - timedelta(seconds=n))], f"{REFERRALS}?$skiptoken={n}")
         for n in range(10)
     ]
     with respx.mock() as mock:
