@@ -412,14 +412,6 @@ class Store:
                     taken.add(link.crm_id)
         return taken
 
-    def oldest_intent(self, conn: str) -> datetime | None:
-        """The time of the oldest create intent still pending on ``conn`` (None: none)."""
-        query = sa.select(sa.func.min(links.c.intent_at)).where(
-            links.c.connection == conn, links.c.state == LinkState.PENDING_CREATE.value
-        )
-        with self._read(f"read the oldest create intent of connection {conn!r}") as db:
-            return db.execute(query).scalar_one_or_none()
-
     @staticmethod
     def _pending_row(
         conn: str,

@@ -18,11 +18,13 @@ when none of these knows one for it, asked in this order:
    newest referrals, matched client-side on ``externalReferenceId``. The store is
    evidence for everything before its core cursor (every referral its runs created was
    pending or linked in it before the cursor passed it), so one newest-first listing
-   back to that cursor, and to the oldest pending intent, covers what the store cannot
-   know: a store restored from an older copy, a crash's pending links, a new or emptied
-   store (no cursor: the whole listing). The listing is made once per run, when the
-   first create or pending link needs it, and kept as an index ``externalReferenceId ->
-   referral id``; a first sync on an empty core pays one call for it.
+   back to that cursor covers what the store cannot know: a store restored from an
+   older copy, a new or emptied store (no cursor: the whole listing), the pending links
+   of a crash since. The listing is made once per run, when the first create or pending
+   link needs it, and kept as an index ``externalReferenceId -> referral id``; a first
+   sync on an empty core pays one call for it. An intent older than the cursor (a create
+   that keeps failing) is looked for on its own, back to its time, when its record
+   comes up: the run's listing does not go back that far for everyone.
 
 Two runs at once (two ``sync --once``, or one beside the daemon) are kept apart by the
 connection's lease; should they meet anyway, the store refuses a second intent for a
@@ -104,7 +106,6 @@ class ExistingReferrals:
         self._index: dict[str, str] | None = None
         self._started: datetime | None = None
         self._cursor: datetime | None = None
-        self._oldest_intent: datetime | None = None
         #: newest-first listings made by this object (the run's index, pending look-ups)
         self.listings = 0
 
@@ -114,7 +115,6 @@ class ExistingReferrals:
         self._started = now
         stored = self.store.get_cursor(self.connection, "core")
         self._cursor = datetime.fromisoformat(stored) if stored else None
-        self._oldest_intent = self.store.oldest_intent(self.connection)
 
     # ------------------------------------------------------------------ before planning
 
@@ -190,15 +190,22 @@ class ExistingReferrals:
                 settled.claimed.add(link.crm_id)  # another run took it over meanwhile
 
     def _look_up(self, link: Link) -> str | None:
-        """The referral of a pending create, from the run's index when it covers the
-        intent (any intent older than the run), else from its own listing."""
+        """The referral of a pending create: from the run's index when it covers the
+        intent (made before the run, after the store's cursor), else by its own listing
+        back to the intent's time."""
         intent = link.intent_at or link.updated
-        if intent is not None and self._started is not None and intent >= self._started:
-            self.listings += 1
-            since = self.core.core_time(intent) - self.core.match_margin
-            referral = self.core.find_created(link.crm_id, since)
-            return None if referral is None else referral.id
-        return self._indexed().get(link.crm_id)
+        since = None if intent is None else self.core.core_time(intent) - self.core.match_margin
+        covered = self._since()
+        if (
+            intent is not None
+            and self._started is not None
+            and intent < self._started
+            and (covered is None or (since is not None and since >= covered))
+        ):
+            return self._indexed().get(link.crm_id)
+        self.listings += 1
+        referral = self.core.find_created(link.crm_id, since)
+        return None if referral is None else referral.id
 
     # ------------------------------------------------------------------ before creating
 
@@ -240,11 +247,7 @@ class ExistingReferrals:
         """How far back the core may hold referrals of this connection the store lacks."""
         if self._cursor is None:
             return None  # a new or emptied store knows nothing: the whole listing
-        since = self._cursor - self.overlap
-        if self._oldest_intent is not None:
-            intent = self.core.core_time(self._oldest_intent) - self.core.match_margin
-            since = min(since, intent)
-        return since
+        return self._cursor - self.overlap
 
     # ------------------------------------------------------------------ adopting
 

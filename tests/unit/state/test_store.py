@@ -326,19 +326,6 @@ def test_an_intent_is_taken_over_only_as_it_was_read(store: Store, clock: FakeCl
 
 
 @contract
-def test_oldest_intent_is_the_oldest_pending_one(store: Store, clock: FakeClock) -> None:
-    assert store.oldest_intent("sf") is None
-    first = clock.now
-    store.mark_pending("sf", "006A", "fp", {}, holder=RUN)
-    clock.advance(60)
-    store.mark_pending("sf", "006B", "fp", {}, holder="host-b:7")
-    store.mark_pending("d365", "006C", "fp", {}, holder=RUN)
-    assert store.oldest_intent("sf") == first
-    store.save_link("sf", linked("006A", "R-A"))  # created: no longer an intent
-    assert store.oldest_intent("sf") == clock.now
-
-
-@contract
 def test_linked_record_cannot_be_marked_pending_again(store: Store) -> None:
     store.save_link("sf", linked("006A", "R-1"))
     with pytest.raises(StateError) as caught:
