@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,11 +17,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 from guard_world import CONNECTION, GuardWorld, guard_world
@@ -46,9 +43,6 @@ SELECT_FIELD = {
     "salesforce": "Sync_with_Partner_Center__c",
     "dynamics": "cosell_syncwithpartnercenter",
 }
-
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
-PG_STORE = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
 
 
 @dataclass
@@ -110,33 +104,6 @@ def ledger(world: GuardWorld, kind: str) -> Ledger:
 def assert_clean(book: Ledger) -> None:
     assert book.duplicates == {}
     assert book.problems == []
-
-
-@cache
-def _pg_problem() -> str | None:
-    try:
-        with psycopg.connect(PG_SERVER, connect_timeout=3):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL does not answer at 127.0.0.1:5432 ({exc.__class__.__name__})"
-
-
-@pytest.fixture
-def pg_state() -> Iterator[str]:
-    """A fresh PostgreSQL schema for this test; dropped afterwards."""
-    problem = _pg_problem()
-    if problem:
-        if os.environ.get("CONNECTOR_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required here: {problem}")
-        pytest.skip(f"{problem}; start it or deselect with -m 'not postgres'")
-    schema = f"dup_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_SERVER, autocommit=True) as db:
-        db.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield PG_STORE.format(schema=schema)
-    finally:
-        with psycopg.connect(PG_SERVER, autocommit=True) as db:
-            db.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture
