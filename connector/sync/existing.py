@@ -106,8 +106,6 @@ class ExistingReferrals:
         self._index: dict[str, str] | None = None
         self._started: datetime | None = None
         self._cursor: datetime | None = None
-        #: newest-first listings made by this object (the run's index, pending look-ups)
-        self.listings = 0
 
     def start(self, now: datetime) -> None:
         """Read what bounds this run's look into the core, before the run marks anything."""
@@ -176,12 +174,12 @@ class ExistingReferrals:
                 found[link.crm_id] = referral_id
         if found:
             self._adopt(found, settled, source="a pending create's referral in the core")
+        # not found, or found but not this record's: nothing of it in the core
         missing = [
             link
             for link in pending
-            if link.crm_id not in found
+            if settled.links[link.crm_id].state is LinkState.PENDING_CREATE
             and link.crm_id not in settled.failed
-            and link.crm_id not in settled.claimed
         ]
         taken = self.store.take_over_intents(self.connection, missing, self.holder)
         for link in missing:
@@ -203,7 +201,6 @@ class ExistingReferrals:
             and (covered is None or (since is not None and since >= covered))
         ):
             return self._indexed().get(link.crm_id)
-        self.listings += 1
         referral = self.core.find_created(link.crm_id, since)
         return None if referral is None else referral.id
 
@@ -227,7 +224,6 @@ class ExistingReferrals:
         since = self._since()
         index: dict[str, str] = {}
         listed = 0
-        self.listings += 1
         for referral in self.core.list_recent(since, select=INDEX_FIELDS):
             listed += 1
             if referral.external_reference_id:

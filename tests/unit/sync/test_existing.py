@@ -255,3 +255,15 @@ def test_a_new_store_lists_the_whole_core_and_nothing_when_nothing_is_created(
     assert found.before_create([], {}).links == {} and core.listings == []
     links = found.before_create(["006A"], {}).links
     assert links["006A"].referral_id == "R-A" and core.listings == [None]
+
+
+def test_a_pending_create_whose_match_is_another_records_is_created(store: Store) -> None:
+    """The core's referral naming the record is already another record's link: it is not
+    taken, and the intent is taken over to create one (never left pending for good)."""
+    store.save_link(CONN, Link(CONN, "006Z", LinkState.LINKED, referral_id="R-A"))
+    dead = pending(store, "006A", "host-gone:3", NOW - timedelta(minutes=1))
+    core = FakeCore([referral("R-A", "006A")])
+    settled = existing(store, core).settle([record("006A")], {"006A": dead})
+    assert "006A" not in settled.links and settled.claimed == set()
+    taken = store.get_link(CONN, "006A")
+    assert taken is not None and taken.intent_by == ME
