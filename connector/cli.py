@@ -44,6 +44,7 @@ class ExitCode:
     FAILED = 2  # the run failed: a remote system unreachable, a state error
     QUOTA = 3  # stopped at the configured share of a CRM's API allowance
     BAD_CONFIG = 4  # the config or a mapping file is invalid
+    LEASE_HELD = 5  # another run (a daemon, another sync --once) holds a connection's lease
     INTERRUPTED = 130
 
 
@@ -90,6 +91,22 @@ def sync(
     report_json: Annotated[
         Path | None, typer.Option("--report-json", help="Write the run report as JSON here.")
     ] = None,
+    lease_wait_s: Annotated[
+        float,
+        typer.Option(
+            "--lease-wait-s",
+            help="Seconds to wait for a connection's lease while another run (a daemon, "
+            "another sync --once) holds it; then exit 5 without syncing it.",
+        ),
+    ] = 60.0,
+    lease_ttl_s: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl-s",
+            envvar="CONNECTOR_LEASE_TTL_S",
+            help="Seconds the lease lasts unless renewed (renewed every third of it).",
+        ),
+    ] = 120.0,
 ) -> None:
     """Run one sync cycle for each connection (or one) and print a summary."""
     from connector.sync.oneshot import run_once
@@ -102,7 +119,16 @@ def sync(
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
     _settle_heap()
     try:
-        reports = run_once(settings, cfg, connections, dry_run=dry_run, full=full, console=console)
+        reports = run_once(
+            settings,
+            cfg,
+            connections,
+            dry_run=dry_run,
+            full=full,
+            console=console,
+            lease_wait_s=lease_wait_s,
+            lease_ttl_s=lease_ttl_s,
+        )
     except (ConfigError, MappingError) as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
     except ConnectorError as exc:
@@ -140,6 +166,8 @@ def _exit_code(outcomes: list[str]) -> int:
 
     if Outcome.FAILED in outcomes:
         return ExitCode.FAILED
+    if Outcome.LEASE_HELD in outcomes:
+        return ExitCode.LEASE_HELD
     if Outcome.QUOTA in outcomes:
         return ExitCode.QUOTA
     if Outcome.INTERRUPTED in outcomes:

@@ -284,6 +284,7 @@ class Daemon:
             concurrency=conn.core.concurrency,
             stop=stop,
             history=self.config.history,
+            holder=self.holder,
         )
 
     def _record(self, conn: ConnectionSettings, report: RunReport) -> None:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -88,6 +89,7 @@ def build_core(
         correlation_id=correlation_id or str(uuid.uuid4()),
         retry_policy=RetryPolicy(attempts=core.max_attempts),  # the setting, wired
         options=core_options(core),
+        match_margin=timedelta(seconds=core.create_match_margin_s),
     )
 
 

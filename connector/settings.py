@@ -227,6 +227,11 @@ class CoreSettings(BaseModel):
     microsoft_referral: MicrosoftReferralSettings = Field(default_factory=MicrosoftReferralSettings)
     #: pages one listing may follow before it stops (a guard against a core that never ends)
     max_pages: int = Field(10_000, ge=1)
+    #: how far before a create intent (on the core's clock) the core's newest referrals
+    #: are searched for its referral when the POST's outcome is unknown: covers the
+    #: difference between the core's servers' clocks (its Date header against its
+    #: updatedDateTime), which Microsoft does not publish
+    create_match_margin_s: float = Field(60.0, ge=0, le=86_400)
 
 
 class Schedule(BaseModel):

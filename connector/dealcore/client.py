@@ -19,8 +19,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -47,6 +47,16 @@ _AMBIGUOUS_STATUSES = frozenset({None, 500, 502, 504})
 _THROTTLE_STATUSES = frozenset({429, 503})
 _SINGLE_ATTEMPT = RetryPolicy(attempts=1)
 _END = object()
+#: how far before a create began (on the core's clock) its referral is looked for when
+#: the POST's outcome is unknown: the core stamps ``updatedDateTime`` on servers other
+#: than the one answering ``Date``, and clocks drift (setting ``create_match_margin_s``)
+DEFAULT_MATCH_MARGIN = timedelta(seconds=60)
+#: a newest-first listing reads at most this many pages (100 referrals each today), then
+#: fails instead of walking an endless or looping listing
+RECENT_PAGE_CAP = 10_000
+#: a referral updated while a newest-first listing runs moves to its first page: the
+#: listing reads the first pages again back to its own start, minus this
+RELIST_MARGIN = timedelta(seconds=5)
 
 
 def odata_string(value: str) -> str:
@@ -94,6 +104,7 @@ class ReferralsClient:
         gate: RateGate | None = None,
         sleep: Sleep = time.sleep,
         options: CoreOptions = DEFAULT_OPTIONS,
+        match_margin: timedelta = DEFAULT_MATCH_MARGIN,
     ) -> None:
         #: the connector's choices where the API is not documented (read by the planner)
         self.options = options
@@ -112,7 +123,11 @@ class ReferralsClient:
         self.server_time: datetime | None = None
         #: the core refused ``$select`` once: listings ask for whole referrals from then on
         self.select_refused = False
+        #: the core's clock minus ours, at least (see :meth:`core_time`)
+        self._skew: timedelta | None = None
+        self._match_margin = match_margin
         self._lock = threading.Lock()
+        self._lookups = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ReferralsClient(base={self._referrals!r}, calls={dict(self.calls)})"
@@ -122,17 +137,24 @@ class ReferralsClient:
     def create(self, body: dict[str, Any]) -> ReferralState:
         """POST a new referral; returns it as created (with id, engagementId, eTag).
 
-        Idempotent: when an attempt failed in a way that may have created the
-        referral anyway (timeout, reset, 500/502/504), the next attempt first looks
-        it up by ``externalReferenceId`` instead of posting again.
+        Idempotent: when an attempt failed in a way that may have created the referral
+        anyway (timeout, reset, 500/502/504), the next attempt first looks for it with
+        :meth:`find_created` (back to when this call began, minus the match margin)
+        and posts again only if nothing matches.
         """
         external_id = body.get("externalReferenceId")
         what = f"POST referral for {external_id or 'a record without externalReferenceId'}"
         state = _CallState()
+        began = self.core_time(datetime.now(UTC))
 
         def attempt() -> ReferralState:
             if state.ambiguous and isinstance(external_id, str) and external_id:
-                existing = self._find(external_id, _SINGLE_ATTEMPT)
+                # One look-up at a time: POSTs that failed together (a core in trouble)
+                # must not become a burst of identical listings of its newest pages, sent
+                # at once and all throttled alike. Each page has its own retries: one
+                # failed page must not cost the create an attempt.
+                with self._lookups:
+                    existing = self.find_created(external_id, began - self._match_margin)
                 if existing is not None:
                     log.info("create: found referral %s already created", existing.id)
                     return existing
@@ -150,9 +172,62 @@ class ReferralsClient:
         )
         return parse_referral(response.json())
 
-    def find_by_external_id(self, crm_id: str) -> ReferralState | None:
-        """The referral whose ``externalReferenceId`` is ``crm_id``, or None."""
-        return self._find(crm_id, self._policy)
+    def find_created(
+        self, external_id: str, since: datetime | None, *, policy: RetryPolicy | None = None
+    ) -> ReferralState | None:
+        """The referral whose ``externalReferenceId`` is ``external_id``, updated at or
+        after ``since`` (the core's clock; None: any time), or None.
+
+        Matched client-side over :meth:`list_recent`: ``externalReferenceId`` is not
+        among the documented ``$filter`` fields, so no filter on it is ever sent. A
+        referral is updated at or after its creation, so ``since`` = a create intent's
+        time minus a margin finds that create's referral, whatever happened to it since.
+        """
+        for referral in self.list_recent(since, policy=policy):
+            if referral.external_reference_id == external_id:
+                return referral
+        return None
+
+    def list_recent(
+        self,
+        since: datetime | None,
+        *,
+        select: Sequence[str] | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> Iterator[ReferralState]:
+        """Referrals updated at or after ``since`` (the core's clock; None: all), newest
+        first, stopping client-side at the first older one.
+
+        Only ``$orderby=updatedDateTime desc`` is sent (documented; a date filter with
+        ``ge`` is not): the pages are read lazily and the listing stops at ``since``.
+        Pages may shift while they are read (a referral updated meanwhile moves to the
+        first page): when the listing took more than one page, its first pages are read
+        again back to when it began, so such a referral is not missed; it may then come
+        twice. At most :data:`RECENT_PAGE_CAP` pages are read, then ``listing_too_long``.
+        """
+        params = {"$orderby": "updatedDateTime desc"}
+        if select:
+            params["$select"] = ",".join(select)
+        began = self.core_time(datetime.now(UTC)) - RELIST_MARGIN
+        pages = [0]
+        yield from self._newest_first(params, since, pages, policy or self._policy)
+        if pages[0] > 1:
+            yield from self._newest_first(params, began, [0], policy or self._policy)
+
+    @property
+    def match_margin(self) -> timedelta:
+        """How far before a create intent its referral is looked for (a setting)."""
+        return self._match_margin
+
+    def core_time(self, local: datetime) -> datetime:
+        """``local`` (this machine's clock) on the core's clock, never later than it is.
+
+        A response's ``Date`` was stamped before it arrived, and is floored to the
+        second: ``Date`` minus our time of arrival is a lower bound of the core's clock
+        minus ours. Unknown before the first response: ``local`` itself.
+        """
+        skew = self._skew
+        return local if skew is None else local + skew
 
     def list_changed(
         self,
@@ -284,22 +359,31 @@ class ReferralsClient:
     def _url_of(self, referral_id: str) -> str:
         return f"{self._referrals}/{quote(referral_id, safe='')}"
 
-    def _find(self, crm_id: str, policy: RetryPolicy) -> ReferralState | None:
-        params = {"$filter": f"externalReferenceId eq {odata_string(crm_id)}"}
-        what = f"GET referral by externalReferenceId {crm_id}"
-        matches = []
-        for item in self._items(params, what, policy):
-            # Also check the field: a server may ignore the filter and list everything.
-            if isinstance(item, dict) and item.get("externalReferenceId") == crm_id:
-                matches.append(parse_referral(item))
-        if len(matches) > 1:
-            log.warning(
-                "%d referrals carry externalReferenceId %s; using %s",
-                len(matches),
-                crm_id,
-                matches[0].id,
-            )
-        return matches[0] if matches else None
+    def _newest_first(
+        self,
+        params: dict[str, str],
+        since: datetime | None,
+        pages: list[int],
+        policy: RetryPolicy,
+    ) -> Iterator[ReferralState]:
+        what = "GET recent referrals (newest first)"
+
+        def on_page() -> None:
+            pages[0] += 1
+            if pages[0] > RECENT_PAGE_CAP:
+                raise CoreError(
+                    f"{what}: more than {RECENT_PAGE_CAP} pages; stopping instead of reading "
+                    "an endless listing (report this to the core's operators)",
+                    code="listing_too_long",
+                )
+
+        for item in self._items(params, what, policy, on_page=on_page):
+            referral = self._parse_listed(item, partial="$select" in params)
+            if referral is None:
+                continue
+            if since is not None and referral.updated is not None and referral.updated < since:
+                return  # newest first: everything after this is older
+            yield referral
 
     def _parse_listed(self, item: Any, *, partial: bool = False) -> ReferralState | None:
         try:
@@ -311,8 +395,17 @@ class ReferralsClient:
             log.warning("skipping a listed referral: %s", exc)
             return None
 
-    def _items(self, params: dict[str, str], what: str, policy: RetryPolicy) -> Iterator[Any]:
-        """The items of every page, following ``@odata.nextLink`` (see :mod:`.paging`)."""
+    def _items(
+        self,
+        params: dict[str, str],
+        what: str,
+        policy: RetryPolicy,
+        on_page: Callable[[], None] | None = None,
+    ) -> Iterator[Any]:
+        """The items of every page, following ``@odata.nextLink`` (see :mod:`.paging`).
+
+        ``on_page`` is called after each page is read (to count, or to stop a listing).
+        """
         url: str | httpx.URL = self._referrals
         query: dict[str, str] | None = params
         guard = PageGuard(what, self.options.max_pages)
@@ -321,6 +414,8 @@ class ReferralsClient:
                 "GET", url, what=what, expect="list", params=query, policy=policy
             )
             data = response.json()
+            if on_page is not None:
+                on_page()
             yield from data["value"]
             next_link = data.get("@odata.nextLink")
             if not next_link:
@@ -432,6 +527,7 @@ class ReferralsClient:
         if when.tzinfo is None:
             return None
         self.server_time = when
+        self._skew = when - datetime.now(UTC)
         return when
 
     def _count(self, method: str) -> None:

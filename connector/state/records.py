@@ -29,7 +29,9 @@ class Link:
     ``sent_body`` is the last referral body sent (the base of minimal patches);
     ``mirrored_fingerprint`` hashes the status values last written to the CRM;
     ``core_facts`` keeps what the core last said about the referral (JSON).
-    ``updated`` is set by the store on every write.
+    ``updated`` is set by the store on every write. ``intent_at`` and ``intent_by``
+    are the create intent of a pending link: when it was marked (before the POST)
+    and by which run (its lease holder).
     """
 
     connection: str
@@ -47,6 +49,8 @@ class Link:
     mirrored_fingerprint: str | None = None
     updated: datetime | None = None
     core_facts: Mapping[str, Any] | None = None
+    intent_at: datetime | None = None
+    intent_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,6 +139,10 @@ links = sa.Table(
     sa.Column("updated", UtcDateTime(), nullable=False),
     # the core's facts about the referral as last seen (JSON), for the CRM mirror
     sa.Column("core_facts", JsonText(), nullable=True),
+    # a pending link's create intent: when it was marked (the POST came after) and by
+    # which run (its lease holder); see connector.sync.existing
+    sa.Column("intent_at", UtcDateTime(), nullable=True),
+    sa.Column("intent_by", sa.String(200), nullable=True),
     # NULL referral ids (pending links) do not collide: both backends treat NULLs as distinct
     sa.UniqueConstraint("connection", "referral_id"),
     sa.CheckConstraint(sa.column("state").in_(LINK_STATES), name="state"),

@@ -149,14 +149,19 @@ class Store:
         self._bulk_links = _BulkLinkUpsert(engine.dialect)
         # built once: building an upsert's ``excluded`` columns costs more than running it
         pending = self._insert(links)
+        # A record already pending is marked again only by the run that holds its intent
+        # (a retry of its own create): a second run's intent is refused in the same
+        # statement, so two runs never both POST (see connector.sync.existing).
         self._mark_pending = pending.on_conflict_do_update(
             index_elements=list(_LINK_KEY),
             set_={
                 "fingerprint": pending.excluded.fingerprint,
                 "sent_body": pending.excluded.sent_body,
                 "updated": pending.excluded.updated,
+                "intent_at": pending.excluded.intent_at,
             },
-            where=links.c.state == LinkState.PENDING_CREATE.value,
+            where=(links.c.state == LinkState.PENDING_CREATE.value)
+            & (links.c.intent_by == pending.excluded.intent_by),
         )
         letter = self._insert(dead_letters)
         self._add_letter = letter.on_conflict_do_update(
@@ -324,27 +329,31 @@ class Store:
             db.execute(sa.text("SELECT 1"))
 
     def mark_pending(
-        self, conn: str, crm_id: str, fingerprint: str, body: Mapping[str, Any]
+        self, conn: str, crm_id: str, fingerprint: str, body: Mapping[str, Any], *, holder: str
     ) -> Link:
-        """Record the intent to create a referral, *before* the POST.
+        """Record ``holder``'s intent to create a referral, *before* the POST.
 
         Refuses (:class:`StateError`, code ``state_conflict``) when the record is
-        already linked or terminal: a second POST would duplicate its referral.
+        already linked or terminal, or pending under another run's intent: a second
+        POST would duplicate its referral.
         """
-        with self._write(f"mark CRM record {crm_id} ({conn}) as pending", conn) as db:
-            params = self._pending_row(conn, crm_id, fingerprint, body, self._clock())
-            row = db.execute(self._mark_pending.returning(*_LINK_COLUMNS), params).first()
-            if row is not None:
-                return _link(row)
-            raise self._not_pending(conn, crm_id, self._link_of(db, conn, crm_id))
+        refused = self.mark_pending_many(conn, [(crm_id, fingerprint, body)], holder=holder)
+        if crm_id in refused:
+            raise refused[crm_id]
+        link = self.get_link(conn, crm_id)
+        assert link is not None
+        return link
 
     def mark_pending_many(
-        self, conn: str, items: Sequence[tuple[str, str, Mapping[str, Any]]]
+        self, conn: str, items: Sequence[tuple[str, str, Mapping[str, Any]]], *, holder: str
     ) -> dict[str, StateError]:
         """:meth:`mark_pending` for many records in one transaction.
 
-        Returns the refusals by CRM id (records already linked or terminal); every
-        other record is marked pending.
+        Returns the refusals by CRM id (records already linked or terminal, or pending
+        under another holder's intent); every other record is marked pending with
+        ``holder``'s intent, timed now. The refusals are read in the transaction that
+        wrote the intents: on PostgreSQL the upsert has locked every conflicting row, on
+        SQLite the transaction holds the write lock, so no other run slips in between.
         """
         if not items:
             return {}
@@ -354,7 +363,10 @@ class Store:
         with self._write(what, conn) as db:
             db.execute(
                 self._mark_pending,
-                [self._pending_row(conn, crm_id, fp, body, now) for crm_id, fp, body in items],
+                [
+                    self._pending_row(conn, crm_id, fp, body, now, holder)
+                    for crm_id, fp, body in items
+                ],
             )
             refused: dict[str, StateError] = {}
             for chunk in _chunks(ids, LOOKUP_CHUNK):
@@ -362,7 +374,10 @@ class Store:
                     sa.select(*_LINK_COLUMNS).where(
                         links.c.connection == conn,
                         links.c.crm_id.in_(chunk),
-                        links.c.state != LinkState.PENDING_CREATE.value,
+                        sa.or_(
+                            links.c.state != LinkState.PENDING_CREATE.value,
+                            links.c.intent_by.is_distinct_from(holder),
+                        ),
                     )
                 )
                 for row in rows:
@@ -370,9 +385,42 @@ class Store:
                     refused[link.crm_id] = self._not_pending(conn, link.crm_id, link)
         return refused
 
+    def take_over_intents(self, conn: str, items: Sequence[Link], holder: str) -> set[str]:
+        """Make these pending links ``holder``'s intents, if they are still as read.
+
+        For intents left by a run that is gone (a crash, a lost lease), once the core
+        has been searched for their referral in vain. A compare-and-set on the intent's
+        holder and time: a link another run took over or linked meanwhile stays as it
+        is. Returns the CRM ids taken over.
+        """
+        taken: set[str] = set()
+        if not items:
+            return taken
+        with self._write(f"take over {len(items)} create intents ({conn})", conn) as db:
+            for link in items:
+                update = (
+                    sa.update(links)
+                    .where(
+                        links.c.connection == conn,
+                        links.c.crm_id == link.crm_id,
+                        links.c.state == LinkState.PENDING_CREATE.value,
+                        links.c.intent_by.is_not_distinct_from(link.intent_by),
+                        links.c.intent_at.is_not_distinct_from(link.intent_at),
+                    )
+                    .values(intent_by=holder, updated=self._clock())
+                )
+                if db.execute(update).rowcount:
+                    taken.add(link.crm_id)
+        return taken
+
     @staticmethod
     def _pending_row(
-        conn: str, crm_id: str, fingerprint: str, body: Mapping[str, Any], now: datetime
+        conn: str,
+        crm_id: str,
+        fingerprint: str,
+        body: Mapping[str, Any],
+        now: datetime,
+        holder: str,
     ) -> dict[str, Any]:
         return {
             "connection": conn,
@@ -382,10 +430,20 @@ class Store:
             "sent_body": dict(body),
             "direction": "Outgoing",
             "updated": now,
+            "intent_at": now,
+            "intent_by": holder,
         }
 
     @staticmethod
     def _not_pending(conn: str, crm_id: str, existing: Link | None) -> StateError:
+        if existing is not None and existing.state is LinkState.PENDING_CREATE:
+            return StateError(
+                f"CRM record {crm_id} on connection {conn!r} is being created by another run "
+                f"({existing.intent_by or 'an older connector'}, since "
+                f"{existing.intent_at or existing.updated}); it is left to that run, a second "
+                "create would duplicate the referral",
+                code="state_conflict",
+            )
         referral = existing.referral_id if existing else None
         state = existing.state if existing else "unknown"
         return StateError(
@@ -718,6 +776,15 @@ class Store:
         with self._write(f"acquire the lease of connection {conn!r}", conn) as db:
             return db.execute(upsert).first() is not None
 
+    def current_lease(self, conn: str) -> tuple[str, datetime] | None:
+        """Who holds the lease on ``conn`` and until when; None when nobody does."""
+        query = sa.select(leases.c.holder, leases.c.expires).where(
+            leases.c.connection == conn, leases.c.expires > self._clock()
+        )
+        with self._read(f"read the lease of connection {conn!r}") as db:
+            row = db.execute(query).first()
+        return None if row is None else (row.holder, row.expires)
+
     def renew_lease(self, conn: str, holder: str, ttl_s: float) -> bool:
         """Push the expiry of a lease ``holder`` still has; False when it was taken over."""
         update = (
@@ -831,6 +898,8 @@ class Store:
             "mirrored_fingerprint": link.mirrored_fingerprint,
             "updated": now,
             "core_facts": None if link.core_facts is None else dict(link.core_facts),
+            "intent_at": link.intent_at,
+            "intent_by": link.intent_by,
         }
 
     def _explain_conflict(

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -33,13 +34,13 @@ from connector.errors import (
     NotFound,
     PreconditionFailed,
     QuotaExhausted,
-    StateError,
 )
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
 from connector.settings import HistorySettings
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
+from connector.sync.existing import CLAIMED, ExistingReferrals
 from connector.sync.history import HistoryRecorder
 from connector.sync.inbound import LifecycleSteps, refused, with_referral_customer
 from connector.sync.invite import invite_microsoft, relinked
@@ -145,6 +146,7 @@ class SyncEngine:
         progress: ProgressFn = _noop_progress,
         stop: threading.Event | None = None,
         history: HistorySettings | None = None,
+        holder: str | None = None,
     ) -> None:
         self.connection = connection
         self.crm = crm
@@ -172,6 +174,18 @@ class SyncEngine:
         self.lifecycle = LifecycleSteps(self)
         #: what each record's syncs did, for the console (connector.sync.history)
         self.history = HistoryRecorder(store, connection, history)
+        #: whose create intents this run writes: the lease holder of the process running it
+        self.holder = holder or f"engine:{uuid.uuid4().hex[:12]}"
+        self.existing = ExistingReferrals(
+            connection,
+            store=store,
+            core=core,
+            holder=self.holder,
+            link_field=mapping.status_fields.referral_id,
+            linked=self._linked,
+            overlap=CORE_OVERLAP,
+            concurrency=concurrency,
+        )
 
     # ------------------------------------------------------------------ the cycle
 
@@ -185,6 +199,7 @@ class SyncEngine:
             with report.phase("start"):
                 stages = self._stages()
                 if not dry_run:
+                    self.existing.start(self.clock())
                     self._mirror_left_over(report)
                     self._retry_dead_letters(stages, report)
             self._outbound_started = self.clock()
@@ -263,6 +278,13 @@ class SyncEngine:
         """The core settings Microsoft leaves open (sales stage form, co-sell flow …)."""
         return self.core.options
 
+    def _pulled_fields(self) -> list[str]:
+        """The mapping's fields, and the referral id the CRM record carries: trusted
+        before any create (see :mod:`connector.sync.existing`)."""
+        fields = self.mapping.crm_fields()
+        carried = self.mapping.status_fields.referral_id
+        return fields if carried in fields else [*fields, carried]
+
     def _stages(self) -> dict[str, StageInfo]:
         stages: dict[str, StageInfo] = {}
         for info in self.crm.stage_metadata():
@@ -283,7 +305,7 @@ class SyncEngine:
         memory. A record already in flight in the previous page waits for it to finish.
         """
         cursor = None if full else self.store.get_cursor(self.connection, "crm")
-        fields = self.mapping.crm_fields()
+        fields = self._pulled_fields()
         seen = RecentKeys(PAGE_MEMORY)  # a repeat comes only across a page boundary
         #: pages handed to the pool and not yet finished, oldest first (two at most)
         begun: list[tuple[_PageWork, CrmPage]] = []
@@ -429,7 +451,13 @@ class SyncEngine:
         """Map and plan a page, answer inbound deals, and hand its pushes to the pool."""
         live = [r for r in records if not r.deleted]
         report.skipped["deleted"] += len(records) - len(live)
-        links = self._resolve_pending(self.store.get_links(self.connection, [r.id for r in live]))
+        # before anything is planned: the referral each record already has, if any
+        existing = self.existing.settle(
+            live, self.store.get_links(self.connection, [r.id for r in live])
+        )
+        links = existing.links
+        set_aside = _set_aside(existing.claimed, existing.failed)
+        live = [r for r in live if r.id not in existing.claimed and r.id not in existing.failed]
         # an incoming deal's customer is the sender's: filled from the core where the CRM
         # cannot hold it (see connector.sync.inbound)
         live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
@@ -441,14 +469,37 @@ class SyncEngine:
             for r in live
             if r.id not in settled
         ]
+        actions = self._unless_the_core_has_it(actions, links, set_aside)
         work = _PageWork(
-            outcomes=list(answered),
+            outcomes=[*answered, *set_aside],
             links=links,
             by_id={r.id: r for r in live},
             ids={r.id for r in records},
         )
         self._push(actions, work)
         return work
+
+    def _unless_the_core_has_it(
+        self, actions: list[Action], links: dict[str, Link], set_aside: list[_Outcome]
+    ) -> list[Action]:
+        """Creates planned for records without a link, once the core was asked: a record
+        whose referral the core already holds is linked to it and planned again."""
+        creates = [a.draft.crm_id for a in actions if isinstance(a, Create)]
+        found = self.existing.before_create(creates, links)
+        if not found.failed and not any(links[c].referral_id for c in creates if c in links):
+            return actions
+        set_aside.extend(_set_aside(set(), found.failed))
+        planned: list[Action] = []
+        for action in actions:
+            if isinstance(action, Create):
+                crm_id = action.draft.crm_id
+                if crm_id in found.failed:
+                    continue
+                link = links.get(crm_id)
+                if link is not None and link.referral_id is not None:
+                    action = plan_outbound(action.draft, link)
+            planned.append(action)
+        return planned
 
     def _finish(self, work: _PageWork, report: RunReport) -> None:
         """Collect a page's push results, save their links, mirror them to the CRM.
@@ -475,29 +526,6 @@ class SyncEngine:
         self.lifecycle.register(outcomes, work.by_id, work.links)
         self._mirror_outcomes(outcomes, work.links, work.by_id, report)
 
-    def _resolve_pending(self, links: dict[str, Link]) -> dict[str, Link]:
-        """A pending link means a crash between POST and bookkeeping: look before creating."""
-        for crm_id, link in list(links.items()):
-            if link.state != LinkState.PENDING_CREATE:
-                continue
-            found = self.core.find_by_external_id(crm_id)
-            if found is None:
-                del links[crm_id]  # never created: plan a create (the pending mark is reused)
-                continue
-            if found.is_terminal:
-                resolved = self._linked(link, found, link.fingerprint, link.sent_body)
-            else:
-                # The crash may have come between the POST and the PATCH that brings the new
-                # referral to the CRM's stage (or closes it): plan an update against what the
-                # core really holds instead of trusting the body we meant to send.
-                resolved = self._linked(link, found, None, dict(found.raw))
-            self.store.save_link(self.connection, resolved)
-            links[crm_id] = resolved
-            log.info(
-                "%s: %s: pending create resolved to referral %s", self.connection, crm_id, found.id
-            )
-        return links
-
     def _keep_links(self, work: _PageWork) -> None:
         """After an error: wait for what the pool sent of a page and save its links."""
         kept = []
@@ -515,9 +543,11 @@ class SyncEngine:
         """Settle skips and rejections; hand creates and updates to the worker pool.
 
         The workers only talk to the core; the store is written from this thread. Every
-        create of the page is marked pending in one transaction *before* any POST: a
-        crash then leaves pending links that the next cycle looks up by external id
-        instead of creating again.
+        create of the page is marked pending (this run's create intent) in one
+        transaction *before* any POST: a crash then leaves pending links that a later
+        cycle resolves in the core instead of creating again. A record the store
+        refuses is claimed by another run (pending under its intent, or linked by it
+        since this page was read): that run creates it, so it is skipped, not failed.
         """
         pushes = [a for a in actions if isinstance(a, (Create, Update))]
         work.outcomes.extend(
@@ -525,13 +555,14 @@ class SyncEngine:
         )
         creates = [a for a in pushes if isinstance(a, Create)]
         if creates:
-            marked = self.store.mark_pending_many(
-                self.connection, [(a.draft.crm_id, a.fingerprint, a.body) for a in creates]
+            refused = self.store.mark_pending_many(
+                self.connection,
+                [(a.draft.crm_id, a.fingerprint, a.body) for a in creates],
+                holder=self.holder,
             )
-            refused = {k: v for k, v in marked.items() if isinstance(v, StateError)}
             for crm_id, exc in refused.items():
-                log.warning("%s: %s: %s", self.connection, crm_id, exc.message)
-                work.outcomes.append(_Outcome(crm_id, "failed", exc.code, exc.message))
+                log.info("%s: %s: not created: %s", self.connection, crm_id, exc.message)
+                work.outcomes.append(_Outcome(crm_id, "skipped", CLAIMED))
             pushes = [a for a in pushes if a.draft.crm_id not in refused]
         if pushes:
             pool = self._get_pool()
@@ -712,7 +743,9 @@ class SyncEngine:
                     self.store.resolve_dead_letter(self.connection, o.crm_id)
             elif o.kind == "skipped":
                 report.skipped[o.reason or "skipped"] += 1
-                if o.crm_id in earlier:  # no longer failing (e.g. lost before it was shared)
+                # no longer failing (e.g. lost before it was shared); a record another run
+                # is creating is that run's to settle
+                if o.crm_id in earlier and o.reason != CLAIMED:
                     self.store.resolve_dead_letter(self.connection, o.crm_id)
             elif o.kind == "rejected":
                 report.rejected[o.reason or "invalid_record"] += 1
@@ -1133,7 +1166,7 @@ class SyncEngine:
         ]
         records: list[CrmOpportunity] = []
         for letter in letters:
-            record = self.crm.fetch(letter.crm_id, fields=self.mapping.crm_fields())
+            record = self.crm.fetch(letter.crm_id, fields=self._pulled_fields())
             if record is None:
                 self.store.resolve_dead_letter(self.connection, letter.crm_id)
             else:
@@ -1147,6 +1180,15 @@ def _is_microsoft(
 ) -> bool:
     """Whether ``referral`` is Microsoft's side of a deal (``core.microsoft_referral``)."""
     return rule.matches(referral.raw)
+
+
+def _set_aside(claimed: set[str], failed: Mapping[str, CoreError]) -> list[_Outcome]:
+    """Outcomes of records not planned: another run's, or their evidence unreadable."""
+    outcomes = [_Outcome(crm_id, "skipped", CLAIMED) for crm_id in sorted(claimed)]
+    for crm_id, exc in failed.items():
+        message = f"could not read the referral it may already have: {exc.message}"
+        outcomes.append(_Outcome(crm_id, "failed", exc.code, message, transient=exc.transient))
+    return outcomes
 
 
 def _describe(action: Action) -> dict[str, Any]:

@@ -23,6 +23,7 @@ class Outcome:
     QUOTA = "quota_stopped"  # stopped at the configured share of a CRM's API allowance
     INTERRUPTED = "interrupted"  # a stop was requested; the committed cursor is safe
     FAILED = "failed"  # the run itself failed (configuration, unreachable system, ...)
+    LEASE_HELD = "lease_held"  # another run holds the connection's lease: nothing was done
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ssl
 import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -97,15 +97,16 @@ def client(sandbox: SandboxServer, http: httpx.Client) -> ReferralsClient:
 
 
 def test_create_find_get_patch_close(client: ReferralsClient) -> None:
-    crm_id = f"006-{uuid.uuid4().hex[:10]}'x"  # a quote exercises the OData escaping
-    assert client.find_by_external_id(crm_id) is None
+    crm_id = f"006-{uuid.uuid4().hex[:10]}'x"
+    assert client.find_created(crm_id, None) is None
     first = draft(crm_id)
     created = client.create(referral_body(first))
     assert created.status == Status.ACTIVE and created.substatus == Substatus.ACCEPTED
     assert created.external_reference_id == crm_id and created.etag
     assert created.deal_type == DealType.CO_SELL
 
-    found = client.find_by_external_id(crm_id)
+    # the sandbox's clock is the core's: the bound is taken on it
+    found = client.find_created(crm_id, client.core_time(datetime.now(UTC)) - timedelta(minutes=1))
     assert found is not None and found.id == created.id
     assert client.get(created.id).etag == created.etag
 
@@ -206,9 +207,9 @@ def test_device_code_then_refresh_tokens(
     client = ReferralsClient(
         f"{sandbox.url}/v1.0/engagements", tokens, http=http, correlation_id="c"
     )
-    assert client.find_by_external_id("nobody") is None
+    assert client.find_created("nobody", None) is None
     tokens.invalidate()  # the rotated refresh token from the cache file still works
-    assert client.find_by_external_id("nobody") is None
+    assert client.find_created("nobody", None) is None
 
 
 @pytest.mark.parametrize("form", ["seconds", "http_date"])

@@ -25,6 +25,9 @@ from connector.sandbox.partner_center_fields import is_partners
 
 ROOT = Path(__file__).parents[2]
 PYTHON = sys.executable
+#: the PostgreSQL server of the multi-replica tests, and a store URL in one of its schemas
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+PG_STORE = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
 
 #: Salesforce stage → the referral's salesStage (the seed's stages, custom ones by probability)
 STAGE_PERCENT = {

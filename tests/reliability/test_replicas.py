@@ -10,57 +10,30 @@ ended (a killed run ends when its daemon died), and runs keep completing afterwa
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 
 import psycopg
 import pytest
-from reliability_world import PYTHON, SandboxProcess, connector_env, free_port, write_config
+from reliability_world import (
+    PG_SERVER as SERVER,
+)
+from reliability_world import (
+    PYTHON,
+    SandboxProcess,
+    connector_env,
+    free_port,
+    write_config,
+)
 
 from connector.state.store import Run, Store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-SERVER = "postgresql://postgres@127.0.0.1:5432/test"
-STORE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
 CONNECTIONS = ("replica-a", "replica-b", "replica-c")
 LEASE_TTL_S = 3.0
-
-
-@cache
-def _server_problem() -> str | None:
-    try:
-        with psycopg.connect(SERVER, connect_timeout=3):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL does not answer at 127.0.0.1:5432 ({exc.__class__.__name__})"
-
-
-def _admin(sql: str) -> None:
-    with psycopg.connect(SERVER, autocommit=True) as connection:
-        connection.execute(sql)
-
-
-@pytest.fixture
-def pg_state() -> Iterator[str]:
-    """A fresh PostgreSQL schema for this test; dropped afterwards."""
-    problem = _server_problem()
-    if problem:
-        if os.environ.get("CONNECTOR_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required here: {problem}")
-        pytest.skip(f"{problem}; start it or deselect with -m 'not postgres'")
-    schema = f"replicas_{uuid.uuid4().hex[:12]}"
-    _admin(f"CREATE SCHEMA {schema}")
-    try:
-        yield STORE_URL.format(schema=schema)
-    finally:
-        _admin(f"DROP SCHEMA {schema} CASCADE")
 
 
 def _runs(store: Store) -> list[Run]:

@@ -81,7 +81,7 @@ def test_logs_carry_neither_token_nor_query(
     caplog.set_level(logging.DEBUG)
     with respx.mock() as mock:
         mock.get(REFERRALS).mock(side_effect=[httpx.ReadTimeout("slow"), page([sample_referral()])])
-        make_client(http, tokens).find_by_external_id("006Ax00000ABCDe")
+        make_client(http, tokens).find_created("006Ax00000ABCDe", None)
     text = caplog.text
     assert "token-1" not in text and "$filter" not in text and "006Ax00000ABCDe'" not in text
 
@@ -106,12 +106,17 @@ def test_create_after_an_ambiguous_failure_looks_up_before_posting_again(
     body = {"name": "Contoso", "externalReferenceId": "crm-1"}
     with respx.mock() as mock:
         post = mock.post(REFERRALS).mock(side_effect=httpx.ReadTimeout("no answer"))
+        just_now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         lookup = mock.get(REFERRALS).mock(
-            return_value=page([sample_referral(externalReferenceId="crm-1")])
+            return_value=page(
+                [sample_referral(externalReferenceId="crm-1", updatedDateTime=just_now)]
+            )
         )
         state = make_client(http, tokens).create(body)
     assert post.call_count == 1  # never a second POST: the first one had worked
     assert lookup.call_count == 1 and state.id == RID
+    # the documented listing, matched client-side: no filter on externalReferenceId
+    assert params_of(lookup.calls[0].request) == {"$orderby": "updatedDateTime desc"}
 
 
 def test_create_after_a_throttle_posts_again_without_lookup(
@@ -306,38 +311,6 @@ def test_a_throttled_gate_delays_other_callers_too(http: httpx.Client, tokens: F
 
 
 # ── lists ──────────────────────────────────────────────────────────────────
-
-
-def test_find_by_external_id_escapes_the_literal(http: httpx.Client, tokens: FakeTokens) -> None:
-    crm_id = "O'Brien's deal"
-    with respx.mock() as mock:
-        route = mock.get(REFERRALS).mock(
-            return_value=page([sample_referral(externalReferenceId=crm_id)])
-        )
-        state = make_client(http, tokens).find_by_external_id(crm_id)
-    assert state is not None and state.external_reference_id == crm_id
-    assert params_of(route.calls[0].request)["$filter"] == (
-        "externalReferenceId eq 'O''Brien''s deal'"
-    )
-
-
-def test_find_by_external_id_tolerates_a_server_ignoring_the_filter(
-    http: httpx.Client, tokens: FakeTokens
-) -> None:
-    with respx.mock() as mock:
-        mock.get(REFERRALS).mock(
-            return_value=page(
-                [
-                    sample_referral(id="x", externalReferenceId="someone-else"),
-                    {"garbage": True},  # not even parsed: it is not the one we look for
-                    sample_referral(id="y", externalReferenceId="crm-9"),
-                ]
-            )
-        )
-        client = make_client(http, tokens)
-        found = client.find_by_external_id("crm-9")
-        assert found is not None and found.id == "y"
-        assert client.find_by_external_id("crm-404") is None
 
 
 def test_list_changed_pages_through_next_links_verbatim(

@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from connector.state.migrations import alembic_config
 from connector.state.schema import metadata
 
 CONTRACT: list[Callable[..., None]] = []
-HEAD = "0002_record_history"
+HEAD = "0003_create_intents"
 
 
 def contract(test: Callable[..., None]) -> Callable[..., None]:
@@ -78,6 +79,10 @@ def store(make_store: MakeStore, clock: FakeClock) -> Store:
     return make_store(clock)
 
 
+#: the lease holder of the run writing create intents in these tests
+RUN = "host-a:100"
+
+
 def linked(crm_id: str, referral_id: str | None, **changes: Any) -> Link:
     values: dict[str, Any] = {
         "connection": "sf",
@@ -120,7 +125,17 @@ def test_upgrade_from_the_first_revision_keeps_links(make_store: MakeStore) -> N
         connection.execute(
             sa.text("INSERT INTO connections (name, created) VALUES ('sf', '2025-01-01')")
         )
+        connection.execute(  # a pending create written before intents had a time
+            sa.text(
+                "INSERT INTO links (connection, crm_id, state, direction, updated) "
+                "VALUES ('sf', '006P', 'pending_create', 'Outgoing', :updated)"
+            ),
+            {"updated": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)},
+        )
     assert old.upgrade() == HEAD
+    pending = old.get_link("sf", "006P")
+    assert pending is not None and pending.intent_by is None
+    assert pending.intent_at == pending.updated == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     old.save_link("sf", linked("006A", "R-1", core_facts={"status": "Active"}))
     link = old.get_link("sf", "006A")
     assert link is not None and link.core_facts == {"status": "Active"}
@@ -185,17 +200,18 @@ def test_cursor_round_trip(store: Store) -> None:
 @contract
 def test_pending_then_linked(store: Store, clock: FakeClock) -> None:
     assert store.get_link("sf", "006A") is None
-    pending = store.mark_pending("sf", "006A", "fp1", {"name": "Contoso", "value": 10})
+    pending = store.mark_pending("sf", "006A", "fp1", {"name": "Contoso", "value": 10}, holder=RUN)
     assert pending.state is LinkState.PENDING_CREATE
     assert pending.referral_id is None
     assert pending.direction == "Outgoing"
-    assert pending.updated == clock.now
+    assert pending.updated == pending.intent_at == clock.now
+    assert pending.intent_by == RUN
 
-    # a retry of the same create (after a crash) may re-mark it with a newer body
+    # a retry of the same create by the same run may re-mark it with a newer body
     clock.advance(5)
-    again = store.mark_pending("sf", "006A", "fp2", {"name": "Contoso", "value": 20})
+    again = store.mark_pending("sf", "006A", "fp2", {"name": "Contoso", "value": 20}, holder=RUN)
     assert (again.fingerprint, again.sent_body) == ("fp2", {"name": "Contoso", "value": 20})
-    assert again.updated == clock.now
+    assert again.updated == again.intent_at == clock.now
 
     store.save_link("sf", linked("006A", "R-1", fingerprint="fp2"))
     link = store.get_link("sf", "006A")
@@ -212,7 +228,8 @@ def test_many_records_are_marked_pending_in_one_go_and_linked_ones_refused(
 ) -> None:
     store.save_link("sf", linked("006L", "R-L"))
     store.save_link("sf", linked("006T", "R-T", state=LinkState.TERMINAL))
-    store.mark_pending("sf", "006P", "old", {"v": 0})  # an earlier crash's pending create
+    # this run's own intent from an earlier attempt (say its POST was throttled)
+    store.mark_pending("sf", "006P", "old", {"v": 0}, holder=RUN)
     refused = store.mark_pending_many(
         "sf",
         [
@@ -221,6 +238,7 @@ def test_many_records_are_marked_pending_in_one_go_and_linked_ones_refused(
             ("006P", "fpP", {"v": 3}),
             ("006T", "fpT", {"v": 4}),
         ],
+        holder=RUN,
     )
     assert set(refused) == {"006L", "006T"}
     assert all(e.code == "state_conflict" for e in refused.values())
@@ -232,14 +250,86 @@ def test_many_records_are_marked_pending_in_one_go_and_linked_ones_refused(
     untouched = store.get_link("sf", "006L")
     assert untouched is not None and untouched.state is LinkState.LINKED
     assert untouched.referral_id == "R-L"
-    assert store.mark_pending_many("sf", []) == {}
+    assert store.mark_pending_many("sf", [], holder=RUN) == {}
+
+
+@contract
+def test_a_second_runs_intent_for_a_pending_record_is_refused(
+    store: Store, clock: FakeClock
+) -> None:
+    store.mark_pending("sf", "006P", "fp-first", {"v": 1}, holder=RUN)
+    clock.advance(3)
+    refused = store.mark_pending_many(
+        "sf", [("006P", "fp-second", {"v": 2}), ("006N", "fp-new", {"v": 3})], holder="host-b:7"
+    )
+    assert set(refused) == {"006P"}
+    assert refused["006P"].code == "state_conflict"
+    assert "being created by another run" in str(refused["006P"]) and RUN in str(refused["006P"])
+    first = store.get_link("sf", "006P")
+    assert first is not None and first.state is LinkState.PENDING_CREATE
+    assert (first.intent_by, first.fingerprint, first.sent_body) == (RUN, "fp-first", {"v": 1})
+    assert first.intent_at == clock.now - timedelta(seconds=3)
+    fresh = store.get_link("sf", "006N")
+    assert fresh is not None and (fresh.intent_by, fresh.intent_at) == ("host-b:7", clock.now)
+    with pytest.raises(StateError, match="being created by another run"):
+        store.mark_pending("sf", "006P", "fp", {}, holder="host-b:7")
+
+
+@contract
+def test_runs_racing_for_the_same_records_each_get_a_record_once(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    """Two runs marking the same page at once (their own connections to the database):
+    every record is accepted for exactly one of them and refused to the others."""
+    runs = [f"host-{n}:{n}" for n in range(4)]
+    stores = [make_store(clock) for _ in runs]
+    items = [(f"006{i:03}", "fp", {"i": i}) for i in range(60)]
+    start = threading.Barrier(len(runs))
+    refused: dict[str, set[str]] = {}
+    errors: list[BaseException] = []
+
+    def mark(holder: str, store: Store) -> None:
+        try:
+            start.wait(timeout=30)
+            refused[holder] = set(store.mark_pending_many("sf", items, holder=holder))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=mark, args=pair) for pair in zip(runs, stores, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    links = stores[0].get_links("sf", [crm_id for crm_id, _, _ in items])
+    for crm_id, _, _ in items:
+        accepted = [holder for holder in runs if crm_id not in refused[holder]]
+        assert accepted == [links[crm_id].intent_by], crm_id
+
+
+@contract
+def test_an_intent_is_taken_over_only_as_it_was_read(store: Store, clock: FakeClock) -> None:
+    dead = store.mark_pending("sf", "006P", "fp", {"v": 1}, holder="host-gone:1")
+    store.mark_pending("sf", "006Q", "fp", {"v": 1}, holder="host-gone:1")
+    clock.advance(30)
+    assert store.take_over_intents("sf", [dead], RUN) == {"006P"}
+    assert store.take_over_intents("sf", [dead], "host-c:3") == set()  # RUN has it now
+    taken = store.get_link("sf", "006P")
+    assert taken is not None and (taken.intent_by, taken.intent_at) == (RUN, dead.intent_at)
+    # now RUN's intent: marked again by RUN before its POST, refused to the others
+    assert store.mark_pending_many("sf", [("006P", "fp2", {"v": 2})], holder=RUN) == {}
+    assert "006P" in store.mark_pending_many("sf", [("006P", "fp", {})], holder="host-c:3")
+    store.save_link("sf", linked("006Q", "R-Q"))  # linked meanwhile: nothing to take over
+    stale = replace(dead, crm_id="006Q")
+    assert store.take_over_intents("sf", [stale], RUN) == set()
+    assert store.take_over_intents("sf", [], RUN) == set()
 
 
 @contract
 def test_linked_record_cannot_be_marked_pending_again(store: Store) -> None:
     store.save_link("sf", linked("006A", "R-1"))
     with pytest.raises(StateError) as caught:
-        store.mark_pending("sf", "006A", "fp", {"name": "x"})
+        store.mark_pending("sf", "006A", "fp", {"name": "x"}, holder=RUN)
     assert caught.value.code == "state_conflict"
     assert "006A" in str(caught.value)
     assert "R-1" in str(caught.value)
@@ -327,7 +417,7 @@ def test_batch_lookups(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "LOOKUP_CHUNK", 3)  # force several chunks
     store.save_links("sf", [linked(f"006{i:02}", f"R-{i}") for i in range(10)])
     store.save_link("d365", linked("00600", "R-0", connection="d365", etag='"other"'))
-    store.mark_pending("sf", "006P", "fp", {"name": "pending"})
+    store.mark_pending("sf", "006P", "fp", {"name": "pending"}, holder=RUN)
 
     wanted = ["00601", "00609", "nope", "00601", "006P", "00604", "00605", "00600"]
     found = store.get_links("sf", wanted)
@@ -356,7 +446,7 @@ def test_etags_by_referral_answers_only_links_that_hold_the_cores_facts(
         ],
     )
     store.save_link("d365", linked("006E", "R-E", connection="d365", core_facts=facts))
-    store.mark_pending("sf", "006P", "fp", {"name": "pending"})
+    store.mark_pending("sf", "006P", "fp", {"name": "pending"}, holder=RUN)
     found = store.etags_by_referral("sf", ["R-A", "R-B", "R-C", "R-D", "R-E", "R-A", "nope"])
     assert found == {"R-A": '"a1"', "R-B": '"b1"'}
     assert store.etags_by_referral("sf", []) == {}
@@ -369,7 +459,7 @@ def test_iter_links_streams_pages_and_filters(
     monkeypatch.setattr(store_module, "ITER_PAGE", 3)
     store.save_links("sf", [linked(f"006{i:02}", f"R-{i}") for i in range(7)])
     store.save_link("sf", linked("00607", "R-7", state=LinkState.TERMINAL))
-    store.mark_pending("sf", "00608", "fp", {})
+    store.mark_pending("sf", "00608", "fp", {}, holder=RUN)
     store.save_link("d365", linked("x", "R-x", connection="d365"))
 
     assert [link.crm_id for link in store.iter_links("sf")] == [f"006{i:02}" for i in range(9)]
@@ -393,7 +483,7 @@ def test_concurrent_writers_from_worker_threads(store: Store) -> None:
         try:
             for i in range(20):
                 crm_id = f"w{n}-{i}"
-                store.mark_pending("sf", crm_id, "fp", {"i": i})
+                store.mark_pending("sf", crm_id, "fp", {"i": i}, holder=RUN)
                 store.save_link("sf", linked(crm_id, f"R-{crm_id}"))
                 store.set_cursor("sf", f"worker-{n}", str(i))
         except BaseException as exc:  # reported below
@@ -542,8 +632,12 @@ def test_lease_is_exclusive_until_it_expires(store: Store, clock: FakeClock) -> 
     assert store.release_lease("sf", "replica-a") is False
     assert store.acquire_lease("sf", "replica-a", ttl_s=30) is False
 
+    assert store.current_lease("sf") == ("replica-b", clock.now + timedelta(seconds=30))
     assert store.release_lease("sf", "replica-b") is True
+    assert store.current_lease("sf") is None
     assert store.acquire_lease("sf", "replica-a", ttl_s=30) is True
+    clock.advance(31)
+    assert store.current_lease("sf") is None  # expired: nobody holds it
 
 
 @contract
