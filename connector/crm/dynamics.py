@@ -48,7 +48,13 @@ from connector.crm.dynamics_rows import (
     plan_columns,
     related_key,
 )
-from connector.crm.dynamics_transport import DataverseTransport, RequestBudget, body_of, error_of
+from connector.crm.dynamics_transport import (
+    DataverseTransport,
+    RequestBudget,
+    body_of,
+    error_of,
+    page_of,
+)
 from connector.crm.dynamics_writes import DataverseWriter
 from connector.crm.odata_filter import (
     column_of,
@@ -228,18 +234,23 @@ class DataverseOpportunities:
                 )
                 cursor = None
         if cursor is not None and cursor.startswith(DELTA_PREFIX):
+            what = "GET opportunities (changes)"
             try:
-                body = self._get(
-                    cursor.removeprefix(DELTA_PREFIX),
-                    kind="delta",
-                    what="GET opportunities (changes)",
-                    headers=prefer,
+                response = self._get_response(
+                    cursor.removeprefix(DELTA_PREFIX), kind="delta", what=what, headers=prefer
                 )
             except CrmError as exc:
                 if not _is_expired_delta(exc):
                     raise
                 log.warning("dataverse delta token expired (%s); starting a full resync", exc.code)
                 cursor = None
+            else:
+                if not response.content.strip():
+                    # Documented: a delta link answers an empty response when nothing has
+                    # changed since it was issued. The same link is asked again next cycle.
+                    yield CrmPage([], cursor, ())
+                    return
+                body = page_of(response, what)
         elif cursor is not None:
             log.info("dataverse cursor %r is not a delta link; reading everything", cursor[:20])
             cursor = None
@@ -298,7 +309,7 @@ class DataverseOpportunities:
         seen_links: set[str] = set()
         current = since
         for _ in range(MAX_PAGES):
-            body = body_of(response)
+            body = page_of(response, "GET opportunities (modified since)")
             cap = _server_now(response) - self.cursor_margin
             records = []
             for record in self._normalise(body.get("value", []), plan, related):
@@ -335,7 +346,12 @@ class DataverseOpportunities:
             return None
         if response.status_code != 200:
             raise error_of(response, what)
-        return self._normalise([body_of(response)], plan, RecentCache(RELATED_CACHE))[0]
+        body = body_of(response, what)
+        if not isinstance(body, dict):
+            raise CrmError(
+                f"{what}: Dataverse answered something that is not a row", code="malformed_response"
+            )
+        return self._normalise([body], plan, RecentCache(RELATED_CACHE))[0]
 
     def stage_metadata(self) -> list[StageInfo]:
         """The stage column's options (open stages), then synthetic Won and Lost (statecode)."""
@@ -396,7 +412,8 @@ class DataverseOpportunities:
             return []
         if response.status_code != 200:
             raise error_of(response, what)
-        names = dict.fromkeys(str(r["stagename"]) for r in body_of(response).get("value", []))
+        rows = page_of(response, what).get("value", [])
+        names = dict.fromkeys(str(r["stagename"]) for r in rows)
         return [
             StageInfo(n, n, None, is_closed=False, is_won=False, sort_order=i)
             for i, n in enumerate(names)
@@ -491,15 +508,10 @@ class DataverseOpportunities:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        body = body_of(
-            self._get_response(path, kind=kind, what=what, headers=headers or {}, params=params)
+        response = self._get_response(
+            path, kind=kind, what=what, headers=headers or {}, params=params
         )
-        if not isinstance(body, dict):
-            raise CrmError(
-                f"{what}: Dataverse answered something that is not an object",
-                code="malformed_response",
-            )
-        return body
+        return page_of(response, what)
 
     def _follow_response(
         self, link: str, seen: set[str], headers: Mapping[str, str]
@@ -517,8 +529,7 @@ class DataverseOpportunities:
     def _follow(
         self, link: str, seen: set[str], headers: Mapping[str, str], *, kind: str
     ) -> dict[str, Any]:
-        body = body_of(self._follow_response(link, seen, headers))
-        return body if isinstance(body, dict) else {}
+        return page_of(self._follow_response(link, seen, headers), "GET opportunities (next page)")
 
     def _normalise(
         self,

@@ -29,7 +29,7 @@ import httpx
 from connector.crm.base import NewOpportunity, WriteResult
 from connector.crm.dynamics_batch import BatchOperation, BatchResponse, build_batch, parse_batch
 from connector.crm.dynamics_rows import STATE_LOST, STATE_WON, LookupTarget
-from connector.crm.dynamics_transport import DataverseTransport, body_of, error_of
+from connector.crm.dynamics_transport import DataverseTransport, body_of, error_of, page_of
 from connector.crm.odata_filter import is_guid
 from connector.errors import CrmError, QuotaExhausted
 from connector.model import CrmStatusUpdate
@@ -151,18 +151,19 @@ class DataverseWriter:
 
     def _chunk_states(self, chunk: Sequence[str]) -> dict[str, int]:
         condition = " or ".join(f"opportunityid eq {r}" for r in chunk)
+        what = "GET opportunities (statecode before writing)"
         response = self.transport.send(
             "GET",
             "opportunities",
             kind="read_state",
-            what="GET opportunities (statecode before writing)",
+            what=what,
             params={"$select": "opportunityid,statecode", "$filter": condition},
         )
         if response.status_code != 200:
-            raise error_of(response, "GET opportunities (statecode before writing)")
+            raise error_of(response, what)
         return {
             str(row["opportunityid"]).lower(): int(row.get("statecode") or 0)
-            for row in body_of(response).get("value", [])
+            for row in page_of(response, what).get("value", [])
         }
 
     def _patch(self, record: str, body: bytes) -> WriteResult:
@@ -351,11 +352,12 @@ def _write_result(record: str, status: int, response: httpx.Response, what: str)
 
 
 def _created_id(response: httpx.Response) -> str | None:
-    if response.content:
+    if response.content.strip():
         try:
-            found = body_of(response).get("opportunityid")
-        except ValueError:
-            found = None
+            body = body_of(response, "POST opportunity")
+        except CrmError:
+            body = None  # the OData-EntityId header still names the row
+        found = body.get("opportunityid") if isinstance(body, dict) else None
         if is_guid(found):
             return str(found).lower()
     match = _ENTITY_ID.search(response.headers.get("OData-EntityId", ""))
