@@ -112,7 +112,7 @@ class DataverseOpportunities:
         max_throttle_wait_s: float = 300.0,
         batch_size: int = 20,
         batch_threshold: int = 2,
-        batch_changesets: bool = True,
+        batch_changesets: bool = False,
         guard_closed: bool = True,
         overlap: timedelta = timedelta(minutes=5),
         cursor_margin: timedelta = timedelta(seconds=60),
