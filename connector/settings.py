@@ -14,7 +14,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.errors import ConfigError
@@ -119,9 +127,21 @@ class DataverseSettings(BaseModel):
     timeout_s: float = 30.0
     page_size: int = Field(1000, ge=1, le=5000)
     max_concurrency: int = Field(8, ge=1, le=50)
-    change_tracking: bool = True
+    #: auto: change tracking when the opportunity table has it, else modifiedon with a
+    #: warning; required: refuse to run without it (``true`` means this); off: modifiedon
+    change_tracking: Literal["auto", "required", "off"] = "auto"
     stage_source: str = "salesstage"
     max_requests_per_run: int | None = Field(None, ge=1)
+
+    @field_validator("change_tracking", mode="before")
+    @classmethod
+    def _boolean_change_tracking(cls, value: object) -> object:
+        """``true`` / ``false`` (the older form) mean ``required`` / ``off``."""
+        if value is True:
+            return "required"
+        if value is False:
+            return "off"
+        return value
 
 
 CrmSettings = Annotated[SalesforceSettings | DataverseSettings, Field(discriminator="kind")]

@@ -1,6 +1,6 @@
 """The Dynamics 365 / Dataverse adapter: :class:`DataverseOpportunities`.
 
-Reading uses change tracking when the table has it (the default): the first pull
+Reading uses change tracking when the table has it: the first pull
 reads everything with ``Prefer: odata.track-changes`` and keeps the last page's
 ``@odata.deltaLink`` as the cursor (``delta:<link>``); later pulls call that link and
 get only changes, deletions included. Dataverse refuses ``$filter``/``$orderby``/
@@ -9,10 +9,17 @@ normalisation, and related rows (account, owner, currency, contact) are read wit
 one query per lookup and page, cached for the run. An expired delta token starts a
 clean full resync.
 
-Without change tracking (``change_tracking=False``), pulls filter on
+Whether the table has it is read from its definition (``ChangeTrackingEnabled``)
+before a pull that holds no delta link yet; a delta link proves it, since change
+tracking once turned on cannot be turned off. ``change_tracking`` says what to do
+when it is off: ``auto`` reads by ``modifiedon`` and logs a warning, ``required``
+refuses to run, naming the setting; ``off`` never uses it.
+
+Without change tracking, pulls filter on
 ``modifiedon ge <cursor - overlap>`` ordered by ``(modifiedon, opportunityid)``,
 de-duplicate, and keep ``modifiedon:<iso>`` capped at the server's time minus a
-margin as the cursor. Deletions are invisible that way.
+margin as the cursor. Deletions are invisible that way (the engine's periodic
+reconciliation finds them).
 
 Writing: see :mod:`connector.crm.dynamics_writes`. Every call goes through
 :class:`~connector.crm.dynamics_transport.DataverseTransport` (token, budget,
@@ -29,13 +36,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
 
 from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, WriteResult
 from connector.crm.dynamics_auth import DEFAULT_AUTHORITY, DataverseTokens
+from connector.crm.dynamics_metadata import DataverseMetadata
 from connector.crm.dynamics_rows import (
     DEFAULT_LOOKUPS,
     FORMATTED,
@@ -65,7 +73,7 @@ from connector.crm.odata_filter import (
     matches,
 )
 from connector.dedupe import RecentCache, RecentKeys
-from connector.errors import CrmError
+from connector.errors import ConfigError, CrmError
 from connector.mapping.filters import Filter
 from connector.model import CrmOpportunity, CrmStatusUpdate
 
@@ -81,6 +89,10 @@ RELATED_CHUNK = 50
 #: related rows (accounts, contacts, ...) kept at least, across pages, per pull
 RELATED_CACHE = 10_000
 MAX_PAGES = 1_000_000  # a guard against a server that never stops paging
+
+ChangeTracking = Literal["auto", "required", "off"]
+#: the connection setting that holds the change-tracking policy
+CHANGE_TRACKING_SETTING = "crm.change_tracking"
 
 
 class DataverseOpportunities:
@@ -105,7 +117,7 @@ class DataverseOpportunities:
         page_size: int = 1000,
         max_concurrency: int = 8,
         stage_source: str = "salesstage",
-        change_tracking: bool = True,
+        change_tracking: ChangeTracking | bool = "auto",
         max_requests: int | None = None,
         window_share: float | None = None,
         max_attempts: int = 5,
@@ -129,7 +141,7 @@ class DataverseOpportunities:
         self.usage = ApiUsage()
         self.page_size = page_size
         self.stage_column = stage_source
-        self.change_tracking = change_tracking
+        self.change_tracking = change_tracking_policy(change_tracking)
         self.overlap = overlap
         self.cursor_margin = cursor_margin
         self.lookups = dict(lookups)
@@ -151,6 +163,7 @@ class DataverseOpportunities:
             sleep=sleep,
             monotonic=monotonic,
         )
+        self.metadata = DataverseMetadata(self.transport)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="dataverse")
         self.writer = DataverseWriter(
             self.transport,
@@ -211,9 +224,33 @@ class DataverseOpportunities:
         related: RecentCache[tuple[str, str], dict[str, Any]] = RecentCache(
             max(RELATED_CACHE, len(plan.related) * self.page_size)
         )
-        if self.change_tracking:
+        if self._tracks_changes(cursor):
             return self._pull_tracked(cursor, plan, select, related)
         return self._pull_by_modifiedon(cursor, plan, select, related)
+
+    def _tracks_changes(self, cursor: str | None) -> bool:
+        """Whether this pull uses change tracking (the table's definition asked when needed)."""
+        if self.change_tracking == "off":
+            return False
+        if cursor is not None and cursor.startswith(DELTA_PREFIX):
+            return True  # a delta link was issued: tracking is on, and stays on
+        if self.metadata.change_tracking_enabled("opportunity"):
+            return True
+        if self.change_tracking == "required":
+            raise ConfigError(
+                "Dataverse: change tracking is not enabled for the opportunity table "
+                f"(ChangeTrackingEnabled is false) and {CHANGE_TRACKING_SETTING} requires it. "
+                "Turn on 'Track changes' for Opportunity (Power Apps > Tables > Opportunity "
+                f"> Properties > Advanced options), or set {CHANGE_TRACKING_SETTING}: auto "
+                "to read changes by modifiedon (deletions are then found by the reconciliation)"
+            )
+        log.warning(
+            "dataverse: change tracking is not enabled for the opportunity table; reading "
+            "changes by modifiedon (turn on 'Track changes' for Opportunity to see deletions "
+            "at once, or set %s: off to silence this)",
+            CHANGE_TRACKING_SETTING,
+        )
+        return False
 
     def _pull_tracked(
         self,
@@ -356,9 +393,9 @@ class DataverseOpportunities:
     def stage_metadata(self) -> list[StageInfo]:
         """The stage column's options (open stages), then synthetic Won and Lost (statecode)."""
         if self.stage_column == "stepname":
-            stages = self._process_stages()
+            stages = self.metadata.process_stages()
         else:
-            stages = self._option_set_stages(self.stage_column)
+            stages = self.metadata.option_set_stages(self.stage_column)
         order = len(stages)
         return [
             *stages,
@@ -368,55 +405,6 @@ class DataverseOpportunities:
             StageInfo(
                 LOST_LABEL, "statecode:2", None, is_closed=True, is_won=False, sort_order=order + 1
             ),
-        ]
-
-    def _option_set_stages(self, column: str) -> list[StageInfo]:
-        path = (
-            "EntityDefinitions(LogicalName='opportunity')/Attributes(LogicalName="
-            f"{literal(column)})/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
-        )
-        body = self._get(
-            path,
-            kind="metadata",
-            what=f"GET option set of {column}",
-            params={"$select": "LogicalName", "$expand": "OptionSet($select=Options)"},
-        )
-        options = (body.get("OptionSet") or {}).get("Options") or []
-        return [
-            StageInfo(
-                _option_label(o),
-                str(o.get("Value")),
-                None,
-                is_closed=False,
-                is_won=False,
-                sort_order=n,
-            )
-            for n, o in enumerate(options)
-        ]
-
-    def _process_stages(self) -> list[StageInfo]:
-        what = "GET processstages of opportunity"
-        response = self.transport.send(
-            "GET",
-            "processstages",
-            kind="metadata",
-            what=what,
-            params={
-                "$select": "stagename,processstageid",
-                "$filter": "primaryentitytypecode eq 'opportunity'",
-            },
-        )
-        if response.status_code in (400, 404):
-            # Not every environment (nor the sandbox) exposes process stages to the app user.
-            log.warning("dataverse process stages unavailable (%d)", response.status_code)
-            return []
-        if response.status_code != 200:
-            raise error_of(response, what)
-        rows = page_of(response, what).get("value", [])
-        names = dict.fromkeys(str(r["stagename"]) for r in rows)
-        return [
-            StageInfo(n, n, None, is_closed=False, is_won=False, sort_order=i)
-            for i, n in enumerate(names)
         ]
 
     # -- writing ----------------------------------------------------------------
@@ -625,17 +613,6 @@ def _is_expired_delta(exc: CrmError) -> bool:
     return exc.status in (400, 410) and "expired" in text and ("token" in text or "version" in text)
 
 
-def _option_label(option: Mapping[str, Any]) -> str:
-    label = option.get("Label") or {}
-    user = label.get("UserLocalizedLabel") or {}
-    if user.get("Label"):
-        return str(user["Label"])
-    for localized in label.get("LocalizedLabels") or []:
-        if localized.get("Label"):
-            return str(localized["Label"])
-    return str(option.get("Value"))
-
-
 def _parse_modified_cursor(cursor: str | None) -> datetime | None:
     if cursor is None or not cursor.startswith(MODIFIED_PREFIX):
         return None
@@ -657,3 +634,14 @@ def _server_now(response: httpx.Response) -> datetime:
         except (TypeError, ValueError):
             pass
     return datetime.now(UTC)
+
+
+def change_tracking_policy(value: ChangeTracking | bool) -> ChangeTracking:
+    """``true`` (the older setting) requires change tracking, ``false`` turns it off."""
+    if value is True:
+        return "required"
+    if value is False:
+        return "off"
+    if value not in ("auto", "required", "off"):
+        raise ValueError(f"change_tracking must be auto, required or off, not {value!r}")
+    return value

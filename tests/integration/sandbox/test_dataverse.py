@@ -697,6 +697,50 @@ def test_option_set_metadata(reader: httpx.Client) -> None:
     assert wrong_cast.status_code == 400
 
 
+def test_table_definitions_say_which_tables_track_changes(client: httpx.Client) -> None:
+    # Microsoft's query (use-change-tracking-synchronize-data-external-systems.md)
+    listed = client.get(
+        API + "EntityDefinitions?$select=SchemaName&$filter=ChangeTrackingEnabled eq true"
+    )
+    assert listed.status_code == 200, listed.text
+    assert [t["SchemaName"] for t in listed.json()["value"]] == ["Opportunity"]
+    one = client.get(
+        API + "EntityDefinitions(LogicalName='opportunity')"
+        "?$select=LogicalName,ChangeTrackingEnabled"
+    ).json()
+    assert one["LogicalName"] == "opportunity" and one["ChangeTrackingEnabled"] is True
+    assert one["@odata.context"].endswith("$metadata#EntityDefinitions/$entity")
+    tracked = {"Prefer": "odata.track-changes"}
+    assert client.get(API + "opportunities?$select=name", headers=tracked).status_code == 200
+
+    assert client.put(ADMIN + "change-tracking", json={"opportunity": False}).json() == {
+        "opportunity": False, "account": False, "contact": False, "systemuser": False,
+        "transactioncurrency": False,
+    }  # fmt: skip
+    off = client.get(API + "EntityDefinitions(LogicalName='opportunity')").json()
+    assert off["ChangeTrackingEnabled"] is False
+    refused = client.get(API + "opportunities?$select=name", headers=tracked)
+    assert refused.status_code == 400
+    assert "not enabled" in refused.json()["error"]["message"]
+    client.put(ADMIN + "change-tracking", json={"opportunity": True})
+    assert client.get(API + "opportunities?$select=name", headers=tracked).status_code == 200
+
+
+def test_column_types_come_with_the_attributes(reader: httpx.Client) -> None:
+    listed = reader.get(
+        API + "EntityDefinitions(LogicalName='opportunity')/Attributes"
+        "?$select=LogicalName,AttributeType"
+    )
+    assert listed.status_code == 200
+    types = {a["LogicalName"]: a for a in listed.json()["value"]}
+    assert types["name"]["AttributeType"] == "String"
+    assert (types["estimatedclosedate"]["AttributeType"], types["estimatedclosedate"]["Format"]) == (
+        "DateTime", "DateOnly"
+    )  # fmt: skip
+    assert types["modifiedon"]["Format"] == "DateAndTime"
+    assert types["estimatedvalue"]["AttributeType"] == "Money"
+
+
 # --- service protection ------------------------------------------------------------------------
 
 

@@ -20,12 +20,16 @@ OPP1 = "11111111-1111-1111-1111-111111111111"
 OPP2 = "22222222-2222-2222-2222-222222222222"
 OPP3 = "33333333-3333-3333-3333-333333333333"
 FV = "@OData.Community.Display.V1.FormattedValue"
-OPPORTUNITY_ATTRIBUTES = f"{API}/EntityDefinitions(LogicalName='opportunity')/Attributes"
+OPPORTUNITY_DEFINITION = f"{API}/EntityDefinitions(LogicalName='opportunity')"
+OPPORTUNITY_ATTRIBUTES = f"{OPPORTUNITY_DEFINITION}/Attributes"
 
 
 @contextmanager
-def mocked_dataverse() -> Iterator[respx.MockRouter]:
-    """Every request must be mocked; the token endpoint issues tok1, tok2, ..."""
+def mocked_dataverse(*, tracking: bool = True) -> Iterator[respx.MockRouter]:
+    """Every request must be mocked; the token endpoint issues tok1, tok2, ...
+
+    The opportunity table's definition says whether change tracking is on.
+    """
     issued = iter(range(1, 1000))
 
     def issue(request: httpx.Request) -> httpx.Response:
@@ -33,7 +37,18 @@ def mocked_dataverse() -> Iterator[respx.MockRouter]:
 
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
         router.post(TOKEN_URL).mock(side_effect=issue)
+        router.get(OPPORTUNITY_DEFINITION, name="definition").respond(json=definition(tracking))
         yield router
+
+
+def definition(tracking: bool) -> dict[str, object]:
+    """``EntityDefinitions(LogicalName='opportunity')`` with ``$select``, as Dataverse answers."""
+    return {
+        "@odata.context": f"{API}/$metadata#EntityDefinitions(LogicalName,ChangeTrackingEnabled)/$entity",
+        "LogicalName": "opportunity",
+        "ChangeTrackingEnabled": tracking,
+        "MetadataId": "3518894b-8a2c-4f2d-b8d0-4e3a2c1f7a10",
+    }
 
 
 def adapter(environment_url: str = ENV, **options: Any) -> DataverseOpportunities:

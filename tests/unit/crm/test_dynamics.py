@@ -48,6 +48,9 @@ class FakeClock:
 def mock() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
         router.post(TOKEN_URL).mock(side_effect=_token_issuer())
+        router.get(f"{API}/EntityDefinitions(LogicalName='opportunity')").respond(
+            json={"LogicalName": "opportunity", "ChangeTrackingEnabled": True}
+        )
         yield router
 
 
@@ -218,7 +221,7 @@ def test_initial_pull_pages_with_change_tracking_and_filters_client_side(
     assert [[r.id for r in p.records] for p in pages] == [[OPP1], [OPP3]]  # OPP2 not selected
     assert pages[0].cursor is None  # an intermediate page keeps the previous cursor
     assert pages[1].cursor == f"delta:{delta}"
-    assert adapter.usage.by_kind == {"read": 2}
+    assert adapter.usage.by_kind == {"metadata": 1, "read": 2}  # the table's definition first
 
 
 def test_delta_pull_reports_changes_and_deletions(mock: respx.MockRouter, make: Any) -> None:
@@ -799,13 +802,13 @@ def test_request_budget_stops_a_pull_cleanly(mock: respx.MockRouter, make: Any) 
     mock.get(f"{API}/opportunities").respond(
         json={"value": [row(OPP1)], "@odata.nextLink": f"{API}/opportunities?$skiptoken=2"}
     )
-    adapter = make(max_requests=2)
+    adapter = make(max_requests=3)  # the table's definition, then two pages
     pages = adapter.pull_changes(None, fields=["name"], select=None)
     assert [r.id for r in next(pages).records] == [OPP1]
     assert [r.id for r in next(pages).records] == [OPP2]
     with pytest.raises(QuotaExhausted):
         next(pages)
-    assert adapter.usage.calls == 2
+    assert adapter.usage.calls == 3
 
 
 def test_window_share_counts_requests_in_five_minutes(
