@@ -361,6 +361,16 @@ def test_rows_are_normalised_with_lookups_and_formatted_values(
     users = mock.get(f"{API}/systemusers").respond(
         json={"value": [{"systemuserid": USER1, "internalemailaddress": "ana@contoso.com"}]}
     )
+    # dates are read as dates because the table's definition says so (once per adapter)
+    types = mock.get(f"{API}/EntityDefinitions(LogicalName='opportunity')/Attributes").respond(
+        json={
+            "value": [
+                {"LogicalName": "estimatedclosedate", "AttributeType": "DateTime"},
+                {"LogicalName": "cosell_expiration", "AttributeType": "DateTime"},
+                {"LogicalName": "name", "AttributeType": "String"},
+            ]
+        }
+    )
     won = row(
         OPP1,
         statecode=1,
@@ -414,6 +424,7 @@ def test_rows_are_normalised_with_lookups_and_formatted_values(
     assert pages[1].records[0].fields["parentaccountid.name"] == "Contoso"
     # the related rows: one query per lookup and page, cached across pages
     assert accounts.call_count == 1 and users.call_count == 1
+    assert types.call_count == 1  # accounts and users hold no date-shaped text: never asked
     assert accounts.calls[0].request.url.params["$filter"] == f"accountid eq {ACC1}"
     select = first.calls[0].request.url.params["$select"].split(",")
     assert "_parentaccountid_value" in select and "_ownerid_value" in select
