@@ -46,11 +46,9 @@ from connector.crm.salesforce_errors import crm_error_from
 from connector.crm.salesforce_records import (
     RECORD_ID_RE,
     normalise_record,
-    record_body,
-    refused_write,
     select_fields,
-    write_result,
 )
+from connector.crm.salesforce_writes import SalesforceWriter
 from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
 from connector.dealcore.retry import RetryPolicy, Sleep, call_with_retry
 from connector.dedupe import RecentKeys
@@ -62,8 +60,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: records per ``composite/sobjects`` call (Salesforce's limit)
-COLLECTION_SIZE = 200
 #: referral ids per lookup query (keeps the SOQL far below its 100,000-character limit)
 REFERRAL_LOOKUP_CHUNK = 200
 _OBJECT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -132,6 +128,7 @@ class SalesforceOpportunities:
         self._sleep = sleep
         self._clock = clock
         self._sf: Salesforce | None = None
+        self.writer = SalesforceWriter(self._call, object_name=object_name, timeout=timeout)
         self._server_time: datetime | None = None
         auth.session.hooks["response"].append(self._remember_server_time)
 
@@ -324,33 +321,11 @@ class SalesforceOpportunities:
 
     def write_status(self, updates: Sequence[CrmStatusUpdate]) -> list[WriteResult]:
         """PATCH status fields in collections of 200; one result per update, in order."""
-        items: list[tuple[str | None, dict[str, Any] | WriteResult]] = []
-        for update in updates:
-            if not isinstance(update.crm_id, str) or not RECORD_ID_RE.fullmatch(update.crm_id):
-                items.append(
-                    (update.crm_id, refused_write(update.crm_id, "not a Salesforce record id"))
-                )
-                continue
-            try:
-                body = record_body(update.values)
-            except ValueError as exc:
-                items.append((update.crm_id, refused_write(update.crm_id, str(exc))))
-                continue
-            record = {"attributes": {"type": self.object_name}, "id": update.crm_id, **body}
-            items.append((update.crm_id, record))
-        return self._write_collections("PATCH", items, idempotent=True)
+        return self.writer.write_status(updates)
 
     def create_opportunities(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
         """POST new records in collections of 200; ``crm_id`` of each result is the new id."""
-        prepared: list[tuple[str | None, dict[str, Any] | WriteResult]] = []
-        for item in items:
-            try:
-                body = record_body(item.values)
-            except ValueError as exc:
-                prepared.append((None, refused_write(None, f"referral {item.referral_id}: {exc}")))
-                continue
-            prepared.append((None, {"attributes": {"type": self.object_name}, **body}))
-        return self._write_collections("POST", prepared, idempotent=False)
+        return self.writer.create(items)
 
     def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
         """Live records whose ``field`` holds one of ``referral_ids``: referral id → record id."""
@@ -375,58 +350,6 @@ class SalesforceOpportunities:
                     if isinstance(value, str) and isinstance(record_id, str):
                         found.setdefault(value, record_id)
         return found
-
-    def _write_collections(
-        self,
-        method: str,
-        items: Sequence[tuple[str | None, dict[str, Any] | WriteResult]],
-        *,
-        idempotent: bool,
-    ) -> list[WriteResult]:
-        results: list[WriteResult] = []
-        for start in range(0, len(items), COLLECTION_SIZE):
-            chunk = items[start : start + COLLECTION_SIZE]
-            sendable = [
-                (i, cid, rec) for i, (cid, rec) in enumerate(chunk) if isinstance(rec, dict)
-            ]
-            outcomes: dict[int, WriteResult] = {
-                i: rec for i, (_, rec) in enumerate(chunk) if isinstance(rec, WriteResult)
-            }
-            if sendable:
-                sent = self._send_collection(method, sendable, idempotent=idempotent)
-                outcomes.update(zip((i for i, _, _ in sendable), sent, strict=True))
-            results.extend(outcomes[i] for i in range(len(chunk)))
-        return results
-
-    def _send_collection(
-        self,
-        method: str,
-        sendable: Sequence[tuple[int, str | None, dict[str, Any]]],
-        *,
-        idempotent: bool,
-    ) -> list[WriteResult]:
-        verb = "updating" if method == "PATCH" else "creating"
-        what = f"{verb} {len(sendable)} {self.object_name} records"
-        payload = {"allOrNone": False, "records": [rec for _, _, rec in sendable]}
-
-        def send(sf: Salesforce) -> Any:
-            return sf.restful(
-                "composite/sobjects", method=method, json=payload, timeout=self.timeout
-            )
-
-        try:
-            answer = self._call("composite", send, what=what, retry=idempotent)
-        except QuotaExhausted:
-            raise
-        except CrmError as exc:
-            if exc.transient or exc.status != 400:
-                raise
-            # The whole collection was refused as malformed: each record fails for good.
-            return [WriteResult(cid, False, exc.code, exc.message) for _, cid, _ in sendable]
-        if not isinstance(answer, list) or len(answer) != len(sendable):
-            message = f"Salesforce answered {what} without one result per record; retry later"
-            return [WriteResult(cid, False, "bad_response", message) for _, cid, _ in sendable]
-        return [write_result(cid, row) for (_, cid, _), row in zip(sendable, answer, strict=True)]
 
     # ------------------------------------------------------------------ calls
 
