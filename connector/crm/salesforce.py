@@ -45,9 +45,11 @@ from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, Wri
 from connector.crm.salesforce_errors import crm_error_from
 from connector.crm.salesforce_records import (
     RECORD_ID_RE,
+    needs_type,
     normalise_record,
     select_fields,
 )
+from connector.crm.salesforce_types import FieldTypes
 from connector.crm.salesforce_writes import SalesforceWriter
 from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
 from connector.dealcore.retry import RetryPolicy, Sleep, call_with_retry
@@ -129,6 +131,8 @@ class SalesforceOpportunities:
         self._clock = clock
         self._sf: Salesforce | None = None
         self.writer = SalesforceWriter(self._call, object_name=object_name, timeout=timeout)
+        #: field types of the object and the objects its paths reach (described when needed)
+        self.types = FieldTypes(object_name, self._describe)
         self._server_time: datetime | None = None
         auth.session.hooks["response"].append(self._remember_server_time)
 
@@ -175,8 +179,7 @@ class SalesforceOpportunities:
                 # the Date of the query's first answer: _pages has sent nothing since
                 query_time = self._server_time
             page = []
-            for row in rows:
-                opp = self._normalise(row, columns)
+            for opp in self._records(rows, columns):
                 if not seen.add((opp.id, opp.modstamp)):
                     self.duplicates_dropped += 1
                     continue
@@ -215,8 +218,8 @@ class SalesforceOpportunities:
             record_id,
         )
         for rows in self._pages(soql, what=f"reading {self.object_name} {record_id}"):
-            for row in rows:
-                return self._normalise(row, columns)
+            for record in self._records(rows[:1], columns):
+                return record
         return None
 
     def stage_metadata(self) -> list[StageInfo]:
@@ -252,11 +255,44 @@ class SalesforceOpportunities:
         except ValueError as exc:
             raise ConfigError(f"{exc}; fix the field list of the Salesforce mapping") from None
 
-    def _normalise(self, row: Mapping[str, Any], columns: Sequence[str]) -> CrmOpportunity:
+    def _records(
+        self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+    ) -> list[CrmOpportunity]:
+        """Rows read by their fields' types; an object is described when a value needs it.
+
+        A page is read with the types known so far; when an untyped field holds text
+        shaped like a date, the objects on its path are described (once per adapter),
+        every field those describes answer is typed, and the page is read again.
+        """
+        known = self.types.known()
+        records = [self._normalise(row, columns, known) for row in rows]
+        untyped = [c for c in columns if c not in known]
+        pending = {c for r in records for c in untyped if needs_type(r.fields.get(c))}
+        if not pending:
+            return records
+        self.types.resolve(sorted(pending))
+        self.types.resolve(columns, described_only=True)
+        known = self.types.known()
+        return [self._normalise(row, columns, known) for row in rows]
+
+    def _normalise(
+        self, row: Mapping[str, Any], columns: Sequence[str], types: Mapping[str, str | None]
+    ) -> CrmOpportunity:
         try:
-            return normalise_record(row, columns)
+            return normalise_record(row, columns, types)
         except ValueError as exc:
             raise CrmError(str(exc), code="bad_response", transient=False) from None
+
+    def _describe(self, name: str) -> Mapping[str, Any]:
+        """``sobjects/<name>/describe`` (``{}`` for a name that is not an object's)."""
+        if not _OBJECT_RE.fullmatch(name):
+            return {}
+
+        def describe(sf: Salesforce) -> Any:
+            return sf.restful(f"sobjects/{name}/describe", method="GET", timeout=self.timeout)
+
+        answer = self._call("describe", describe, what=f"describing {name}")
+        return answer if isinstance(answer, Mapping) else {}
 
     def _pages(
         self, soql: str, *, what: str, batched: bool = False, deleted: bool = True

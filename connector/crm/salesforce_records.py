@@ -2,10 +2,12 @@
 
 Reading: :func:`normalise_record` turns one query row into a
 :class:`~connector.model.CrmOpportunity` (relationships flattened into dotted keys,
-``attributes`` dropped, datetimes aware, dates as :class:`~datetime.date`, numbers as
-:class:`~decimal.Decimal`). Salesforce's JSON carries no types, so text is parsed as a
-datetime or date only when it has exactly the shape the REST API prints them in
-(``2026-05-01T12:34:56.000+0000``, ``2026-05-01``).
+``attributes`` dropped, numbers as :class:`~decimal.Decimal`). Salesforce's JSON
+carries no types, so text is read by its field's type from ``describe`` (see
+:mod:`connector.crm.salesforce_types`), never by what it looks like: a ``date`` field
+gives a :class:`~datetime.date`, a ``datetime`` field an aware datetime, and a text
+field holding ``2026-05-01T12:34:56Z`` stays that text. A value that does not read
+as its type is kept as the text it was and named in ``CrmOpportunity.problems``.
 
 Writing: :func:`json_value` turns a Python value into what the REST API accepts
 (datetimes ISO 8601 in UTC with ``Z``, decimals as JSON numbers, None as null);
@@ -25,8 +27,10 @@ from connector.crm.base import WriteResult
 from connector.mapping.filters import FIELD_PATTERN
 from connector.model import CrmOpportunity
 
-_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: text that could be a date or datetime field's value: only such text needs a type
+_TEMPORAL_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+#: the stamp given to a row whose SystemModstamp cannot be read (the row is rejected)
+UNREADABLE_STAMP = datetime(1970, 1, 1, tzinfo=UTC)
 _FIELD_RE = re.compile(FIELD_PATTERN)
 #: a writable field: a plain API name, no relationship path
 WRITABLE_FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -53,25 +57,62 @@ def select_fields(fields: Sequence[str]) -> list[str]:
     return chosen
 
 
-def normalise_record(row: Mapping[str, Any], fields: Sequence[str]) -> CrmOpportunity:
+def needs_type(value: Any) -> bool:
+    """Whether reading ``value`` depends on its field's type (text shaped like a date).
+
+    Any other text is text whatever its field's type says, and numbers and booleans
+    come typed in the JSON, so only such text is worth a ``describe``.
+    """
+    return isinstance(value, str) and _TEMPORAL_SHAPE.match(value) is not None
+
+
+def normalise_record(
+    row: Mapping[str, Any], fields: Sequence[str], types: Mapping[str, str | None] | None = None
+) -> CrmOpportunity:
     """One query row as a :class:`CrmOpportunity` holding exactly ``fields``.
 
-    A null relationship gives None for each subfield asked through it. Raises
-    ValueError when the row has no Id or no SystemModstamp.
+    ``types`` maps field paths to their Salesforce type (``date``, ``datetime``,
+    ``string`` ...); a path it lacks is read as the JSON gives it. A null relationship
+    gives None for each subfield asked through it. Raises ValueError when the row has
+    no Id (nothing could name it); an unreadable SystemModstamp is a problem of the row.
     """
-    values = {name: plain_value(lookup(row, name)) for name in fields}
     record_id = lookup(row, "Id")
-    modstamp = plain_value(lookup(row, "SystemModstamp"))
-    if not isinstance(record_id, str) or not isinstance(modstamp, datetime):
-        raise ValueError(
-            f"a Salesforce row (Id {record_id!r}) lacks Id or a SystemModstamp timestamp"
-        )
+    if not isinstance(record_id, str):
+        raise ValueError(f"a Salesforce row (Id {record_id!r}) has no Id")
+    types = {**(types or {}), "SystemModstamp": "datetime"}  # a datetime by definition
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for name in dict.fromkeys(("SystemModstamp", *fields)):
+        kind = types["SystemModstamp"] if name.lower() == "systemmodstamp" else types.get(name)
+        values[name], problem = read_value(name, lookup(row, name), kind)
+        problems += [problem] if problem else []
+    modstamp = values.pop("SystemModstamp")
+    if "SystemModstamp" in fields:
+        values["SystemModstamp"] = modstamp
+    if not isinstance(modstamp, datetime):
+        if modstamp is None:
+            problems.append("SystemModstamp is empty")
+        modstamp = UNREADABLE_STAMP
     return CrmOpportunity(
         id=record_id,
         modstamp=modstamp,
         fields=values,
         deleted=lookup(row, "IsDeleted") is True,
+        problems=tuple(problems),
     )
+
+
+def read_value(name: str, value: Any, kind: str | None) -> tuple[Any, str | None]:
+    """A JSON value read as its field's type ``kind``: (value, problem or None)."""
+    if kind in ("date", "datetime") and isinstance(value, str):
+        try:
+            if kind == "date":
+                return date.fromisoformat(value), None
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            return value, f"{name} holds {value[:40]!r}, which is not a valid {kind} ({exc})"
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)), None
+    return plain_value(value), None
 
 
 def lookup(row: Mapping[str, Any], path: str) -> Any:
@@ -95,20 +136,11 @@ def lookup(row: Mapping[str, Any], path: str) -> Any:
 
 
 def plain_value(value: Any) -> Any:
-    """A JSON value from Salesforce as a plain Python value (see the module docstring)."""
-    if value is None or isinstance(value, bool):
+    """A JSON value from Salesforce as a plain Python value: numbers as Decimal, text as is."""
+    if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | float | Decimal):
         return Decimal(str(value))
-    if isinstance(value, str):
-        if _DATETIME_RE.fullmatch(value):
-            return datetime.fromisoformat(value)
-        if _DATE_RE.fullmatch(value):
-            try:
-                return date.fromisoformat(value)
-            except ValueError:
-                return value
-        return value
     if isinstance(value, Mapping):
         # a compound field (e.g. BillingAddress) or an unexpected nested object
         return {k: plain_value(v) for k, v in value.items() if k != "attributes"}
