@@ -101,6 +101,10 @@ class SalesforceSettings(BaseModel):
     client_secret: SecretRef | None = None
     username: str | None = None
     private_key_file: Path | None = None
+    #: the JWT bearer assertion's ``aud``: https://login.salesforce.com (production),
+    #: https://test.salesforce.com (sandboxes) or an Experience Cloud site URL; unset,
+    #: it follows the login URL (test for a sandbox's, else login), never its My Domain
+    jwt_audience: str | None = Field(None, pattern=r"^https://[^\s/]+(/[^\s]*)?$")
     instance_url: str | None = None
     access_token: SecretRef | None = None
     #: an origin other than *.salesforce.com / *.force.com that may be the instance (the sandbox)

@@ -32,7 +32,13 @@ def build_salesforce(crm: SalesforceSettings, where: str, secrets_dir: Path | No
             raise ConfigError(
                 f"{where}.crm: jwt_bearer needs client_id, username and private_key_file"
             )
-        grant = JwtBearer(crm.login_url, crm.client_id, crm.username, crm.private_key_file)
+        grant = JwtBearer(
+            crm.login_url,
+            crm.client_id,
+            crm.username,
+            crm.private_key_file,
+            audience=crm.jwt_audience,
+        )
     else:
         if not crm.instance_url or crm.access_token is None:
             raise ConfigError(f"{where}.crm: auth 'token' needs instance_url and access_token")
