@@ -30,6 +30,8 @@ from connector.errors import ConfigError
 DEFAULT_STATE_URL = "sqlite:///.connector/state.db"
 DEFAULT_CONFIG = Path("config/sandbox.yaml")
 SANDBOX_SECRET = "sandbox"
+#: how often, by default, a connection checks that its linked CRM records still exist
+RECONCILE_INTERVAL_S = 6 * 3600
 
 
 class Settings(BaseSettings):
@@ -115,6 +117,9 @@ class SalesforceSettings(BaseModel):
     batch_size: int = Field(2000, ge=200, le=2000)
     overlap_s: int = Field(300, ge=0)
     max_quota_share: float = Field(0.8, gt=0, le=1)
+    #: how often a cycle checks that every linked record still exists (deleted or purged
+    #: records are handled as the mapping's on_record_deleted says); null: never
+    reconcile_interval_s: int | None = Field(RECONCILE_INTERVAL_S, ge=0)
 
 
 class DataverseSettings(BaseModel):
@@ -136,6 +141,9 @@ class DataverseSettings(BaseModel):
     change_tracking: Literal["auto", "required", "off"] = "auto"
     stage_source: str = "salesstage"
     max_requests_per_run: int | None = Field(None, ge=1)
+    #: as for Salesforce: deletions missed by the pull (read by modifiedon, or an expired
+    #: delta token) are found this way; null: never
+    reconcile_interval_s: int | None = Field(RECONCILE_INTERVAL_S, ge=0)
 
     @field_validator("change_tracking", mode="before")
     @classmethod

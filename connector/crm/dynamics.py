@@ -72,6 +72,8 @@ from connector.model import CrmOpportunity, CrmStatusUpdate
 log = logging.getLogger(__name__)
 #: referral ids per lookup ($filter of "or"ed equalities, well within URL limits)
 REFERRAL_LOOKUP_CHUNK = 50
+#: linked rows asked about per existence query (GUID equalities: about 6 KB of URL)
+EXISTENCE_CHUNK = 100
 
 
 ChangeTracking = Literal["auto", "required", "off"]
@@ -102,6 +104,7 @@ class DataverseOpportunities:
         max_concurrency: int = 8,
         stage_source: str = "salesstage",
         change_tracking: ChangeTracking | bool = "auto",
+        reconcile_every: timedelta | None = None,
         max_requests: int | None = None,
         window_share: float | None = None,
         max_attempts: int = 5,
@@ -126,6 +129,7 @@ class DataverseOpportunities:
         self.page_size = page_size
         self.stage_column = stage_source
         self.change_tracking = change_tracking_policy(change_tracking)
+        self.reconcile_every = reconcile_every
         self.overlap = overlap
         self.cursor_margin = cursor_margin
         self.lookups = dict(lookups)
@@ -299,6 +303,31 @@ class DataverseOpportunities:
     def create_opportunities(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
         """POST new opportunities; ``crm_id`` of each result is the new row's id."""
         return self.writer.create_many(items)
+
+    def missing_records(self, crm_ids: Sequence[str]) -> set[str]:
+        """Rows among ``crm_ids`` that no longer exist (deleted): 100 ids a query."""
+        ids = {str(i).lower(): i for i in crm_ids if is_guid(i)}
+        found: set[str] = set()
+        keys = list(ids)
+        prefer = {"Prefer": self.reader.prefer(track=False)}
+        for start in range(0, len(keys), EXISTENCE_CHUNK):
+            chunk = keys[start : start + EXISTENCE_CHUNK]
+            what = f"GET opportunities (do {len(chunk)} linked rows exist)"
+            params = {
+                "$select": "opportunityid",
+                "$filter": " or ".join(f"opportunityid eq {i}" for i in chunk),
+            }
+            body = self.reader.get(
+                "opportunities", kind="read", what=what, params=params, headers=prefer
+            )
+            seen: set[str] = set()
+            while True:
+                found.update(str(r.get("opportunityid", "")).lower() for r in body["value"])
+                next_link = body.get("@odata.nextLink")
+                if not next_link:
+                    break
+                body = self.reader.follow(str(next_link), seen, prefer, kind="read")
+        return {original for key, original in ids.items() if key not in found}
 
     def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
         """Rows whose ``field`` holds one of ``referral_ids``: referral id → opportunity id."""

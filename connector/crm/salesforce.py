@@ -106,6 +106,7 @@ class SalesforceOpportunities:
         server_margin_s: float = 5.0,
         object_name: str = "Opportunity",
         max_quota_share: float | None = None,
+        reconcile_every: timedelta | None = None,
         retry: RetryPolicy | None = None,
         sleep: Sleep = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -123,6 +124,7 @@ class SalesforceOpportunities:
         self.server_margin = timedelta(seconds=server_margin_s)
         self.object_name = object_name
         self.max_quota_share = max_quota_share
+        self.reconcile_every = reconcile_every
         self.retry = retry or RetryPolicy()
         self.usage = ApiUsage()
         #: rows dropped because their (Id, SystemModstamp) was already pulled
@@ -362,6 +364,34 @@ class SalesforceOpportunities:
     def create_opportunities(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
         """POST new records in collections of 200; ``crm_id`` of each result is the new id."""
         return self.writer.create(items)
+
+    def missing_records(self, crm_ids: Sequence[str]) -> set[str]:
+        """Records among ``crm_ids`` that are deleted (recycle bin) or purged: 200 a query.
+
+        ``queryAll`` answers a record in the recycle bin with ``IsDeleted`` true and
+        nothing for one purged from it; both are gone for the connector. Salesforce
+        answers 18-character ids, which begin with the 15-character form a link may hold.
+        """
+        ids = [
+            i for i in dict.fromkeys(crm_ids) if isinstance(i, str) and RECORD_ID_RE.fullmatch(i)
+        ]
+        live: set[str] = set()
+        for start in range(0, len(ids), REFERRAL_LOOKUP_CHUNK):
+            chunk = ids[start : start + REFERRAL_LOOKUP_CHUNK]
+            # the object name is checked at construction, every id by RECORD_ID_RE and quoted
+            soql = format_soql(
+                "SELECT Id, IsDeleted FROM {:literal} WHERE Id IN ({:literal})",
+                self.object_name,
+                ", ".join(soql_literal(i) for i in chunk),
+            )
+            what = f"checking that {len(chunk)} {self.object_name} records exist"
+            for rows in self._pages(soql, what=what, deleted=True):
+                live.update(
+                    str(row["Id"])[:15]
+                    for row in rows
+                    if isinstance(row.get("Id"), str) and row.get("IsDeleted") is not True
+                )
+        return {i for i in ids if i[:15] not in live}
 
     def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
         """Live records whose ``field`` holds one of ``referral_ids``: referral id → record id."""

@@ -23,7 +23,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from connector.crm.base import WriteResult
+from connector.crm.base import RECORD_GONE, WriteResult
 from connector.mapping.filters import FIELD_PATTERN
 from connector.model import CrmOpportunity
 
@@ -39,6 +39,8 @@ RECORD_ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 #: fields every change query selects, ahead of the mapping's own
 BASE_FIELDS = ("Id", "SystemModstamp", "IsDeleted")
 _MAX_RESULT_TEXT = 600
+#: per-record codes of a write to a record that is deleted (recycle bin) or purged
+GONE_CODES = frozenset({"ENTITY_IS_DELETED", "NOT_FOUND"})
 
 
 def select_fields(fields: Sequence[str]) -> list[str]:
@@ -208,6 +210,8 @@ def write_result(crm_id: str | None, row: Any) -> WriteResult:
     errors = row.get("errors") or []
     first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
     code = str(first.get("statusCode") or first.get("errorCode") or "UNKNOWN")
+    if code in GONE_CODES:
+        code = RECORD_GONE  # Salesforce's own code stays in the message
     texts = []
     for error in errors:
         if isinstance(error, Mapping):
