@@ -15,7 +15,6 @@ from typing import Any
 from connector.crm.base import StageInfo
 from connector.crm.dynamics_transport import DataverseTransport, error_of, page_of
 from connector.crm.odata_filter import literal
-from connector.errors import CrmError
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +31,23 @@ class DataverseMetadata:
         self.transport = transport
 
     def change_tracking_enabled(self, table: str) -> bool:
-        """The table's ``ChangeTrackingEnabled`` ("Track changes" in Power Apps)."""
-        what = f"GET the definition of table {table} (ChangeTrackingEnabled)"
+        """Whether ``table`` has ``ChangeTrackingEnabled`` ("Track changes" in Power Apps).
+
+        Microsoft's own query: the tables whose ``ChangeTrackingEnabled`` is true.
+        """
+        what = "GET the tables with change tracking (EntityDefinitions)"
         body = self._get(
-            f"EntityDefinitions(LogicalName={literal(table)})",
+            "EntityDefinitions",
             what,
-            {"$select": "LogicalName,ChangeTrackingEnabled"},
+            {"$select": "LogicalName,SchemaName", "$filter": "ChangeTrackingEnabled eq true"},
         )
-        enabled = body.get("ChangeTrackingEnabled")
-        if not isinstance(enabled, bool):
-            raise CrmError(
-                f"{what}: Dataverse answered without a true/false ChangeTrackingEnabled "
-                f"({str(enabled)[:40]!r}); the run stops, check the environment URL",
-                code="malformed_response",
-            )
-        return enabled
+        names = {
+            str(entry.get(key)).lower()
+            for entry in body.get("value", [])
+            for key in ("LogicalName", "SchemaName")
+            if isinstance(entry.get(key), str)
+        }
+        return table.lower() in names
 
     def attribute_types(self, table: str) -> dict[str, str]:
         """Column logical name → ``AttributeType`` (``String``, ``DateTime``, ``Money`` ...)."""

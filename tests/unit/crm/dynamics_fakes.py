@@ -20,8 +20,8 @@ OPP1 = "11111111-1111-1111-1111-111111111111"
 OPP2 = "22222222-2222-2222-2222-222222222222"
 OPP3 = "33333333-3333-3333-3333-333333333333"
 FV = "@OData.Community.Display.V1.FormattedValue"
-OPPORTUNITY_DEFINITION = f"{API}/EntityDefinitions(LogicalName='opportunity')"
-OPPORTUNITY_ATTRIBUTES = f"{OPPORTUNITY_DEFINITION}/Attributes"
+TABLE_DEFINITIONS = f"{API}/EntityDefinitions"
+OPPORTUNITY_ATTRIBUTES = f"{API}/EntityDefinitions(LogicalName='opportunity')/Attributes"
 
 
 @contextmanager
@@ -37,17 +37,30 @@ def mocked_dataverse(*, tracking: bool = True) -> Iterator[respx.MockRouter]:
 
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
         router.post(TOKEN_URL).mock(side_effect=issue)
-        router.get(OPPORTUNITY_DEFINITION, name="definition").respond(json=definition(tracking))
+        router.get(TABLE_DEFINITIONS, name="definition").respond(json=definition(tracking))
         yield router
 
 
 def definition(tracking: bool) -> dict[str, object]:
-    """``EntityDefinitions(LogicalName='opportunity')`` with ``$select``, as Dataverse answers."""
+    """The tables with change tracking (``EntityDefinitions`` filtered on it), as answered."""
+    tracked = [
+        {
+            "LogicalName": "audit",
+            "SchemaName": "Audit",
+            "MetadataId": "b5e0e8c6-6b1a-4f5e-9d6d-2f8a1c3e4d10",
+        }
+    ]
+    if tracking:
+        tracked.append(
+            {
+                "LogicalName": "opportunity",
+                "SchemaName": "Opportunity",
+                "MetadataId": "3518894b-8a2c-4f2d-b8d0-4e3a2c1f7a10",
+            }
+        )
     return {
-        "@odata.context": f"{API}/$metadata#EntityDefinitions(LogicalName,ChangeTrackingEnabled)/$entity",
-        "LogicalName": "opportunity",
-        "ChangeTrackingEnabled": tracking,
-        "MetadataId": "3518894b-8a2c-4f2d-b8d0-4e3a2c1f7a10",
+        "@odata.context": f"{API}/$metadata#EntityDefinitions(LogicalName,SchemaName)",
+        "value": tracked,
     }
 
 

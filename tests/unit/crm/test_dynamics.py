@@ -48,8 +48,8 @@ class FakeClock:
 def mock() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
         router.post(TOKEN_URL).mock(side_effect=_token_issuer())
-        router.get(f"{API}/EntityDefinitions(LogicalName='opportunity')").respond(
-            json={"LogicalName": "opportunity", "ChangeTrackingEnabled": True}
+        router.get(f"{API}/EntityDefinitions").respond(
+            json={"value": [{"LogicalName": "opportunity", "SchemaName": "Opportunity"}]}
         )
         yield router
 

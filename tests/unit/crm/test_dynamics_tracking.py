@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import respx
-from dynamics_fakes import API, OPP1, OPPORTUNITY_DEFINITION, adapter, mocked_dataverse, row
+from dynamics_fakes import API, OPP1, TABLE_DEFINITIONS, adapter, mocked_dataverse, row
 
 from connector.crm.dynamics import change_tracking_policy
 from connector.errors import ConfigError, CrmError
@@ -28,8 +28,10 @@ def test_a_first_pull_asks_the_definition_then_tracks_changes() -> None:
         pages = list(crm.pull_changes(None, fields=["name"], select=None))
         crm.close()
         definition = mock.routes["definition"].calls.last.request
-    assert definition.url.path.endswith("/EntityDefinitions(LogicalName='opportunity')")
-    assert definition.url.params["$select"] == "LogicalName,ChangeTrackingEnabled"
+    # Microsoft's query (use-change-tracking-synchronize-data-external-systems.md)
+    assert definition.url.path.endswith("/EntityDefinitions")
+    assert definition.url.params["$filter"] == "ChangeTrackingEnabled eq true"
+    assert definition.url.params["$select"] == "LogicalName,SchemaName"
     assert "odata.track-changes" in read.calls[0].request.headers["Prefer"]
     assert pages[-1].cursor == f"delta:{DELTA}"
     assert crm.usage.by_kind == {"metadata": 1, "read": 1}
@@ -101,9 +103,9 @@ def test_a_modifiedon_cursor_moves_to_tracking_once_the_table_has_it() -> None:
     assert pages[-1].cursor == f"delta:{DELTA}"
 
 
-def test_a_definition_without_the_flag_is_a_classified_error() -> None:
+def test_an_answer_of_another_shape_is_a_classified_error() -> None:
     with mocked_dataverse() as mock:
-        mock.get(OPPORTUNITY_DEFINITION).respond(json={"LogicalName": "opportunity"})
+        mock.get(TABLE_DEFINITIONS).respond(json={"value": "Opportunity"})
         crm = adapter()
         with pytest.raises(CrmError) as info:
             list(crm.pull_changes(None, fields=["name"], select=None))
