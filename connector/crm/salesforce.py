@@ -45,8 +45,11 @@ from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, Wri
 from connector.crm.salesforce_errors import crm_error_from
 from connector.crm.salesforce_records import (
     RECORD_ID_RE,
+    format_cursor,
     needs_type,
     normalise_record,
+    parse_cursor,
+    query_records,
     select_fields,
 )
 from connector.crm.salesforce_types import FieldTypes
@@ -168,7 +171,7 @@ class SalesforceOpportunities:
         A complete pull may end with a page without records that only moves the cursor
         up to the query's server time (see the module docstring).
         """
-        previous = _parse_cursor(cursor)
+        previous = parse_cursor(cursor)
         since = previous - self.overlap if previous is not None else None
         columns = self._columns(fields)
         soql = self.changes_soql(fields, since, select)
@@ -189,12 +192,12 @@ class SalesforceOpportunities:
             previous = self._page_cursor(page, previous)
             pages += 1
             records += len(page)
-            yield CrmPage(records=page, cursor=_format_cursor(previous))
+            yield CrmPage(records=page, cursor=format_cursor(previous))
         # Only reached when every page was read: a pull stopped early (an error, or the
         # caller closing the generator) never yields the query-time cursor.
         final = self._complete_cursor(previous, query_time)
         if final != previous:
-            yield CrmPage(records=[], cursor=_format_cursor(final))
+            yield CrmPage(records=[], cursor=format_cursor(final))
         log.info(
             "salesforce pull: records=%d pages=%d duplicates=%d seconds=%.2f",
             records,
@@ -307,7 +310,7 @@ class SalesforceOpportunities:
             "query", lambda sf: sf.query(soql, include_deleted=deleted, **options), what=what
         )
         while True:
-            yield _query_records(answer, what)
+            yield query_records(answer, what)
             next_url = answer.get("nextRecordsUrl")
             if answer["done"] or next_url is None:
                 return
@@ -366,12 +369,8 @@ class SalesforceOpportunities:
         return self.writer.create(items)
 
     def missing_records(self, crm_ids: Sequence[str]) -> set[str]:
-        """Records among ``crm_ids`` that are deleted (recycle bin) or purged: 200 a query.
-
-        ``queryAll`` answers a record in the recycle bin with ``IsDeleted`` true and
-        nothing for one purged from it; both are gone for the connector. Salesforce
-        answers 18-character ids, which begin with the 15-character form a link may hold.
-        """
+        """Records among ``crm_ids`` in the recycle bin (``queryAll``: ``IsDeleted``) or
+        purged (not answered), 200 a query; ids compare by their 15-character form."""
         ids = [
             i for i in dict.fromkeys(crm_ids) if isinstance(i, str) and RECORD_ID_RE.fullmatch(i)
         ]
@@ -496,48 +495,3 @@ class SalesforceOpportunities:
         except (TypeError, ValueError, OverflowError):
             return
         self._server_time = stamp
-
-
-def _parse_cursor(cursor: str | None) -> datetime | None:
-    if cursor is None or cursor == "":
-        return None
-    try:
-        parsed = datetime.fromisoformat(cursor)
-    except ValueError:
-        raise CrmError(
-            f"the stored Salesforce cursor {cursor[:40]!r} is not an ISO 8601 timestamp; "
-            "run a full sync to reset it",
-            code="bad_cursor",
-            transient=False,
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _format_cursor(stamp: datetime | None) -> str | None:
-    if stamp is None:
-        return None
-    return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _query_records(answer: Any, what: str) -> list[Mapping[str, Any]]:
-    """The records of a query answer, or a clear error when the answer is not one.
-
-    A server (or a proxy in front of it) that answers 200 with something else, such as
-    an error array, a page without ``records`` or ``done``, or records that are not
-    objects, must fail the run: read as "no records", it would silently skip changes.
-    """
-    records = answer.get("records") if isinstance(answer, dict) else None
-    done = answer.get("done") if isinstance(answer, dict) else None
-    if (
-        not isinstance(records, list)
-        or not isinstance(done, bool)
-        or not all(isinstance(r, dict) for r in records)
-    ):
-        raise CrmError(
-            f"Salesforce answered {what} with something that is not a query result "
-            f"(a {type(answer).__name__} without a records list and a done flag); nothing "
-            "of it was used, the run stops and the next cycle reads the same changes again",
-            code="bad_response",
-            transient=False,
-        )
-    return records

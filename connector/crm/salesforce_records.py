@@ -24,6 +24,7 @@ from enum import Enum
 from typing import Any
 
 from connector.crm.base import RECORD_GONE, WriteResult
+from connector.errors import CrmError
 from connector.mapping.filters import FIELD_PATTERN
 from connector.model import CrmOpportunity
 
@@ -219,3 +220,50 @@ def write_result(crm_id: str | None, row: Any) -> WriteResult:
             suffix = f" (fields: {', '.join(map(str, fields))})" if fields else ""
             texts.append(f"{error.get('statusCode', code)}: {error.get('message', '')}{suffix}")
     return WriteResult(crm_id or new_id, False, code, "; ".join(texts)[:_MAX_RESULT_TEXT])
+
+
+def parse_cursor(cursor: str | None) -> datetime | None:
+    """A stored change cursor (ISO 8601, UTC when it names no zone); CrmError when unreadable."""
+    if cursor is None or cursor == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(cursor)
+    except ValueError:
+        raise CrmError(
+            f"the stored Salesforce cursor {cursor[:40]!r} is not an ISO 8601 timestamp; "
+            "run a full sync to reset it",
+            code="bad_cursor",
+            transient=False,
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_cursor(stamp: datetime | None) -> str | None:
+    """A change cursor as stored: UTC, milliseconds, ``Z``."""
+    if stamp is None:
+        return None
+    return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def query_records(answer: Any, what: str) -> list[Mapping[str, Any]]:
+    """The records of a query answer, or a clear error when the answer is not one.
+
+    A server (or a proxy in front of it) that answers 200 with something else, such as
+    an error array, a page without ``records`` or ``done``, or records that are not
+    objects, must fail the run: read as "no records", it would silently skip changes.
+    """
+    records = answer.get("records") if isinstance(answer, dict) else None
+    done = answer.get("done") if isinstance(answer, dict) else None
+    if (
+        not isinstance(records, list)
+        or not isinstance(done, bool)
+        or not all(isinstance(r, dict) for r in records)
+    ):
+        raise CrmError(
+            f"Salesforce answered {what} with something that is not a query result "
+            f"(a {type(answer).__name__} without a records list and a done flag); nothing "
+            "of it was used, the run stops and the next cycle reads the same changes again",
+            code="bad_response",
+            transient=False,
+        )
+    return records
