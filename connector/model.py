@@ -96,6 +96,8 @@ class CrmOpportunity:
 
     Relationship fields are flattened with dots (``Account.BillingCountry``).
     Datetimes are timezone-aware, money is :class:`~decimal.Decimal`.
+    ``problems`` names each value the adapter could not read as its field's type
+    (the field is kept as the CRM's text); the mapping rejects such a record with them.
     """
 
     id: str
@@ -103,6 +105,7 @@ class CrmOpportunity:
     fields: Mapping[str, Any]
     deleted: bool = False
     etag: str | None = None
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,8 @@ def _https_only(url: str) -> str:
 
 #: a URL that receives a secret or a token: https only (no exception, not even loopback)
 HttpsUrl = Annotated[str, AfterValidator(_https_only)]
+#: how often, by default, a connection checks that its linked CRM records still exist
+RECONCILE_INTERVAL_S = 6 * 3600
 
 
 class Settings(BaseSettings):
@@ -144,6 +147,10 @@ class SalesforceSettings(BaseModel):
     client_secret: SecretRef | None = None
     username: str | None = None
     private_key_file: Path | None = None
+    #: the JWT bearer assertion's ``aud``: https://login.salesforce.com (production),
+    #: https://test.salesforce.com (sandboxes) or an Experience Cloud site URL; unset,
+    #: it follows the login URL (test for a sandbox's, else login), never its My Domain
+    jwt_audience: str | None = Field(None, pattern=r"^https://[^\s/]+(/[^\s]*)?$")
     instance_url: HttpsUrl | None = None
     access_token: SecretRef | None = None
     #: an origin other than *.salesforce.com / *.force.com that may be the instance (the sandbox)
@@ -154,6 +161,9 @@ class SalesforceSettings(BaseModel):
     batch_size: int = Field(2000, ge=200, le=2000)
     overlap_s: int = Field(300, ge=0)
     max_quota_share: float = Field(0.8, gt=0, le=1)
+    #: how often a cycle checks that every linked record still exists (deleted or purged
+    #: records are handled as the mapping's on_record_deleted says); null: never
+    reconcile_interval_s: int | None = Field(RECONCILE_INTERVAL_S, ge=0)
 
 
 class DataverseSettings(BaseModel):
@@ -170,9 +180,24 @@ class DataverseSettings(BaseModel):
     timeout_s: float = 30.0
     page_size: int = Field(1000, ge=1, le=5000)
     max_concurrency: int = Field(8, ge=1, le=50)
-    change_tracking: bool = True
+    #: auto: change tracking when the opportunity table has it, else modifiedon with a
+    #: warning; required: refuse to run without it (``true`` means this); off: modifiedon
+    change_tracking: Literal["auto", "required", "off"] = "auto"
     stage_source: str = "salesstage"
     max_requests_per_run: int | None = Field(None, ge=1)
+    #: as for Salesforce: deletions missed by the pull (read by modifiedon, or an expired
+    #: delta token) are found this way; null: never
+    reconcile_interval_s: int | None = Field(RECONCILE_INTERVAL_S, ge=0)
+
+    @field_validator("change_tracking", mode="before")
+    @classmethod
+    def _boolean_change_tracking(cls, value: object) -> object:
+        """``true`` / ``false`` (the older form) mean ``required`` / ``off``."""
+        if value is True:
+            return "required"
+        if value is False:
+            return "off"
+        return value
 
 
 CrmSettings = Annotated[SalesforceSettings | DataverseSettings, Field(discriminator="kind")]

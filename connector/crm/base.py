@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -36,9 +37,14 @@ class StageInfo:
     sort_order: int = 0
 
 
+#: the error code of a write to a record that no longer exists (deleted, in Salesforce's
+#: recycle bin, or purged): the engine settles it instead of retrying it every cycle
+RECORD_GONE = "not_found"
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """The outcome of writing one record."""
+    """The outcome of writing one record (``error_code`` :data:`RECORD_GONE` when it is gone)."""
 
     crm_id: str | None
     ok: bool
@@ -85,6 +91,8 @@ class CrmAdapter(Protocol):
 
     system: str
     usage: ApiUsage
+    #: how often the engine asks which linked records still exist (None: never)
+    reconcile_every: timedelta | None
 
     def pull_changes(
         self, cursor: str | None, *, fields: Sequence[str], select: Filter | None
@@ -113,6 +121,12 @@ class CrmAdapter(Protocol):
 
         Looked up before creating opportunities for incoming referrals, so a crash
         between a create and its bookkeeping never creates a second record.
+        """
+        ...
+
+    def missing_records(self, crm_ids: Sequence[str]) -> set[str]:
+        """Those of ``crm_ids`` whose record no longer exists: deleted (in Salesforce, in
+        the recycle bin too) or purged. Ids that are not this CRM's record ids are left out.
         """
         ...
 

@@ -3,7 +3,10 @@
 A request holds operations either as one atomic *changeset* (Dataverse rolls all
 of them back when one fails and answers only the failing one, identified by its
 ``Content-ID``) or as independent parts (sent with ``Prefer: odata.continue-on-error``,
-answered one response per part, in order). Lines end with CRLF, as the format wants.
+answered ``200`` with one response per part, in order). Without that preference a
+batch stops at the first failure and answers ``400`` with a multipart body holding the
+failed request's answer (Microsoft's "Execute batch operations using the Web API",
+"Handling errors"). Lines end with CRLF, as the format wants.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from dataclasses import dataclass, field
 
 _CRLF = "\r\n"
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+_BOUNDARY = re.compile(r'boundary="?([^";,\s]+)"?', re.IGNORECASE)
+#: the first line of a multipart body: ``--<boundary>``
+_LEADING_DELIMITER = re.compile(rb"\s*--([!-~]{1,70})\r?\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,26 +77,40 @@ def _operation(op: BatchOperation) -> list[str]:
     return lines
 
 
+def is_multipart(content: bytes, content_type: str) -> bool:
+    """Whether a ``$batch`` answer is multipart (else it is a JSON error for the whole batch).
+
+    Microsoft's own client goes by the Content-Type's boundary; the published ``400``
+    example shows none, so a body that opens with a delimiter line counts too.
+    """
+    if _BOUNDARY.search(content_type) and content_type.lower().startswith("multipart/"):
+        return True
+    return _LEADING_DELIMITER.match(content) is not None
+
+
 def parse_batch(content: bytes, content_type: str) -> list[BatchResponse]:
     """Every response in a ``$batch`` answer, changeset answers flattened, in order."""
-    boundary = _boundary(content_type)
+    boundary = _boundary(content_type, content)
     responses: list[BatchResponse] = []
     for part in _parts(content, boundary):
         head, body = _split_head(part)
         headers = _headers(head)
         part_type = headers.get("content-type", "")
         if part_type.lower().startswith("multipart/"):
-            responses.extend(parse_batch(body, part_type))
+            responses.extend(parse_batch(body, part_type))  # a change set's answers
         else:
             responses.append(_http_response(body, headers.get("content-id")))
     return responses
 
 
-def _boundary(content_type: str) -> str:
+def _boundary(content_type: str, content: bytes = b"") -> str:
     match = _BOUNDARY.search(content_type)
-    if match is None:
+    if match is not None:
+        return match.group(1)
+    leading = _LEADING_DELIMITER.match(content)
+    if leading is None:
         raise ValueError("the $batch answer has no multipart boundary")
-    return match.group(1)
+    return leading.group(1).decode("latin-1")
 
 
 def _parts(content: bytes, boundary: str) -> list[bytes]:

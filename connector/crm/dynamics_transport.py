@@ -149,7 +149,7 @@ class DataverseTransport:
     def url(self, path: str) -> str:
         """An absolute URL for an API-relative path, or a server link checked to be ours."""
         if path.startswith(("https://", "http://")):
-            if not path.startswith(self.api_url + "/"):
+            if not is_within(path, self.api_url):
                 # A link pointing elsewhere would receive our bearer token: refuse it.
                 raise CrmError(
                     "Dataverse returned a paging or delta link outside the environment; "
@@ -313,6 +313,27 @@ class DataverseTransport:
         log.warning("dataverse retry %d after %s", state.attempt_number, exc if exc else "an error")
 
 
+def is_within(link: str, api_url: str) -> bool:
+    """Whether ``link`` is under ``api_url``: same scheme, host and port, path below it.
+
+    Host names are compared without case (DNS ignores it, and Dataverse answers with the
+    host in lower case whatever the environment URL setting's spelling); the path too,
+    as both name the same service on that host. The default port may be written or not.
+    """
+    try:
+        target, base = httpx.URL(link), httpx.URL(api_url)
+    except httpx.InvalidURL:
+        return False
+    if (target.scheme, target.host, _port(target)) != (base.scheme, base.host, _port(base)):
+        return False  # httpx lower-cases scheme and host
+    prefix = base.path.rstrip("/").lower() + "/"
+    return target.path.lower().startswith(prefix)
+
+
+def _port(url: httpx.URL) -> int | None:
+    return url.port if url.port is not None else {"https": 443, "http": 80}.get(url.scheme)
+
+
 def retry_after_s(response: httpx.Response, now: datetime | None = None) -> float:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
     raw = response.headers.get("Retry-After")
@@ -329,9 +350,51 @@ def retry_after_s(response: httpx.Response, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def body_of(response: httpx.Response) -> Any:
-    """The JSON body with decimals for every non-integer number (money stays exact)."""
-    return json.loads(response.content, parse_float=Decimal)
+def body_of(response: httpx.Response, what: str) -> Any:
+    """The JSON body with decimals for every non-integer number (money stays exact).
+
+    An answer that holds no JSON (empty, cut short by a proxy, an HTML error page) is a
+    classified :class:`CrmError` naming ``what``, never a bare ``JSONDecodeError``:
+    nothing of it is used and the caller's run stops with a message.
+    """
+    if not response.content.strip():
+        raise CrmError(
+            f"{what}: Dataverse answered {response.status_code} with an empty body where a "
+            "JSON answer was expected; nothing was read, the next cycle asks again",
+            code="empty_response",
+            status=response.status_code,
+            transient=True,
+        )
+    try:
+        return json.loads(response.content, parse_float=Decimal)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+        raise CrmError(
+            f"{what}: Dataverse answered {response.status_code} with a body that is not "
+            f"JSON ({kind}, {len(response.content)} bytes); nothing was read, the next cycle "
+            "asks again",
+            code="malformed_response",
+            status=response.status_code,
+            transient=True,
+        ) from None
+
+
+def page_of(response: httpx.Response, what: str) -> dict[str, Any]:
+    """A JSON object whose ``value``, when present, is a list of objects; else CrmError.
+
+    Read as "no rows", an answer of another shape would silently skip changes.
+    """
+    body = body_of(response, what)
+    rows = body.get("value", []) if isinstance(body, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise CrmError(
+            f"{what}: Dataverse answered something that is not an object with a list of "
+            "rows; nothing of it was used, the next cycle reads the same changes again",
+            code="malformed_response",
+            status=response.status_code,
+        )
+    assert isinstance(body, dict)
+    return body
 
 
 def error_of(response: httpx.Response, what: str) -> CrmError:

@@ -27,9 +27,15 @@ from typing import Any, TypeVar
 import httpx
 
 from connector.crm.base import NewOpportunity, WriteResult
-from connector.crm.dynamics_batch import BatchOperation, BatchResponse, build_batch, parse_batch
+from connector.crm.dynamics_batch import (
+    BatchOperation,
+    BatchResponse,
+    build_batch,
+    is_multipart,
+    parse_batch,
+)
 from connector.crm.dynamics_rows import STATE_LOST, STATE_WON, LookupTarget
-from connector.crm.dynamics_transport import DataverseTransport, body_of, error_of
+from connector.crm.dynamics_transport import DataverseTransport, body_of, error_of, page_of
 from connector.crm.odata_filter import is_guid
 from connector.errors import CrmError, QuotaExhausted
 from connector.model import CrmStatusUpdate
@@ -56,7 +62,7 @@ class DataverseWriter:
         executor: Executor | None = None,
         batch_size: int = 20,
         batch_threshold: int = 2,
-        batch_changesets: bool = True,
+        batch_changesets: bool = False,
         guard_closed: bool = True,
     ) -> None:
         if not 1 <= batch_size <= 1000:
@@ -151,18 +157,19 @@ class DataverseWriter:
 
     def _chunk_states(self, chunk: Sequence[str]) -> dict[str, int]:
         condition = " or ".join(f"opportunityid eq {r}" for r in chunk)
+        what = "GET opportunities (statecode before writing)"
         response = self.transport.send(
             "GET",
             "opportunities",
             kind="read_state",
-            what="GET opportunities (statecode before writing)",
+            what=what,
             params={"$select": "opportunityid,statecode", "$filter": condition},
         )
         if response.status_code != 200:
-            raise error_of(response, "GET opportunities (statecode before writing)")
+            raise error_of(response, what)
         return {
             str(row["opportunityid"]).lower(): int(row.get("statecode") or 0)
-            for row in body_of(response).get("value", [])
+            for row in page_of(response, what).get("value", [])
         }
 
     def _patch(self, record: str, body: bytes) -> WriteResult:
@@ -184,7 +191,15 @@ class DataverseWriter:
         return _write_result(record, response.status_code, response, what)
 
     def _batch(self, chunk: Sequence[tuple[int, str, bytes]]) -> list[WriteResult]:
-        """One ``$batch`` for a chunk; a changeset that fails on one row is re-sent without it."""
+        """One ``$batch`` for a chunk; writes its answer does not settle are sent again.
+
+        A write is settled by its own answer, found by ``Content-ID`` (or by position in
+        a complete ``200`` answer without them). A change set that failed on one write
+        was rolled back, and a batch that stopped at a failure (top-level ``400``) did not
+        run what came after: those writes go in the next round, without the settled
+        ones. When the answers cannot be tied to the writes, each is sent on its own
+        (``If-Match: *`` makes writing a value twice harmless).
+        """
         ops = {
             str(n): BatchOperation(
                 content_id=str(n),
@@ -202,7 +217,7 @@ class DataverseWriter:
             if not pending:
                 break
             try:
-                answers = self._send_batch([ops[c] for c in pending])
+                status, answers = self._send_batch([ops[c] for c in pending])
             except QuotaExhausted as exc:
                 self.quota_exhausted = True
                 done.update({c: _quota(record_of[c], exc) for c in pending})
@@ -210,7 +225,16 @@ class DataverseWriter:
             except CrmError as exc:
                 done.update({c: _failed(record_of[c], exc.code, exc.message) for c in pending})
                 break
-            settled = self._settle(pending, answers, record_of)
+            settled = self._settle(pending, status, answers, record_of)
+            if settled is None:
+                log.warning(
+                    "dataverse $batch answer (%d) cannot be tied to its %d writes; "
+                    "sending them one by one",
+                    status,
+                    len(pending),
+                )
+                done.update({c: self._single(record_of[c], ops[c]) for c in pending})
+                break
             done.update(settled)
             remaining = [c for c in pending if c not in settled]
             if len(remaining) == len(pending):
@@ -228,43 +252,57 @@ class DataverseWriter:
             pending = remaining
         return [done[c] for c in ops]
 
+    def _single(self, record: str, op: BatchOperation) -> WriteResult:
+        return self._patch(record, op.body or b"{}")
+
     def _settle(
-        self, pending: list[str], answers: list[BatchResponse], record_of: Mapping[str, str]
-    ) -> dict[str, WriteResult]:
-        by_id = {a.content_id: a for a in answers if a.content_id in record_of}
-        if not by_id and len(answers) == len(pending):
-            by_id = dict(zip(pending, answers, strict=True))  # no Content-IDs: answers in order
+        self,
+        pending: list[str],
+        status: int,
+        answers: list[BatchResponse],
+        record_of: Mapping[str, str],
+    ) -> dict[str, WriteResult] | None:
+        """The writes ``answers`` settle, by Content-ID; None when they cannot be tied."""
+        by_id = {a.content_id: a for a in answers if a.content_id in pending}
+        if len(by_id) < len(answers):
+            # Answers without our Content-IDs are in request order, one per request, only
+            # in a complete 200 answer (continue-on-error); anything else is ambiguous.
+            if by_id or status != 200 or len(answers) != len(pending):
+                return None
+            by_id = dict(zip(pending, answers, strict=True))
         failures = [c for c, a in by_id.items() if a.status >= 300]
         if self.batch_changesets and failures:
-            # The changeset was rolled back: only the failing writes are settled.
-            return {c: self._answer(record_of[c], by_id[c]) for c in failures if c in pending}
-        return {c: self._answer(record_of[c], a) for c, a in by_id.items() if c in pending}
+            # The change set was rolled back: only the failing writes are settled.
+            return {c: self._answer(record_of[c], by_id[c]) for c in failures}
+        return {c: self._answer(record_of[c], a) for c, a in by_id.items()}
 
     def _answer(self, record: str, answer: BatchResponse) -> WriteResult:
         response = httpx.Response(answer.status, headers=dict(answer.headers), content=answer.body)
         return _write_result(record, answer.status, response, f"PATCH opportunity {record}")
 
-    def _send_batch(self, ops: Sequence[BatchOperation]) -> list[BatchResponse]:
+    def _send_batch(self, ops: Sequence[BatchOperation]) -> tuple[int, list[BatchResponse]]:
+        """The top-level status and every answer of one ``$batch``.
+
+        Dataverse answers ``200``, or ``400`` with a multipart body holding the failed
+        request's answer when a batch stops at a failure (no continue-on-error);
+        a ``400`` with a JSON error refused the batch as a whole.
+        """
+        what = f"$batch of {len(ops)} writes"
         content, content_type = build_batch(ops, changeset=self.batch_changesets)
         headers = {"Content-Type": content_type}
         if not self.batch_changesets:
             headers["Prefer"] = "odata.continue-on-error"
         response = self.transport.send(
-            "POST",
-            "$batch",
-            kind="batch",
-            what=f"$batch of {len(ops)} writes",
-            headers=headers,
-            content=content,
+            "POST", "$batch", kind="batch", what=what, headers=headers, content=content
         )
-        if response.status_code != 200:
-            raise error_of(response, f"$batch of {len(ops)} writes")
+        multipart = is_multipart(response.content, response.headers.get("content-type", ""))
+        if response.status_code not in (200, 400) or not multipart:
+            raise error_of(response, what)
         try:
-            return parse_batch(response.content, response.headers.get("content-type", ""))
+            answers = parse_batch(response.content, response.headers.get("content-type", ""))
         except ValueError as exc:
-            raise CrmError(
-                f"$batch of {len(ops)} writes: unreadable answer ({exc})", code="malformed_batch"
-            ) from exc
+            raise CrmError(f"{what}: unreadable answer ({exc})", code="malformed_batch") from exc
+        return response.status_code, answers
 
     # -- create -----------------------------------------------------------------
 
@@ -351,11 +389,12 @@ def _write_result(record: str, status: int, response: httpx.Response, what: str)
 
 
 def _created_id(response: httpx.Response) -> str | None:
-    if response.content:
+    if response.content.strip():
         try:
-            found = body_of(response).get("opportunityid")
-        except ValueError:
-            found = None
+            body = body_of(response, "POST opportunity")
+        except CrmError:
+            body = None  # the OData-EntityId header still names the row
+        found = body.get("opportunityid") if isinstance(body, dict) else None
         if is_guid(found):
             return str(found).lower()
     match = _ENTITY_ID.search(response.headers.get("OData-EntityId", ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from connector.crm.base import CrmAdapter
@@ -32,7 +33,13 @@ def build_salesforce(crm: SalesforceSettings, where: str, secrets_dir: Path | No
             raise ConfigError(
                 f"{where}.crm: jwt_bearer needs client_id, username and private_key_file"
             )
-        grant = JwtBearer(crm.login_url, crm.client_id, crm.username, crm.private_key_file)
+        grant = JwtBearer(
+            crm.login_url,
+            crm.client_id,
+            crm.username,
+            crm.private_key_file,
+            audience=crm.jwt_audience,
+        )
     else:
         if not crm.instance_url or crm.access_token is None:
             raise ConfigError(f"{where}.crm: auth 'token' needs instance_url and access_token")
@@ -57,6 +64,7 @@ def build_salesforce(crm: SalesforceSettings, where: str, secrets_dir: Path | No
         batch_size=crm.batch_size,
         overlap_s=crm.overlap_s,
         max_quota_share=crm.max_quota_share,
+        reconcile_every=_interval(crm.reconcile_interval_s),
     )
 
 
@@ -83,6 +91,7 @@ def build_dynamics(crm: DataverseSettings, where: str, secrets_dir: Path | None)
         change_tracking=crm.change_tracking,
         stage_source=crm.stage_source,
         max_requests=crm.max_requests_per_run,
+        reconcile_every=_interval(crm.reconcile_interval_s),
     )
 
 
@@ -92,3 +101,7 @@ def build_crm(
     if isinstance(crm, SalesforceSettings):
         return build_salesforce(crm, where, secrets_dir)
     return build_dynamics(crm, where, secrets_dir)
+
+
+def _interval(seconds: int | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=seconds)

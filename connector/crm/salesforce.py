@@ -45,12 +45,15 @@ from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, Wri
 from connector.crm.salesforce_errors import crm_error_from
 from connector.crm.salesforce_records import (
     RECORD_ID_RE,
+    format_cursor,
+    needs_type,
     normalise_record,
-    record_body,
-    refused_write,
+    parse_cursor,
+    query_records,
     select_fields,
-    write_result,
 )
+from connector.crm.salesforce_types import FieldTypes
+from connector.crm.salesforce_writes import SalesforceWriter
 from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
 from connector.dealcore.retry import RetryPolicy, Sleep, call_with_retry
 from connector.dedupe import RecentKeys
@@ -62,8 +65,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: records per ``composite/sobjects`` call (Salesforce's limit)
-COLLECTION_SIZE = 200
 #: referral ids per lookup query (keeps the SOQL far below its 100,000-character limit)
 REFERRAL_LOOKUP_CHUNK = 200
 _OBJECT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -108,6 +109,7 @@ class SalesforceOpportunities:
         server_margin_s: float = 5.0,
         object_name: str = "Opportunity",
         max_quota_share: float | None = None,
+        reconcile_every: timedelta | None = None,
         retry: RetryPolicy | None = None,
         sleep: Sleep = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -125,6 +127,7 @@ class SalesforceOpportunities:
         self.server_margin = timedelta(seconds=server_margin_s)
         self.object_name = object_name
         self.max_quota_share = max_quota_share
+        self.reconcile_every = reconcile_every
         self.retry = retry or RetryPolicy()
         self.usage = ApiUsage()
         #: rows dropped because their (Id, SystemModstamp) was already pulled
@@ -132,6 +135,9 @@ class SalesforceOpportunities:
         self._sleep = sleep
         self._clock = clock
         self._sf: Salesforce | None = None
+        self.writer = SalesforceWriter(self._call, object_name=object_name, timeout=timeout)
+        #: field types of the object and the objects its paths reach (described when needed)
+        self.types = FieldTypes(object_name, self._describe)
         self._server_time: datetime | None = None
         auth.session.hooks["response"].append(self._remember_server_time)
 
@@ -165,7 +171,7 @@ class SalesforceOpportunities:
         A complete pull may end with a page without records that only moves the cursor
         up to the query's server time (see the module docstring).
         """
-        previous = _parse_cursor(cursor)
+        previous = parse_cursor(cursor)
         since = previous - self.overlap if previous is not None else None
         columns = self._columns(fields)
         soql = self.changes_soql(fields, since, select)
@@ -178,8 +184,7 @@ class SalesforceOpportunities:
                 # the Date of the query's first answer: _pages has sent nothing since
                 query_time = self._server_time
             page = []
-            for row in rows:
-                opp = self._normalise(row, columns)
+            for opp in self._records(rows, columns):
                 if not seen.add((opp.id, opp.modstamp)):
                     self.duplicates_dropped += 1
                     continue
@@ -187,12 +192,12 @@ class SalesforceOpportunities:
             previous = self._page_cursor(page, previous)
             pages += 1
             records += len(page)
-            yield CrmPage(records=page, cursor=_format_cursor(previous))
+            yield CrmPage(records=page, cursor=format_cursor(previous))
         # Only reached when every page was read: a pull stopped early (an error, or the
         # caller closing the generator) never yields the query-time cursor.
         final = self._complete_cursor(previous, query_time)
         if final != previous:
-            yield CrmPage(records=[], cursor=_format_cursor(final))
+            yield CrmPage(records=[], cursor=format_cursor(final))
         log.info(
             "salesforce pull: records=%d pages=%d duplicates=%d seconds=%.2f",
             records,
@@ -218,8 +223,8 @@ class SalesforceOpportunities:
             record_id,
         )
         for rows in self._pages(soql, what=f"reading {self.object_name} {record_id}"):
-            for row in rows:
-                return self._normalise(row, columns)
+            for record in self._records(rows[:1], columns):
+                return record
         return None
 
     def stage_metadata(self) -> list[StageInfo]:
@@ -255,11 +260,44 @@ class SalesforceOpportunities:
         except ValueError as exc:
             raise ConfigError(f"{exc}; fix the field list of the Salesforce mapping") from None
 
-    def _normalise(self, row: Mapping[str, Any], columns: Sequence[str]) -> CrmOpportunity:
+    def _records(
+        self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+    ) -> list[CrmOpportunity]:
+        """Rows read by their fields' types; an object is described when a value needs it.
+
+        A page is read with the types known so far; when an untyped field holds text
+        shaped like a date, the objects on its path are described (once per adapter),
+        every field those describes answer is typed, and the page is read again.
+        """
+        known = self.types.known()
+        records = [self._normalise(row, columns, known) for row in rows]
+        untyped = [c for c in columns if c not in known]
+        pending = {c for r in records for c in untyped if needs_type(r.fields.get(c))}
+        if not pending:
+            return records
+        self.types.resolve(sorted(pending))
+        self.types.resolve(columns, described_only=True)
+        known = self.types.known()
+        return [self._normalise(row, columns, known) for row in rows]
+
+    def _normalise(
+        self, row: Mapping[str, Any], columns: Sequence[str], types: Mapping[str, str | None]
+    ) -> CrmOpportunity:
         try:
-            return normalise_record(row, columns)
+            return normalise_record(row, columns, types)
         except ValueError as exc:
             raise CrmError(str(exc), code="bad_response", transient=False) from None
+
+    def _describe(self, name: str) -> Mapping[str, Any]:
+        """``sobjects/<name>/describe`` (``{}`` for a name that is not an object's)."""
+        if not _OBJECT_RE.fullmatch(name):
+            return {}
+
+        def describe(sf: Salesforce) -> Any:
+            return sf.restful(f"sobjects/{name}/describe", method="GET", timeout=self.timeout)
+
+        answer = self._call("describe", describe, what=f"describing {name}")
+        return answer if isinstance(answer, Mapping) else {}
 
     def _pages(
         self, soql: str, *, what: str, batched: bool = False, deleted: bool = True
@@ -272,7 +310,7 @@ class SalesforceOpportunities:
             "query", lambda sf: sf.query(soql, include_deleted=deleted, **options), what=what
         )
         while True:
-            yield _query_records(answer, what)
+            yield query_records(answer, what)
             next_url = answer.get("nextRecordsUrl")
             if answer["done"] or next_url is None:
                 return
@@ -324,33 +362,35 @@ class SalesforceOpportunities:
 
     def write_status(self, updates: Sequence[CrmStatusUpdate]) -> list[WriteResult]:
         """PATCH status fields in collections of 200; one result per update, in order."""
-        items: list[tuple[str | None, dict[str, Any] | WriteResult]] = []
-        for update in updates:
-            if not isinstance(update.crm_id, str) or not RECORD_ID_RE.fullmatch(update.crm_id):
-                items.append(
-                    (update.crm_id, refused_write(update.crm_id, "not a Salesforce record id"))
-                )
-                continue
-            try:
-                body = record_body(update.values)
-            except ValueError as exc:
-                items.append((update.crm_id, refused_write(update.crm_id, str(exc))))
-                continue
-            record = {"attributes": {"type": self.object_name}, "id": update.crm_id, **body}
-            items.append((update.crm_id, record))
-        return self._write_collections("PATCH", items, idempotent=True)
+        return self.writer.write_status(updates)
 
     def create_opportunities(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
         """POST new records in collections of 200; ``crm_id`` of each result is the new id."""
-        prepared: list[tuple[str | None, dict[str, Any] | WriteResult]] = []
-        for item in items:
-            try:
-                body = record_body(item.values)
-            except ValueError as exc:
-                prepared.append((None, refused_write(None, f"referral {item.referral_id}: {exc}")))
-                continue
-            prepared.append((None, {"attributes": {"type": self.object_name}, **body}))
-        return self._write_collections("POST", prepared, idempotent=False)
+        return self.writer.create(items)
+
+    def missing_records(self, crm_ids: Sequence[str]) -> set[str]:
+        """Records among ``crm_ids`` in the recycle bin (``queryAll``: ``IsDeleted``) or
+        purged (not answered), 200 a query; ids compare by their 15-character form."""
+        ids = [
+            i for i in dict.fromkeys(crm_ids) if isinstance(i, str) and RECORD_ID_RE.fullmatch(i)
+        ]
+        live: set[str] = set()
+        for start in range(0, len(ids), REFERRAL_LOOKUP_CHUNK):
+            chunk = ids[start : start + REFERRAL_LOOKUP_CHUNK]
+            # the object name is checked at construction, every id by RECORD_ID_RE and quoted
+            soql = format_soql(
+                "SELECT Id, IsDeleted FROM {:literal} WHERE Id IN ({:literal})",
+                self.object_name,
+                ", ".join(soql_literal(i) for i in chunk),
+            )
+            what = f"checking that {len(chunk)} {self.object_name} records exist"
+            for rows in self._pages(soql, what=what, deleted=True):
+                live.update(
+                    str(row["Id"])[:15]
+                    for row in rows
+                    if isinstance(row.get("Id"), str) and row.get("IsDeleted") is not True
+                )
+        return {i for i in ids if i[:15] not in live}
 
     def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
         """Live records whose ``field`` holds one of ``referral_ids``: referral id → record id."""
@@ -375,58 +415,6 @@ class SalesforceOpportunities:
                     if isinstance(value, str) and isinstance(record_id, str):
                         found.setdefault(value, record_id)
         return found
-
-    def _write_collections(
-        self,
-        method: str,
-        items: Sequence[tuple[str | None, dict[str, Any] | WriteResult]],
-        *,
-        idempotent: bool,
-    ) -> list[WriteResult]:
-        results: list[WriteResult] = []
-        for start in range(0, len(items), COLLECTION_SIZE):
-            chunk = items[start : start + COLLECTION_SIZE]
-            sendable = [
-                (i, cid, rec) for i, (cid, rec) in enumerate(chunk) if isinstance(rec, dict)
-            ]
-            outcomes: dict[int, WriteResult] = {
-                i: rec for i, (_, rec) in enumerate(chunk) if isinstance(rec, WriteResult)
-            }
-            if sendable:
-                sent = self._send_collection(method, sendable, idempotent=idempotent)
-                outcomes.update(zip((i for i, _, _ in sendable), sent, strict=True))
-            results.extend(outcomes[i] for i in range(len(chunk)))
-        return results
-
-    def _send_collection(
-        self,
-        method: str,
-        sendable: Sequence[tuple[int, str | None, dict[str, Any]]],
-        *,
-        idempotent: bool,
-    ) -> list[WriteResult]:
-        verb = "updating" if method == "PATCH" else "creating"
-        what = f"{verb} {len(sendable)} {self.object_name} records"
-        payload = {"allOrNone": False, "records": [rec for _, _, rec in sendable]}
-
-        def send(sf: Salesforce) -> Any:
-            return sf.restful(
-                "composite/sobjects", method=method, json=payload, timeout=self.timeout
-            )
-
-        try:
-            answer = self._call("composite", send, what=what, retry=idempotent)
-        except QuotaExhausted:
-            raise
-        except CrmError as exc:
-            if exc.transient or exc.status != 400:
-                raise
-            # The whole collection was refused as malformed: each record fails for good.
-            return [WriteResult(cid, False, exc.code, exc.message) for _, cid, _ in sendable]
-        if not isinstance(answer, list) or len(answer) != len(sendable):
-            message = f"Salesforce answered {what} without one result per record; retry later"
-            return [WriteResult(cid, False, "bad_response", message) for _, cid, _ in sendable]
-        return [write_result(cid, row) for (_, cid, _), row in zip(sendable, answer, strict=True)]
 
     # ------------------------------------------------------------------ calls
 
@@ -507,48 +495,3 @@ class SalesforceOpportunities:
         except (TypeError, ValueError, OverflowError):
             return
         self._server_time = stamp
-
-
-def _parse_cursor(cursor: str | None) -> datetime | None:
-    if cursor is None or cursor == "":
-        return None
-    try:
-        parsed = datetime.fromisoformat(cursor)
-    except ValueError:
-        raise CrmError(
-            f"the stored Salesforce cursor {cursor[:40]!r} is not an ISO 8601 timestamp; "
-            "run a full sync to reset it",
-            code="bad_cursor",
-            transient=False,
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _format_cursor(stamp: datetime | None) -> str | None:
-    if stamp is None:
-        return None
-    return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _query_records(answer: Any, what: str) -> list[Mapping[str, Any]]:
-    """The records of a query answer, or a clear error when the answer is not one.
-
-    A server (or a proxy in front of it) that answers 200 with something else, such as
-    an error array, a page without ``records`` or ``done``, or records that are not
-    objects, must fail the run: read as "no records", it would silently skip changes.
-    """
-    records = answer.get("records") if isinstance(answer, dict) else None
-    done = answer.get("done") if isinstance(answer, dict) else None
-    if (
-        not isinstance(records, list)
-        or not isinstance(done, bool)
-        or not all(isinstance(r, dict) for r in records)
-    ):
-        raise CrmError(
-            f"Salesforce answered {what} with something that is not a query result "
-            f"(a {type(answer).__name__} without a records list and a done flag); nothing "
-            "of it was used, the run stops and the next cycle reads the same changes again",
-            code="bad_response",
-            transient=False,
-        )
-    return records

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 ALLOWED_ORIGIN_SETTING = "salesforce.allowed_instance_origin"
 DEFAULT_API_VERSION = "59.0"
 JWT_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+LOGIN_AUDIENCE = "https://login.salesforce.com"
+TEST_AUDIENCE = "https://test.salesforce.com"
 _TRUSTED_HOST_SUFFIXES = (".salesforce.com", ".force.com")
 _MAX_SERVER_TEXT = 200
 
@@ -65,8 +67,11 @@ class ClientCredentials:
 class JwtBearer:
     """OAuth 2.0 JWT bearer: the connected app's consumer key signs in as ``username``.
 
-    ``audience`` defaults to the login URL's origin (``https://login.salesforce.com``,
-    ``https://test.salesforce.com`` or the My Domain URL).
+    The assertion is posted to ``login_url`` (the org's My Domain, or a login host);
+    its ``aud`` is ``audience``, a setting of its own, because Salesforce names the
+    audiences it takes (``https://login.salesforce.com``, ``https://test.salesforce.com``
+    for sandboxes, or an Experience Cloud site URL) and a My Domain URL is not one of
+    them. Without a setting: :func:`default_audience` of the login URL.
     """
 
     login_url: str
@@ -80,7 +85,7 @@ class JwtBearer:
         claims = {
             "iss": self.client_id,
             "sub": self.username,
-            "aud": self.audience or origin_of(self.login_url),
+            "aud": self.audience or default_audience(self.login_url),
             "exp": int(now) + self.lifetime_s,
         }
         try:
@@ -116,6 +121,16 @@ Grant = ClientCredentials | JwtBearer | ExistingToken
 class SalesforceToken:
     access_token: SecretStr
     instance_url: str
+
+
+def default_audience(login_url: str) -> str:
+    """The JWT audience for a login URL: the test login host for a sandbox org's URLs
+    (``test.salesforce.com``, ``<org>--<sandbox>.sandbox.my.salesforce.com``), else the
+    production login host, whatever My Domain the assertion is posted to."""
+    host = (urlsplit(login_url.strip()).hostname or "").lower()
+    if host == "test.salesforce.com" or host.endswith(".sandbox.my.salesforce.com"):
+        return TEST_AUDIENCE
+    return LOGIN_AUDIENCE
 
 
 def origin_of(url: str) -> str:

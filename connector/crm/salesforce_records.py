@@ -2,10 +2,12 @@
 
 Reading: :func:`normalise_record` turns one query row into a
 :class:`~connector.model.CrmOpportunity` (relationships flattened into dotted keys,
-``attributes`` dropped, datetimes aware, dates as :class:`~datetime.date`, numbers as
-:class:`~decimal.Decimal`). Salesforce's JSON carries no types, so text is parsed as a
-datetime or date only when it has exactly the shape the REST API prints them in
-(``2026-05-01T12:34:56.000+0000``, ``2026-05-01``).
+``attributes`` dropped, numbers as :class:`~decimal.Decimal`). Salesforce's JSON
+carries no types, so text is read by its field's type from ``describe`` (see
+:mod:`connector.crm.salesforce_types`), never by what it looks like: a ``date`` field
+gives a :class:`~datetime.date`, a ``datetime`` field an aware datetime, and a text
+field holding ``2026-05-01T12:34:56Z`` stays that text. A value that does not read
+as its type is kept as the text it was and named in ``CrmOpportunity.problems``.
 
 Writing: :func:`json_value` turns a Python value into what the REST API accepts
 (datetimes ISO 8601 in UTC with ``Z``, decimals as JSON numbers, None as null);
@@ -21,12 +23,15 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from connector.crm.base import WriteResult
+from connector.crm.base import RECORD_GONE, WriteResult
+from connector.errors import CrmError
 from connector.mapping.filters import FIELD_PATTERN
 from connector.model import CrmOpportunity
 
-_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: text that could be a date or datetime field's value: only such text needs a type
+_TEMPORAL_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+#: the stamp given to a row whose SystemModstamp cannot be read (the row is rejected)
+UNREADABLE_STAMP = datetime(1970, 1, 1, tzinfo=UTC)
 _FIELD_RE = re.compile(FIELD_PATTERN)
 #: a writable field: a plain API name, no relationship path
 WRITABLE_FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -35,6 +40,8 @@ RECORD_ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 #: fields every change query selects, ahead of the mapping's own
 BASE_FIELDS = ("Id", "SystemModstamp", "IsDeleted")
 _MAX_RESULT_TEXT = 600
+#: per-record codes of a write to a record that is deleted (recycle bin) or purged
+GONE_CODES = frozenset({"ENTITY_IS_DELETED", "NOT_FOUND"})
 
 
 def select_fields(fields: Sequence[str]) -> list[str]:
@@ -53,25 +60,62 @@ def select_fields(fields: Sequence[str]) -> list[str]:
     return chosen
 
 
-def normalise_record(row: Mapping[str, Any], fields: Sequence[str]) -> CrmOpportunity:
+def needs_type(value: Any) -> bool:
+    """Whether reading ``value`` depends on its field's type (text shaped like a date).
+
+    Any other text is text whatever its field's type says, and numbers and booleans
+    come typed in the JSON, so only such text is worth a ``describe``.
+    """
+    return isinstance(value, str) and _TEMPORAL_SHAPE.match(value) is not None
+
+
+def normalise_record(
+    row: Mapping[str, Any], fields: Sequence[str], types: Mapping[str, str | None] | None = None
+) -> CrmOpportunity:
     """One query row as a :class:`CrmOpportunity` holding exactly ``fields``.
 
-    A null relationship gives None for each subfield asked through it. Raises
-    ValueError when the row has no Id or no SystemModstamp.
+    ``types`` maps field paths to their Salesforce type (``date``, ``datetime``,
+    ``string`` ...); a path it lacks is read as the JSON gives it. A null relationship
+    gives None for each subfield asked through it. Raises ValueError when the row has
+    no Id (nothing could name it); an unreadable SystemModstamp is a problem of the row.
     """
-    values = {name: plain_value(lookup(row, name)) for name in fields}
     record_id = lookup(row, "Id")
-    modstamp = plain_value(lookup(row, "SystemModstamp"))
-    if not isinstance(record_id, str) or not isinstance(modstamp, datetime):
-        raise ValueError(
-            f"a Salesforce row (Id {record_id!r}) lacks Id or a SystemModstamp timestamp"
-        )
+    if not isinstance(record_id, str):
+        raise ValueError(f"a Salesforce row (Id {record_id!r}) has no Id")
+    types = {**(types or {}), "SystemModstamp": "datetime"}  # a datetime by definition
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for name in dict.fromkeys(("SystemModstamp", *fields)):
+        kind = types["SystemModstamp"] if name.lower() == "systemmodstamp" else types.get(name)
+        values[name], problem = read_value(name, lookup(row, name), kind)
+        problems += [problem] if problem else []
+    modstamp = values.pop("SystemModstamp")
+    if "SystemModstamp" in fields:
+        values["SystemModstamp"] = modstamp
+    if not isinstance(modstamp, datetime):
+        if modstamp is None:
+            problems.append("SystemModstamp is empty")
+        modstamp = UNREADABLE_STAMP
     return CrmOpportunity(
         id=record_id,
         modstamp=modstamp,
         fields=values,
         deleted=lookup(row, "IsDeleted") is True,
+        problems=tuple(problems),
     )
+
+
+def read_value(name: str, value: Any, kind: str | None) -> tuple[Any, str | None]:
+    """A JSON value read as its field's type ``kind``: (value, problem or None)."""
+    if kind in ("date", "datetime") and isinstance(value, str):
+        try:
+            if kind == "date":
+                return date.fromisoformat(value), None
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            return value, f"{name} holds {value[:40]!r}, which is not a valid {kind} ({exc})"
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)), None
+    return plain_value(value), None
 
 
 def lookup(row: Mapping[str, Any], path: str) -> Any:
@@ -95,20 +139,11 @@ def lookup(row: Mapping[str, Any], path: str) -> Any:
 
 
 def plain_value(value: Any) -> Any:
-    """A JSON value from Salesforce as a plain Python value (see the module docstring)."""
-    if value is None or isinstance(value, bool):
+    """A JSON value from Salesforce as a plain Python value: numbers as Decimal, text as is."""
+    if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | float | Decimal):
         return Decimal(str(value))
-    if isinstance(value, str):
-        if _DATETIME_RE.fullmatch(value):
-            return datetime.fromisoformat(value)
-        if _DATE_RE.fullmatch(value):
-            try:
-                return date.fromisoformat(value)
-            except ValueError:
-                return value
-        return value
     if isinstance(value, Mapping):
         # a compound field (e.g. BillingAddress) or an unexpected nested object
         return {k: plain_value(v) for k, v in value.items() if k != "attributes"}
@@ -176,6 +211,8 @@ def write_result(crm_id: str | None, row: Any) -> WriteResult:
     errors = row.get("errors") or []
     first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
     code = str(first.get("statusCode") or first.get("errorCode") or "UNKNOWN")
+    if code in GONE_CODES:
+        code = RECORD_GONE  # Salesforce's own code stays in the message
     texts = []
     for error in errors:
         if isinstance(error, Mapping):
@@ -183,3 +220,50 @@ def write_result(crm_id: str | None, row: Any) -> WriteResult:
             suffix = f" (fields: {', '.join(map(str, fields))})" if fields else ""
             texts.append(f"{error.get('statusCode', code)}: {error.get('message', '')}{suffix}")
     return WriteResult(crm_id or new_id, False, code, "; ".join(texts)[:_MAX_RESULT_TEXT])
+
+
+def parse_cursor(cursor: str | None) -> datetime | None:
+    """A stored change cursor (ISO 8601, UTC when it names no zone); CrmError when unreadable."""
+    if cursor is None or cursor == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(cursor)
+    except ValueError:
+        raise CrmError(
+            f"the stored Salesforce cursor {cursor[:40]!r} is not an ISO 8601 timestamp; "
+            "run a full sync to reset it",
+            code="bad_cursor",
+            transient=False,
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_cursor(stamp: datetime | None) -> str | None:
+    """A change cursor as stored: UTC, milliseconds, ``Z``."""
+    if stamp is None:
+        return None
+    return stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def query_records(answer: Any, what: str) -> list[Mapping[str, Any]]:
+    """The records of a query answer, or a clear error when the answer is not one.
+
+    A server (or a proxy in front of it) that answers 200 with something else, such as
+    an error array, a page without ``records`` or ``done``, or records that are not
+    objects, must fail the run: read as "no records", it would silently skip changes.
+    """
+    records = answer.get("records") if isinstance(answer, dict) else None
+    done = answer.get("done") if isinstance(answer, dict) else None
+    if (
+        not isinstance(records, list)
+        or not isinstance(done, bool)
+        or not all(isinstance(r, dict) for r in records)
+    ):
+        raise CrmError(
+            f"Salesforce answered {what} with something that is not a query result "
+            f"(a {type(answer).__name__} without a records list and a done flag); nothing "
+            "of it was used, the run stops and the next cycle reads the same changes again",
+            code="bad_response",
+            transient=False,
+        )
+    return records

@@ -305,6 +305,8 @@ def apply_mapping(
     record: CrmOpportunity, mapping: MappingFile, stages: Mapping[str, StageInfo]
 ) -> DealDraft | Rejection:
     """Map one normalised CRM record to a deal draft, or reject it with every reason."""
+    if record.problems:  # values the adapter could not read: nothing else is trustworthy
+        return Rejection(record.id, record.problems)
     r = _Reader(record)
     f = mapping.fields
     name = r.text(f.name, "the deal name", required=True)

@@ -276,6 +276,17 @@ class MappingFile(_Strict):
     deal_type: DealTypeRule = DealTypeRule()
     status_fields: StatusFields
     inbound: InboundSettings = InboundSettings()
+    #: what becomes of the referral of a CRM record that was deleted or purged, once the
+    #: periodic reconciliation finds it gone: ``flag`` keeps it as it is and opens a dead
+    #: letter for an operator; ``close_lost`` closes it as Lost in Partner Center
+    on_record_deleted: Literal["flag", "close_lost"] = Field(
+        "flag",
+        description=(
+            "What becomes of the referral of a CRM record that was deleted or purged: "
+            "flag (a dead letter for an operator, the referral left as it is) or "
+            "close_lost (the referral is closed as Lost)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _fields_do_not_collide(self) -> MappingFile:

@@ -68,6 +68,7 @@ class DataversePart:
                 methods=["GET", "POST", "DELETE"],
             ),
             Route(f"{admin}/expire-delta-tokens", self._admin_expire, methods=["POST"]),
+            Route(f"{admin}/change-tracking", self._admin_tracking, methods=["GET", "PUT"]),
             Route(f"{admin}/limits", self._admin_limits, methods=["GET", "PUT"]),
             Route(f"{admin}/defects", self._admin_defects, methods=["GET"]),
             Route(f"{admin}/reset", self._admin_reset, methods=["POST"]),
@@ -92,6 +93,7 @@ class DataversePart:
                 "store": self.store.dump(),
                 "limits": dict(vars(self.protection.limits)),
                 "tokens_invalid_upto": self.web.tokens_invalid_upto,
+                "tracked_tables": sorted(self.web.tracked_tables),
                 "defects": dict(self.defects),
             }
 
@@ -100,6 +102,7 @@ class DataversePart:
             self.store.load(data.get("store", {}))
             self.protection.configure(data.get("limits", {}))
             self.web.tokens_invalid_upto = data.get("tokens_invalid_upto")
+            self.web.tracked_tables = set(data.get("tracked_tables", ["opportunity"]))
             self.defects = dict(data.get("defects", {}))
 
     def tick(self) -> None:
@@ -222,6 +225,24 @@ class DataversePart:
         self.web.expire_delta_tokens()
         return JSONResponse({"expired_upto_version": self.web.tokens_invalid_upto})
 
+    async def _admin_tracking(self, request: Request) -> Response:
+        """``{"opportunity": true}``: which tables have change tracking ("Track changes")."""
+
+        def act(body: dict[str, Any]) -> dict[str, Any]:
+            if request.method == "PUT":
+                for name, enabled in body.items():
+                    if name != s.OPPORTUNITY.logical_name or not isinstance(enabled, bool):
+                        raise DataverseError(
+                            400, "bad_request", "only opportunity can be tracked: true or false"
+                        )
+                    if enabled:
+                        self.web.tracked_tables.add(name)
+                    else:
+                        self.web.tracked_tables.discard(name)
+            return {t: t in self.web.tracked_tables for t in s.BY_LOGICAL_NAME}
+
+        return await self._admin(request, act)
+
     async def _admin_limits(self, request: Request) -> Response:
         def act(body: dict[str, Any]) -> dict[str, Any]:
             if request.method == "PUT":
@@ -237,6 +258,7 @@ class DataversePart:
         def act(body: dict[str, Any]) -> dict[str, Any]:
             self.protection.reset()
             self.web.tokens_invalid_upto = None
+            self.web.tracked_tables = {s.OPPORTUNITY.logical_name}
             self.seed(int(body.get("opportunities", 0)), int(body.get("seed", self.ctx.seed)))
             return {"opportunities": len(self.store.rows["opportunities"])}
 

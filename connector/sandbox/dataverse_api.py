@@ -99,6 +99,8 @@ class DataverseApi:
         self.indexes = QueryIndexes(store)
         #: delta tokens for this row version or older are refused (admin "expire")
         self.tokens_invalid_upto: int | None = None
+        #: logical names of the tables with change tracking on ("Track changes")
+        self.tracked_tables: set[str] = {s.OPPORTUNITY.logical_name}
 
     def expire_delta_tokens(self) -> None:
         """Invalidate every delta token issued so far; later ones stay valid."""
@@ -119,7 +121,8 @@ class DataverseApi:
         if metadata.is_metadata_path(path):
             if method != "GET":
                 raise DataverseError(405, BAD_QUERY, "Metadata is read-only in the sandbox.")
-            return DvResponse.of_json(200, metadata.answer(path, req.params, req.base))
+            body = metadata.answer(path, req.params, req.base, self.tracked_tables)
+            return DvResponse.of_json(200, body)
         if path in ("WinOpportunity", "LoseOpportunity") and method == "POST":
             self.writer.close(req.json(), won=path == "WinOpportunity")
             return DvResponse(204, dict(ODATA_HEADERS))
@@ -298,7 +301,7 @@ class DataverseApi:
         return version
 
     def _tracked(self, table: s.Table, req: DvRequest, size: int, notes: Annotations) -> Row:
-        if table is not s.OPPORTUNITY:
+        if table is not s.OPPORTUNITY or table.logical_name not in self.tracked_tables:
             raise DataverseError(
                 400,
                 BAD_QUERY,

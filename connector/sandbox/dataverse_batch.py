@@ -1,9 +1,12 @@
 """``POST /api/data/v9.2/$batch``: multipart/mixed requests, change sets, per-operation answers.
 
 A change set is atomic: when one of its operations fails, the writes of the
-others are undone and the change set answers with that one error. Outside
-change sets, processing stops at the first failure unless the client sent
-``Prefer: odata.continue-on-error``. Operations in a change set may refer to an
+others are undone and the change set answers with that one error. Without
+``Prefer: odata.continue-on-error`` processing stops at the first failure and the
+batch answers ``400 Bad Request`` with a multipart body (Microsoft's documented
+example); the sandbox lists the answers of the requests processed before it too,
+which the documentation leaves open. With the preference the batch answers ``200``
+and every request its own status. Operations in a change set may refer to an
 earlier one's result by ``$<Content-ID>``.
 """
 
@@ -159,6 +162,7 @@ def run_batch(api: DataverseApi, req: DvRequest) -> DvResponse:
     keep_going = "odata.continue-on-error" in parse_prefer([req.headers.get("prefer", "")])
     batch_boundary = f"batchresponse_{uuid.uuid4()}"
     parts: list[str] = []
+    stopped = False
     with api.store.lock:
         for item in items:
             if isinstance(item, Operation):
@@ -169,12 +173,14 @@ def run_batch(api: DataverseApi, req: DvRequest) -> DvResponse:
                 part, failed = _run_changeset(api, item, req.base)
                 parts.append(part)
             if failed and not keep_going:
+                stopped = True
                 break
     headers = {
         "OData-Version": "4.0",
         "Content-Type": f"multipart/mixed; boundary={batch_boundary}",
     }
-    return DvResponse(200, headers, _multipart(batch_boundary, parts).encode("utf-8"))
+    body = _multipart(batch_boundary, parts).encode("utf-8")
+    return DvResponse(400 if stopped else 200, headers, body)
 
 
 def _run_changeset(api: DataverseApi, changeset: ChangeSet, base: str) -> tuple[str, bool]:

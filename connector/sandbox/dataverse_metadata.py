@@ -1,4 +1,14 @@
-"""Option-set metadata as ``EntityDefinitions(...)/Attributes(...)/<cast>`` returns it.
+"""Table definitions as ``EntityDefinitions`` returns them.
+
+- ``EntityDefinitions`` (``$select``; ``$filter`` of ``Property eq value`` joined by
+  ``and``, enough for Microsoft's change-tracking query
+  ``ChangeTrackingEnabled eq true``) and ``EntityDefinitions(LogicalName='x')``:
+  ``LogicalName``, ``SchemaName``, ``EntitySetName``, ``ChangeTrackingEnabled``
+  (opportunity only, unless the admin API turns it off), ``IsCustomEntity``,
+  ``CanChangeTrackingBeEnabled``;
+- ``.../Attributes`` and ``.../Attributes(LogicalName='x')``: each column with its
+  ``AttributeType`` (``DateTime`` columns with their ``Format``, ``DateOnly`` or
+  ``DateAndTime``), option sets with ``$expand=OptionSet``.
 
 Supported casts: ``Microsoft.Dynamics.CRM.PicklistAttributeMetadata``,
 ``StatusAttributeMetadata`` (options carry their ``State``),
@@ -10,6 +20,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from connector.sandbox import dataverse_schema as s
@@ -20,6 +31,16 @@ _PATH = re.compile(
     r"(?:\(LogicalName='(?P<attribute>\w+)'\))?"
     r"(?:/Microsoft\.Dynamics\.CRM\.(?P<cast>\w+))?$"
 )
+_TABLE_PATH = re.compile(r"^EntityDefinitions(?:\(LogicalName='(?P<entity>\w+)'\))?$")
+_CONDITION = re.compile(r"^\s*(\w+)\s+eq\s+('(?:[^']|'')*'|true|false|null)\s*$")
+#: SchemaName of each sandbox table (Dataverse's Pascal-case spelling)
+_SCHEMA_NAMES = {
+    "opportunity": "Opportunity",
+    "account": "Account",
+    "contact": "Contact",
+    "systemuser": "SystemUser",
+    "transactioncurrency": "TransactionCurrency",
+}
 _CASTS = {
     s.PICKLIST: "PicklistAttributeMetadata",
     s.STATUS: "StatusAttributeMetadata",
@@ -44,7 +65,7 @@ _NAMESPACE = uuid.UUID("5b1c3f4e-8a3d-4c7b-9a51-2f3c8d1e0a77")
 
 
 def is_metadata_path(path: str) -> bool:
-    return path.startswith("EntityDefinitions(")
+    return path == "EntityDefinitions" or path.startswith("EntityDefinitions(")
 
 
 def _metadata_id(*parts: str) -> str:
@@ -100,11 +121,83 @@ def _attribute(table: s.Table, column: s.Column, with_options: bool) -> dict[str
         body["@odata.type"] = f"#Microsoft.Dynamics.CRM.{_CASTS[column.kind]}"
         if with_options:
             body["OptionSet"] = _option_set(table, column)
+    elif column.kind in (s.DATE, s.DATETIME):
+        body["@odata.type"] = "#Microsoft.Dynamics.CRM.DateTimeAttributeMetadata"
+        body["Format"] = "DateOnly" if column.kind == s.DATE else "DateAndTime"
     return body
 
 
-def answer(path: str, params: dict[str, str], base: str) -> dict[str, Any]:
-    """The JSON body for a metadata GET; 404 for unknown tables or attributes, 400 for bad casts."""
+def _table(table: s.Table, tracked: Collection[str]) -> dict[str, Any]:
+    return {
+        "MetadataId": _metadata_id(table.logical_name),
+        "LogicalName": table.logical_name,
+        "SchemaName": _SCHEMA_NAMES.get(table.logical_name, table.logical_name.title()),
+        "EntitySetName": table.entity_set,
+        "PrimaryIdAttribute": table.primary_id,
+        "IsCustomEntity": False,
+        "ChangeTrackingEnabled": table.logical_name in tracked,
+        "CanChangeTrackingBeEnabled": {
+            "Value": True,
+            "CanBeChanged": False,
+            "ManagedPropertyLogicalName": "canchangetrackingbeenabled",
+        },
+    }
+
+
+def _select(body: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+    wanted = {n.strip() for n in params.get("$select", "").split(",") if n.strip()}
+    if not wanted:
+        return body
+    return {k: v for k, v in body.items() if k in wanted or k in ("MetadataId", "@odata.context")}
+
+
+def _matches(body: dict[str, Any], condition: str) -> bool:
+    match = _CONDITION.match(condition)
+    if match is None:
+        raise DataverseError(
+            400,
+            BAD_QUERY,
+            f"The sandbox filters table definitions with 'Property eq value' only: {condition}",
+        )
+    name, raw = match.groups()
+    if name not in body:
+        raise DataverseError(400, BAD_QUERY, f"Could not find a property named '{name}'.")
+    value: Any = {"true": True, "false": False, "null": None}.get(raw)
+    if raw.startswith("'"):
+        value = raw[1:-1].replace("''", "'")
+    return bool(body[name] == value)
+
+
+def tables(path: str, params: dict[str, str], base: str, tracked: Collection[str]) -> Any:
+    """``EntityDefinitions`` or ``EntityDefinitions(LogicalName='x')``, or None for other paths."""
+    match = _TABLE_PATH.match(path)
+    if match is None:
+        return None
+    context = f"{base}$metadata#EntityDefinitions"
+    name = match.group("entity")
+    if name is not None:
+        table = s.BY_LOGICAL_NAME.get(name)
+        if table is None:
+            raise DataverseError(404, NOT_FOUND, f"Could not find an entity with name {name}.")
+        return {"@odata.context": f"{context}/$entity", **_select(_table(table, tracked), params)}
+    rows = [_table(t, tracked) for t in s.TABLES.values()]
+    condition = params.get("$filter", "")
+    if condition.strip():
+        parts = re.split(r"\s+and\s+", condition)
+        rows = [r for r in rows if all(_matches(r, part) for part in parts)]
+    return {"@odata.context": context, "value": [_select(r, params) for r in rows]}
+
+
+def answer(
+    path: str, params: dict[str, str], base: str, tracked: Collection[str] = ("opportunity",)
+) -> dict[str, Any]:
+    """The JSON body for a metadata GET; 404 for unknown tables or attributes, 400 for bad casts.
+
+    ``tracked`` holds the logical names of the tables with change tracking on.
+    """
+    found = tables(path, params, base, tracked)
+    if found is not None:
+        return dict(found)
     match = _PATH.match(path)
     if match is None:
         raise DataverseError(400, BAD_QUERY, f"The sandbox does not serve the metadata path {path}")

@@ -168,7 +168,8 @@ class SalesforcePart:
             ):
                 return _oauth_error("invalid_client", "invalid client credentials")
         elif grant_type == JWT_GRANT:
-            problem = self._check_assertion(form.get("assertion", ""))
+            origin = f"{request.url.scheme}://{request.headers.get('host', '127.0.0.1')}"
+            problem = self._check_assertion(form.get("assertion", ""), origin)
             if problem is not None:
                 return problem
         else:
@@ -192,8 +193,13 @@ class SalesforcePart:
             }
         )
 
-    def _check_assertion(self, assertion: str) -> Response | None:
-        """Claims checks of the JWT bearer grant; the signature is deliberately not verified."""
+    def _check_assertion(self, assertion: str, origin: str) -> Response | None:
+        """Claims checks of the JWT bearer grant; the signature is deliberately not verified.
+
+        ``aud`` must be one of the audiences Salesforce names: its production or test
+        login host, or a site of the org (here: the sandbox's own origin, which also
+        stands for a My Domain, since whether Salesforce refuses one is not documented).
+        """
         try:
             claims = jwt.decode(assertion, options={"verify_signature": False})
         except jwt.PyJWTError:
@@ -202,10 +208,16 @@ class SalesforcePart:
             return _oauth_error("invalid_client", "client identifier invalid")
         if not claims.get("sub") or not claims.get("aud"):
             return _oauth_error("invalid_grant", "invalid assertion: sub and aud are required")
+        if str(claims["aud"]).rstrip("/") not in (*JWT_AUDIENCES, origin):
+            return _oauth_error("invalid_grant", "audience is invalid")
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or exp <= self.ctx.clock.now().timestamp():
             return _oauth_error("invalid_grant", "expired assertion: exp is missing or past")
         return None
+
+
+#: the fixed audiences of Salesforce's JWT bearer flow (production and sandbox login)
+JWT_AUDIENCES = ("https://login.salesforce.com", "https://test.salesforce.com")
 
 
 def _oauth_error(code: str, description: str) -> Response:

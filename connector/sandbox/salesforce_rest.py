@@ -2,7 +2,8 @@
 
 Answers follow Salesforce: error bodies are arrays ``[{"message", "errorCode",
 "fields"}]``; collection writes answer one ``{"id", "success", "errors"}`` per
-record, in order, with ``statusCode`` in each error.
+record, in order, with ``statusCode`` in each error (a record refused on its own has
+no ``id``; one rolled back by ``allOrNone`` keeps it).
 """
 
 from __future__ import annotations
@@ -312,9 +313,9 @@ async def _collection(part: SalesforcePart, request: Request) -> Response:
         results = []
         for obj, given_id, outcome in prepared:
             if isinstance(outcome, list):
-                results.append(
-                    {"id": given_id, "success": False, "errors": [e.as_json() for e in outcome]}
-                )
+                # a record refused on its own has no id in its result (Salesforce's published
+                # example; a SaveResult's id is set only when the record was saved)
+                results.append({"success": False, "errors": [e.as_json() for e in outcome]})
             elif failed and all_or_none:
                 results.append(
                     {"id": given_id, "success": False, "errors": [_ROLLED_BACK.as_json()]}

@@ -54,6 +54,7 @@ from connector.sync.mirror import (
 )
 from connector.sync.outcome import RecordOutcome
 from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
+from connector.sync.reconcile import reconcile_deleted_records
 from connector.sync.report import Outcome, RunReport
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class SyncEngine:
                     self.existing.start(self.clock())
                     self._mirror_left_over(report)
                     self._retry_dead_letters(stages, report)
+                    reconcile_deleted_records(self, report)
             self._outbound_started = self.clock()
             with report.phase("outbound"):
                 self._outbound(stages, report, dry_run=dry_run, full=full)

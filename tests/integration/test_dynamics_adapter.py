@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from connector.crm.base import NewOpportunity
 from connector.crm.dynamics import DataverseOpportunities
-from connector.errors import QuotaExhausted
+from connector.errors import ConfigError, QuotaExhausted
 from connector.mapping.filters import Filter
 from connector.model import CrmStatusUpdate
 
@@ -185,8 +185,10 @@ def test_calls_grow_with_pages_and_chunks_never_with_records(
     pages = list(adapter.pull_changes(None, fields=FIELDS, select=None))
     records = [r for p in pages for r in p.records]
     assert len(pages) == 3 and len(records) == N
-    # one query per page, and per lookup (account, owner, currency) and page at most
-    assert set(adapter.usage.by_kind) == {"read", "related"}
+    # the table's definition and its column types once, one query per page, per lookup
+    # and page at most
+    assert set(adapter.usage.by_kind) == {"metadata", "read", "related"}
+    assert adapter.usage.by_kind["metadata"] == 2
     assert adapter.usage.by_kind["read"] == 3 and adapter.usage.by_kind["related"] <= 3 * 3
     before = dict(adapter.usage.by_kind)
     open_ids = [r.id for r in records if not r.fields["is_closed"]]
@@ -272,3 +274,21 @@ def test_retry_after_is_honoured_on_the_sandbox_clock(make: Any, admin: httpx.Cl
     assert len(records) == N
     assert adapter.transport.throttled >= 1 and len(waited) == adapter.transport.throttled
     assert all(0 < w <= 300 for w in waited)
+
+
+def test_without_change_tracking_auto_reads_by_modifiedon_and_required_refuses(
+    make: Any, admin: httpx.Client
+) -> None:
+    admin.put("/_sandbox/dataverse/change-tracking", json={"opportunity": False})
+    selected = [
+        r
+        for r in admin.get("/_sandbox/dataverse/opportunities").json()["value"]
+        if r["cosell_syncwithpartnercenter"]
+    ]
+    pages = list(make(page_size=20).pull_changes(None, fields=FIELDS, select=SYNCED))
+    assert sorted(r.id for p in pages for r in p.records) == sorted(
+        r["opportunityid"] for r in selected
+    )
+    assert str(pages[-1].cursor).startswith("modifiedon:")
+    with pytest.raises(ConfigError, match=r"crm\.change_tracking"):
+        list(make(change_tracking="required").pull_changes(None, fields=FIELDS, select=None))

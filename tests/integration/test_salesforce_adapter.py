@@ -20,7 +20,7 @@ from connector.crm.base import NewOpportunity
 from connector.crm.salesforce import SalesforceOpportunities
 from connector.crm.salesforce_auth import ClientCredentials, JwtBearer, SalesforceAuth
 from connector.dealcore.retry import RetryPolicy
-from connector.errors import QuotaExhausted
+from connector.errors import CrmError, QuotaExhausted
 from connector.mapping.filters import Filter
 from connector.model import CrmStatusUpdate
 from connector.sandbox.server import SandboxServer
@@ -309,17 +309,29 @@ def test_jwt_bearer_sign_in(sandbox: SandboxServer, tmp_path: Path) -> None:
             serialization.NoEncryption(),
         )
     )
-    auth = SalesforceAuth(
-        JwtBearer(sandbox.url, "sandbox", "integration@partner.example", key_file),
+    for audience in (None, "https://test.salesforce.com"):
+        # posted to the org's own URL, the assertion names Salesforce's login audience
+        auth = SalesforceAuth(
+            JwtBearer(
+                sandbox.url, "sandbox", "integration@partner.example", key_file, audience=audience
+            ),
+            ca_file=sandbox.ca_file,
+            allowed_origin=sandbox.url,
+        )
+        crm = SalesforceOpportunities(auth)
+        try:
+            assert len(crm.stage_metadata()) >= 12
+            assert crm.usage.by_kind["token"] == 1
+        finally:
+            crm.close()
+    refused = SalesforceAuth(
+        JwtBearer(sandbox.url, "sandbox", "u@x", key_file, audience="https://else.example"),
         ca_file=sandbox.ca_file,
         allowed_origin=sandbox.url,
     )
-    crm = SalesforceOpportunities(auth)
-    try:
-        assert len(crm.stage_metadata()) >= 12
-        assert crm.usage.by_kind["token"] == 1
-    finally:
-        crm.close()
+    with pytest.raises(CrmError, match="audience is invalid"):
+        refused.login()
+    refused.close()
 
 
 def test_a_nested_filter_with_hostile_values_is_accepted_and_applied(

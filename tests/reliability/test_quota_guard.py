@@ -62,9 +62,10 @@ def dv_status_ids(world: GuardWorld) -> set[str]:
 
 def test_salesforce_run_stops_at_the_share_and_resumes_next_cycle(world: GuardWorld) -> None:
     config = world.config("salesforce", crm={"batch_size": 200, "max_quota_share": 0.8})
-    # 3 calls left below 80 % of 1000: the first page (query, stages, one status write)
-    # is handled, then the guard stops the run before the second page is asked for.
-    world.put("/_sandbox/salesforce/limits", {"max": 1000, "used": 797})
+    # 4 calls left below 80 % of 1000: the first page (stages, query, the describe its
+    # dates are read by, one status write) is handled, then the guard stops the run
+    # before the second page is asked for.
+    world.put("/_sandbox/salesforce/limits", {"max": 1000, "used": 796})
 
     first = world.sync(config)
 

@@ -598,12 +598,55 @@ def test_batch_changeset_applies_all_or_nothing(sb: SandboxServer, client: httpx
         content=_batch([_changeset([good, stale])]),
         headers={"Content-Type": "multipart/mixed; boundary=batch_abc"},
     )
-    assert failed.status_code == 200
+    # Without continue-on-error a failure ends the batch: 400, the failure in a multipart body.
+    assert failed.status_code == 400
+    assert failed.headers["Content-Type"].startswith("multipart/mixed; boundary=batchresponse_")
     assert "HTTP/1.1 412 Precondition Failed" in failed.text and "0x80060882" in failed.text
     assert (
         client.get(ADMIN + f"opportunities/{rows[0]['opportunityid']}").json()["cosell_status"]
         == "Synced"
     )
+
+
+def test_batch_stops_at_a_failure_with_400_unless_continue_on_error(
+    sb: SandboxServer, client: httpx.Client
+) -> None:
+    rows = [r for r in all_rows(client) if r["statecode"] == 0][:3]
+    missing = "00000000-0000-0000-0000-00000000abcd"
+
+    def patch(row_id: str, value: str, content_id: int) -> str:
+        url = f"{API}opportunities({row_id})"
+        body = f'{{"cosell_status": "{value}"}}'
+        return _http_part("PATCH", url, body, content_id, "If-Match: *\r\n")
+
+    def statuses() -> list[str | None]:
+        return [
+            client.get(ADMIN + f"opportunities/{r['opportunityid']}").json()["cosell_status"]
+            for r in rows
+        ]
+
+    parts = [
+        patch(rows[0]["opportunityid"], "A", 1),
+        patch(missing, "B", 2),
+        patch(rows[1]["opportunityid"], "C", 3),
+    ]
+    headers = {"Content-Type": "multipart/mixed; boundary=batch_abc"}
+    stopped = client.post(API + "$batch", content=_batch(parts), headers=headers)
+    assert stopped.status_code == 400
+    assert "HTTP/1.1 404 Not Found" in stopped.text and "Content-ID: 2" in stopped.text
+    assert "Content-ID: 3" not in stopped.text  # not processed
+    assert statuses()[:2] == ["A", rows[1]["cosell_status"]]
+
+    parts[0] = patch(rows[0]["opportunityid"], "D", 1)
+    kept_going = client.post(
+        API + "$batch",
+        content=_batch(parts),
+        headers={**headers, "Prefer": "odata.continue-on-error"},
+    )
+    assert kept_going.status_code == 200
+    assert kept_going.text.count("HTTP/1.1 204 No Content") == 2
+    assert "HTTP/1.1 404 Not Found" in kept_going.text
+    assert statuses()[:2] == ["D", "C"]
 
 
 def test_batch_post_then_reference_by_content_id(client: httpx.Client) -> None:
@@ -652,6 +695,50 @@ def test_option_set_metadata(reader: httpx.Client) -> None:
         "/Microsoft.Dynamics.CRM.StatusAttributeMetadata"
     )
     assert wrong_cast.status_code == 400
+
+
+def test_table_definitions_say_which_tables_track_changes(client: httpx.Client) -> None:
+    # Microsoft's query (use-change-tracking-synchronize-data-external-systems.md)
+    listed = client.get(
+        API + "EntityDefinitions?$select=SchemaName&$filter=ChangeTrackingEnabled eq true"
+    )
+    assert listed.status_code == 200, listed.text
+    assert [t["SchemaName"] for t in listed.json()["value"]] == ["Opportunity"]
+    one = client.get(
+        API + "EntityDefinitions(LogicalName='opportunity')"
+        "?$select=LogicalName,ChangeTrackingEnabled"
+    ).json()
+    assert one["LogicalName"] == "opportunity" and one["ChangeTrackingEnabled"] is True
+    assert one["@odata.context"].endswith("$metadata#EntityDefinitions/$entity")
+    tracked = {"Prefer": "odata.track-changes"}
+    assert client.get(API + "opportunities?$select=name", headers=tracked).status_code == 200
+
+    assert client.put(ADMIN + "change-tracking", json={"opportunity": False}).json() == {
+        "opportunity": False, "account": False, "contact": False, "systemuser": False,
+        "transactioncurrency": False,
+    }  # fmt: skip
+    off = client.get(API + "EntityDefinitions(LogicalName='opportunity')").json()
+    assert off["ChangeTrackingEnabled"] is False
+    refused = client.get(API + "opportunities?$select=name", headers=tracked)
+    assert refused.status_code == 400
+    assert "not enabled" in refused.json()["error"]["message"]
+    client.put(ADMIN + "change-tracking", json={"opportunity": True})
+    assert client.get(API + "opportunities?$select=name", headers=tracked).status_code == 200
+
+
+def test_column_types_come_with_the_attributes(reader: httpx.Client) -> None:
+    listed = reader.get(
+        API + "EntityDefinitions(LogicalName='opportunity')/Attributes"
+        "?$select=LogicalName,AttributeType"
+    )
+    assert listed.status_code == 200
+    types = {a["LogicalName"]: a for a in listed.json()["value"]}
+    assert types["name"]["AttributeType"] == "String"
+    assert (types["estimatedclosedate"]["AttributeType"], types["estimatedclosedate"]["Format"]) == (
+        "DateTime", "DateOnly"
+    )  # fmt: skip
+    assert types["modifiedon"]["Format"] == "DateAndTime"
+    assert types["estimatedvalue"]["AttributeType"] == "Money"
 
 
 # --- service protection ------------------------------------------------------------------------

@@ -98,9 +98,17 @@ def test_jwt_bearer_checks_iss_and_exp_but_not_the_signature(
         timeout=10,
     )
     assert ok.status_code == 200 and ok.json()["access_token"]
+    for audience in ("https://test.salesforce.com", sb.url):  # a sandbox, the org's own site
+        r = session.post(
+            f"{sb.url}/services/oauth2/token",
+            data={"grant_type": grant, "assertion": assertion(aud=audience)},
+            timeout=10,
+        )
+        assert r.status_code == 200, audience
     for claims, error in (
         ({"iss": "other"}, "invalid_client"),
         ({"exp": int(time.time()) - 5}, "invalid_grant"),
+        ({"aud": "https://elsewhere.example"}, "invalid_grant"),
     ):
         r = session.post(
             f"{sb.url}/services/oauth2/token",

@@ -71,3 +71,16 @@ def token_answer(token: str = "tok-1", instance_url: str = INSTANCE) -> dict[str
         "token_type": "Bearer",
         "issued_at": "1777600000000",
     }
+
+
+def describe_answer(name: str = "Opportunity", **types: str) -> dict[str, Any]:
+    """``sobjects/<name>/describe`` with the given field → type (lookups: ``reference:Account``)."""
+    fields = []
+    for field, kind in types.items():
+        entry: dict[str, Any] = {"name": field, "type": kind, "referenceTo": []}
+        if kind.startswith("reference:"):
+            target = kind.removeprefix("reference:")
+            relationship = field[:-2] if field.endswith("Id") else field.replace("__c", "__r")
+            entry.update(type="reference", referenceTo=[target], relationshipName=relationship)
+        fields.append(entry)
+    return {"name": name, "fields": fields}

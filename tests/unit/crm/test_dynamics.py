@@ -48,6 +48,9 @@ class FakeClock:
 def mock() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
         router.post(TOKEN_URL).mock(side_effect=_token_issuer())
+        router.get(f"{API}/EntityDefinitions").respond(
+            json={"value": [{"LogicalName": "opportunity", "SchemaName": "Opportunity"}]}
+        )
         yield router
 
 
@@ -218,7 +221,7 @@ def test_initial_pull_pages_with_change_tracking_and_filters_client_side(
     assert [[r.id for r in p.records] for p in pages] == [[OPP1], [OPP3]]  # OPP2 not selected
     assert pages[0].cursor is None  # an intermediate page keeps the previous cursor
     assert pages[1].cursor == f"delta:{delta}"
-    assert adapter.usage.by_kind == {"read": 2}
+    assert adapter.usage.by_kind == {"metadata": 1, "read": 2}  # the table's definition first
 
 
 def test_delta_pull_reports_changes_and_deletions(mock: respx.MockRouter, make: Any) -> None:
@@ -358,6 +361,16 @@ def test_rows_are_normalised_with_lookups_and_formatted_values(
     users = mock.get(f"{API}/systemusers").respond(
         json={"value": [{"systemuserid": USER1, "internalemailaddress": "ana@contoso.com"}]}
     )
+    # dates are read as dates because the table's definition says so (once per adapter)
+    types = mock.get(f"{API}/EntityDefinitions(LogicalName='opportunity')/Attributes").respond(
+        json={
+            "value": [
+                {"LogicalName": "estimatedclosedate", "AttributeType": "DateTime"},
+                {"LogicalName": "cosell_expiration", "AttributeType": "DateTime"},
+                {"LogicalName": "name", "AttributeType": "String"},
+            ]
+        }
+    )
     won = row(
         OPP1,
         statecode=1,
@@ -411,6 +424,7 @@ def test_rows_are_normalised_with_lookups_and_formatted_values(
     assert pages[1].records[0].fields["parentaccountid.name"] == "Contoso"
     # the related rows: one query per lookup and page, cached across pages
     assert accounts.call_count == 1 and users.call_count == 1
+    assert types.call_count == 1  # accounts and users hold no date-shaped text: never asked
     assert accounts.calls[0].request.url.params["$filter"] == f"accountid eq {ACC1}"
     select = first.calls[0].request.url.params["$select"].split(",")
     assert "_parentaccountid_value" in select and "_ownerid_value" in select
@@ -598,7 +612,9 @@ def test_many_updates_go_in_batches(mock: respx.MockRouter, make: Any) -> None:
     assert batch.call_count == 2
     first = batch.calls[0].request
     assert first.headers["Content-Type"].startswith("multipart/mixed; boundary=batch_")
-    assert "boundary=changeset_" in first.content.decode()
+    # independent parts: one refused write never costs the others a second call
+    assert "boundary=changeset_" not in first.content.decode()
+    assert first.headers["Prefer"] == "odata.continue-on-error"
     ops = parse_batch_request(first)
     assert [op[0] for op in ops] == ["1", "2", "3"]
     assert ops[0][1] == f"PATCH {API}/opportunities({ids[0]}) HTTP/1.1"
@@ -652,7 +668,9 @@ def test_a_failed_changeset_is_resent_without_the_failing_write(
     batch = mock.post(f"{API}/$batch").mock(
         side_effect=[batch_answer(("2", 412)), batch_answer(("1", 204), ("3", 204))]
     )
-    results = make().write_status([CrmStatusUpdate(i, {"cosell_status": "x"}) for i in ids])
+    results = make(batch_changesets=True).write_status(
+        [CrmStatusUpdate(i, {"cosell_status": "x"}) for i in ids]
+    )
     assert [(r.ok, r.error_code) for r in results] == [
         (True, None),
         (False, "precondition_failed"),
@@ -795,13 +813,13 @@ def test_request_budget_stops_a_pull_cleanly(mock: respx.MockRouter, make: Any) 
     mock.get(f"{API}/opportunities").respond(
         json={"value": [row(OPP1)], "@odata.nextLink": f"{API}/opportunities?$skiptoken=2"}
     )
-    adapter = make(max_requests=2)
+    adapter = make(max_requests=3)  # the table's definition, then two pages
     pages = adapter.pull_changes(None, fields=["name"], select=None)
     assert [r.id for r in next(pages).records] == [OPP1]
     assert [r.id for r in next(pages).records] == [OPP2]
     with pytest.raises(QuotaExhausted):
         next(pages)
-    assert adapter.usage.calls == 2
+    assert adapter.usage.calls == 3
 
 
 def test_window_share_counts_requests_in_five_minutes(

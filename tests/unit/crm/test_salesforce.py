@@ -18,6 +18,7 @@ from salesforce_fakes import (
     API,
     COMPOSITE,
     QUERY_ALL,
+    describe_answer,
     existing_token_adapter,
     opp,
     page,
@@ -33,8 +34,8 @@ from simple_salesforce.exceptions import (
 )
 
 from connector.crm.base import CrmPage, NewOpportunity
-from connector.crm.salesforce import COLLECTION_SIZE
 from connector.crm.salesforce_errors import crm_error_from
+from connector.crm.salesforce_writes import COLLECTION_SIZE
 from connector.errors import ConfigError, CrmError, QuotaExhausted
 from connector.mapping.filters import Filter
 from connector.model import CrmStatusUpdate
@@ -339,6 +340,16 @@ def test_records_are_normalised(rsps: responses.RequestsMock) -> None:
         Primary_Contact__r=None,
     )
     rsps.get(QUERY_ALL, json=page([row]))
+    describe = rsps.get(
+        f"{API}/sobjects/Opportunity/describe",
+        json=describe_answer(
+            Name="string",
+            Amount="currency",
+            CloseDate="date",
+            CoSell_Expiration__c="datetime",
+            Description="textarea",
+        ),
+    )
     adapter = existing_token_adapter()
     fields = [
         "Name",
@@ -364,8 +375,9 @@ def test_records_are_normalised(rsps: responses.RequestsMock) -> None:
     assert values["Amount"] == Decimal("12345.67")
     assert str(values["Amount"]) == "12345.67"
     assert values["Probability"] == Decimal(65)
-    assert values["CloseDate"] == date(2026, 6, 30)
+    assert values["CloseDate"] == date(2026, 6, 30)  # a date because describe says so
     assert values["CoSell_Expiration__c"] == datetime(2026, 5, 15, 8, tzinfo=UTC)
+    assert describe.call_count == 1 and adapter.usage.by_kind["describe"] == 1
     assert values["Sync_with_Partner_Center__c"] is True
     assert values["Description"] is None
     assert values["Account.BillingCountryCode"] == "DE"

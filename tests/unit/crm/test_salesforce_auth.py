@@ -25,6 +25,7 @@ from salesforce_fakes import (
     token_answer,
 )
 
+from connector.crm.factory import build_salesforce
 from connector.crm.salesforce import SalesforceOpportunities
 from connector.crm.salesforce_auth import (
     ALLOWED_ORIGIN_SETTING,
@@ -34,6 +35,7 @@ from connector.crm.salesforce_auth import (
     check_instance_url,
 )
 from connector.errors import ConfigError, CrmError
+from connector.settings import SalesforceSettings
 
 
 @pytest.fixture
@@ -261,3 +263,59 @@ def test_a_sign_in_during_a_pull_does_not_date_the_query(
     pages = list(adapter.pull_changes("2026-05-01T12:00:00.000Z", fields=[], select=None))
     assert [p.cursor for p in pages] == ["2026-05-01T12:00:00.000Z", "2026-05-01T12:09:55.000Z"]
     assert adapter.usage.by_kind == {"token": 2, "query": 2}
+
+
+@pytest.mark.parametrize(
+    ("login_url", "setting", "audience"),
+    [
+        ("https://acme.my.salesforce.com", None, "https://login.salesforce.com"),
+        ("https://login.salesforce.com", None, "https://login.salesforce.com"),
+        ("https://acme--uat.sandbox.my.salesforce.com", None, "https://test.salesforce.com"),
+        ("https://test.salesforce.com", None, "https://test.salesforce.com"),
+        ("https://acme.my.salesforce.com", "https://acme.my.site.com/partners", None),
+    ],
+)
+def test_the_jwt_audience_is_its_own_setting_not_the_my_domain(
+    rsps: responses.RequestsMock,
+    tmp_path: Path,
+    login_url: str,
+    setting: str | None,
+    audience: str | None,
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "server.key"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    rsps.post(f"{login_url}/services/oauth2/token", json=token_answer("tok-jwt"))
+    grant = JwtBearer(login_url, "consumer-key", "u@acme.example", key_file, audience=setting)
+    SalesforceAuth(grant, clock=lambda: 1_777_600_000.0).login()
+    form = dict(pair.split("=", 1) for pair in str(rsps.calls[0].request.body).split("&"))
+    claims = jwt.decode(form["assertion"], options={"verify_signature": False})
+    assert claims["aud"] == (audience or setting)
+    assert rsps.calls[0].request.url == f"{login_url}/services/oauth2/token"
+
+
+def test_the_factory_passes_the_audience_setting_and_checks_its_form(tmp_path: Path) -> None:
+    key_file = tmp_path / "k.pem"
+    key_file.write_text("x")
+    crm = SalesforceSettings(
+        login_url="https://acme.my.salesforce.com",
+        auth="jwt_bearer",
+        client_id="ck",
+        username="u@acme.example",
+        private_key_file=key_file,
+        jwt_audience="https://test.salesforce.com",
+    )
+    adapter = build_salesforce(crm, "connections[acme]", None)
+    try:
+        grant = adapter.auth.grant  # type: ignore[attr-defined]
+        assert isinstance(grant, JwtBearer) and grant.audience == "https://test.salesforce.com"
+    finally:
+        adapter.close()
+    with pytest.raises(ValueError, match="jwt_audience"):
+        SalesforceSettings(jwt_audience="login.salesforce.com")
