@@ -226,7 +226,10 @@ def timestamp(value: Any, target: str) -> str:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        raise ReferralError(f"{target} is out of range (got {value!r})", target=target) from None
 
 
 def sales_stage(value: Any, target: str = "salesStage") -> str:
