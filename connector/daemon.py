@@ -111,6 +111,8 @@ class Daemon:
         self.abandoned = False
         #: the stop of each running cycle: the daemon's, or the loss of its lease
         self._cycle_stops: dict[str, threading.Event] = {}
+        #: connections whose lease this daemon holds now; guarded by ``_lock``
+        self._leases: set[str] = set()
         self._started = False
         self._mappings = {c.name: self._watch(c) for c in self.connections}
         for conn in self.connections:
@@ -222,6 +224,8 @@ class Daemon:
         if not leased:
             log.info("%s: another replica holds the lease; skipping this cycle", conn.name)
             return None
+        with self._lock:
+            self._leases.add(conn.name)
         try:
             # renewed on its own thread (a stalled cycle keeps it too); lost: stop at a page
             with LeaseKeeper(
@@ -231,10 +235,25 @@ class Daemon:
                 return self.run_cycle(conn)
         finally:
             self._cycle_stops.pop(conn.name, None)
-            try:
-                self.store.release_lease(conn.name, self.holder)
-            except ConnectorError as exc:  # it expires by itself after lease_ttl_s
-                log.warning("%s: cannot release the lease: %s", conn.name, exc.message)
+            self._release_lease(conn.name)
+
+    def _release_lease(self, name: str) -> None:
+        """Give up this daemon's lease on ``name`` (once; later calls do nothing)."""
+        with self._lock:
+            if name not in self._leases:
+                return
+            self._leases.discard(name)
+        try:
+            self.store.release_lease(name, self.holder)
+        except ConnectorError as exc:  # it expires by itself after lease_ttl_s
+            log.warning("%s: cannot release the lease: %s", name, exc.message)
+
+    def release_leases(self) -> None:
+        """Give up every lease this daemon holds (a cycle it abandons keeps none)."""
+        with self._lock:
+            held = sorted(self._leases)
+        for name in held:
+            self._release_lease(name)
 
     def run_cycle(self, conn: ConnectionSettings) -> RunReport:
         """One cycle of ``conn``; every failure becomes a failed report, never an exception."""
@@ -377,9 +396,19 @@ class Daemon:
         """Block until a stop is requested, then shut down within the grace period.
 
         Returns 0 when every running cycle finished (its last page committed) in time,
-        130 when the grace period ran out first; ``abandoned`` is then True and the
-        store is left open for the cycle thread (the caller should exit the process).
+        130 when the grace period ran out first; ``abandoned`` is then True, the leases
+        of the unfinished cycles are released and the store is left open for the cycle
+        thread (the caller should exit the process). Whatever way the wait ends, no
+        lease outlives it.
         """
+        try:
+            return self._shut_down()
+        except BaseException:
+            self.abandoned = True
+            self.release_leases()
+            raise
+
+    def _shut_down(self) -> int:
         while not self.stop_event.wait(1.0):
             pass
         log.info(
@@ -401,9 +430,13 @@ class Daemon:
             self._http.server_close()
         if still:
             self.abandoned = True
+            # The process exits now with the cycle unfinished: its lease goes with it, or a
+            # restart (or another replica) would skip the connection until the lease expired.
+            self.release_leases()
             log.error(
                 "the cycle of %s did not finish within the grace period of %.0fs; exiting "
-                "anyway (the committed cursor is safe: at most one page is replayed)",
+                "anyway (the committed cursor is safe: at most one page is replayed; the "
+                "lease is released)",
                 ", ".join(still),
                 self.grace_s,
             )
