@@ -42,7 +42,7 @@ class ExitCode:
     OK = 0  # every record synced or skipped
     PARTIAL = 1  # some records were rejected or failed: see `connector errors list`
     FAILED = 2  # the run failed: a remote system unreachable, a state error
-    QUOTA = 3  # stopped at the configured share of a CRM's API allowance
+    QUOTA = 3  # stopped at a CRM's API allowance share, or throttled longer than allowed
     BAD_CONFIG = 4  # the config or a mapping file is invalid
     INTERRUPTED = 130
 
@@ -140,7 +140,7 @@ def _exit_code(outcomes: list[str]) -> int:
 
     if Outcome.FAILED in outcomes:
         return ExitCode.FAILED
-    if Outcome.QUOTA in outcomes:
+    if Outcome.QUOTA in outcomes or Outcome.THROTTLED in outcomes:
         return ExitCode.QUOTA
     if Outcome.INTERRUPTED in outcomes:
         return ExitCode.INTERRUPTED

@@ -27,12 +27,14 @@ from connector.dealcore.client import ReferralsClient
 from connector.dealcore.payload import patch_ops, status_ops
 from connector.dedupe import RecentKeys
 from connector.errors import (
+    AUTHENTICATION_CODES,
     ConnectorError,
     CoreError,
     NotFound,
     PreconditionFailed,
     QuotaExhausted,
     StateError,
+    Throttled,
 )
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
@@ -49,6 +51,7 @@ from connector.sync.mirror import (
 from connector.sync.outcome import RecordOutcome
 from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
 from connector.sync.report import Outcome, RunReport
+from connector.sync.stops import credentials_refused, run_stop
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +98,6 @@ LISTED_FIELDS = (
 PAGE_MEMORY = 10_000
 
 ProgressFn = Callable[[str, int], None]
-
-#: permanent error codes that say nothing about the record: dead-lettered as transient
-NOT_THE_RECORDS_FAULT = frozenset({"unauthenticated"})
 
 
 def _noop_progress(kind: str, n: int) -> None:
@@ -160,12 +160,16 @@ class SyncEngine:
             tuple[Sequence[tuple[CrmStatusUpdate, Link | None, str]], Future[list[WriteResult]]]
         ] = collections.deque()
         self._outbound_started: datetime | None = None
+        #: set by the first push that met a run-stopping failure: the other pushes of
+        #: the run are not sent (see connector.sync.stops)
+        self._halted: ConnectorError | None = None
         self.lifecycle = LifecycleSteps(self)
 
     # ------------------------------------------------------------------ the cycle
 
     def run(self, *, dry_run: bool = False, full: bool = False) -> RunReport:
         report = RunReport(self.connection, dry_run=dry_run)
+        self._halted = None
         started = time.monotonic()
         run_id = None if dry_run else self.store.start_run(self.connection)
         calls_before = self._api_calls()
@@ -194,10 +198,15 @@ class SyncEngine:
             report.outcome = Outcome.QUOTA
             report.error = exc.message
             log.warning("%s: stopped at the API quota guard: %s", self.connection, exc.message)
-        except ConnectorError as exc:
-            report.outcome = Outcome.FAILED
+        except Throttled as exc:
+            report.outcome = Outcome.THROTTLED
             report.error = exc.message
-            log.error("%s: the run failed: %s", self.connection, exc.message)
+            log.warning("%s: stopped, throttled: %s", self.connection, exc.message)
+        except ConnectorError as exc:
+            error = self._run_stop(exc) or exc
+            report.outcome = Outcome.FAILED
+            report.error = error.message
+            log.error("%s: the run failed: %s", self.connection, error.message)
         finally:
             report.duration_s = time.monotonic() - started
             report.api_calls = {
@@ -450,6 +459,7 @@ class SyncEngine:
                 self.progress("pushed", 1)
         finally:
             self.store.save_links(self.connection, unsaved)
+        self._stop_on_refusal(outcomes)
         self.lifecycle.register(outcomes, work.by_id, work.links)
         self._mirror_outcomes(outcomes, work.links, work.by_id, report)
 
@@ -540,16 +550,37 @@ class SyncEngine:
 
     def _execute(self, action: Action, links: Mapping[str, Link]) -> _Outcome:
         crm_id = action.draft.crm_id if isinstance(action, (Create, Update)) else ""
+        if self._halted is not None:
+            raise self._halted  # the run is stopping: this push is not sent
         try:
             if isinstance(action, Create):
                 return self._create(action)
             assert isinstance(action, Update)
             return self._update(action, links[crm_id])
         except ConnectorError as exc:
+            stop = self._run_stop(exc)
+            if stop is not None:
+                # Not the record's fault, and every other push would meet it too.
+                self._halted = stop
+                raise stop from None
             log.warning("%s: %s: %s", self.connection, crm_id, exc.message)
-            # A refused token is no fault of the record: the next cycle tries it again.
-            transient = exc.transient or exc.code in NOT_THE_RECORDS_FAULT
-            return _Outcome(crm_id, "failed", exc.code, exc.message, transient=transient)
+            return _Outcome(crm_id, "failed", exc.code, exc.message, transient=exc.transient)
+
+    def _run_stop(self, error: ConnectorError) -> ConnectorError | None:
+        return run_stop(error, connection=self.connection, crm_system=self.crm.system)
+
+    def _stop_on_refusal(self, outcomes: Sequence[_Outcome]) -> None:
+        """Stop before anything of a page is mirrored when one of its records failed on a
+        refused credential or a throttle (a step that turned the error into an outcome)."""
+        for o in outcomes:
+            if o.kind != "failed":
+                continue
+            if o.reason == Throttled.code:
+                raise Throttled(o.message or "throttled", status=429)
+            if o.reason in AUTHENTICATION_CODES:
+                raise credentials_refused(
+                    "core", o.reason, o.message or "", connection=self.connection
+                )
 
     def _create(self, action: Create) -> _Outcome:
         draft = action.draft
@@ -807,6 +838,15 @@ class SyncEngine:
     ) -> None:
         saved: dict[str, str] = {}
         quota: WriteResult | None = None
+        for result in results:
+            if not result.ok and result.error_code in AUTHENTICATION_CODES:
+                # Recorded as nothing: the next run writes the whole batch again.
+                raise credentials_refused(
+                    self.crm.system,
+                    result.error_code,
+                    result.message or "",
+                    connection=self.connection,
+                )
         for (update, link, fp), result in zip(updates, results, strict=True):
             settled = SETTLED_WRITE_CODES.get(result.error_code or "")
             if result.ok:
