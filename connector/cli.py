@@ -175,9 +175,18 @@ def run(
         typer.Option(
             "--unready-after-s",
             envvar="CONNECTOR_UNREADY_AFTER_S",
-            help="How long a connection may fail before /readyz says unready.",
+            help="How long a connection may fail (or be throttled) before /readyz says unready.",
         ),
     ] = 0.0,
+    stalled_after_s: Annotated[
+        float,
+        typer.Option(
+            "--stalled-after-s",
+            envvar="CONNECTOR_STALLED_AFTER_S",
+            help="How long a running cycle may move no record before /readyz says unready "
+            "(0: never).",
+        ),
+    ] = 1800.0,
     lease_ttl_s: Annotated[
         float,
         typer.Option(
@@ -201,6 +210,7 @@ def run(
             health_port=health_port,
             grace_s=grace_s,
             unready_after_s=unready_after_s,
+            stalled_after_s=stalled_after_s,
             lease_ttl_s=lease_ttl_s,
         )
     except (ConfigError, MappingError) as exc:

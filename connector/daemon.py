@@ -38,6 +38,7 @@ from connector.logs import redact
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
 from connector.metrics import Metrics
+from connector.readiness import DEFAULT_STALLED_AFTER_S, ConnectionHealth
 from connector.runtime import Runtime, open_runtime
 from connector.settings import (
     ConfigFile,
@@ -55,15 +56,6 @@ log = logging.getLogger(__name__)
 
 #: how many of the latest run reports the daemon keeps (``Daemon.reports``)
 REPORT_HISTORY = 100
-
-
-@dataclass
-class ConnectionHealth:
-    last_outcome: str | None = None
-    last_finished: float | None = None
-    failing_since: float | None = None
-    cycles: int = 0
-    running: bool = False
 
 
 @dataclass
@@ -86,6 +78,7 @@ class Daemon:
         health_port: int = 9464,
         grace_s: float = 30.0,
         unready_after_s: float = 0.0,
+        stalled_after_s: float = DEFAULT_STALLED_AFTER_S,
         lease_ttl_s: float = 120.0,
         report_history: int = REPORT_HISTORY,
     ) -> None:
@@ -94,6 +87,7 @@ class Daemon:
         self.connections = [c for c in config.connections if c.enabled]
         self.grace_s = grace_s
         self.unready_after_s = unready_after_s
+        self.stalled_after_s = stalled_after_s
         self.lease_ttl_s = lease_ttl_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = Metrics()
@@ -205,11 +199,11 @@ class Daemon:
                 return
             self._running.add(conn.name)
         health = self.health[conn.name]
-        health.running = True
+        health.started(time.monotonic())
         try:
             report = self._leased_cycle(conn)
         finally:
-            health.running = False
+            health.stopped()
             with self._lock:
                 self._running.discard(conn.name)
         if report is not None:
@@ -272,6 +266,7 @@ class Daemon:
             )
 
     def _engine(self, conn: ConnectionSettings, rt: Runtime, stop: threading.Event) -> SyncEngine:
+        health = self.health[conn.name]
         return SyncEngine(
             conn.name,
             crm=rt.crm,
@@ -281,19 +276,12 @@ class Daemon:
             link_for=rt.link_for,
             concurrency=conn.core.concurrency,
             stop=stop,
+            progress=lambda kind, n: health.progressed(time.monotonic()),
         )
 
     def _record(self, conn: ConnectionSettings, report: RunReport) -> None:
         self.reports.append(report)
-        health = self.health[conn.name]
-        now = time.monotonic()
-        health.cycles += 1
-        health.last_outcome = report.outcome
-        health.last_finished = now
-        if report.outcome == Outcome.FAILED:
-            health.failing_since = health.failing_since or now
-        else:
-            health.failing_since = None
+        self.health[conn.name].finished(report.outcome, time.monotonic())
         self.metrics.observe(report)
         try:
             wall = datetime.now(UTC)
@@ -315,10 +303,12 @@ class Daemon:
         return bool(self.scheduler.running) and thread_alive and not self.done.is_set()
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when the state store answers and no connection has failed for too long.
+        """Ready when the state store answers and no connection failing or stalled.
 
-        ``unready_after_s`` is how long a connection's cycles may keep failing before the
-        daemon reports unready (0: at the first failed cycle). A stopping daemon is unready.
+        ``unready_after_s`` is how long a connection's cycles may keep failing or being
+        throttled before the daemon reports unready (0: at the first such cycle);
+        ``stalled_after_s`` how long a running cycle may go without moving a record (see
+        :mod:`connector.readiness`). A stopping daemon is unready.
         """
         detail: dict[str, Any] = {"connections": {}}
         ok = not self.stop_event.is_set()
@@ -332,16 +322,12 @@ class Daemon:
             detail["state"] = exc.message
         now = time.monotonic()
         for name, h in self.health.items():
-            failing = h.failing_since is not None and now - h.failing_since >= self.unready_after_s
-            watch = self._mappings[name]
-            state = {
-                "last_outcome": h.last_outcome,
-                "cycles": h.cycles,
-                "failing": failing,
-                "mapping_errors": watch.errors,
-            }
+            state = h.state(
+                now, unready_after_s=self.unready_after_s, stalled_after_s=self.stalled_after_s
+            )
+            state["mapping_errors"] = self._mappings[name].errors
             detail["connections"][name] = state
-            ok = ok and not failing
+            ok = ok and not state["failing"] and not state["stalled"]
         return ok, detail
 
     def _bind_http(self, host: str, port: int) -> ThreadingHTTPServer:

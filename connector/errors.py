@@ -110,7 +110,8 @@ class Throttled(RemoteError):
     """A system asked (``Retry-After``) for a longer wait than ``max_throttle_wait_s``
     allows: the run stops cleanly (exit 3) and the next cycle resumes. Never retried."""
 
-    code = "throttled"
+    # not "throttled": that is what a server may call its own 429
+    code = "throttle_wait_exceeded"
 
 
 class AuthenticationFailed(RemoteError):
@@ -125,6 +126,7 @@ class AuthenticationFailed(RemoteError):
 #: refusing the client or its grant (RFC 6749 section 5.2; Dataverse's ``auth_failed``)
 AUTHENTICATION_CODES = frozenset(
     {
+        AuthenticationFailed.code,
         "unauthenticated",
         "auth_failed",
         "token_refused",

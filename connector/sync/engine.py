@@ -10,6 +10,7 @@ dead-lettered, so a crash replays at most one page.
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import itertools
 import logging
@@ -551,7 +552,8 @@ class SyncEngine:
     def _execute(self, action: Action, links: Mapping[str, Link]) -> _Outcome:
         crm_id = action.draft.crm_id if isinstance(action, (Create, Update)) else ""
         if self._halted is not None:
-            raise self._halted  # the run is stopping: this push is not sent
+            # the run is stopping: this push is not sent (a copy: one traceback per thread)
+            raise copy.copy(self._halted)
         try:
             if isinstance(action, Create):
                 return self._create(action)

@@ -69,6 +69,10 @@ def test_a_wrong_core_secret_stops_the_run_before_any_record_fails(
     assert "deal core" in report.error and "core.client_secret" in report.error
     assert "invalid_client" in report.error
     assert world.referrals() == []
+    print(
+        f"wrong core secret: core calls {calls(world, 'core')}, token calls "
+        f"{calls(world, 'entra')}, dead letters 0, error fields written 0"
+    )
     assert calls(world, "core") == 0
     # the refused token requests: the first, and at most the pushes already under way
     assert calls(world, "entra") <= CONCURRENCY
@@ -87,6 +91,7 @@ def test_a_core_answering_401_to_every_call_stops_the_run(world: GuardWorld) -> 
     assert report.outcome == Outcome.FAILED
     assert report.error is not None
     assert "deal core" in report.error and "core.client_id" in report.error
+    print(f"401 on every core call: core calls {calls(world, 'core')}, dead letters 0")
     # each push in flight asks at most twice (a fresh token, once): not once per record
     assert calls(world, "core") <= 2 * CONCURRENCY < OPPORTUNITIES
 
