@@ -327,10 +327,8 @@ def auth_login(
     config: ConfigOpt = None,
 ) -> None:
     """Sign in to Partner Center once with the device-code flow; the refresh token is cached."""
-    import httpx
-
     from connector.dealcore.auth import device_code_login
-    from connector.runtime import tls_context
+    from connector.runtime import core_http
 
     settings = _settings(config)
     try:
@@ -341,7 +339,7 @@ def auth_login(
     for conn in conns:
         core = conn.core
         devicecode_url = core.devicecode_url or core.token_url.replace("/token", "/devicecode")
-        with httpx.Client(verify=tls_context(core.ca_file), timeout=core.timeout_s) as http:
+        with core_http(core, conn.request_deadline_s) as http:
             try:
                 device_code_login(
                     devicecode_url,
