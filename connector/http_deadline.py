@@ -153,7 +153,8 @@ def deadline_client(
 ) -> httpx.Client:
     """An httpx client for one remote system: verified TLS, ``timeout`` per socket step
     and ``deadline_s`` for each request in all."""
-    limits = options.pop("limits", httpx.Limits())
+    # httpx.Client's own default pool when none is given
+    limits = options.pop("limits", httpx.Limits(max_connections=100, max_keepalive_connections=20))
     transport = DeadlineTransport(deadline_s, tls_context(ca_file), limits=limits)
     return httpx.Client(transport=transport, timeout=timeout, **options)
 

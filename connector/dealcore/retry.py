@@ -208,7 +208,7 @@ class RateGate:
             log.info("rate gate closed for %.2fs after throttling", seconds)
 
     def _refusal_message(self, seconds: float) -> str:
-        asked = "a wait longer than a year" if seconds > 366 * 86400 else f"{seconds:.0f} s"
+        asked = "more than a year" if seconds > 366 * 86400 else f"{seconds:.0f} s"
         if seconds > self.max_wait_s:
             why = f"asked the connector to wait {asked} (Retry-After)"
         else:
