@@ -280,12 +280,27 @@ class SyncEngine:
         #: pages handed to the pool and not yet finished, oldest first (two at most)
         begun: list[tuple[_PageWork, CrmPage]] = []
         pages = iter(self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select))
+        #: True while the oldest page is being finished: if that fails, a newer page's
+        #: cursor must not be committed over the records the failed one left undone
+        finishing_oldest = False
+
+        def finish_oldest() -> None:
+            nonlocal finishing_oldest
+            work, page = begun.pop(0)
+            finishing_oldest = True
+            try:
+                self._finish_page(work, page, report)
+            except Exception:
+                self._keep_links(work)  # whatever the pool sent of it is linked
+                raise
+            finishing_oldest = False
+
         try:
             while True:
                 if begun and self._near_guard(begun[0][0]):
                     # Few CRM calls left before the quota guard: finish the page in
                     # flight (its status writes) before a call is spent on the next one.
-                    self._finish_page(*begun.pop(0), report)
+                    finish_oldest()
                 page = next(pages, None)
                 if page is None:
                     break
@@ -303,20 +318,22 @@ class SyncEngine:
                         self._deleted(page.deleted_ids, report, dry_run=True)
                     continue
                 if begun and begun[0][0].ids & {r.id for r in records}:
-                    self._finish_page(*begun.pop(0), report)
+                    finish_oldest()
                 begun.append((self._begin(records, stages, report), page))
                 if len(begun) > 1:
-                    self._finish_page(*begun.pop(0), report)
+                    finish_oldest()
                 if self.stop.is_set():
                     break
             while begun:
-                self._finish_page(*begun.pop(0), report)
+                finish_oldest()
         except Exception as exc:
             # The next page could not be pulled or planned, or a page not finished (a
             # quota stop, the CRM down): the oldest page still in flight is finished and
             # its cursor committed if it can be, as if the pages had not overlapped, and
-            # whatever the pool sent is linked in the store; then the error goes on.
-            if len(begun) == 1:
+            # whatever the pool sent is linked in the store; then the error goes on. Not
+            # when an older page failed to finish, nor when the run was halted (pushes
+            # were left unsent): that cursor would skip records never pushed.
+            if len(begun) == 1 and not finishing_oldest and self._halted is None:
                 try:
                     self._finish_page(*begun.pop(0), report)
                 except Exception as again:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from guard_world import GuardWorld, guard_world
+from reliability_world import check_world
 
 from connector.state.store import Store
 from connector.sync.report import Outcome
@@ -76,6 +77,22 @@ def test_a_wrong_core_secret_stops_the_run_before_any_record_fails(
     assert calls(world, "core") == 0
     # the refused token requests: the first, and at most the pushes already under way
     assert calls(world, "entra") <= CONCURRENCY
+
+
+def test_the_run_after_the_fix_syncs_every_record(
+    world: GuardWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the stopped run must not have moved the CRM cursor past the records it never pushed
+    config = world.config("salesforce", core={"client_secret": {"env": SECRET_VARIABLE}})
+    monkeypatch.setenv(SECRET_VARIABLE, "not-the-secret")
+    assert world.sync(config).outcome == Outcome.FAILED
+
+    monkeypatch.setenv(SECRET_VARIABLE, "sandbox")
+    fixed = world.sync(config)
+
+    assert fixed.outcome in (Outcome.OK, Outcome.PARTIAL), fixed.error
+    assert check_world(world.admin).problems == {}
+    assert fixed.created == len(world.referrals()) > 0
 
 
 def test_a_core_answering_401_to_every_call_stops_the_run(world: GuardWorld) -> None:
