@@ -42,7 +42,7 @@ class ExitCode:
     OK = 0  # every record synced or skipped
     PARTIAL = 1  # some records were rejected or failed: see `connector errors list`
     FAILED = 2  # the run failed: a remote system unreachable, a state error
-    QUOTA = 3  # stopped at the configured share of a CRM's API allowance
+    QUOTA = 3  # stopped at a CRM's API allowance share, or throttled longer than allowed
     BAD_CONFIG = 4  # the config or a mapping file is invalid
     LEASE_HELD = 5  # another run (a daemon, another sync --once) holds a connection's lease
     INTERRUPTED = 130
@@ -168,7 +168,7 @@ def _exit_code(outcomes: list[str]) -> int:
         return ExitCode.FAILED
     if Outcome.LEASE_HELD in outcomes:
         return ExitCode.LEASE_HELD
-    if Outcome.QUOTA in outcomes:
+    if Outcome.QUOTA in outcomes or Outcome.THROTTLED in outcomes:
         return ExitCode.QUOTA
     if Outcome.INTERRUPTED in outcomes:
         return ExitCode.INTERRUPTED
@@ -203,9 +203,18 @@ def run(
         typer.Option(
             "--unready-after-s",
             envvar="CONNECTOR_UNREADY_AFTER_S",
-            help="How long a connection may fail before /readyz says unready.",
+            help="How long a connection may fail (or be throttled) before /readyz says unready.",
         ),
     ] = 0.0,
+    stalled_after_s: Annotated[
+        float,
+        typer.Option(
+            "--stalled-after-s",
+            envvar="CONNECTOR_STALLED_AFTER_S",
+            help="How long a running cycle may move no record before /readyz says unready "
+            "(0: never).",
+        ),
+    ] = 1800.0,
     lease_ttl_s: Annotated[
         float,
         typer.Option(
@@ -229,6 +238,7 @@ def run(
             health_port=health_port,
             grace_s=grace_s,
             unready_after_s=unready_after_s,
+            stalled_after_s=stalled_after_s,
             lease_ttl_s=lease_ttl_s,
         )
     except (ConfigError, MappingError) as exc:
@@ -387,10 +397,8 @@ def auth_login(
     config: ConfigOpt = None,
 ) -> None:
     """Sign in to Partner Center once with the device-code flow; the refresh token is cached."""
-    import httpx
-
     from connector.dealcore.auth import device_code_login
-    from connector.runtime import tls_context
+    from connector.runtime import core_http
 
     settings = _settings(config)
     try:
@@ -401,7 +409,7 @@ def auth_login(
     for conn in conns:
         core = conn.core
         devicecode_url = core.devicecode_url or core.token_url.replace("/token", "/devicecode")
-        with httpx.Client(verify=tls_context(core.ca_file), timeout=core.timeout_s) as http:
+        with core_http(core, conn.request_deadline_s) as http:
             try:
                 device_code_login(
                     devicecode_url,

@@ -38,6 +38,7 @@ from connector.logs import redact
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
 from connector.metrics import Metrics
+from connector.readiness import DEFAULT_STALLED_AFTER_S, ConnectionHealth
 from connector.runtime import Runtime, open_runtime
 from connector.settings import (
     ConfigFile,
@@ -61,15 +62,6 @@ REPORT_HISTORY = 100
 
 
 @dataclass
-class ConnectionHealth:
-    last_outcome: str | None = None
-    last_finished: float | None = None
-    failing_since: float | None = None
-    cycles: int = 0
-    running: bool = False
-
-
-@dataclass
 class _MappingWatch:
     path: Path
     mapping: MappingFile
@@ -89,6 +81,7 @@ class Daemon:
         health_port: int = 9464,
         grace_s: float = 30.0,
         unready_after_s: float = 0.0,
+        stalled_after_s: float = DEFAULT_STALLED_AFTER_S,
         lease_ttl_s: float = 120.0,
         report_history: int = REPORT_HISTORY,
     ) -> None:
@@ -97,6 +90,7 @@ class Daemon:
         self.connections = [c for c in config.connections if c.enabled]
         self.grace_s = grace_s
         self.unready_after_s = unready_after_s
+        self.stalled_after_s = stalled_after_s
         self.lease_ttl_s = lease_ttl_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = Metrics()
@@ -114,6 +108,8 @@ class Daemon:
         self.abandoned = False
         #: the stop of each running cycle: the daemon's, or the loss of its lease
         self._cycle_stops: dict[str, threading.Event] = {}
+        #: connections whose lease this daemon holds now; guarded by ``_lock``
+        self._leases: set[str] = set()
         self._started = False
         self._mappings = {c.name: self._watch(c) for c in self.connections}
         for conn in self.connections:
@@ -224,11 +220,11 @@ class Daemon:
                 return
             self._running.add(conn.name)
         health = self.health[conn.name]
-        health.running = True
+        health.started(time.monotonic())
         try:
             report = self._leased_cycle(conn)
         finally:
-            health.running = False
+            health.stopped()
             with self._lock:
                 self._running.discard(conn.name)
         if report is not None:
@@ -243,6 +239,8 @@ class Daemon:
         if not leased:
             log.info("%s: another replica holds the lease; skipping this cycle", conn.name)
             return None
+        with self._lock:
+            self._leases.add(conn.name)
         try:
             # renewed on its own thread (a stalled cycle keeps it too); lost: stop at a page
             with LeaseKeeper(
@@ -252,10 +250,25 @@ class Daemon:
                 return self.run_cycle(conn)
         finally:
             self._cycle_stops.pop(conn.name, None)
-            try:
-                self.store.release_lease(conn.name, self.holder)
-            except ConnectorError as exc:  # it expires by itself after lease_ttl_s
-                log.warning("%s: cannot release the lease: %s", conn.name, exc.message)
+            self._release_lease(conn.name)
+
+    def _release_lease(self, name: str) -> None:
+        """Give up this daemon's lease on ``name`` (once; later calls do nothing)."""
+        with self._lock:
+            if name not in self._leases:
+                return
+            self._leases.discard(name)
+        try:
+            self.store.release_lease(name, self.holder)
+        except ConnectorError as exc:  # it expires by itself after lease_ttl_s
+            log.warning("%s: cannot release the lease: %s", name, exc.message)
+
+    def release_leases(self) -> None:
+        """Give up every lease this daemon holds (a cycle it abandons keeps none)."""
+        with self._lock:
+            held = sorted(self._leases)
+        for name in held:
+            self._release_lease(name)
 
     def run_cycle(self, conn: ConnectionSettings) -> RunReport:
         """One cycle of ``conn``; every failure becomes a failed report, never an exception."""
@@ -274,6 +287,7 @@ class Daemon:
             )
 
     def _engine(self, conn: ConnectionSettings, rt: Runtime, stop: threading.Event) -> SyncEngine:
+        health = self.health[conn.name]
         return SyncEngine(
             conn.name,
             crm=rt.crm,
@@ -285,19 +299,12 @@ class Daemon:
             stop=stop,
             history=self.config.history,
             holder=self.holder,
+            progress=lambda kind, n: health.progressed(time.monotonic()),
         )
 
     def _record(self, conn: ConnectionSettings, report: RunReport) -> None:
         self.reports.append(report)
-        health = self.health[conn.name]
-        now = time.monotonic()
-        health.cycles += 1
-        health.last_outcome = report.outcome
-        health.last_finished = now
-        if report.outcome == Outcome.FAILED:
-            health.failing_since = health.failing_since or now
-        else:
-            health.failing_since = None
+        self.health[conn.name].finished(report.outcome, time.monotonic())
         self.metrics.observe(report)
         try:
             wall = datetime.now(UTC)
@@ -319,10 +326,12 @@ class Daemon:
         return bool(self.scheduler.running) and thread_alive and not self.done.is_set()
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when the state store answers and no connection has failed for too long.
+        """Ready when the state store answers and no connection failing or stalled.
 
-        ``unready_after_s`` is how long a connection's cycles may keep failing before the
-        daemon reports unready (0: at the first failed cycle). A stopping daemon is unready.
+        ``unready_after_s`` is how long a connection's cycles may keep failing or being
+        throttled before the daemon reports unready (0: at the first such cycle);
+        ``stalled_after_s`` how long a running cycle may go without moving a record (see
+        :mod:`connector.readiness`). A stopping daemon is unready.
         """
         detail: dict[str, Any] = {"connections": {}}
         ok = not self.stop_event.is_set()
@@ -336,16 +345,12 @@ class Daemon:
             detail["state"] = exc.message
         now = time.monotonic()
         for name, h in self.health.items():
-            failing = h.failing_since is not None and now - h.failing_since >= self.unready_after_s
-            watch = self._mappings[name]
-            state = {
-                "last_outcome": h.last_outcome,
-                "cycles": h.cycles,
-                "failing": failing,
-                "mapping_errors": watch.errors,
-            }
+            state = h.state(
+                now, unready_after_s=self.unready_after_s, stalled_after_s=self.stalled_after_s
+            )
+            state["mapping_errors"] = self._mappings[name].errors
             detail["connections"][name] = state
-            ok = ok and not failing
+            ok = ok and not state["failing"] and not state["stalled"]
         return ok, detail
 
     def _bind_http(self, host: str, port: int) -> ThreadingHTTPServer:
@@ -400,9 +405,19 @@ class Daemon:
         """Block until a stop is requested, then shut down within the grace period.
 
         Returns 0 when every running cycle finished (its last page committed) in time,
-        130 when the grace period ran out first; ``abandoned`` is then True and the
-        store is left open for the cycle thread (the caller should exit the process).
+        130 when the grace period ran out first; ``abandoned`` is then True, the leases
+        of the unfinished cycles are released and the store is left open for the cycle
+        thread (the caller should exit the process). Whatever way the wait ends, no
+        lease outlives it.
         """
+        try:
+            return self._shut_down()
+        except BaseException:
+            self.abandoned = True
+            self.release_leases()
+            raise
+
+    def _shut_down(self) -> int:
         while not self.stop_event.wait(1.0):
             pass
         log.info(
@@ -426,9 +441,13 @@ class Daemon:
             self.console.stop()
         if still:
             self.abandoned = True
+            # The process exits now with the cycle unfinished: its lease goes with it, or a
+            # restart (or another replica) would skip the connection until the lease expired.
+            self.release_leases()
             log.error(
                 "the cycle of %s did not finish within the grace period of %.0fs; exiting "
-                "anyway (the committed cursor is safe: at most one page is replayed)",
+                "anyway (the committed cursor is safe: at most one page is replayed; the "
+                "lease is released)",
                 ", ".join(still),
                 self.grace_s,
             )

@@ -9,9 +9,11 @@
      └── RemoteError              a remote system answered badly or not at all
           ├── CrmError            Salesforce / Dataverse
           │    └── QuotaExhausted the CRM's API budget share is spent: stop the run
-          └── CoreError           the deal core (Partner Center referrals API)
-               ├── PreconditionFailed   412: the eTag was stale
-               └── NotFound             404
+          ├── CoreError           the deal core (Partner Center referrals API)
+          │    ├── PreconditionFailed   412: the eTag was stale
+          │    └── NotFound             404
+          ├── Throttled           any system asked for a longer wait than allowed: stop the run
+          └── AuthenticationFailed  any system refused the credentials: stop the run
 
 Retryability is a property of the instance (``transient``), decided where the
 response is classified (``connector.dealcore.classify`` and the CRM adapters),
@@ -108,3 +110,48 @@ class PreconditionFailed(CoreError):
 
 class NotFound(CoreError):
     code = "not_found"
+
+
+class Throttled(RemoteError):
+    """A system asked (``Retry-After``) for a longer wait than ``max_throttle_wait_s``
+    allows: the run stops cleanly (exit 3) and the next cycle resumes. Never retried."""
+
+    # not "throttled": that is what a server may call its own 429
+    code = "throttle_wait_exceeded"
+
+
+class AuthenticationFailed(RemoteError):
+    """A system refused the connector's own credentials: no record's fault, and every
+    other call would be refused too, so the run stops at once (exit 2) and no record
+    is marked failed. The message names the system and the settings to fix."""
+
+    code = "authentication_failed"
+
+
+#: codes of a refused credential: an API's 401 after a fresh token, or a token endpoint
+#: refusing the client or its grant (RFC 6749 section 5.2; Dataverse's ``auth_failed``)
+AUTHENTICATION_CODES = frozenset(
+    {
+        AuthenticationFailed.code,
+        "unauthenticated",
+        "auth_failed",
+        "token_refused",
+        "invalid_client",
+        "invalid_grant",
+        "invalid_request",
+        "invalid_scope",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "INVALID_SESSION_ID",
+        "INVALID_AUTH_HEADER",
+    }
+)
+
+
+def is_authentication_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the credentials were refused (not a record, not a blip)."""
+    if isinstance(error, AuthenticationFailed):
+        return True
+    if not isinstance(error, RemoteError) or error.transient:
+        return False
+    return error.status == 401 or error.code in AUTHENTICATION_CODES

@@ -18,8 +18,9 @@ from connector.dealcore.auth import ClientCredentialsTokens, RefreshTokenTokens,
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.options import CoreOptions, MicrosoftReferralRule
 from connector.dealcore.payload import referral_link
-from connector.dealcore.retry import RetryPolicy
+from connector.dealcore.retry import RateGate, RetryPolicy
 from connector.errors import ConfigError
+from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S, deadline_client
 from connector.logs import redact
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
@@ -68,10 +69,17 @@ def core_tokens(
     return RefreshTokenTokens(core.token_url, core.client_id, core.scope, core.token_cache, http)
 
 
-def core_http(core: CoreSettings) -> httpx.Client:
+def core_http(
+    core: CoreSettings, request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S
+) -> httpx.Client:
+    """The core's client (API and token endpoint): ``timeout_s`` per socket step, each
+    request ended after ``request_deadline_s`` however slowly its answer arrives."""
+    tls_context(core.ca_file)  # a missing CA file is named here, as a config error
     pool = core.concurrency + 4
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-    return httpx.Client(verify=tls_context(core.ca_file), timeout=core.timeout_s, limits=limits)
+    return deadline_client(
+        deadline_s=request_deadline_s, ca_file=core.ca_file, timeout=core.timeout_s, limits=limits
+    )
 
 
 def build_core(
@@ -80,6 +88,7 @@ def build_core(
     secrets_dir: Path | None,
     http: httpx.Client,
     correlation_id: str | None = None,
+    gate: RateGate | None = None,
 ) -> ReferralsClient:
     tokens = core_tokens(core, http, where, secrets_dir)
     return ReferralsClient(
@@ -90,6 +99,7 @@ def build_core(
         retry_policy=RetryPolicy(attempts=core.max_attempts),  # the setting, wired
         options=core_options(core),
         match_margin=timedelta(seconds=core.create_match_margin_s),
+        gate=gate,
     )
 
 
@@ -121,10 +131,18 @@ def open_runtime(
             f"{where}: the mapping {conn.mapping} is written for {mapping.crm} but the "
             f"connection's CRM is {expected}; point `mapping:` at a {expected} mapping"
         )
-    http = core_http(conn.core)
+    http = core_http(conn.core, conn.request_deadline_s)
     try:
-        core = build_core(conn.core, where, settings.secrets_dir, http)
-        crm = build_crm(conn.crm, where, settings.secrets_dir)
+        # a run waits max_throttle_wait_s at most for a throttling core (or CRM)
+        gate = RateGate(max_wait_s=conn.max_throttle_wait_s, system="the deal core")
+        core = build_core(conn.core, where, settings.secrets_dir, http, gate=gate)
+        crm = build_crm(
+            conn.crm,
+            where,
+            settings.secrets_dir,
+            max_throttle_wait_s=conn.max_throttle_wait_s,
+            request_deadline_s=conn.request_deadline_s,
+        )
     except BaseException:
         http.close()
         raise

@@ -290,6 +290,12 @@ class ConnectionSettings(BaseModel):
     core: CoreSettings
     schedule: Schedule = Schedule()
     enabled: bool = True
+    #: the longest a run waits for a system that throttles it (Retry-After), in one wait
+    #: or in all; a longer wait ends the run as throttled (exit 3), the next cycle resumes
+    max_throttle_wait_s: float = Field(300.0, gt=0, le=86400)
+    #: the longest one HTTP request may take in all, however slowly its answer trickles
+    #: in (each system's timeout_s bounds a single socket read); then it fails as a timeout
+    request_deadline_s: float = Field(120.0, gt=0, le=3600)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})

@@ -29,7 +29,6 @@ retries, concurrency cap).
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +65,7 @@ from connector.crm.odata_filter import (
     literal,
 )
 from connector.errors import ConfigError, CrmError
+from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S, deadline_client
 from connector.mapping.filters import Filter
 from connector.model import CrmOpportunity, CrmStatusUpdate
 
@@ -185,11 +185,14 @@ class DataverseOpportunities:
         authority: str = DEFAULT_AUTHORITY,
         ca_file: Path | None = None,
         timeout_s: float = 60.0,
+        request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
         **options: Any,
     ) -> DataverseOpportunities:
-        """An adapter with its own HTTP client (``ca_file`` for the sandbox's certificate)."""
-        http = httpx.Client(
-            verify=ssl.create_default_context(cafile=str(ca_file)) if ca_file else True,
+        """An adapter with its own HTTP client (``ca_file`` for the sandbox's certificate;
+        ``timeout_s`` per socket step, ``request_deadline_s`` per request in all)."""
+        http = deadline_client(
+            deadline_s=request_deadline_s,
+            ca_file=ca_file,
             timeout=timeout_s,
             follow_redirects=False,
         )

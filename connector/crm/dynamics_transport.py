@@ -8,8 +8,9 @@ One place decides what an answer means:
     ──────────────────────────────────────────────────────────────────────
     2xx, 3xx, 4xx (not 401/429)    returned to the caller, which reads it
     401                            token dropped, asked once more; again → CrmError unauthenticated
-    429 + Retry-After              wait Retry-After (injected sleep), retry; when the
-                                   wait budget is spent → QuotaExhausted
+    429 + Retry-After              wait Retry-After (injected sleep), retry; a wait past
+                                   max_throttle_wait_s (alone or with the run's earlier
+                                   ones), or 429s outlasting the attempts → Throttled
     5xx, 408, transport errors     exponential backoff with jitter, bounded attempts
     request budget spent           QuotaExhausted before the request is sent
 
@@ -27,9 +28,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -39,8 +39,9 @@ from tenacity.wait import wait_exponential_jitter
 from connector.certificates import certificate_rejected, untrusted_message
 from connector.crm.base import ApiUsage
 from connector.crm.dynamics_auth import DataverseTokens
-from connector.dealcore.retry import RateGate
-from connector.errors import CrmError, QuotaExhausted
+from connector.dealcore.classify import retry_after_seconds
+from connector.dealcore.retry import DEFAULT_MAX_THROTTLE_WAIT_S, RateGate
+from connector.errors import CrmError, QuotaExhausted, Throttled
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class DataverseTransport:
         timeout_s: float = 60.0,
         max_concurrency: int = 8,
         max_attempts: int = 5,
-        max_throttle_wait_s: float = 300.0,
+        max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -135,11 +136,13 @@ class DataverseTransport:
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self.max_attempts = max_attempts
-        self.max_throttle_wait_s = max_throttle_wait_s
         self._sleep = sleep
         self._gate = threading.BoundedSemaphore(max_concurrency)
-        # After a 429 every thread of this adapter holds back, not only the throttled one.
-        self.rate_gate = RateGate(clock=monotonic, sleep=sleep)
+        # After a 429 every thread of this adapter holds back, not only the throttled one;
+        # the gate also caps the run's waiting (max_throttle_wait_s).
+        self.rate_gate = RateGate(
+            max_wait_s=max_throttle_wait_s, system="Dataverse", clock=monotonic, sleep=sleep
+        )
         self._backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=0.5)
         self._lock = threading.Lock()
         #: seconds spent waiting for Retry-After this run, and how many 429s were seen
@@ -187,10 +190,9 @@ class DataverseTransport:
         try:
             return retrying(self._attempt, method, url, kind, what, params, headers, content)
         except _Throttled as exc:
-            raise QuotaExhausted(
+            raise Throttled(
                 f"{what}: Dataverse still throttles after {self.max_attempts} attempts; "
                 "stopping, the next cycle resumes",
-                transient=True,
                 status=429,
                 retry_after=exc.retry_after,
             ) from exc
@@ -229,18 +231,9 @@ class DataverseTransport:
             wait = retry_after_s(response)
             with self._lock:
                 self.throttled += 1
-                spent = self.throttle_wait_s
-            if spent + wait > self.max_throttle_wait_s:
-                raise QuotaExhausted(
-                    f"{what}: Dataverse keeps throttling (429, Retry-After {wait:.0f} s) after "
-                    f"{spent:.0f} s of waiting this run; stopping, the next cycle resumes",
-                    transient=True,
-                    status=429,
-                    retry_after=wait,
-                )
+            self.rate_gate.block_for(wait)  # Throttled past max_throttle_wait_s
             with self._lock:
                 self.throttle_wait_s += wait
-            self.rate_gate.block_for(wait)
             raise _Throttled(
                 f"{what}: throttled by Dataverse", status=429, retry_after=wait, transient=True
             )
@@ -335,19 +328,10 @@ def _port(url: httpx.URL) -> int | None:
 
 
 def retry_after_s(response: httpx.Response, now: datetime | None = None) -> float:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return _DEFAULT_RETRY_AFTER_S
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return _DEFAULT_RETRY_AFTER_S
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date, with or
+    without a zone); a default when it is missing or unreadable."""
+    seconds = retry_after_seconds(response.headers.get("Retry-After"), now=now)
+    return _DEFAULT_RETRY_AFTER_S if seconds is None else seconds
 
 
 def body_of(response: httpx.Response, what: str) -> Any:

@@ -6,12 +6,21 @@ from datetime import timedelta
 from pathlib import Path
 
 from connector.crm.base import CrmAdapter
+from connector.dealcore.retry import DEFAULT_MAX_THROTTLE_WAIT_S
 from connector.errors import ConfigError
+from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S
 from connector.logs import redact
 from connector.settings import DataverseSettings, SalesforceSettings
 
 
-def build_salesforce(crm: SalesforceSettings, where: str, secrets_dir: Path | None) -> CrmAdapter:
+def build_salesforce(
+    crm: SalesforceSettings,
+    where: str,
+    secrets_dir: Path | None,
+    *,
+    max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
+    request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
+) -> CrmAdapter:
     from connector.crm.salesforce import SalesforceOpportunities
     from connector.crm.salesforce_auth import (
         ClientCredentials,
@@ -57,6 +66,7 @@ def build_salesforce(crm: SalesforceSettings, where: str, secrets_dir: Path | No
         allowed_origin=crm.allowed_instance_origin,
         api_version=crm.api_version,
         timeout=crm.timeout_s,
+        request_deadline_s=request_deadline_s,
     )
     return SalesforceOpportunities(
         auth,
@@ -65,10 +75,18 @@ def build_salesforce(crm: SalesforceSettings, where: str, secrets_dir: Path | No
         overlap_s=crm.overlap_s,
         max_quota_share=crm.max_quota_share,
         reconcile_every=_interval(crm.reconcile_interval_s),
+        max_throttle_wait_s=max_throttle_wait_s,
     )
 
 
-def build_dynamics(crm: DataverseSettings, where: str, secrets_dir: Path | None) -> CrmAdapter:
+def build_dynamics(
+    crm: DataverseSettings,
+    where: str,
+    secrets_dir: Path | None,
+    *,
+    max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
+    request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
+) -> CrmAdapter:
     from connector.crm.dynamics import DataverseOpportunities
 
     secret = crm.client_secret.resolve(f"{where}.crm.client_secret", secrets_dir)
@@ -92,15 +110,24 @@ def build_dynamics(crm: DataverseSettings, where: str, secrets_dir: Path | None)
         stage_source=crm.stage_source,
         max_requests=crm.max_requests_per_run,
         reconcile_every=_interval(crm.reconcile_interval_s),
+        max_throttle_wait_s=max_throttle_wait_s,
+        request_deadline_s=request_deadline_s,
     )
 
 
 def build_crm(
-    crm: SalesforceSettings | DataverseSettings, where: str, secrets_dir: Path | None
+    crm: SalesforceSettings | DataverseSettings,
+    where: str,
+    secrets_dir: Path | None,
+    *,
+    max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
+    request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
 ) -> CrmAdapter:
+    """The connection's CRM adapter; the caps are the connection's (see ConnectionSettings)."""
+    caps = {"max_throttle_wait_s": max_throttle_wait_s, "request_deadline_s": request_deadline_s}
     if isinstance(crm, SalesforceSettings):
-        return build_salesforce(crm, where, secrets_dir)
-    return build_dynamics(crm, where, secrets_dir)
+        return build_salesforce(crm, where, secrets_dir, **caps)
+    return build_dynamics(crm, where, secrets_dir, **caps)
 
 
 def _interval(seconds: int | None) -> timedelta | None:

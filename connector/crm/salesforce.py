@@ -52,10 +52,16 @@ from connector.crm.salesforce_records import (
     query_records,
     select_fields,
 )
+from connector.crm.salesforce_throttle import SalesforceThrottle
 from connector.crm.salesforce_types import FieldTypes
 from connector.crm.salesforce_writes import SalesforceWriter
 from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
-from connector.dealcore.retry import RetryPolicy, Sleep, call_with_retry
+from connector.dealcore.retry import (
+    DEFAULT_MAX_THROTTLE_WAIT_S,
+    RetryPolicy,
+    Sleep,
+    call_with_retry,
+)
 from connector.dedupe import RecentKeys
 from connector.errors import ConfigError, CrmError, QuotaExhausted
 from connector.mapping.filters import Filter
@@ -94,7 +100,9 @@ class SalesforceOpportunities:
     asked for (200-2000); ``overlap_s`` how far before the cursor each pull starts;
     ``server_margin_s`` how far behind the server's clock a cursor must stay;
     ``max_quota_share`` stops calls once ``used / limit`` of the org's daily API
-    allowance reaches it (None: no guard).
+    allowance reaches it (None: no guard). Salesforce documents no 429, but a proxy in
+    front of it may send one: it is retried after its ``Retry-After``, and a wait past
+    ``max_throttle_wait_s`` stops the run (:class:`~connector.errors.Throttled`).
     """
 
     system = "salesforce"
@@ -111,6 +119,7 @@ class SalesforceOpportunities:
         max_quota_share: float | None = None,
         reconcile_every: timedelta | None = None,
         retry: RetryPolicy | None = None,
+        max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
         sleep: Sleep = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -139,6 +148,10 @@ class SalesforceOpportunities:
         #: field types of the object and the objects its paths reach (described when needed)
         self.types = FieldTypes(object_name, self._describe)
         self._server_time: datetime | None = None
+        #: after a throttled answer every thread holds back (writes run on two threads)
+        self.throttle = SalesforceThrottle(
+            auth.session, max_wait_s=max_throttle_wait_s, sleep=sleep
+        )
         auth.session.hooks["response"].append(self._remember_server_time)
 
     # ------------------------------------------------------------------ reading
@@ -443,6 +456,7 @@ class SalesforceOpportunities:
         for renewed in (False, True):
             self._guard_quota(what)
             sf = self._client(what)
+            self.throttle.before_call()
             self.usage.count(kind)
             self._server_time = None
             try:
@@ -453,7 +467,7 @@ class SalesforceOpportunities:
                 log.info("salesforce session expired during %s; signing in again", what)
                 self._sf = None
             except (SalesforceError, requests.RequestException) as exc:
-                raise crm_error_from(exc, what) from None
+                raise self.throttle.classified(crm_error_from(exc, what), what) from None
             finally:
                 self._record_usage(sf)
         raise AssertionError("unreachable: the loop returns or raises")

@@ -32,6 +32,7 @@ from simple_salesforce.api import Salesforce
 
 from connector.certificates import tls_url_problem, untrusted_message
 from connector.errors import ConfigError, CrmError
+from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S, DeadlineAdapter
 from connector.redaction import register_token
 
 if TYPE_CHECKING:
@@ -188,7 +189,10 @@ class SalesforceAuth:
     """Obtains tokens for one grant and builds clients that share one HTTP session.
 
     ``ca_file`` is the CA bundle to trust (the sandbox's), else the system store;
-    ``allowed_origin`` the one non-Salesforce instance origin accepted.
+    ``allowed_origin`` the one non-Salesforce instance origin accepted. ``timeout``
+    bounds one socket read (simple-salesforce passes it per call); a session made here
+    also ends each request after ``request_deadline_s`` in all, however slowly the
+    answer trickles in.
     """
 
     def __init__(
@@ -201,12 +205,16 @@ class SalesforceAuth:
         timeout: float = 30.0,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
+        request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
     ) -> None:
         self.grant = grant
         self.allowed_origin = allowed_origin
         self.api_version = api_version
         self.timeout = timeout
-        self.session = session or CaFileSession()
+        if session is None:
+            session = CaFileSession()
+            session.mount("https://", DeadlineAdapter(request_deadline_s))
+        self.session = session
         self.session.verify = str(ca_file) if ca_file else True
         self._clock = clock
 

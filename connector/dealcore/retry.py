@@ -8,6 +8,10 @@ re-raised unchanged. No other module sleeps on its own.
 :class:`RateGate` is shared by every thread that talks to one API: when one request
 is throttled (429/503 with ``Retry-After``), no thread sends another request until
 that time has passed, so a pool of pushers backs off together instead of hammering.
+It waits at most ``max_wait_s`` (the connection's ``max_throttle_wait_s``) in all, for
+one ``Retry-After`` or for all of a run's together: a system asking for more (a day,
+an HTTP date decades ahead) ends the run as :class:`~connector.errors.Throttled`
+instead of silencing it, and the next cycle tries again.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from tenacity import (
     wait_random,
 )
 
-from connector.errors import ConnectorError, RemoteError
+from connector.errors import ConnectorError, RemoteError, Throttled
 
 log = logging.getLogger(__name__)
+
+#: the longest a run waits on a throttling system, in all (``max_throttle_wait_s``)
+DEFAULT_MAX_THROTTLE_WAIT_S = 300.0
 
 T = TypeVar("T")
 Sleep = Callable[[float], None]
@@ -131,33 +138,94 @@ class RateGate:
     """A barrier in time shared by every thread calling one API.
 
     ``block_for(s)`` closes the gate for ``s`` seconds from now (never shortening an
-    existing block); ``wait()`` returns once the gate is open. Thread-safe. ``clock``
-    and ``sleep`` are injectable so tests run on a fake clock.
+    existing block); ``wait()`` returns once the gate is open. The gate stays closed
+    ``max_wait_s`` at most in its life (one run): a block past that raises
+    :class:`~connector.errors.Throttled`, and so does every later ``wait()`` or
+    ``block_for()``, so that every thread stops instead of sleeping. ``system`` names
+    the API in that message. Thread-safe. ``clock`` and ``sleep`` are injectable so
+    tests run on a fake clock.
     """
 
-    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+    def __init__(
+        self,
+        *,
+        max_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
+        system: str = "the remote system",
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        if not max_wait_s >= 0:
+            raise ValueError("RateGate.max_wait_s must not be negative")
+        self.max_wait_s = max_wait_s
+        self.system = system
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._open_at = float("-inf")
+        #: seconds the gate was closed so far (the extensions of every block)
+        self.closed_s = 0.0
+        #: why the gate gave up (then every caller gets a Throttled), else None
+        self._refusal: tuple[str, float] | None = None
 
     def wait(self) -> None:
-        """Return when no block is in force; sleeps (possibly several times) until then."""
+        """Return when no block is in force; sleeps (possibly several times) until then.
+
+        Raises :class:`~connector.errors.Throttled` once the gate gave up.
+        """
         while True:
             with self._lock:
-                remaining = self._open_at - self._clock()
+                self._raise_if_refused()
+                until = self._open_at
+                remaining = until - self._clock()
             if remaining <= 0:
                 return
-            # Re-check after sleeping: another thread may have extended the block.
             self._sleep(remaining)
+            with self._lock:
+                self._raise_if_refused()
+                if self._open_at <= until:
+                    return  # slept the block out and nobody extended it meanwhile
 
     def block_for(self, seconds: float) -> None:
-        """Keep every thread from sending for ``seconds`` from now."""
-        if seconds <= 0:
+        """Keep every thread from sending for ``seconds`` from now.
+
+        Raises :class:`~connector.errors.Throttled` (and gives up for good) when the
+        gate would then have been closed longer than ``max_wait_s`` in all.
+        """
+        if not seconds > 0:  # also NaN
             return
         with self._lock:
-            self._open_at = max(self._open_at, self._clock() + seconds)
+            self._raise_if_refused()
+            now = self._clock()
+            start = max(self._open_at, now)
+            open_at = max(self._open_at, now + seconds)
+            extension = open_at - start
+            if seconds > self.max_wait_s or self.closed_s + extension > self.max_wait_s:
+                self._refusal = (self._refusal_message(seconds), seconds)
+                log.warning("%s", self._refusal[0])
+                self._raise_if_refused()
+            self.closed_s += extension
+            self._open_at = open_at
             log.info("rate gate closed for %.2fs after throttling", seconds)
+
+    def _refusal_message(self, seconds: float) -> str:
+        asked = "more than a year" if seconds > 366 * 86400 else f"{seconds:.0f} s"
+        if seconds > self.max_wait_s:
+            why = f"asked the connector to wait {asked} (Retry-After)"
+        else:
+            why = (
+                f"asked for another {asked} (Retry-After) after {self.closed_s:.0f} s of "
+                "waiting in this run"
+            )
+        return (
+            f"{self.system} {why}; a run waits at most {self.max_wait_s:.0f} s for "
+            "throttling (max_throttle_wait_s), so it stops here and the next cycle resumes"
+        )
+
+    def _raise_if_refused(self) -> None:
+        if self._refusal is not None:
+            message, seconds = self._refusal
+            # a new instance for every caller: threads never share one traceback
+            raise Throttled(message, status=429, retry_after=seconds)
 
     @property
     def blocked_for(self) -> float:

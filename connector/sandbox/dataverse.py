@@ -15,7 +15,6 @@ dataverse_batch, dataverse_metadata, dataverse_limits, dataverse_seed.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,6 +31,7 @@ from connector.sandbox.dataverse_errors import UNAUTHORIZED, DataverseError, err
 from connector.sandbox.dataverse_limits import ServiceProtection
 from connector.sandbox.dataverse_store import FIRST_VERSION, DataverseStore
 from connector.sandbox.dataverse_writes import check_value, is_guid
+from connector.sandbox.http import strict_json
 
 ADMIN_PREFIX = "/_sandbox/dataverse"
 _METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
@@ -156,7 +156,10 @@ class DataversePart:
         body = await request.body()
         if not body.strip():
             return {}
-        data = json.loads(body)
+        try:
+            data = strict_json(body)
+        except ValueError as exc:  # stored, it would break every later read
+            raise DataverseError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise DataverseError(400, "bad_request", "the body must be a JSON object")
         return data

@@ -40,6 +40,7 @@ from connector.sandbox.dataverse_query import (
 )
 from connector.sandbox.dataverse_store import DataverseStore
 from connector.sandbox.dataverse_writes import Writer, is_guid, not_found
+from connector.sandbox.http import strict_json
 
 Row = dict[str, Any]
 API_PREFIX = "/api/data/v9.2/"
@@ -63,9 +64,11 @@ class DvRequest:
         if not self.body.strip():
             return {}
         try:
-            return json.loads(self.body)
-        except ValueError:
-            raise DataverseError(400, BAD_QUERY, "The request body is not valid JSON.") from None
+            return strict_json(self.body)
+        except ValueError as exc:
+            raise DataverseError(
+                400, BAD_QUERY, f"The request body is not valid JSON: {exc}."
+            ) from None
 
 
 @dataclass

@@ -9,8 +9,10 @@ one goes through ``WinOpportunity`` / ``LoseOpportunity``, never a statecode PAT
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
+from datetime import date
 from typing import Any
 
 from connector.sandbox import dataverse_schema as s
@@ -83,7 +85,7 @@ def check_value(table: s.Table, column: s.Column, value: Any) -> Any:
     if kind == s.MONEY:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _invalid(table, name, value, "a number is expected")
-        if abs(value) > _MONEY_LIMIT:
+        if not math.isfinite(value) or abs(value) > _MONEY_LIMIT:
             raise _invalid(table, name, value, "outside the range of money values")
         return float(value)
     if kind == s.BOOL:
@@ -91,19 +93,30 @@ def check_value(table: s.Table, column: s.Column, value: Any) -> Any:
             raise _invalid(table, name, value, "true or false is expected")
         return value
     if kind == s.DATE:
-        if not isinstance(value, str) or not _DATE.match(value):
+        if not isinstance(value, str) or not _DATE.match(value) or not _is_calendar_date(value):
             raise _invalid(table, name, value, "a date like 2026-05-01 is expected")
         return value
     if kind == s.DATETIME:
         try:
             return stamp(parse_datetime(str(value)))
-        except ValueError:
+        except (ValueError, OverflowError):  # 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
             raise _invalid(table, name, value, "an ISO 8601 date and time is expected") from None
     if kind == s.GUID:
         if not isinstance(value, str) or not is_guid(value):
             raise _invalid(table, name, value, "a GUID is expected")
         return value.lower()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _invalid(table, name, value, "a number is expected")
     return value
+
+
+def _is_calendar_date(text: str) -> bool:
+    """2026-02-30 has the shape of a date but names no day."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 class Writer:

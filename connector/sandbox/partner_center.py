@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from connector.sandbox import partner_center_fields as f
 from connector.sandbox import partner_center_odata as odata
 from connector.sandbox.context import SandboxContext
+from connector.sandbox.http import strict_json
 from connector.sandbox.partner_center_fields import ReferralError
 from connector.sandbox.partner_center_store import ReferralStore
 
@@ -49,7 +50,9 @@ async def _body(request: Request, *, optional: bool = False) -> Any:
             return {}
         raise ReferralError("the request has no JSON body", target="body")
     try:
-        return json.loads(raw)
+        # strictly: NaN, a lone surrogate or an overflowing number would be stored and
+        # then fail every read of the referral (the core's .NET reader refuses them)
+        return strict_json(raw, finite_numbers=True)
     except ValueError as exc:
         raise ReferralError(f"the body is not valid JSON: {exc}", target="body") from None
 

@@ -259,6 +259,10 @@ def timestamp(value: Any, target: str) -> str | None:
         ) from None
     if parsed.tzinfo is None:
         return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        raise ReferralError(f"{target} is out of range (got {value!r})", target=target) from None
     return value
 
 

@@ -22,13 +22,13 @@ Admin writes skip validation rules. Errors: ``{"error": …}`` with 400 or 404.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from connector.sandbox.http import strict_json
 from connector.sandbox.salesforce_schema import SCHEMA, normalize_id
 from connector.sandbox.salesforce_store import RequestError, ValidationRule
 
@@ -45,7 +45,7 @@ def _error(message: str, status: int = 400, **extra: Any) -> Response:
 
 async def _json(request: Request) -> Any:
     raw = await request.body()
-    return json.loads(raw) if raw.strip() else {}
+    return strict_json(raw) if raw.strip() else {}
 
 
 def raw_record(obj_name: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def routes(part: SalesforcePart) -> list[BaseRoute]:
             return _error("unknown collection: use opportunities, accounts or contacts", 404)
         obj = SCHEMA[obj_name.lower()]
         if request.method == "POST":
-            return await write(obj_name, None, await _json(request))
+            return await write(obj_name, None, request)
         params = dict(request.query_params)
         include_deleted = params.pop("deleted", "") == "include"
         limit = int(params.pop("limit", "0") or 0)
@@ -103,9 +103,16 @@ def routes(part: SalesforcePart) -> list[BaseRoute]:
                 else:
                     org.soft_delete(SCHEMA[obj_name.lower()], record_id)
             return JSONResponse({"deleted": record_id})
-        return await write(obj_name, record_id, await _json(request))
+        return await write(obj_name, record_id, request)
 
-    async def write(obj_name: str, record_id: str | None, values: Any) -> Response:
+    async def write(obj_name: str, record_id: str | None, request: Request) -> Response:
+        try:
+            values = await _json(request)
+        except ValueError as exc:  # stored, it would break every later read
+            return _error(f"the body is not valid JSON: {exc}")
+        return store(obj_name, record_id, values)
+
+    def store(obj_name: str, record_id: str | None, values: Any) -> Response:
         if not isinstance(values, dict):
             return _error("the body must be a JSON object of field values")
         obj = SCHEMA[obj_name.lower()]
@@ -138,7 +145,7 @@ def routes(part: SalesforcePart) -> list[BaseRoute]:
                 "DefaultProbability": body.get("DefaultProbability", 0),
                 "ForecastCategoryName": body.get("ForecastCategoryName", "Pipeline"),
             }
-            return await write("OpportunityStage", None, values)
+            return store("OpportunityStage", None, values)
         rows = [raw_record("OpportunityStage", s) for s in org.records["OpportunityStage"].values()]
         return JSONResponse({"records": rows})
 

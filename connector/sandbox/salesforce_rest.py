@@ -8,7 +8,6 @@ no ``id``; one rolled back by ``allOrNone`` keeps it).
 
 from __future__ import annotations
 
-import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from connector.sandbox import soql, soql_eval
+from connector.sandbox.http import strict_json
 from connector.sandbox.salesforce_schema import (
     PREFIXES,
     SCHEMA,
@@ -165,8 +165,8 @@ def full_record(part: SalesforcePart, obj: ObjectSpec, record: Record, version: 
 async def _body(request: Request) -> Any:
     raw = await request.body()
     try:
-        return json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return strict_json(raw or b"null")
+    except ValueError as exc:
         raise RequestError(
             "JSON_PARSER_ERROR", f"The request body is not valid JSON: {exc}"
         ) from None

@@ -11,6 +11,7 @@ neither a full scan nor a sort.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -284,6 +285,12 @@ class SalesforceOrg:
     def _check_value(self, spec: FieldSpec, value: Any) -> RecordError | None:
         if value is None:
             return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return RecordError(
+                "NUMBER_OUTSIDE_VALID_RANGE",
+                f"{spec.name}: value outside of valid range on numeric field",
+                [spec.name],
+            )
         if spec.type in TEXT_TYPES and len(value) > spec.length:
             return RecordError(
                 "STRING_TOO_LONG",
@@ -457,9 +464,14 @@ def coerce(obj: ObjectSpec, spec: FieldSpec, raw: Any) -> Any:
             raise refuse()
         try:
             number = float(raw)
+        except OverflowError:  # an integer of hundreds of digits
+            number = math.inf
         except (TypeError, ValueError):
             raise refuse() from None
-        return int(number) if kind == "int" else number
+        if math.isnan(number) or (isinstance(raw, str) and math.isinf(number)):
+            raise refuse()  # "NaN", "Infinity": no number at all
+        # a number too large for any field stays infinite: _check_value refuses it by name
+        return int(number) if kind == "int" and math.isfinite(number) else number
     if kind == "date":
         if not isinstance(raw, str):
             raise refuse()
@@ -474,4 +486,7 @@ def coerce(obj: ObjectSpec, spec: FieldSpec, raw: Any) -> Any:
     parsed = parse_datetime(raw) or (parse_datetime(raw + "T00:00:00Z") if is_date(raw) else None)
     if parsed is None:
         raise refuse()
-    return format_datetime(parsed)
+    try:
+        return format_datetime(parsed)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        raise refuse() from None

@@ -10,6 +10,7 @@ dead-lettered, so a crash replays at most one page.
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import itertools
 import logging
@@ -29,11 +30,13 @@ from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions, MicrosoftRe
 from connector.dealcore.payload import created_differences, patch_ops, status_ops
 from connector.dedupe import RecentKeys
 from connector.errors import (
+    AUTHENTICATION_CODES,
     ConnectorError,
     CoreError,
     NotFound,
     PreconditionFailed,
     QuotaExhausted,
+    Throttled,
 )
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
@@ -56,6 +59,7 @@ from connector.sync.outcome import RecordOutcome
 from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
 from connector.sync.reconcile import reconcile_deleted_records
 from connector.sync.report import Outcome, RunReport
+from connector.sync.stops import credentials_refused, run_stop
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +109,6 @@ LISTED_FIELDS = (
 PAGE_MEMORY = 10_000
 
 ProgressFn = Callable[[str, int], None]
-
-#: permanent error codes that say nothing about the record: dead-lettered as transient
-NOT_THE_RECORDS_FAULT = frozenset({"unauthenticated"})
 
 
 def _noop_progress(kind: str, n: int) -> None:
@@ -172,6 +173,9 @@ class SyncEngine:
             tuple[Sequence[tuple[CrmStatusUpdate, Link | None, str]], Future[list[WriteResult]]]
         ] = collections.deque()
         self._outbound_started: datetime | None = None
+        #: set by the first push that met a run-stopping failure: the other pushes of
+        #: the run are not sent (see connector.sync.stops)
+        self._halted: ConnectorError | None = None
         self.lifecycle = LifecycleSteps(self)
         #: what each record's syncs did, for the console (connector.sync.history)
         self.history = HistoryRecorder(store, connection, history)
@@ -192,6 +196,7 @@ class SyncEngine:
 
     def run(self, *, dry_run: bool = False, full: bool = False) -> RunReport:
         report = RunReport(self.connection, dry_run=dry_run)
+        self._halted = None
         started = time.monotonic()
         run_id = None if dry_run else self.store.start_run(self.connection)
         self.history.begin(run_id, self.clock())
@@ -223,10 +228,15 @@ class SyncEngine:
             report.outcome = Outcome.QUOTA
             report.error = exc.message
             log.warning("%s: stopped at the API quota guard: %s", self.connection, exc.message)
-        except ConnectorError as exc:
-            report.outcome = Outcome.FAILED
+        except Throttled as exc:
+            report.outcome = Outcome.THROTTLED
             report.error = exc.message
-            log.error("%s: the run failed: %s", self.connection, exc.message)
+            log.warning("%s: stopped, throttled: %s", self.connection, exc.message)
+        except ConnectorError as exc:
+            error = self._run_stop(exc) or exc
+            report.outcome = Outcome.FAILED
+            report.error = error.message
+            log.error("%s: the run failed: %s", self.connection, error.message)
         finally:
             report.duration_s = time.monotonic() - started
             report.api_calls = {
@@ -312,12 +322,27 @@ class SyncEngine:
         #: pages handed to the pool and not yet finished, oldest first (two at most)
         begun: list[tuple[_PageWork, CrmPage]] = []
         pages = iter(self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select))
+        #: True while the oldest page is being finished: if that fails, a newer page's
+        #: cursor must not be committed over the records the failed one left undone
+        finishing_oldest = False
+
+        def finish_oldest() -> None:
+            nonlocal finishing_oldest
+            work, page = begun.pop(0)
+            finishing_oldest = True
+            try:
+                self._finish_page(work, page, report)
+            except Exception:
+                self._keep_links(work)  # whatever the pool sent of it is linked
+                raise
+            finishing_oldest = False
+
         try:
             while True:
                 if begun and self._near_guard(begun[0][0]):
                     # Few CRM calls left before the quota guard: finish the page in
                     # flight (its status writes) before a call is spent on the next one.
-                    self._finish_page(*begun.pop(0), report)
+                    finish_oldest()
                 page = next(pages, None)
                 if page is None:
                     break
@@ -335,20 +360,22 @@ class SyncEngine:
                         self._deleted(page.deleted_ids, report, dry_run=True)
                     continue
                 if begun and begun[0][0].ids & {r.id for r in records}:
-                    self._finish_page(*begun.pop(0), report)
+                    finish_oldest()
                 begun.append((self._begin(records, stages, report), page))
                 if len(begun) > 1:
-                    self._finish_page(*begun.pop(0), report)
+                    finish_oldest()
                 if self.stop.is_set():
                     break
             while begun:
-                self._finish_page(*begun.pop(0), report)
+                finish_oldest()
         except Exception as exc:
             # The next page could not be pulled or planned, or a page not finished (a
             # quota stop, the CRM down): the oldest page still in flight is finished and
             # its cursor committed if it can be, as if the pages had not overlapped, and
-            # whatever the pool sent is linked in the store; then the error goes on.
-            if len(begun) == 1:
+            # whatever the pool sent is linked in the store; then the error goes on. Not
+            # when an older page failed to finish, nor when the run was halted (pushes
+            # were left unsent): that cursor would skip records never pushed.
+            if len(begun) == 1 and not finishing_oldest and self._halted is None:
                 try:
                     self._finish_page(*begun.pop(0), report)
                 except Exception as again:
@@ -525,6 +552,7 @@ class SyncEngine:
                 self.progress("pushed", 1)
         finally:
             self.store.save_links(self.connection, unsaved)
+        self._stop_on_refusal(outcomes)
         self.lifecycle.register(outcomes, work.by_id, work.links)
         self._mirror_outcomes(outcomes, work.links, work.by_id, report)
 
@@ -595,16 +623,38 @@ class SyncEngine:
 
     def _execute(self, action: Action, links: Mapping[str, Link]) -> _Outcome:
         crm_id = action.draft.crm_id if isinstance(action, (Create, Update)) else ""
+        if self._halted is not None:
+            # the run is stopping: this push is not sent (a copy: one traceback per thread)
+            raise copy.copy(self._halted)
         try:
             if isinstance(action, Create):
                 return self._create(action)
             assert isinstance(action, Update)
             return self._update(action, links[crm_id])
         except ConnectorError as exc:
+            stop = self._run_stop(exc)
+            if stop is not None:
+                # Not the record's fault, and every other push would meet it too.
+                self._halted = stop
+                raise stop from None
             log.warning("%s: %s: %s", self.connection, crm_id, exc.message)
-            # A refused token is no fault of the record: the next cycle tries it again.
-            transient = exc.transient or exc.code in NOT_THE_RECORDS_FAULT
-            return _Outcome(crm_id, "failed", exc.code, exc.message, transient=transient)
+            return _Outcome(crm_id, "failed", exc.code, exc.message, transient=exc.transient)
+
+    def _run_stop(self, error: ConnectorError) -> ConnectorError | None:
+        return run_stop(error, connection=self.connection, crm_system=self.crm.system)
+
+    def _stop_on_refusal(self, outcomes: Sequence[_Outcome]) -> None:
+        """Stop before anything of a page is mirrored when one of its records failed on a
+        refused credential or a throttle (a step that turned the error into an outcome)."""
+        for o in outcomes:
+            if o.kind != "failed":
+                continue
+            if o.reason == Throttled.code:
+                raise Throttled(o.message or "throttled", status=429)
+            if o.reason in AUTHENTICATION_CODES:
+                raise credentials_refused(
+                    "core", o.reason, o.message or "", connection=self.connection
+                )
 
     def _create(self, action: Create) -> _Outcome:
         """POST the referral; patch what the core did not keep; invite Microsoft if asked.
@@ -894,6 +944,15 @@ class SyncEngine:
     ) -> None:
         saved: dict[str, str] = {}
         quota: WriteResult | None = None
+        for result in results:
+            if not result.ok and result.error_code in AUTHENTICATION_CODES:
+                # Recorded as nothing: the next run writes the whole batch again.
+                raise credentials_refused(
+                    self.crm.system,
+                    result.error_code,
+                    result.message or "",
+                    connection=self.connection,
+                )
         for (update, link, fp), result in zip(updates, results, strict=True):
             settled = SETTLED_WRITE_CODES.get(result.error_code or "")
             if result.ok:

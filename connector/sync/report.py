@@ -21,6 +21,7 @@ class Outcome:
     OK = "ok"  # every record synced or skipped
     PARTIAL = "partial"  # some records rejected or failed (dead letters)
     QUOTA = "quota_stopped"  # stopped at the configured share of a CRM's API allowance
+    THROTTLED = "throttled"  # a system asked for a longer wait than the run may take
     INTERRUPTED = "interrupted"  # a stop was requested; the committed cursor is safe
     FAILED = "failed"  # the run itself failed (configuration, unreachable system, ...)
     LEASE_HELD = "lease_held"  # another run holds the connection's lease: nothing was done

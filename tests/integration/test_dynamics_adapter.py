@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from connector.crm.base import NewOpportunity
 from connector.crm.dynamics import DataverseOpportunities
-from connector.errors import ConfigError, QuotaExhausted
+from connector.errors import ConfigError, Throttled
 from connector.mapping.filters import Filter
 from connector.model import CrmStatusUpdate
 
@@ -251,7 +251,7 @@ def test_throttling_is_honoured_then_stops_at_the_budget(make: Any, admin: httpx
     admin.put("/_sandbox/dataverse/limits", json={"requests_per_5min": 3}).raise_for_status()
     sleeps: list[float] = []
     adapter = make(sleep=sleeps.append, max_throttle_wait_s=1.0, page_size=5)
-    with pytest.raises(QuotaExhausted):
+    with pytest.raises(Throttled):
         list(adapter.pull_changes(None, fields=["name"], select=None))
     assert adapter.transport.throttled >= 1
     assert sleeps == []  # the server asked for far more than the 1 s this run may wait

@@ -17,7 +17,7 @@ from connector.crm.base import NewOpportunity
 from connector.crm.dynamics import DataverseOpportunities
 from connector.crm.dynamics_auth import DataverseTokens
 from connector.crm.dynamics_batch import BatchOperation, build_batch, parse_batch
-from connector.errors import CrmError, QuotaExhausted
+from connector.errors import CrmError, QuotaExhausted, Throttled
 from connector.mapping.filters import Filter
 from connector.model import CrmStatusUpdate
 
@@ -785,7 +785,7 @@ def test_throttling_past_the_wait_budget_stops_the_run(
         headers={"Retry-After": "40"},
         json={"error": {"code": "0x80072322", "message": "limit"}},
     )
-    with pytest.raises(QuotaExhausted) as info:
+    with pytest.raises(Throttled) as info:
         make(max_throttle_wait_s=100).fetch(OPP1, fields=["name"])
     assert sleeps == [40.0, 40.0]  # a third wait would pass 100 s
     assert info.value.retry_after == 40.0

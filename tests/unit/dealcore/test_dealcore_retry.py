@@ -9,7 +9,7 @@ import pytest
 from dealcore_fakes import FakeClock
 
 from connector.dealcore.retry import RateGate, RetryPolicy, call_with_retry
-from connector.errors import ConfigError, CoreError
+from connector.errors import ConfigError, CoreError, Throttled
 
 
 class Flaky:
@@ -153,3 +153,35 @@ def test_gate_blocks_real_threads_in_real_time() -> None:
     for t in threads:
         t.join(timeout=5)
     assert len(waited) == 4 and min(waited) >= 0.19
+
+
+def test_gate_refuses_a_wait_past_its_cap_and_then_every_caller() -> None:
+    clock = FakeClock()
+    gate = RateGate(max_wait_s=300, system="the deal core", clock=clock, sleep=clock.sleep)
+    with pytest.raises(Throttled) as refused:
+        gate.block_for(86400)
+    assert "86400 s" in refused.value.message and "max_throttle_wait_s" in refused.value.message
+    for call in (gate.wait, lambda: gate.block_for(1)):
+        with pytest.raises(Throttled):
+            call()
+    assert clock.sleeps == []  # nobody slept on it
+
+
+def test_gate_caps_the_waits_of_a_run_in_all_fake_clock() -> None:
+    clock = FakeClock()
+    gate = RateGate(max_wait_s=100, clock=clock, sleep=clock.sleep)
+    gate.block_for(60)
+    gate.wait()
+    gate.block_for(30)  # 90 s closed in all
+    gate.block_for(40)  # overlaps the block in force: 10 s more, 100 in all
+    gate.wait()
+    assert gate.closed_s == 100 and clock.now == 100
+    with pytest.raises(Throttled, match="after 100 s of waiting"):
+        gate.block_for(1)
+
+
+def test_gate_ignores_a_nan_or_negative_wait() -> None:
+    gate = RateGate(max_wait_s=10)
+    gate.block_for(float("nan"))
+    gate.block_for(-5)
+    assert gate.blocked_for == 0
