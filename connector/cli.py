@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from connector import logs
+from connector import __version__, logs
+from connector.cli_help import HelpGroup
 from connector.dead_letter_cli import errors_app
 from connector.errors import ConfigError, ConnectorError, MappingError
 from connector.memory import quicken_thread_switches, settle_heap, tune_malloc
@@ -23,7 +24,7 @@ from connector.settings import Settings, load_config, state_url
 app = typer.Typer(
     help="Co-sell connector: keeps CRM opportunities and Partner Center referrals in step.",
     no_args_is_help=True,
-    add_completion=False,
+    cls=HelpGroup,
 )
 mappings_app = typer.Typer(help="Check and inspect mapping files.", no_args_is_help=True)
 auth_app = typer.Typer(help="Sign in to Partner Center.", no_args_is_help=True)
@@ -67,6 +68,27 @@ def _fail(message: str, code: int) -> typer.Exit:
     # escaped: messages name settings such as connections[name].mapping, not markup
     err_console.print(f"[bold red]error:[/] {escape(logs.scrub(message))}", highlight=False)
     return typer.Exit(code)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"connector {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the connector's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Co-sell connector: keeps CRM opportunities and Partner Center referrals in step."""
 
 
 @app.command()
