@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Connection, Engine, Row
 from connector.errors import StateError
 from connector.redaction import scrub, scrub_data
 from connector.state import database
-from connector.state.records import DeadLetter, Link, LinkState, Run
+from connector.state.records import DeadLetter, LetterStamp, Link, LinkState, Run
 from connector.state.schema import (
     UNRESOLVED,
     connections,
@@ -37,7 +37,7 @@ from connector.state.schema import (
     runs,
 )
 
-__all__ = ["DeadLetter", "Link", "LinkState", "Run", "Store"]
+__all__ = ["DeadLetter", "LetterStamp", "Link", "LinkState", "Run", "Store"]
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ class Store:
                 "message": letter.excluded.message,
                 "last_seen": letter.excluded.last_seen,
                 "crm_modstamp": letter.excluded.crm_modstamp,
+                "crm_fingerprint": letter.excluded.crm_fingerprint,
             },
         )
 
@@ -505,24 +506,32 @@ class Store:
         reason_code: str,
         message: str,
         crm_modstamp: datetime | None = None,
+        crm_fingerprint: str | None = None,
     ) -> DeadLetter:
-        """Record a permanent failure; a repeat while unresolved increments ``attempts``."""
-        params = self._letter_row(conn, crm_id, reason_code, message, crm_modstamp, self._clock())
+        """Record a permanent failure; a repeat while unresolved increments ``attempts``.
+
+        ``crm_fingerprint`` hashes the record's content as the mapping read it (see
+        :func:`connector.sync.dead_letters.content_fingerprint`).
+        """
+        params = self._letter_row(
+            conn, crm_id, reason_code, message, crm_modstamp, self._clock(), crm_fingerprint
+        )
         with self._write(f"dead-letter CRM record {crm_id} ({conn})", conn) as db:
             return _dead_letter(
                 db.execute(self._add_letter.returning(*dead_letters.c), params).one()
             )
 
     def add_dead_letters(
-        self, conn: str, items: Sequence[tuple[str, str, str, datetime | None]]
+        self, conn: str, items: Sequence[tuple[str, str, str, datetime | None, str | None]]
     ) -> None:
-        """:meth:`add_dead_letter` for many ``(crm_id, code, message, modstamp)`` at once."""
+        """:meth:`add_dead_letter` for many ``(crm_id, code, message, modstamp,
+        fingerprint)`` at once."""
         if not items:
             return
         now = self._clock()
         rows: dict[str, dict[str, Any]] = {}
-        for crm_id, code, message, modstamp in items:  # one letter per record: the last
-            rows[crm_id] = self._letter_row(conn, crm_id, code, message, modstamp, now)
+        for crm_id, code, message, modstamp, fp in items:  # one letter per record: the last
+            rows[crm_id] = self._letter_row(conn, crm_id, code, message, modstamp, now, fp)
         with self._write(f"dead-letter {len(rows)} CRM records ({conn})", conn) as db:
             db.execute(self._add_letter, list(rows.values()))
 
@@ -534,6 +543,7 @@ class Store:
         message: str,
         crm_modstamp: datetime | None,
         now: datetime,
+        crm_fingerprint: str | None = None,
     ) -> dict[str, Any]:
         return {
             "connection": conn,
@@ -545,6 +555,7 @@ class Store:
             "last_seen": now,
             "crm_modstamp": crm_modstamp,
             "resolved": False,
+            "crm_fingerprint": crm_fingerprint,
         }
 
     def resolve_dead_letter(self, conn: str, crm_id: str) -> bool:
@@ -586,26 +597,33 @@ class Store:
                 marked.append(replace(letter, reason_code=code))
         return marked
 
-    def dead_letter_stamps(self, conn: str, crm_ids: Sequence[str]) -> dict[str, datetime]:
-        """The CRM stamp each record had when it was last dead-lettered (open or resolved).
+    def dead_letter_stamps(self, conn: str, crm_ids: Sequence[str]) -> dict[str, LetterStamp]:
+        """How each record was when it was last dead-lettered (open or resolved letter).
 
-        A record read again at that same stamp has not changed since: the engine leaves
-        it alone (a discarded letter stays discarded; an open one is retried on purpose).
+        A record read again unchanged since (same CRM stamp, or same content when its
+        stamp moved only because the connector wrote its error field) is left alone by
+        the engine: a discarded letter stays discarded; an open one is retried on purpose.
         """
-        found: dict[str, tuple[int, datetime]] = {}
+        found: dict[str, tuple[int, LetterStamp]] = {}
         unique = list(dict.fromkeys(crm_ids))
         with self._read(f"read the dead letters of {len(unique)} records ({conn})") as db:
             for chunk in _chunks(unique, LOOKUP_CHUNK):
                 query = sa.select(
-                    dead_letters.c.id, dead_letters.c.crm_id, dead_letters.c.crm_modstamp
+                    dead_letters.c.id,
+                    dead_letters.c.crm_id,
+                    dead_letters.c.crm_modstamp,
+                    dead_letters.c.crm_fingerprint,
                 ).where(
                     dead_letters.c.connection == conn,
                     dead_letters.c.crm_id.in_(chunk),
-                    dead_letters.c.crm_modstamp.is_not(None),
+                    sa.or_(
+                        dead_letters.c.crm_modstamp.is_not(None),
+                        dead_letters.c.crm_fingerprint.is_not(None),
+                    ),
                 )
-                for letter_id, crm_id, stamp in db.execute(query):
+                for letter_id, crm_id, stamp, fingerprint in db.execute(query):
                     if crm_id not in found or found[crm_id][0] < letter_id:
-                        found[crm_id] = (letter_id, stamp)
+                        found[crm_id] = (letter_id, LetterStamp(stamp, fingerprint))
         return {crm_id: stamp for crm_id, (_, stamp) in found.items()}
 
     def discard_dead_letter(self, dead_letter_id: int) -> bool:

@@ -38,6 +38,11 @@ from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
+from connector.sync.dead_letters import (
+    UNCHANGED_SINCE_FAILURE,
+    ContentFingerprints,
+    split_unchanged,
+)
 from connector.sync.inbound import LifecycleSteps, with_referral_customer
 from connector.sync.mirror import (
     CoreFacts,
@@ -161,6 +166,8 @@ class SyncEngine:
         ] = collections.deque()
         self._outbound_started: datetime | None = None
         self.lifecycle = LifecycleSteps(self)
+        #: what a dead letter remembers of its record's content (see sync.dead_letters)
+        self._fingerprints = ContentFingerprints(mapping)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -286,7 +293,7 @@ class SyncEngine:
                 report.pulled += len(records)
                 self.progress("pulled", len(records))
                 if not full:  # --full re-processes every record, dead-lettered or not
-                    records = self._changed_since_letter(records)
+                    records = self._changed_since_letter(records, report)
                 if dry_run:
                     self.process_records(records, stages, report, dry_run=True)
                     if page.deleted_ids:
@@ -364,17 +371,24 @@ class SyncEngine:
             if not dry_run:
                 self.store.resolve_dead_letter(self.connection, crm_id)
 
-    def _changed_since_letter(self, records: list[CrmOpportunity]) -> list[CrmOpportunity]:
+    def _changed_since_letter(
+        self, records: list[CrmOpportunity], report: RunReport
+    ) -> list[CrmOpportunity]:
         """Leave out records read again unchanged since they were dead-lettered.
 
-        The CRM pull overlaps its cursor, so a failed record comes back until the
-        overlap passes it; only a change (a newer stamp) or ``connector errors retry``
-        should process it again, and a discarded letter must stay discarded.
+        The CRM pull overlaps its cursor, and writing a record's error field moves its
+        stamp, so a failed record comes back; only a change of what the mapping reads
+        (or of the mapping) or ``connector errors retry`` should process it again, and a
+        discarded letter must stay discarded. Each one left out counts as skipped
+        ``unchanged_since_failure``.
         """
         stamps = self.store.dead_letter_stamps(self.connection, [r.id for r in records])
         if not stamps:
             return records
-        return [r for r in records if stamps.get(r.id) != r.modstamp]
+        changed, unchanged = split_unchanged(records, stamps, self._fingerprints)
+        if unchanged:
+            report.skipped[UNCHANGED_SINCE_FAILURE] += len(unchanged)
+        return changed
 
     def process_records(
         self,
@@ -646,7 +660,7 @@ class SyncEngine:
         now = self.clock()
         fields = self.mapping.status_fields
         troubled = {o.crm_id for o in outcomes if o.kind in {"rejected", "failed"}}
-        letters: list[tuple[str, str, str, datetime | None]] = []
+        letters: list[tuple[str, str, str, datetime | None, str | None]] = []
         # open letters of this connection: resolved by a success or a skip, one letter per record
         earlier = {
             crm_id: d.message
@@ -673,7 +687,13 @@ class SyncEngine:
                 record = records.get(o.crm_id)
                 code = f"{TRANSIENT_PREFIX}{o.reason}" if o.transient else (o.reason or "error")
                 letters.append(
-                    (o.crm_id, code, o.message or "", record.modstamp if record else None)
+                    (
+                        o.crm_id,
+                        code,
+                        o.message or "",
+                        record.modstamp if record else None,
+                        self._fingerprints.of(record) if record else None,
+                    )
                 )
                 if link is None or link.core_facts is None:
                     # Writing the error bumps the record's stamp: write it only when it is
@@ -859,6 +879,7 @@ class SyncEngine:
                 letter.reason_code,
                 f"{letter.message}{NOT_WRITTEN} ({code})",
                 letter.crm_modstamp,
+                letter.crm_fingerprint,
             )
 
     # ------------------------------------------------------------------ pull back

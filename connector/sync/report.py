@@ -59,9 +59,10 @@ class RunReport:
             "closed": self.closed,
             "mirrored": self.mirrored,
             "pulled": self.pulled,
-            "skipped": dict(self.skipped),
-            "rejected": dict(self.rejected),
-            "failed": dict(self.failed),
+            # a reason counted zero times is no reason: left out
+            "skipped": {k: n for k, n in self.skipped.items() if n},
+            "rejected": {k: n for k, n in self.rejected.items() if n},
+            "failed": {k: n for k, n in self.failed.items() if n},
         }
 
     def as_json(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from connector.state.migrations import alembic_config
 from connector.state.schema import metadata
 
 CONTRACT: list[Callable[..., None]] = []
-HEAD = "0001"
+HEAD = "0002"
 
 
 def contract(test: Callable[..., None]) -> Callable[..., None]:
@@ -460,10 +460,10 @@ def test_dead_letters_added_in_one_go_open_or_count_like_one_by_one(
     store.add_dead_letters(
         "sf",
         [
-            ("006A", "unmapped_stage", "stage 'Zeta' unmapped", stamp),
-            ("006B", "invalid_record", "no name", None),
-            ("006C", "invalid_record", "first word", None),
-            ("006C", "invalid_record", "last word", stamp),  # one letter per record
+            ("006A", "unmapped_stage", "stage 'Zeta' unmapped", stamp, "fp-a"),
+            ("006B", "invalid_record", "no name", None, None),
+            ("006C", "invalid_record", "first word", None, None),
+            ("006C", "invalid_record", "last word", stamp, "fp-c"),  # one letter per record
         ],
     )
     letters = {d.crm_id: d for d in store.list_dead_letters("sf")}
@@ -477,8 +477,23 @@ def test_dead_letters_added_in_one_go_open_or_count_like_one_by_one(
     )
     assert (letters["006B"].attempts, letters["006B"].message) == (1, "no name")
     assert (letters["006C"].attempts, letters["006C"].message) == (1, "last word")
+    assert (again.crm_fingerprint, letters["006C"].crm_fingerprint) == ("fp-a", "fp-c")
     store.add_dead_letters("sf", [])
     assert len(store.list_dead_letters("sf")) == 3
+
+
+@contract
+def test_the_last_letter_of_a_record_tells_how_it_was_even_once_discarded(store: Store) -> None:
+    stamp = datetime(2025, 2, 1, tzinfo=UTC)
+    first = store.add_dead_letter("sf", "006A", "invalid_record", "no date", stamp, "fp-1")
+    store.add_dead_letter("sf", "006B", "invalid_record", "no name", stamp)  # before 0002
+    store.add_dead_letter("sf", "006C", "invalid_record", "no name")  # nothing to compare
+    assert store.discard_dead_letter(first.id)
+    found = store.dead_letter_stamps("sf", ["006A", "006B", "006C", "006D"])
+    assert found == {"006A": (stamp, "fp-1"), "006B": (stamp, None)}
+    later = datetime(2025, 3, 1, tzinfo=UTC)
+    store.add_dead_letter("sf", "006A", "invalid_record", "no date", later, "fp-2")
+    assert store.dead_letter_stamps("sf", ["006A"]) == {"006A": (later, "fp-2")}
 
 
 @contract
