@@ -21,6 +21,9 @@ class CrmPage:
     cursor: str | None
     #: ids of rows deleted since the last cursor (Dataverse change tracking)
     deleted_ids: Sequence[str] = ()
+    #: how many records the whole pull holds, when the CRM says (Salesforce's
+    #: ``totalSize``); None when unknown. Only for showing progress.
+    total: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,8 @@ class SalesforceOpportunities:
         self.usage = ApiUsage()
         #: rows dropped because their (Id, SystemModstamp) was already pulled
         self.duplicates_dropped = 0
+        #: the record count of the last query (its first answer's ``totalSize``)
+        self.query_total: int | None = None
         self._sleep = sleep
         self._clock = clock
         self._sf: Salesforce | None = None
@@ -187,7 +189,7 @@ class SalesforceOpportunities:
             previous = self._page_cursor(page, previous)
             pages += 1
             records += len(page)
-            yield CrmPage(records=page, cursor=_format_cursor(previous))
+            yield CrmPage(records=page, cursor=_format_cursor(previous), total=self.query_total)
         # Only reached when every page was read: a pull stopped early (an error, or the
         # caller closing the generator) never yields the query-time cursor.
         final = self._complete_cursor(previous, query_time)
@@ -271,6 +273,8 @@ class SalesforceOpportunities:
         answer = self._call(
             "query", lambda sf: sf.query(soql, include_deleted=deleted, **options), what=what
         )
+        total = answer.get("totalSize") if isinstance(answer, Mapping) else None
+        self.query_total = total if isinstance(total, int) and total >= 0 else None
         while True:
             yield _query_records(answer, what)
             next_url = answer.get("nextRecordsUrl")

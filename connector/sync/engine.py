@@ -34,6 +34,7 @@ from connector.errors import (
     QuotaExhausted,
     StateError,
 )
+from connector.logs import record_fields
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
@@ -53,7 +54,8 @@ from connector.sync.mirror import (
 )
 from connector.sync.outcome import RecordOutcome
 from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
-from connector.sync.report import Outcome, RunReport
+from connector.sync.plan_view import describe, record_name
+from connector.sync.report import CYCLE_LOG_LEVEL, Outcome, RunReport, log_settled_writes
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,10 @@ class _PageWork:
     futures: list[Future[_Outcome]] = field(default_factory=list)
     #: how many of ``futures`` were collected (their links saved)
     collected: int = 0
+    #: the CRM ids of ``futures``, in order
+    pushed: list[str] = field(default_factory=list)
+    #: pushes a stop cancelled before they started: nothing of them was sent
+    cancelled: list[str] = field(default_factory=list)
 
 
 class SyncEngine:
@@ -165,6 +171,10 @@ class SyncEngine:
             tuple[Sequence[tuple[CrmStatusUpdate, Link | None, str]], Future[list[WriteResult]]]
         ] = collections.deque()
         self._outbound_started: datetime | None = None
+        #: set when a stop left a page partly pushed: no later cursor may pass it
+        self._cursor_held = False
+        #: status writes the CRM refused for good this run, by skip reason (logged once)
+        self._settled_writes: collections.Counter[str] = collections.Counter()
         self.lifecycle = LifecycleSteps(self)
         #: what a dead letter remembers of its record's content (see sync.dead_letters)
         self._fingerprints = ContentFingerprints(mapping)
@@ -176,6 +186,12 @@ class SyncEngine:
         started = time.monotonic()
         run_id = None if dry_run else self.store.start_run(self.connection)
         calls_before = self._api_calls()
+        log.info(
+            "%s: cycle started%s",
+            self.connection,
+            " (dry run)" if dry_run else "",
+            extra={"event": "cycle_start", "connection": self.connection},
+        )
         try:
             with report.phase("start"):
                 stages = self._stages()
@@ -194,6 +210,8 @@ class SyncEngine:
                 )
             if not dry_run:
                 with report.phase("status_writes"):
+                    if self.stop.is_set():
+                        self._write_status([], report)  # linked writes wait for next run
                     self._flush_status(report, everything=True)
             if self.stop.is_set():
                 report.outcome = Outcome.INTERRUPTED
@@ -221,7 +239,9 @@ class SyncEngine:
                     report.duration_s,
                     report.error,
                 )
-        log.info(
+        log_settled_writes(self.connection, self._settled_writes)
+        log.log(
+            CYCLE_LOG_LEVEL.get(report.outcome, logging.INFO),
             "%s: cycle %s in %.1fs: created=%d updated=%d closed=%d mirrored=%d skipped=%d "
             "rejected=%d failed=%d",
             self.connection,
@@ -274,6 +294,7 @@ class SyncEngine:
         cursor = None if full else self.store.get_cursor(self.connection, "crm")
         fields = self.mapping.crm_fields()
         seen = RecentKeys(PAGE_MEMORY)  # a repeat comes only across a page boundary
+        announced = False  # the pull's total was handed to the progress display
         #: pages handed to the pool and not yet finished, oldest first (two at most)
         begun: list[tuple[_PageWork, CrmPage]] = []
         pages = iter(self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select))
@@ -286,6 +307,9 @@ class SyncEngine:
                 page = next(pages, None)
                 if page is None:
                     break
+                if page.total is not None and not announced:
+                    announced = True
+                    self.progress("total", page.total)
                 records = []
                 for record in page.records:
                     if seen.add((record.id, record.modstamp)):
@@ -329,7 +353,12 @@ class SyncEngine:
         finally:
             self._close_pool()  # what has not started is dropped; pending links stay marked
         if self.stop.is_set() and not dry_run:
-            log.info("%s: stop requested; the cursor is committed after this page", self.connection)
+            log.info(
+                "%s: stop requested: the CRM cursor is committed up to the last page "
+                "handled in full",
+                self.connection,
+                extra={"event": "stop", "connection": self.connection},
+            )
 
     def _near_guard(self, work: _PageWork) -> bool:
         """Whether the CRM's guard could stop the run before ``work`` is mirrored."""
@@ -344,7 +373,7 @@ class SyncEngine:
         if page.deleted_ids:
             self._deleted(page.deleted_ids, report, dry_run=False)
         self._flush_unlinked(report)
-        if page.cursor is not None:
+        if page.cursor is not None and not self._cursor_held:
             self.store.set_cursor(self.connection, "crm", page.cursor)
 
     def _deleted(self, crm_ids: Sequence[str], report: RunReport, *, dry_run: bool) -> None:
@@ -367,6 +396,7 @@ class SyncEngine:
                     self.connection,
                     crm_id,
                     links[crm_id].referral_id,
+                    extra=record_fields(self.connection, crm_id, event="deleted"),
                 )
             if not dry_run:
                 self.store.resolve_dead_letter(self.connection, crm_id)
@@ -388,6 +418,7 @@ class SyncEngine:
         changed, unchanged = split_unchanged(records, stamps, self._fingerprints)
         if unchanged:
             report.skipped[UNCHANGED_SINCE_FAILURE] += len(unchanged)
+            self.progress("settled", len(unchanged))
         return changed
 
     def process_records(
@@ -405,9 +436,12 @@ class SyncEngine:
             links = self.store.get_links(self.connection, [r.id for r in live])
             live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
             for r in live:
-                action = plan_outbound(apply_mapping(r, self.mapping, stages), links.get(r.id))
-                report.plan.append(_describe(action))
+                link = links.get(r.id)
+                action = plan_outbound(apply_mapping(r, self.mapping, stages), link)
+                sent = link.sent_body if link else None
+                report.plan.append(describe(action, sent, name=record_name(r, self.mapping)))
                 _count_planned(action, report)
+            self.progress("settled", len(records))
             return
         try:
             self._finish(self._begin(records, stages, report), report)
@@ -440,6 +474,8 @@ class SyncEngine:
             ids={r.id for r in records},
         )
         self._push(actions, work)
+        # what needs no push is handled now (deleted rows too); pushes count as they end
+        self.progress("settled", len(records) - len(work.futures))
         return work
 
     def _finish(self, work: _PageWork, report: RunReport) -> None:
@@ -451,7 +487,12 @@ class SyncEngine:
         outcomes = work.outcomes
         unsaved: list[Link] = []
         try:
-            for future in work.futures:
+            for index, future in enumerate(work.futures):
+                if self.stop.is_set() and not work.cancelled:
+                    self._cancel_rest(work, index)
+                if future.cancelled():
+                    work.collected += 1
+                    continue
                 with report.phase("outbound_waiting_for_pushes"):
                     outcome = future.result()
                 work.collected += 1
@@ -464,8 +505,26 @@ class SyncEngine:
                 self.progress("pushed", 1)
         finally:
             self.store.save_links(self.connection, unsaved)
+        if work.cancelled:
+            # never sent: the create intents go, so the next run plans them afresh
+            # instead of looking each one up in the core
+            self.store.release_pending(self.connection, work.cancelled)
+            self._cursor_held = True
         self.lifecycle.register(outcomes, work.by_id, work.links)
         self._mirror_outcomes(outcomes, work.links, work.by_id, report)
+
+    def _cancel_rest(self, work: _PageWork, start: int) -> None:
+        """A stop: pushes not started yet are dropped; those in flight finish."""
+        for crm_id, future in zip(work.pushed[start:], work.futures[start:], strict=True):
+            if future.cancel():
+                work.cancelled.append(crm_id)
+        if work.cancelled:
+            log.info(
+                "%s: stop requested: %d record(s) of the page left for the next run",
+                self.connection,
+                len(work.cancelled),
+                extra={"event": "stop", "connection": self.connection},
+            )
 
     def _resolve_pending(self, links: dict[str, Link]) -> dict[str, Link]:
         """A pending link means a crash between POST and bookkeeping: look before creating."""
@@ -486,7 +545,11 @@ class SyncEngine:
             self.store.save_link(self.connection, resolved)
             links[crm_id] = resolved
             log.info(
-                "%s: %s: pending create resolved to referral %s", self.connection, crm_id, found.id
+                "%s: %s: pending create resolved to referral %s",
+                self.connection,
+                crm_id,
+                found.id,
+                extra=record_fields(self.connection, crm_id, referral_id=found.id),
             )
         return links
 
@@ -522,13 +585,20 @@ class SyncEngine:
             )
             refused = {k: v for k, v in marked.items() if isinstance(v, StateError)}
             for crm_id, exc in refused.items():
-                log.warning("%s: %s: %s", self.connection, crm_id, exc.message)
+                log.warning(
+                    "%s: %s: %s",
+                    self.connection,
+                    crm_id,
+                    exc.message,
+                    extra=record_fields(self.connection, crm_id, reason=exc.code),
+                )
                 work.outcomes.append(_Outcome(crm_id, "failed", exc.code, exc.message))
             pushes = [a for a in pushes if a.draft.crm_id not in refused]
         if pushes:
             pool = self._get_pool()
             links = work.links
             work.futures = [pool.submit(self._execute, a, links) for a in pushes]
+            work.pushed = [a.draft.crm_id for a in pushes]
 
     def _get_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -560,7 +630,13 @@ class SyncEngine:
             assert isinstance(action, Update)
             return self._update(action, links[crm_id])
         except ConnectorError as exc:
-            log.warning("%s: %s: %s", self.connection, crm_id, exc.message)
+            log.warning(
+                "%s: %s: %s",
+                self.connection,
+                crm_id,
+                exc.message,
+                extra=record_fields(self.connection, crm_id, reason=exc.code),
+            )
             # A refused token is no fault of the record: the next cycle tries it again.
             transient = exc.transient or exc.code in NOT_THE_RECORDS_FAULT
             return _Outcome(crm_id, "failed", exc.code, exc.message, transient=transient)
@@ -735,11 +811,30 @@ class SyncEngine:
     def _write_status(
         self, updates: Sequence[tuple[CrmStatusUpdate, Link | None, str]], report: RunReport
     ) -> None:
-        """Queue status writes; full CRM batches go out at once, the rest at the run's end."""
+        """Queue status writes; full CRM batches go out at once, the rest at the run's end.
+
+        After a stop, a linked record's write is left to the next run (its link is
+        marked as not mirrored, see :meth:`_mirror_left_over`): only the errors of
+        records without a link, which nothing else remembers, are still written.
+        """
+        if self.stop.is_set():
+            updates = self._defer_linked(updates)
         for update in updates:
             self._pending.pop(update[0].crm_id, None)
             self._pending[update[0].crm_id] = update
         self._flush_status(report, everything=False)
+
+    def _defer_linked(
+        self, updates: Sequence[tuple[CrmStatusUpdate, Link | None, str]]
+    ) -> list[tuple[CrmStatusUpdate, Link | None, str]]:
+        """Mark linked records' writes for the next run; return the others."""
+        queued = [u for u in self._pending.values() if u[1] is not None]
+        for update in queued:
+            del self._pending[update[0].crm_id]
+        deferred = [u for u in [*queued, *updates] if u[1] is not None]
+        if deferred:
+            self.store.set_mirrored(self.connection, {u[0].crm_id: None for u in deferred})
+        return [u for u in updates if u[1] is None]
 
     def _flush_status(self, report: RunReport, *, everything: bool) -> None:
         while len(self._pending) >= WRITE_BATCH or (everything and self._pending):
@@ -763,7 +858,7 @@ class SyncEngine:
     def _mirror_left_over(self, report: RunReport) -> None:
         """Status writes a crashed or stopped run left undone are written first."""
         now = self.clock()
-        while True:
+        while not self.stop.is_set():
             links = [
                 link
                 for link in self.store.links_to_mirror(self.connection)
@@ -835,14 +930,17 @@ class SyncEngine:
                     saved[link.crm_id] = fp
             elif settled is not None:
                 report.skipped[settled] += 1
+                self._settled_writes[settled] += 1
                 if link is not None:
                     saved[link.crm_id] = fp
-                log.info(
+                # one line per cycle says how many (see run); each one only when debugging
+                log.debug(
                     "%s: %s: status fields not written (%s): %s",
                     self.connection,
                     update.crm_id,
                     result.error_code,
                     result.message,
+                    extra=record_fields(self.connection, update.crm_id, reason=settled),
                 )
             elif result.error_code == QuotaExhausted.code:
                 quota = result  # not a record's fault: written next cycle (not mirrored yet)
@@ -854,6 +952,9 @@ class SyncEngine:
                     update.crm_id,
                     result.error_code,
                     result.message,
+                    extra=record_fields(
+                        self.connection, update.crm_id, reason=f"crm_write:{result.error_code}"
+                    ),
                 )
             if not result.ok and settled is None and link is None:
                 self._error_not_written(update.crm_id, result.error_code)
@@ -869,7 +970,9 @@ class SyncEngine:
 
         The error is written only when it differs from the dead letter's message (no
         echo loop); marking the message makes the next processing of the record write
-        it again instead of taking it as already shown.
+        it again instead of taking it as already shown. The letter forgets how the
+        record was (stamp and content), so the record is processed again the next time
+        it is read even if nothing the mapping reads has changed.
         """
         letter = self.store.open_dead_letters(self.connection, [crm_id]).get(crm_id)
         if letter is not None and NOT_WRITTEN not in letter.message:
@@ -878,8 +981,6 @@ class SyncEngine:
                 crm_id,
                 letter.reason_code,
                 f"{letter.message}{NOT_WRITTEN} ({code})",
-                letter.crm_modstamp,
-                letter.crm_fingerprint,
             )
 
     # ------------------------------------------------------------------ pull back
@@ -922,6 +1023,8 @@ class SyncEngine:
         microsoft: dict[str, ReferralState] = {}
         retry_from: list[datetime] = []
         for referral in self._changed_referrals(since, report):
+            if self.stop.is_set():
+                return  # the core cursor stays: the next run lists these again
             if referral.updated is not None and (newest is None or referral.updated > newest):
                 newest = referral.updated
             batch.append(referral)
@@ -1069,6 +1172,7 @@ class SyncEngine:
                     "%s: referral %s was listed but cannot be read (404); left for the next cycle",
                     self.connection,
                     referral.id,
+                    extra={"connection": self.connection, "referral_id": referral.id},
                 )
                 return None
 
@@ -1110,26 +1214,6 @@ class SyncEngine:
 def _is_microsoft(referral: ReferralState) -> bool:
     owner = referral.raw.get("owner")
     return isinstance(owner, Mapping) and owner.get("type") == "Microsoft"
-
-
-def _describe(action: Action) -> dict[str, Any]:
-    if isinstance(action, Create):
-        return {
-            "crm_id": action.draft.crm_id,
-            "action": "create",
-            "name": action.draft.name,
-            "stage": action.draft.stage.value,
-            "close_as": action.close_as,
-        }
-    if isinstance(action, Update):
-        return {
-            "crm_id": action.draft.crm_id,
-            "action": "close" if action.closes else "update",
-            "paths": [op["path"] for op in action.ops],
-        }
-    if isinstance(action, Skip):
-        return {"crm_id": action.crm_id, "action": "skip", "reason": action.reason.value}
-    return {"crm_id": action.crm_id, "action": "reject", "reasons": list(action.reasons)}
 
 
 def _count_planned(action: Action, report: RunReport) -> None:

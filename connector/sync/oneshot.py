@@ -1,20 +1,32 @@
-"""``connector sync --once``: one cycle per connection, with progress and a summary table."""
+"""``connector sync --once``: one cycle per connection, with progress and a summary table.
+
+The summary and the plan go to the given console (stdout); the progress bar to the
+console the log lines use (:data:`connector.terminal.stderr`), so lines print above
+it. With ``quiet`` (``--json``) nothing is printed: the caller prints the reports.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connector import terminal
 from connector.redaction import scrub
-from connector.runtime import open_runtime
+from connector.runtime import Runtime, open_runtime
 from connector.settings import ConfigFile, ConnectionSettings, Settings, state_url
 from connector.state.store import Store
 from connector.sync.engine import SyncEngine
+from connector.sync.plan_view import ordered, print_plan
+from connector.sync.progress import SyncProgress
 from connector.sync.report import RunReport
+
+#: what a transient error promises (the daemon's next cycle), and what it means here
+LATER = "it will be retried"
+ONE_SHOT_LATER = "run `connector sync --once` again later (`connector run` retries every cycle)"
 
 
 def run_once(
@@ -25,19 +37,26 @@ def run_once(
     dry_run: bool,
     full: bool,
     console: Console,
+    stop: threading.Event | None = None,
+    quiet: bool = False,
 ) -> list[RunReport]:
+    """One cycle of each connection; after ``stop`` is set, the rest are not started."""
+    stop = stop or threading.Event()
     store = Store.open(state_url(settings, cfg))
     reports: list[RunReport] = []
     try:
         for conn in connections:
+            if stop.is_set():
+                break
             with open_runtime(conn, settings) as rt:
-                report = _run_with_progress(
-                    conn, rt, store, dry_run=dry_run, full=full, console=console
-                )
+                report = _run_with_progress(conn, rt, store, dry_run=dry_run, full=full, stop=stop)
+            report.plan = [dict(item) for item in ordered(report.plan)]  # changes first
             reports.append(report)
-            print_summary(report, console)
+            if quiet:
+                continue
+            print_summary(report, console, waiting=_open_letters(store, conn.name))
             if dry_run:
-                print_plan(report, console)
+                print_plan(report.plan, console)
     finally:
         store.close()
     return reports
@@ -45,33 +64,14 @@ def run_once(
 
 def _run_with_progress(
     conn: ConnectionSettings,
-    rt: object,
+    rt: Runtime,
     store: Store,
     *,
     dry_run: bool,
     full: bool,
-    console: Console,
+    stop: threading.Event,
 ) -> RunReport:
-    from connector.runtime import Runtime
-
-    assert isinstance(rt, Runtime)
-    show = console.is_terminal
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        TextColumn("{task.fields[counts]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(f"{conn.name}: syncing", counts="", total=None)
-        totals = {"pulled": 0, "pushed": 0, "mirrored": 0}
-
-        def on_progress(kind: str, n: int) -> None:
-            totals[kind] = totals.get(kind, 0) + n
-            progress.update(task, counts=", ".join(f"{k} {v}" for k, v in totals.items()))
-
+    with SyncProgress(terminal.stderr, conn.name, dry_run=dry_run) as progress:
         engine = SyncEngine(
             conn.name,
             crm=rt.crm,
@@ -80,12 +80,25 @@ def _run_with_progress(
             mapping=rt.mapping,
             link_for=rt.link_for,
             concurrency=conn.core.concurrency,
-            progress=on_progress,
+            progress=progress,
+            stop=stop,
         )
         return engine.run(dry_run=dry_run, full=full)
 
 
-def print_summary(report: RunReport, console: Console) -> None:
+def _open_letters(store: Store, connection: str) -> int:
+    try:
+        return store.count_dead_letters(connection)
+    except Exception:  # the summary is printed whatever the store says now
+        return 0
+
+
+def one_shot_wording(message: str) -> str:
+    """A transient error's advice as it reads after a one-shot run: nothing retries it."""
+    return message.replace(LATER, ONE_SHOT_LATER)
+
+
+def print_summary(report: RunReport, console: Console, *, waiting: int = 0) -> None:
     title = f"{report.connection}: {report.outcome}" + (
         " (dry run: nothing written)" if report.dry_run else ""
     )
@@ -97,7 +110,8 @@ def print_summary(report: RunReport, console: Console) -> None:
     table.add_row("created", str(report.created), "")
     table.add_row("updated", str(report.updated), "")
     table.add_row("closed", str(report.closed), "")
-    table.add_row("skipped", str(sum(report.skipped.values())), _reasons(report.skipped))
+    skipped = report.counts()["skipped"]
+    table.add_row("skipped", str(sum(skipped.values())), _reasons(skipped))
     table.add_row("rejected", str(sum(report.rejected.values())), _reasons(report.rejected))
     table.add_row("failed", str(sum(report.failed.values())), _reasons(report.failed))
     table.add_row("statuses written to the CRM", str(report.mirrored), "")
@@ -106,20 +120,17 @@ def print_summary(report: RunReport, console: Console) -> None:
     table.add_row("duration", f"{report.duration_s:.1f}s", "")
     console.print(table)
     if report.error:  # a remote system's text: not markup, and scrubbed once more
-        console.print(f"[red]{escape(scrub(report.error))}[/]", highlight=False)
-
-
-def print_plan(report: RunReport, console: Console, limit: int = 50) -> None:
-    table = Table(title=f"Plan ({len(report.plan)} records; first {min(limit, len(report.plan))})")
-    for col in ("CRM id", "action", "detail"):
-        table.add_column(col)
-    for item in report.plan[:limit]:
-        detail = {k: v for k, v in item.items() if k not in {"crm_id", "action"}}
-        table.add_row(item["crm_id"], item["action"], str(detail)[:100])
-    console.print(table)
+        text = escape(scrub(one_shot_wording(report.error)))
+        console.print(f"[red]{text}[/]", highlight=False)
+    if waiting and not report.dry_run:
+        console.print(
+            f"{waiting} record(s) of {escape(report.connection)} wait in the dead letters "
+            "(each with its reason in the CRM): `connector errors list`",
+            highlight=False,
+        )
 
 
 def _reasons(counter: dict[str, int]) -> str:
     # reasons are codes, some of them a remote system's: scrubbed, and not markup
-    ordered = sorted(counter.items(), key=lambda kv: -kv[1])
+    ordered = sorted(((k, n) for k, n in counter.items() if n), key=lambda kv: -kv[1])
     return escape(scrub(", ".join(f"{k} {v}" for k, v in ordered)))

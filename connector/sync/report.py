@@ -7,14 +7,17 @@ registered secrets and tokens (:mod:`connector.redaction`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from connector.redaction import scrub, scrub_data
+
+log = logging.getLogger("connector.sync.engine")
 
 
 class Outcome:
@@ -23,6 +26,16 @@ class Outcome:
     QUOTA = "quota_stopped"  # stopped at the configured share of a CRM's API allowance
     INTERRUPTED = "interrupted"  # a stop was requested; the committed cursor is safe
     FAILED = "failed"  # the run itself failed (configuration, unreachable system, ...)
+
+
+#: the level of a cycle's log line by its outcome (a failed cycle is an error)
+CYCLE_LOG_LEVEL = {
+    Outcome.OK: logging.INFO,
+    Outcome.PARTIAL: logging.INFO,
+    Outcome.INTERRUPTED: logging.WARNING,
+    Outcome.QUOTA: logging.WARNING,
+    Outcome.FAILED: logging.ERROR,
+}
 
 
 @dataclass
@@ -105,3 +118,21 @@ class RunReport:
     def finish_outcome(self) -> None:
         if self.outcome == Outcome.OK and (self.rejected or self.failed):
             self.outcome = Outcome.PARTIAL
+
+
+def log_settled_writes(connection: str, counts: Mapping[str, int]) -> None:
+    """One line per cycle for the status writes a CRM refused for good, by reason.
+
+    A closed Dataverse row is read-only: a large sync meets thousands, each logged only
+    at DEBUG; this line says how many there were.
+    """
+    counts = {reason: n for reason, n in counts.items() if n}
+    if counts:
+        log.info(
+            "%s: status fields of %d record(s) not written, the CRM refuses writes to them "
+            "(%s); each is logged at DEBUG",
+            connection,
+            sum(counts.values()),
+            ", ".join(f"{reason} {n}" for reason, n in counts.items()),
+            extra={"event": "status_not_written", "connection": connection, "counts": counts},
+        )

@@ -409,6 +409,49 @@ def test_concurrent_writers_from_worker_threads(store: Store) -> None:
     assert all(store.get_cursor("sf", f"worker-{n}") == "19" for n in range(8))
 
 
+@contract
+def test_releasing_create_intents_drops_only_pending_links(store: Store) -> None:
+    store.mark_pending("sf", "006A", "fp", {"name": "a"})
+    store.mark_pending("sf", "006B", "fp", {"name": "b"})
+    store.save_link("sf", linked("006C", "R-3"))
+    store.release_pending("sf", ["006A", "006C", "006Z"])
+    assert set(store.get_links("sf", ["006A", "006B", "006C"])) == {"006B", "006C"}
+    store.release_pending("sf", [])
+
+
+@contract
+def test_a_link_marked_unmirrored_is_listed_to_mirror(store: Store) -> None:
+    store.save_link("sf", linked("006A", "R-1", core_facts={"status": "Active"}))
+    store.set_mirrored("sf", {"006A": "written"})
+    assert store.links_to_mirror("sf") == []
+    store.set_mirrored("sf", {"006A": None})
+    assert [link.crm_id for link in store.links_to_mirror("sf")] == ["006A"]
+
+
+def test_opening_an_existing_store_only_refuses_one_without_connector_state(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with Store.open(url) as store:
+        store.set_cursor("sf", "crm", "x")
+    with Store.open(url, existing=True) as store:
+        assert store.get_cursor("sf", "crm") == "x"
+    empty = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")  # a database, no tables
+    empty.connect().close()
+    empty.dispose()
+    with pytest.raises(StateError) as caught:
+        Store.open(f"sqlite:///{tmp_path / 'other.db'}", existing=True)
+    assert caught.value.code == "state_missing"
+    typo = tmp_path / "sate.db"
+    with pytest.raises(StateError) as caught:
+        Store.open(f"sqlite:///{typo}", existing=True)
+    assert caught.value.code == "state_missing"
+    assert (
+        "no sync has run" in caught.value.message and "CONNECTOR_STATE_URL" in caught.value.message
+    )
+    assert not typo.exists()  # nothing created
+
+
 # -- dead letters --------------------------------------------------------------------------
 
 
