@@ -164,6 +164,8 @@ def sync(
         report_json.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    if any(r.mapping_problems for r in reports):
+        raise typer.Exit(ExitCode.BAD_CONFIG)  # the cause is in the mapping file
     raise typer.Exit(_exit_code([r.outcome for r in reports]))
 
 
@@ -414,7 +416,8 @@ def mappings_check(
         bool,
         typer.Option(
             "--against-crm",
-            help="Also read the CRM's stages and show what each becomes (read-only).",
+            help="Also check every field the file names and every stage against the CRM's own "
+            "description (read-only).",
         ),
     ] = False,
     connection: Annotated[
@@ -422,9 +425,9 @@ def mappings_check(
         typer.Option("--connection", help="The connection whose CRM to read (--against-crm)."),
     ] = None,
 ) -> None:
-    """Validate mapping files and report every problem with file:line:column."""
-    from connector.mapping.live import check_against_crm, connection_for, print_stage_check
-    from connector.mapping.load import load_mapping
+    """Validate mapping files and report every problem at once, each as file:line:column."""
+    from connector.mapping.check import check_file
+    from connector.mapping.live import check_against_crm, connection_for, print_file_check
 
     settings = _settings(config)
     files = list(file or [])
@@ -434,31 +437,65 @@ def mappings_check(
             if against_crm or not files
             else None
         )
+        if not files and cfg is not None:
+            files = [c.mapping for c in cfg.connection(connection)]
     except ConfigError as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
-    if not files and cfg is not None:
-        files = [c.mapping for c in cfg.connection(connection)]
     bad = 0
     for path in files:
+        conn = None
         try:
-            mapping = load_mapping(path, max_bytes=settings.max_yaml_bytes)
-        except MappingError as exc:
-            bad += 1
-            err_console.print(exc.message, highlight=False)
-            continue
-        console.print(f"{path}: ok")
-        if cfg is None or not against_crm:
-            continue
-        try:
-            conn = connection_for(cfg, path, connection)
-            check = check_against_crm(conn, settings, mapping, path)
+            if against_crm and cfg is not None:
+                conn = connection_for(cfg, path, connection)
+                check = check_against_crm(conn, settings, path, max_bytes=settings.max_yaml_bytes)
+            else:
+                check = check_file(path, max_bytes=settings.max_yaml_bytes)
         except ConfigError as exc:
             raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
         except ConnectorError as exc:
             raise _fail(exc.message, ExitCode.FAILED) from None
-        print_stage_check(console, path, conn.name, check)
+        print_file_check(
+            err_console if check.problems else console, check, conn.name if conn else None
+        )
         bad += bool(check.problems)
     raise typer.Exit(ExitCode.BAD_CONFIG if bad else ExitCode.OK)
+
+
+@mappings_app.command("init")
+def mappings_init(
+    folder: Annotated[
+        Path, typer.Argument(help="Where to write the mapping and its schema.")
+    ] = Path("mappings"),
+    crm: Annotated[
+        str,
+        typer.Option("--crm", help="Which default to start from: salesforce, dynamics, or both."),
+    ] = "both",
+    relative_schema: Annotated[
+        bool,
+        typer.Option(
+            "--relative-schema",
+            help="Point the editor at ./mapping.schema.json (a folder that moves) instead of "
+            "the schema file's absolute path.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite mapping files that exist.")
+    ] = False,
+) -> None:
+    """Write the default mapping(s) and the JSON Schema next to them, ready to edit."""
+    from connector.mapping.defaults import write_defaults
+
+    kinds = ("salesforce", "dynamics") if crm == "both" else (crm,)
+    try:
+        written = write_defaults(folder, kinds, relative_schema=relative_schema, force=force)
+    except ConfigError as exc:
+        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+    for path in written:
+        console.print(f"wrote {escape(str(path))}", highlight=False)
+    console.print(
+        "edit the stages and fields, then run `connector mappings check --against-crm`",
+        highlight=False,
+    )
 
 
 @mappings_app.command("explain")
@@ -489,9 +526,9 @@ def mappings_explain(
 @mappings_app.command("schema")
 def mappings_schema() -> None:
     """Print the JSON Schema of mapping files (for editors)."""
-    from connector.mapping.schema import MappingFile
+    from connector.mapping.defaults import schema_text
 
-    sys.stdout.write(json.dumps(MappingFile.model_json_schema(by_alias=True), indent=2) + "\n")
+    sys.stdout.write(schema_text())
 
 
 #: set by :func:`main`: the process is the connector's own, so process-wide settings

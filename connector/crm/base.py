@@ -27,6 +27,21 @@ class CrmPage:
 
 
 @dataclass(frozen=True, slots=True)
+class CrmField:
+    """One field of a CRM object as the CRM describes it (``mappings check --against-crm``).
+
+    ``target`` is set for a relationship (Salesforce ``Account`` of ``AccountId``) or a
+    lookup (Dataverse ``parentaccountid``): the object it leads to, whose fields a
+    mapping reaches as ``Account.Name`` / ``parentaccountid.name``. ``writable`` is
+    None when the CRM does not say.
+    """
+
+    name: str
+    target: str | None = None
+    writable: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StageInfo:
     """One sales stage as the CRM defines it."""
 
@@ -117,6 +132,11 @@ class CrmAdapter(Protocol):
         Looked up before creating opportunities for incoming referrals, so a crash
         between a create and its bookkeeping never creates a second record.
         """
+        ...
+
+    def describe_fields(self, entity: str | None = None) -> list[CrmField]:
+        """The fields of ``entity`` (the opportunity object when None), as the CRM
+        describes them (``connector mappings check --against-crm``)."""
         ...
 
     def close(self) -> None: ...

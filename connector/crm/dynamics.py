@@ -34,7 +34,14 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, WriteResult
+from connector.crm.base import (
+    ApiUsage,
+    CrmField,
+    CrmPage,
+    NewOpportunity,
+    StageInfo,
+    WriteResult,
+)
 from connector.crm.dynamics_auth import DEFAULT_AUTHORITY, DataverseTokens
 from connector.crm.dynamics_rows import (
     DEFAULT_LOOKUPS,
@@ -50,6 +57,7 @@ from connector.crm.dynamics_rows import (
 )
 from connector.crm.dynamics_transport import DataverseTransport, RequestBudget, body_of, error_of
 from connector.crm.dynamics_writes import DataverseWriter
+from connector.crm.field_metadata import dataverse_fields
 from connector.crm.odata_filter import (
     column_of,
     compile_filter,
@@ -336,6 +344,14 @@ class DataverseOpportunities:
         if response.status_code != 200:
             raise error_of(response, what)
         return self._normalise([body_of(response)], plan, RecentCache(RELATED_CACHE))[0]
+
+    def describe_fields(self, entity: str | None = None) -> list[CrmField]:
+        """An entity's attributes (see :func:`~connector.crm.field_metadata.dataverse_fields`)."""
+        name = entity or "opportunity"
+        path = f"EntityDefinitions(LogicalName={literal(name)})/Attributes"
+        params = {"$select": "LogicalName,AttributeType"}
+        body = self._get(path, kind="metadata", what=f"GET attributes of {name}", params=params)
+        return dataverse_fields(body, name, self.lookups)
 
     def stage_metadata(self) -> list[StageInfo]:
         """The stage column's options (open stages), then synthetic Won and Lost (statecode)."""

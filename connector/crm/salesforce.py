@@ -41,7 +41,15 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 from simple_salesforce.format import format_soql
 
-from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, WriteResult
+from connector.crm.base import (
+    ApiUsage,
+    CrmField,
+    CrmPage,
+    NewOpportunity,
+    StageInfo,
+    WriteResult,
+)
+from connector.crm.field_metadata import salesforce_fields
 from connector.crm.salesforce_errors import crm_error_from
 from connector.crm.salesforce_records import (
     RECORD_ID_RE,
@@ -223,6 +231,16 @@ class SalesforceOpportunities:
             for row in rows:
                 return self._normalise(row, columns)
         return None
+
+    def describe_fields(self, entity: str | None = None) -> list[CrmField]:
+        """An sObject's fields (see :func:`~connector.crm.field_metadata.salesforce_fields`)."""
+        name = entity or self.object_name
+        if not _OBJECT_RE.fullmatch(name):
+            raise CrmError(f"{name!r} is not an sObject name", code="invalid_id", transient=False)
+        describe = self._call(
+            "describe", lambda sf: getattr(sf, name).describe(), what=f"describing {name}"
+        )
+        return salesforce_fields(describe)
 
     def stage_metadata(self) -> list[StageInfo]:
         """The org's active opportunity stages in their sort order."""

@@ -15,14 +15,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from connector import terminal
+from connector.errors import ConnectorError
+from connector.mapping.check import check_file
 from connector.redaction import scrub
 from connector.runtime import Runtime, open_runtime
-from connector.settings import ConfigFile, ConnectionSettings, Settings, state_url
+from connector.settings import (
+    ConfigFile,
+    ConnectionSettings,
+    SalesforceSettings,
+    Settings,
+    state_url,
+)
 from connector.state.store import Store
 from connector.sync.engine import SyncEngine
 from connector.sync.plan_view import ordered, print_plan
 from connector.sync.progress import SyncProgress
-from connector.sync.report import RunReport
+from connector.sync.report import Outcome, RunReport
 
 #: what a transient error promises (the daemon's next cycle), and what it means here
 LATER = "it will be retried"
@@ -50,12 +58,14 @@ def run_once(
                 break
             with open_runtime(conn, settings) as rt:
                 report = _run_with_progress(conn, rt, store, dry_run=dry_run, full=full, stop=stop)
+                if report.outcome == Outcome.FAILED:
+                    report.mapping_problems = _mapping_causes(conn, rt, settings)
             report.plan = [dict(item) for item in ordered(report.plan)]  # changes first
             reports.append(report)
             if quiet:
                 continue
             print_summary(report, console, waiting=_open_letters(store, conn.name))
-            if dry_run:
+            if dry_run and report.outcome != Outcome.FAILED:
                 print_plan(report.plan, console)
     finally:
         store.close()
@@ -84,6 +94,23 @@ def _run_with_progress(
             stop=stop,
         )
         return engine.run(dry_run=dry_run, full=full)
+
+
+def _mapping_causes(conn: ConnectionSettings, rt: Runtime, settings: Settings) -> list[str]:
+    """After a failed run: the mapping file's fields the CRM does not have, if any.
+
+    A misspelt field makes the CRM refuse the whole query; the CRM's answer names the
+    field but not the line of the mapping: these problems do (the check costs a few
+    metadata calls, only when a run failed).
+    """
+    kind = "salesforce" if isinstance(conn.crm, SalesforceSettings) else "dynamics"
+    try:
+        check = check_file(
+            conn.mapping, max_bytes=settings.max_yaml_bytes, crm=rt.crm, crm_kind=kind
+        )
+    except ConnectorError:
+        return []  # the run's own error says what is wrong
+    return check.problems
 
 
 def _open_letters(store: Store, connection: str) -> int:
@@ -122,6 +149,10 @@ def print_summary(report: RunReport, console: Console, *, waiting: int = 0) -> N
     if report.error:  # a remote system's text: not markup, and scrubbed once more
         text = escape(scrub(one_shot_wording(report.error)))
         console.print(f"[red]{text}[/]", highlight=False)
+    if report.mapping_problems:
+        console.print("the mapping file names what the CRM does not have:", highlight=False)
+        for problem in report.mapping_problems:
+            console.print(escape(problem), highlight=False)
     if waiting and not report.dry_run:
         console.print(
             f"{waiting} record(s) of {escape(report.connection)} wait in the dead letters "

@@ -14,7 +14,15 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from connector.dealcore.payload import partner_ids, patch_ops, referral_body, status_ops
-from connector.model import DealDraft, DealType, Rejection, StandardStage, Status, Substatus
+from connector.model import (
+    STAGE_IGNORED,
+    DealDraft,
+    DealType,
+    Rejection,
+    StandardStage,
+    Status,
+    Substatus,
+)
 
 
 class SkipReason(StrEnum):
@@ -23,6 +31,8 @@ class SkipReason(StrEnum):
     LOST_BEFORE_SHARED = "lost_before_shared"
     DELETED = "deleted"
     INCOMING = "incoming_not_answered"
+    #: the record's stage is mapped to ``ignore``
+    STAGE_IGNORED = "stage_ignored"
 
 
 class LinkFacts(Protocol):
@@ -114,6 +124,8 @@ def is_terminal(status: str | None, substatus: str | None) -> bool:
 def plan_outbound(item: DealDraft | Rejection, link: LinkFacts | None) -> Action:
     """One action for one mapped record. ``link`` is None when the record was never shared."""
     if isinstance(item, Rejection):
+        if item.code == STAGE_IGNORED:
+            return Skip(item.crm_id, SkipReason.STAGE_IGNORED)
         return Reject(item.crm_id, item.reasons, item.code)
     draft = item
     fingerprint = draft.fingerprint()

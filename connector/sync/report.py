@@ -58,6 +58,8 @@ class RunReport:
     plan: list[dict[str, Any]] = field(default_factory=list)
     #: seconds spent in each phase of the cycle (outbound, pull_back, ...)
     phases: dict[str, float] = field(default_factory=dict)
+    #: a failed run's cause found in the mapping file (``file:line:col: ...``)
+    mapping_problems: list[str] = field(default_factory=list)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # the error is often a remote system's text: scrubbed as it is set, wherever from
@@ -92,6 +94,8 @@ class RunReport:
             data["error"] = self.error
         if self.quota:
             data["quota"] = self.quota
+        if self.mapping_problems:
+            data["mapping_problems"] = list(self.mapping_problems)
         if self.dry_run:
             data["plan"] = self.plan
         scrubbed: dict[str, Any] = scrub_data(data)

@@ -155,6 +155,13 @@ def test_the_image_steps_install_and_run_the_daemon_as_a_non_root_user(image_roo
         ).stdout
     )
 
+    # the default mappings and their schema come with the package, not the checkout
+    init = image_root / "init"
+    run([str(venv / "bin" / "connector"), "mappings", "init", str(init)], cwd=image_root)
+    first = (init / "salesforce.yaml").read_text(encoding="utf-8").splitlines()[0]
+    assert first == f"# yaml-language-server: $schema={(init / 'mapping.schema.json').resolve()}"
+    assert (init / "dynamics.yaml").is_file()
+
     app, data, shared = image_root / "app", image_root / "data", image_root / "shared"
     shutil.copytree(ROOT / "mappings", app / "mappings")
     shutil.copytree(ROOT / "config", app / "config")
