@@ -1,11 +1,13 @@
 """Records read again after they failed: changed since, or the same record as then (pure).
 
-A dead letter remembers how its record was when it failed: the CRM stamp and a hash of
-the record's content as the mapping reads it. The stamp alone cannot tell a change
-made by a user from the connector's own write of the record's error field (that write
-moves the stamp too), so a record read again counts as unchanged when its stamp *or*
-its content is the same as then. Its content hash covers the mapping too: after the
-mapping file is edited, a record read again is evaluated again.
+A dead letter remembers how its record was when it failed: the CRM stamp and, for a
+record the mapping rejected, a hash of the record's content as the mapping reads it.
+The stamp alone cannot tell a change made by a user from the connector's own write of
+the record's error field (that write moves the stamp too), so a record read again
+counts as unchanged when its stamp *or* its content is the same as then. The content
+hash covers the mapping too: after the mapping file is edited, a record read again is
+evaluated again. A failure the core or the CRM answered keeps the stamp alone: the
+same content may get another answer next time.
 """
 
 from __future__ import annotations

@@ -304,6 +304,8 @@ class SyncEngine:
                     # Few CRM calls left before the quota guard: finish the page in
                     # flight (its status writes) before a call is spent on the next one.
                     self._finish_page(*begun.pop(0), report)
+                if self.stop.is_set():
+                    break  # the pages still in flight are finished below
                 page = next(pages, None)
                 if page is None:
                     break
@@ -328,8 +330,6 @@ class SyncEngine:
                 begun.append((self._begin(records, stages, report), page))
                 if len(begun) > 1:
                     self._finish_page(*begun.pop(0), report)
-                if self.stop.is_set():
-                    break
             while begun:
                 self._finish_page(*begun.pop(0), report)
         except Exception as exc:
@@ -762,14 +762,13 @@ class SyncEngine:
             if o.crm_id in troubled:
                 record = records.get(o.crm_id)
                 code = f"{TRANSIENT_PREFIX}{o.reason}" if o.transient else (o.reason or "error")
+                # A rejection is the mapping's verdict on the record's content: the same
+                # content gets the same verdict, so the letter remembers it. A failure
+                # also depends on the remote system (it may answer otherwise next time):
+                # such a letter compares the stamp only.
+                content = self._fingerprints.of(record) if record and o.kind == "rejected" else None
                 letters.append(
-                    (
-                        o.crm_id,
-                        code,
-                        o.message or "",
-                        record.modstamp if record else None,
-                        self._fingerprints.of(record) if record else None,
-                    )
+                    (o.crm_id, code, o.message or "", record.modstamp if record else None, content)
                 )
                 if link is None or link.core_facts is None:
                     # Writing the error bumps the record's stamp: write it only when it is
@@ -896,8 +895,17 @@ class SyncEngine:
             while len(self._writes) > WRITES_IN_FLIGHT:
                 self._record_write(*self._writes.popleft(), report)
             return
-        with report.phase("crm_status_calls"):
-            results = self.crm.write_status([u for u, _, _ in updates])
+        try:
+            with report.phase("crm_status_calls"):
+                results = self.crm.write_status([u for u, _, _ in updates])
+        except ConnectorError as exc:
+            # The batch's fate is unknown: an error with no link behind it would be taken
+            # as shown and never written, so its letter forgets the record (read again,
+            # it is processed again and its error written then).
+            for update, link, _ in updates:
+                if link is None:
+                    self._error_not_written(update.crm_id, exc.code)
+            raise
         self._record_writes(updates, results, report)
 
     def _record_write(
@@ -1202,6 +1210,8 @@ class SyncEngine:
         ]
         records: list[CrmOpportunity] = []
         for letter in letters:
+            if self.stop.is_set():
+                break  # the rest are retried by the next cycle
             record = self.crm.fetch(letter.crm_id, fields=self.mapping.crm_fields())
             if record is None:
                 self.store.resolve_dead_letter(self.connection, letter.crm_id)
