@@ -29,6 +29,7 @@ from connector.dedupe import RecentKeys
 from connector.errors import (
     ConnectorError,
     CoreError,
+    CrmError,
     NotFound,
     PreconditionFailed,
     QuotaExhausted,
@@ -222,6 +223,8 @@ class SyncEngine:
         except ConnectorError as exc:
             report.outcome = Outcome.FAILED
             report.error = exc.message
+            # the CRM refused a request as such (HTTP 400): a field the mapping names?
+            report.crm_refused_request = isinstance(exc, CrmError) and exc.status == 400
             log.error("%s: the run failed: %s", self.connection, exc.message)
         finally:
             report.duration_s = time.monotonic() - started

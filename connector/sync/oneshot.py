@@ -58,7 +58,7 @@ def run_once(
                 break
             with open_runtime(conn, settings) as rt:
                 report = _run_with_progress(conn, rt, store, dry_run=dry_run, full=full, stop=stop)
-                if report.outcome == Outcome.FAILED:
+                if report.crm_refused_request:
                     report.mapping_problems = _mapping_causes(conn, rt, settings)
             report.plan = [dict(item) for item in ordered(report.plan)]  # changes first
             reports.append(report)
@@ -97,11 +97,11 @@ def _run_with_progress(
 
 
 def _mapping_causes(conn: ConnectionSettings, rt: Runtime, settings: Settings) -> list[str]:
-    """After a failed run: the mapping file's fields the CRM does not have, if any.
+    """After the CRM refused a request: the mapping file's fields it does not have, if any.
 
     A misspelt field makes the CRM refuse the whole query; the CRM's answer names the
     field but not the line of the mapping: these problems do (the check costs a few
-    metadata calls, only when a run failed).
+    metadata calls, only after such a refusal).
     """
     kind = "salesforce" if isinstance(conn.crm, SalesforceSettings) else "dynamics"
     try:

@@ -58,6 +58,8 @@ class RunReport:
     plan: list[dict[str, Any]] = field(default_factory=list)
     #: seconds spent in each phase of the cycle (outbound, pull_back, ...)
     phases: dict[str, float] = field(default_factory=dict)
+    #: the run failed because the CRM refused a request as malformed (HTTP 400)
+    crm_refused_request: bool = False
     #: a failed run's cause found in the mapping file (``file:line:col: ...``)
     mapping_problems: list[str] = field(default_factory=list)
 
