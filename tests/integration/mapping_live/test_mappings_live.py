@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from connector import cli
+from connector import cli, mapping_cli
 from connector.sandbox.server import SandboxServer
 
 ROOT = Path(__file__).parents[3]
@@ -59,8 +59,9 @@ def run(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     """Run the CLI; returns the exit code and everything printed (wide, no colour)."""
     out = io.StringIO()
     wide = Console(file=out, width=250, no_color=True)
-    monkeypatch.setattr(cli, "console", wide)
-    monkeypatch.setattr(cli, "err_console", wide)
+    for module in (cli, mapping_cli):
+        monkeypatch.setattr(module, "console", wide)
+        monkeypatch.setattr(module, "err_console", wide)
     result = CliRunner().invoke(cli.app, list(args))
     return result.exit_code, out.getvalue() + result.output
 
