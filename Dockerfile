@@ -7,8 +7,10 @@
 # tests/container/test_container_smoke.py performs these same steps without Docker.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY connector ./connector
+# connector/mappings_default/ links to these: the wheel ships them as the defaults
+COPY mappings ./mappings
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[postgres]"

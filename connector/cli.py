@@ -6,33 +6,34 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from connector import logs
+from connector import __version__, logs, terminal
+from connector.cli_help import HelpGroup
 from connector.dead_letter_cli import errors_app
 from connector.errors import ConfigError, ConnectorError, MappingError
+from connector.mapping_cli import mappings_app
 from connector.memory import quicken_thread_switches, settle_heap, tune_malloc
 from connector.settings import Settings, load_config, state_url
+from connector.signals import stop_on_signals
 
 app = typer.Typer(
     help="Co-sell connector: keeps CRM opportunities and Partner Center referrals in step.",
     no_args_is_help=True,
-    add_completion=False,
+    cls=HelpGroup,
 )
-mappings_app = typer.Typer(help="Check and inspect mapping files.", no_args_is_help=True)
 auth_app = typer.Typer(help="Sign in to Partner Center.", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(auth_app, name="auth")
 app.add_typer(errors_app, name="errors")
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+console = terminal.stdout
+err_console = terminal.stderr
 log = logging.getLogger("connector")
 
 
@@ -68,6 +69,27 @@ def _fail(message: str, code: int) -> typer.Exit:
     # escaped: messages name settings such as connections[name].mapping, not markup
     err_console.print(f"[bold red]error:[/] {escape(logs.scrub(message))}", highlight=False)
     return typer.Exit(code)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"connector {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the connector's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Co-sell connector: keeps CRM opportunities and Partner Center referrals in step."""
 
 
 @app.command()
@@ -107,9 +129,23 @@ def sync(
             help="Seconds the lease lasts unless renewed (renewed every third of it).",
         ),
     ] = 120.0,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the run report as JSON instead of tables (with --dry-run: the whole "
+            "plan, every record with its changes).",
+        ),
+    ] = False,
 ) -> None:
-    """Run one sync cycle for each connection (or one) and print a summary."""
-    from connector.sync.oneshot import run_once
+    """Run one sync cycle for each connection (or one) and print a summary.
+
+    Exit codes: 0 synced or skipped, 1 some records rejected or failed, 2 the run
+    failed, 3 stopped at the API quota guard or throttled too long, 4 invalid
+    configuration, 5 another run held a connection's lease, 130 stopped by SIGTERM or
+    Ctrl-C (the requests in flight finish first; a second one stops at once).
+    """
+    from connector.sync.oneshot import one_shot_wording, run_once
 
     settings = _settings(config)
     try:
@@ -119,24 +155,37 @@ def sync(
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
     _settle_heap()
     try:
-        reports = run_once(
-            settings,
-            cfg,
-            connections,
-            dry_run=dry_run,
-            full=full,
-            console=console,
-            lease_wait_s=lease_wait_s,
-            lease_ttl_s=lease_ttl_s,
-        )
+        with stop_on_signals(threading.Event()) as stop:
+            reports = run_once(
+                settings,
+                cfg,
+                connections,
+                dry_run=dry_run,
+                full=full,
+                console=console,
+                stop=stop,
+                quiet=as_json,
+                lease_wait_s=lease_wait_s,
+                lease_ttl_s=lease_ttl_s,
+            )
+    except KeyboardInterrupt:
+        raise _fail(
+            "interrupted again: stopped at once; the committed cursor is safe (at most one "
+            "page is read again next time)",
+            ExitCode.INTERRUPTED,
+        ) from None
     except (ConfigError, MappingError) as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
     except ConnectorError as exc:
-        raise _fail(exc.message, ExitCode.FAILED) from None
+        raise _fail(one_shot_wording(exc.message), ExitCode.FAILED) from None
     data: dict[str, Any] = _combined_report(reports)
     if report_json is not None:
         report_json.parent.mkdir(parents=True, exist_ok=True)
         report_json.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    if any(r.mapping_problems for r in reports):
+        raise typer.Exit(ExitCode.BAD_CONFIG)  # the cause is in the mapping file
     raise typer.Exit(_exit_code([r.outcome for r in reports]))
 
 
@@ -303,45 +352,48 @@ def console_command(config: ConfigOpt = None) -> None:
 
 
 @app.command()
-def status(config: ConfigOpt = None) -> None:
-    """Show cursors, link counts, dead letters and recent runs."""
+def status(
+    config: ConfigOpt = None,
+    connection: Annotated[
+        str | None, typer.Option("--connection", help="Only this connection.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="How many recent cycles to show (0: none).")
+    ] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show each connection's last success, next run, links, dead letters and recent cycles."""
+    from datetime import UTC, datetime
+
     from connector.state.store import Store
+    from connector.status_view import as_json as status_json
+    from connector.status_view import gather, render
 
     settings = _settings(config)
     try:
         cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
+        connections = cfg.connections if connection is None else cfg.connection(connection)
     except ConfigError as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
-    store = Store.open(state_url(settings, cfg))
     try:
-        table = Table(title="Connections")
-        for col in ("connection", "CRM cursor", "core cursor", "links", "dead letters"):
-            table.add_column(col)
-        for conn in cfg.connections:
-            counts = store.count_links(conn.name)
-            letters = store.list_dead_letters(conn.name)
-            table.add_row(
-                conn.name,
-                store.get_cursor(conn.name, "crm") or "-",
-                store.get_cursor(conn.name, "core") or "-",
-                ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "0",
-                str(len(letters)),
-            )
-        console.print(table)
-        runs = Table(title="Recent runs")
-        for col in ("connection", "started", "outcome", "duration", "counts"):
-            runs.add_column(col)
-        for run in store.recent_runs(limit=10):
-            runs.add_row(
-                run.connection,
-                str(run.started)[:19],
-                run.outcome or "running",
-                f"{run.duration_s or 0:.1f}s",
-                json.dumps({k: v for k, v in (run.counts or {}).items() if v}, default=str)[:80],
-            )
-        console.print(runs)
+        store = Store.open(state_url(settings, cfg), existing=True)
+    except ConnectorError as exc:
+        raise _fail(exc.message, _store_exit_code(exc)) from None
+    try:
+        report = gather(store, connections, limit=limit, now=datetime.now(UTC))
+    except ConnectorError as exc:
+        raise _fail(exc.message, ExitCode.FAILED) from None
     finally:
         store.close()
+    if as_json:
+        sys.stdout.write(json.dumps(status_json(report), indent=2, default=str) + "\n")
+    else:
+        render(report, console)
+
+
+def _store_exit_code(exc: ConnectorError) -> int:
+    """A store that cannot be opened because of its URL is a configuration error."""
+    return ExitCode.BAD_CONFIG if exc.code in ("config", "state_missing") else ExitCode.FAILED
 
 
 @app.command()
@@ -424,96 +476,6 @@ def auth_login(
             except ConnectorError as exc:
                 raise _fail(exc.message, ExitCode.FAILED) from None
         console.print(f"{conn.name}: signed in; the refresh token is cached in {core.token_cache}")
-
-
-@mappings_app.command("check")
-def mappings_check(
-    file: Annotated[
-        list[Path] | None, typer.Argument(help="Mapping files (default: those of the config).")
-    ] = None,
-    config: ConfigOpt = None,
-    against_crm: Annotated[
-        bool,
-        typer.Option(
-            "--against-crm",
-            help="Also read the CRM's stages and show what each becomes (read-only).",
-        ),
-    ] = False,
-    connection: Annotated[
-        str | None,
-        typer.Option("--connection", help="The connection whose CRM to read (--against-crm)."),
-    ] = None,
-) -> None:
-    """Validate mapping files and report every problem with file:line:column."""
-    from connector.mapping.live import check_against_crm, connection_for, print_stage_check
-    from connector.mapping.load import load_mapping
-
-    settings = _settings(config)
-    files = list(file or [])
-    try:
-        cfg = (
-            load_config(settings.config, max_bytes=settings.max_yaml_bytes)
-            if against_crm or not files
-            else None
-        )
-    except ConfigError as exc:
-        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
-    if not files and cfg is not None:
-        files = [c.mapping for c in cfg.connection(connection)]
-    bad = 0
-    for path in files:
-        try:
-            mapping = load_mapping(path, max_bytes=settings.max_yaml_bytes)
-        except MappingError as exc:
-            bad += 1
-            err_console.print(exc.message, highlight=False)
-            continue
-        console.print(f"{path}: ok")
-        if cfg is None or not against_crm:
-            continue
-        try:
-            conn = connection_for(cfg, path, connection)
-            check = check_against_crm(conn, settings, mapping, path)
-        except ConfigError as exc:
-            raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
-        except ConnectorError as exc:
-            raise _fail(exc.message, ExitCode.FAILED) from None
-        print_stage_check(console, path, conn.name, check)
-        bad += bool(check.problems)
-    raise typer.Exit(ExitCode.BAD_CONFIG if bad else ExitCode.OK)
-
-
-@mappings_app.command("explain")
-def mappings_explain(
-    record_id: Annotated[str, typer.Argument(help="The CRM opportunity's id.")],
-    connection: Annotated[
-        str | None, typer.Option("--connection", help="The connection to read it from.")
-    ] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Fetch one CRM record and show, field by field, the deal it would become (read-only)."""
-    from connector.mapping.live import connection_for, explain_live, print_explanation
-    from connector.mapping.load import load_mapping
-
-    settings = _settings(config)
-    try:
-        cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
-        conn = connection_for(cfg, None, connection)
-        mapping = load_mapping(conn.mapping, max_bytes=settings.max_yaml_bytes)
-        explanation = explain_live(conn, settings, mapping, record_id, state_url(settings, cfg))
-    except (ConfigError, MappingError) as exc:
-        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
-    except ConnectorError as exc:
-        raise _fail(exc.message, ExitCode.FAILED) from None
-    print_explanation(console, conn.name, explanation)
-
-
-@mappings_app.command("schema")
-def mappings_schema() -> None:
-    """Print the JSON Schema of mapping files (for editors)."""
-    from connector.mapping.schema import MappingFile
-
-    sys.stdout.write(json.dumps(MappingFile.model_json_schema(by_alias=True), indent=2) + "\n")
 
 
 #: set by :func:`main`: the process is the connector's own, so process-wide settings

@@ -1,9 +1,10 @@
 """``connector run``: the scheduler, signal handling, health and metrics.
 
 One APScheduler job per connection (``max_instances=1``, ``coalesce=True``,
-jitter), so a slow cycle is never overlapped. SIGTERM/SIGINT stop scheduling,
-let the running cycle finish its current page and commit, and exit 0 within the
-grace period. ``/healthz``, ``/readyz`` and ``/metrics`` are served on their own port.
+jitter), so a slow cycle is never overlapped. SIGTERM/SIGINT stop scheduling; the
+running cycle hands no more records to its push pool, lets the requests in flight
+finish, saves their links, commits the CRM cursor up to the last page handled in full,
+and the daemon exits 0 (within the grace period). ``/healthz``, ``/readyz`` and ``/metrics`` are served on their own port.
 
 Everything a cycle needs from the configuration (mapping files, secret references,
 the mapping's CRM matching the connection's) is checked when the daemon is built, so a
@@ -421,7 +422,8 @@ class Daemon:
         while not self.stop_event.wait(1.0):
             pass
         log.info(
-            "stop requested: no new cycles; running cycles finish their page (grace %.0fs)",
+            "stop requested: no new cycles; running cycles finish the requests in flight "
+            "(grace %.0fs)",
             self.grace_s,
         )
         if self.scheduler.running:

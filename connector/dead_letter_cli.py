@@ -9,17 +9,18 @@ retried by itself when its record changes in the CRM.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from connector import logs
+from connector import logs, terminal
 from connector.errors import ConfigError, ConnectorError
 from connector.settings import Settings, load_config, state_url
 from connector.state.store import DeadLetter, Store
@@ -29,8 +30,8 @@ errors_app = typer.Typer(
     no_args_is_help=True,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+console = terminal.stdout
+err_console = terminal.stderr
 
 #: exit codes, as documented for the main commands
 _BAD_CONFIG = 4
@@ -56,9 +57,11 @@ def _store(config: Path | None) -> Iterator[Store]:
     except ConfigError as exc:
         raise _fail(exc.message, _BAD_CONFIG) from None
     try:
-        store = Store.open(state_url(settings, cfg))
+        # only what a sync wrote is read or marked: a mistyped URL must not make a store
+        store = Store.open(state_url(settings, cfg), existing=True)
     except ConnectorError as exc:
-        raise _fail(exc.message, _FAILED) from None
+        code = _BAD_CONFIG if exc.code in ("config", "state_missing") else _FAILED
+        raise _fail(exc.message, code) from None
     try:
         yield store
     finally:
@@ -66,13 +69,16 @@ def _store(config: Path | None) -> Iterator[Store]:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {logs.scrub(message)}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(logs.scrub(message))}", highlight=False)
     return typer.Exit(code)
 
 
 def _short(text: str, width: int = 60) -> str:
+    """One line of ``text``; cut at ``width`` on a terminal, whole when piped."""
     line = " ".join(logs.scrub(text).split())
-    return escape(line if len(line) <= width else line[: width - 1] + "…")  # text, not markup
+    if console.is_terminal and len(line) > width:
+        line = line[: width - 1] + "…"
+    return escape(line)  # text, not markup
 
 
 def _when(letter: DeadLetter, which: str) -> str:
@@ -84,31 +90,71 @@ def errors_list(
     connection: Annotated[
         str | None, typer.Option("--connection", help="Only this connection.")
     ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            help="Only letters whose reason code contains this (invalid_record, transient:, "
+            "retry:, a core error code).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Show at most this many (0: all).")
+    ] = 50,
     include_resolved: Annotated[
         bool, typer.Option("--resolved", help="Also show resolved letters (history).")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the letters as JSON (whole messages).")
     ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Open dead letters, most recently failed first."""
     with _store(config) as store:
-        letters = store.list_dead_letters(connection, include_resolved=include_resolved)
-    table = Table(title=f"Dead letters ({len(letters)})")
+        total = store.count_dead_letters(
+            connection, include_resolved=include_resolved, reason=reason
+        )
+        letters = store.list_dead_letters(
+            connection, include_resolved=include_resolved, reason=reason, limit=limit or None
+        )
+    if as_json:
+        data = {"total": total, "letters": [_letter_json(d) for d in letters]}
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    title = f"Dead letters ({total})"
+    if len(letters) < total:
+        title = f"Dead letters: the latest {len(letters)} of {total} (--limit 0 for all)"
+    table = Table(title=title)
     for col in ("id", "connection", "CRM id", "reason", "attempts", "first seen", "last seen"):
         table.add_column(col, no_wrap=col in ("id", "CRM id"))
     table.add_column("message")
     for d in letters:
-        reason = d.reason_code + (" (resolved)" if d.resolved else "")
+        reason_text = d.reason_code + (" (resolved)" if d.resolved else "")
         table.add_row(
             str(d.id),
-            d.connection,
-            d.crm_id,
-            reason,
+            escape(d.connection),
+            escape(d.crm_id),
+            escape(reason_text),
             str(d.attempts),
             _when(d, "first_seen"),
             _when(d, "last_seen"),
             _short(d.message),
         )
     console.print(table)
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, object]:
+    return {
+        "id": letter.id,
+        "connection": letter.connection,
+        "crm_id": letter.crm_id,
+        "reason": letter.reason_code,
+        "message": logs.scrub(letter.message),
+        "attempts": letter.attempts,
+        "first_seen": letter.first_seen.isoformat(),
+        "last_seen": letter.last_seen.isoformat(),
+        "resolved": letter.resolved,
+    }
 
 
 @errors_app.command("show")

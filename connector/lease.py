@@ -6,7 +6,7 @@ time to live, and it can stall (a long backoff, a slow query) without reporting
 progress, so a :class:`LeaseKeeper` renews the lease on its own thread every third
 of the TTL. When a renewal fails (another replica took the lease over after it
 expired, or the database cannot be reached before the lease runs out) the keeper's
-:attr:`~LeaseKeeper.stop` is set: the engine stops cleanly after its current page,
+:attr:`~LeaseKeeper.stop` is set: the engine stops cleanly at a record boundary,
 so two replicas never keep working on one connection.
 """
 
@@ -94,7 +94,7 @@ class LeaseKeeper:
             self.stop.set()
             log.error(
                 "%s: the lease was lost (another replica holds it, or it expired); the "
-                "cycle stops after its current page",
+                "cycle stops after the requests in flight",
                 self.connection,
             )
             return

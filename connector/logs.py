@@ -1,5 +1,11 @@
 """Logging: one line per event; JSON when not on a terminal, readable when on one.
 
+On a terminal, log lines go through the shared stderr console
+(:data:`connector.terminal.stderr`), which a progress bar also uses, so lines appear
+above the bar. In ``text`` format when not on a terminal, each event is one plain
+line (no Rich layout, nothing wrapped). A record-level line passes ``connection`` and
+``crm_id`` as ``extra`` (:func:`record_fields`): both become JSON keys.
+
 Every record passes :class:`RedactingFilter`, and every JSON line is scrubbed again
 after formatting: secrets and tokens known to :mod:`connector.redaction` become
 ``***``, in whatever form (raw, URL-encoded, JSON-escaped, base64) and whatever module
@@ -16,7 +22,7 @@ from typing import Any
 
 from connector.redaction import REGISTRY, register_secret, scrub
 
-__all__ = ["JsonFormatter", "RedactingFilter", "redact", "scrub", "setup"]
+__all__ = ["JsonFormatter", "RedactingFilter", "record_fields", "redact", "scrub", "setup"]
 
 
 def redact(*values: str | None) -> None:
@@ -36,7 +42,22 @@ class RedactingFilter(logging.Filter):
 
 
 #: structured fields a log call may pass with ``extra=``; they become JSON keys
-EXTRA_FIELDS = ("event", "connection", "outcome", "counts", "api_calls", "duration_s")
+EXTRA_FIELDS = (
+    "event",
+    "connection",
+    "crm_id",
+    "referral_id",
+    "outcome",
+    "reason",
+    "counts",
+    "api_calls",
+    "duration_s",
+)
+
+
+def record_fields(connection: str, crm_id: str, **more: Any) -> dict[str, Any]:
+    """The ``extra`` of a log line about one record: its connection and CRM id as keys."""
+    return {"connection": connection, "crm_id": crm_id, **more}
 
 
 class JsonFormatter(logging.Formatter):
@@ -59,8 +80,14 @@ class JsonFormatter(logging.Formatter):
         return scrub(json.dumps(data, ensure_ascii=False, default=str))
 
 
+#: one event per line when text goes somewhere that is not a terminal
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def setup(level: str = "INFO", fmt: str = "auto") -> None:
     """Configure the root logger once for the process."""
+    from connector import terminal
+
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -70,13 +97,16 @@ def setup(level: str = "INFO", fmt: str = "auto") -> None:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(JsonFormatter())
         handler = stream
-    else:
-        from rich.console import Console
+    elif terminal.stderr.is_terminal:
         from rich.logging import RichHandler
 
         handler = RichHandler(
-            console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False
+            console=terminal.stderr, show_path=False, rich_tracebacks=False, markup=False
         )
+    else:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter(PLAIN_FORMAT))
+        handler = stream
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(level.upper())

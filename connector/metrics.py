@@ -11,14 +11,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
+from connector import __version__
+from connector.sync.dead_letters import UNCHANGED_SINCE_FAILURE
 from connector.sync.plan import SkipReason
 from connector.sync.report import RunReport
 
 SKIP_REASONS = frozenset(
     {r.value for r in SkipReason}
     | {"deleted", "incoming_not_linked", "read_only_closed", "answer_refused", "skipped"}
+    | {UNCHANGED_SINCE_FAILURE}
 )
 REJECT_REASONS = frozenset({"invalid_record"})
 #: failure codes the connector itself gives (classification, transport, state)
@@ -60,8 +71,16 @@ class Metrics:
     """The daemon's counters; values match the run reports they are fed from."""
 
     def __init__(self) -> None:
+        # Each counter and histogram would also export a ``_created`` series (its
+        # creation time), doubling the series for nothing an alert uses. The switch is
+        # process-wide in prometheus_client; this process exports only these metrics.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
+        # the process's CPU, memory, open files and start time (process_* series)
+        ProcessCollector(registry=r)
+        self.build = Info("connector_build", "The connector's version.", registry=r)
+        self.build.info({"version": __version__})
         self.cycles = Counter(
             "connector_cycles", "Sync cycles by outcome.", ["connection", "outcome"], registry=r
         )

@@ -174,6 +174,11 @@ _CUSTOMER_FIELDS = tuple(f.name for f in dataclass_fields(Customer))
 _CONTACT_FIELDS = tuple(f.name for f in dataclass_fields(Contact))
 
 
+#: the code of a "rejection" that only says the mapping leaves the record out (its stage
+#: is mapped to ``ignore``): planned as a skip, never a dead letter
+STAGE_IGNORED = "stage_ignored"
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """A record that cannot become a deal, with every reason at once."""

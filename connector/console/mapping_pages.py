@@ -16,6 +16,7 @@ from connector.mapping.explain import describe_action
 from connector.mapping.live import check_against_crm, explain_live
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
+from connector.mapping.stage_check import StageCheck
 from connector.model import DealDraft
 from connector.settings import ConnectionSettings
 
@@ -99,14 +100,26 @@ def stages_page(app: Console, request: Request, session: Session | None, conn: s
     if state.mapping is None:
         return _invalid(app, request, session, state)
     try:
-        check = check_against_crm(settings, app.settings, state.mapping, state.path)
+        # the fields and the stages against the CRM's own description, as
+        # `connector mappings check --against-crm` does
+        found = check_against_crm(
+            settings, app.settings, state.path, max_bytes=app.settings.max_yaml_bytes
+        )
     except ConnectorError as exc:
         app.audit(
             request, session, "stage_check", target=conn, outcome="failed", detail=exc.message
         )
         raise
     app.audit(request, session, "stage_check", target=conn, detail="read the CRM's stages")
-    return app.page("stages.html", request, session, state=state, check=check, nav="mappings")
+    return app.page(
+        "stages.html",
+        request,
+        session,
+        state=state,
+        check=found.stages or StageCheck(),
+        problems=found.problems,
+        nav="mappings",
+    )
 
 
 def explain_page(app: Console, request: Request, session: Session | None, conn: str) -> Response:

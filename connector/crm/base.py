@@ -22,6 +22,24 @@ class CrmPage:
     cursor: str | None
     #: ids of rows deleted since the last cursor (Dataverse change tracking)
     deleted_ids: Sequence[str] = ()
+    #: how many records the whole pull holds, when the CRM says (Salesforce's
+    #: ``totalSize``); None when unknown. Only for showing progress.
+    total: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CrmField:
+    """One field of a CRM object as the CRM describes it (``mappings check --against-crm``).
+
+    ``target`` is set for a relationship (Salesforce ``Account`` of ``AccountId``) or a
+    lookup (Dataverse ``parentaccountid``): the object it leads to, whose fields a
+    mapping reaches as ``Account.Name`` / ``parentaccountid.name``. ``writable`` is
+    None when the CRM does not say.
+    """
+
+    name: str
+    target: str | None = None
+    writable: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +146,11 @@ class CrmAdapter(Protocol):
         """Those of ``crm_ids`` whose record no longer exists: deleted (in Salesforce, in
         the recycle bin too) or purged. Ids that are not this CRM's record ids are left out.
         """
+        ...
+
+    def describe_fields(self, entity: str | None = None) -> list[CrmField]:
+        """The fields of ``entity`` (the opportunity object when None), as the CRM
+        describes them (``connector mappings check --against-crm``)."""
         ...
 
     def close(self) -> None: ...

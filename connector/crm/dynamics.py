@@ -39,7 +39,14 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, WriteResult
+from connector.crm.base import (
+    ApiUsage,
+    CrmField,
+    CrmPage,
+    NewOpportunity,
+    StageInfo,
+    WriteResult,
+)
 from connector.crm.dynamics_auth import DEFAULT_AUTHORITY, DataverseTokens
 from connector.crm.dynamics_metadata import DataverseMetadata
 from connector.crm.dynamics_reads import DELTA_PREFIX, DataverseReader
@@ -58,6 +65,7 @@ from connector.crm.dynamics_transport import (
     error_of,
 )
 from connector.crm.dynamics_writes import DataverseWriter
+from connector.crm.field_metadata import dataverse_fields
 from connector.crm.odata_filter import (
     column_of,
     filter_fields,
@@ -279,6 +287,14 @@ class DataverseOpportunities:
                 f"{what}: Dataverse answered something that is not a row", code="malformed_response"
             )
         return self.reader.normalise([body], plan, self.reader.related_cache(plan))[0]
+
+    def describe_fields(self, entity: str | None = None) -> list[CrmField]:
+        """An entity's attributes (see :func:`~connector.crm.field_metadata.dataverse_fields`)."""
+        name = entity or "opportunity"
+        path = f"EntityDefinitions(LogicalName={literal(name)})/Attributes"
+        params = {"$select": "LogicalName,AttributeType"}
+        body = self.metadata.read(path, what=f"GET attributes of {name}", params=params)
+        return dataverse_fields(body, name, self.lookups)
 
     def stage_metadata(self) -> list[StageInfo]:
         """The stage column's options (open stages), then synthetic Won and Lost (statecode)."""

@@ -36,7 +36,7 @@ class DataverseMetadata:
         Microsoft's own query: the tables whose ``ChangeTrackingEnabled`` is true.
         """
         what = "GET the tables with change tracking (EntityDefinitions)"
-        body = self._get(
+        body = self.read(
             "EntityDefinitions",
             what,
             {"$select": "LogicalName,SchemaName", "$filter": "ChangeTrackingEnabled eq true"},
@@ -52,7 +52,7 @@ class DataverseMetadata:
     def attribute_types(self, table: str) -> dict[str, str]:
         """Column logical name → ``AttributeType`` (``String``, ``DateTime``, ``Money`` ...)."""
         what = f"GET the columns of table {table} (AttributeType)"
-        body = self._get(
+        body = self.read(
             f"EntityDefinitions(LogicalName={literal(table)})/Attributes",
             what,
             {"$select": "LogicalName,AttributeType"},
@@ -70,7 +70,7 @@ class DataverseMetadata:
             "EntityDefinitions(LogicalName='opportunity')/Attributes(LogicalName="
             f"{literal(column)})/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
         )
-        body = self._get(
+        body = self.read(
             path,
             f"GET option set of {column}",
             {"$select": "LogicalName", "$expand": "OptionSet($select=Options)"},
@@ -114,7 +114,8 @@ class DataverseMetadata:
             for i, n in enumerate(names)
         ]
 
-    def _get(self, path: str, what: str, params: Mapping[str, str]) -> dict[str, Any]:
+    def read(self, path: str, what: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """One metadata answer (``EntityDefinitions…``) as JSON, or the classified error."""
         response = self.transport.send("GET", path, kind="metadata", what=what, params=params)
         if response.status_code != 200:
             raise error_of(response, what)

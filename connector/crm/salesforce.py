@@ -41,7 +41,15 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 from simple_salesforce.format import format_soql
 
-from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, WriteResult
+from connector.crm.base import (
+    ApiUsage,
+    CrmField,
+    CrmPage,
+    NewOpportunity,
+    StageInfo,
+    WriteResult,
+)
+from connector.crm.field_metadata import salesforce_fields
 from connector.crm.salesforce_errors import crm_error_from
 from connector.crm.salesforce_records import (
     RECORD_ID_RE,
@@ -141,6 +149,8 @@ class SalesforceOpportunities:
         self.usage = ApiUsage()
         #: rows dropped because their (Id, SystemModstamp) was already pulled
         self.duplicates_dropped = 0
+        #: the record count of the last query (its first answer's ``totalSize``)
+        self.query_total: int | None = None
         self._sleep = sleep
         self._clock = clock
         self._sf: Salesforce | None = None
@@ -205,7 +215,7 @@ class SalesforceOpportunities:
             previous = self._page_cursor(page, previous)
             pages += 1
             records += len(page)
-            yield CrmPage(records=page, cursor=format_cursor(previous))
+            yield CrmPage(records=page, cursor=format_cursor(previous), total=self.query_total)
         # Only reached when every page was read: a pull stopped early (an error, or the
         # caller closing the generator) never yields the query-time cursor.
         final = self._complete_cursor(previous, query_time)
@@ -239,6 +249,16 @@ class SalesforceOpportunities:
             for record in self._records(rows[:1], columns):
                 return record
         return None
+
+    def describe_fields(self, entity: str | None = None) -> list[CrmField]:
+        """An sObject's fields (see :func:`~connector.crm.field_metadata.salesforce_fields`)."""
+        name = entity or self.object_name
+        if not _OBJECT_RE.fullmatch(name):
+            raise CrmError(f"{name!r} is not an sObject name", code="invalid_id", transient=False)
+        describe = self._call(
+            "describe", lambda sf: getattr(sf, name).describe(), what=f"describing {name}"
+        )
+        return salesforce_fields(describe)
 
     def stage_metadata(self) -> list[StageInfo]:
         """The org's active opportunity stages in their sort order."""
@@ -322,6 +342,8 @@ class SalesforceOpportunities:
         answer = self._call(
             "query", lambda sf: sf.query(soql, include_deleted=deleted, **options), what=what
         )
+        total = answer.get("totalSize") if isinstance(answer, Mapping) else None
+        self.query_total = total if isinstance(total, int) and total >= 0 else None
         while True:
             yield query_records(answer, what)
             next_url = answer.get("nextRecordsUrl")

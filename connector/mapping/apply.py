@@ -18,6 +18,7 @@ import pycountry
 from connector.crm.base import StageInfo
 from connector.mapping.schema import ContactFields, FieldSource, MappingFile
 from connector.model import (
+    STAGE_IGNORED,
     Contact,
     CrmOpportunity,
     Customer,
@@ -263,9 +264,11 @@ def resolve_stage(
         return None, f"the stage ({rule.field}) is empty"
     label = str(label)
     info = stages.get(label)
+    if label in rule.ignored:
+        return None, f"stage {label[:80]!r} is ignored by the mapping (stages.map: ignore)"
     is_won = _flag(record, rule.won_field, info.is_won if info else None)
     is_closed = _flag(record, rule.closed_field, info.is_closed if info else None)
-    mapped = rule.map.get(label)
+    mapped = rule.mapped.get(label)
     if mapped is not None:
         if is_won and mapped is not StandardStage.WON:
             return None, (
@@ -307,6 +310,11 @@ def apply_mapping(
     """Map one normalised CRM record to a deal draft, or reject it with every reason."""
     if record.problems:  # values the adapter could not read: nothing else is trustworthy
         return Rejection(record.id, record.problems)
+    label = record.fields.get(mapping.stages.field)
+    if label is not None and str(label) in mapping.stages.ignored:
+        # left out of the sync whatever else the record holds: skipped, not rejected
+        reason = f"stage {str(label)[:80]!r} is ignored by the mapping (stages.map: ignore)"
+        return Rejection(record.id, (reason,), code=STAGE_IGNORED)
     r = _Reader(record)
     f = mapping.fields
     name = r.text(f.name, "the deal name", required=True)

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from connector.mapping.schema_docs import document
+
 Scalar = Union[bool, int, float, str, date, datetime, None]  # noqa: UP007 - pydantic union order
 Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "like"]
 
@@ -25,7 +27,7 @@ FIELD_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*){0,4}$"
 
 
 class Condition(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=document)
 
     field: str = Field(pattern=FIELD_PATTERN)
     op: Op = "eq"
@@ -33,19 +35,19 @@ class Condition(BaseModel):
 
 
 class AllOf(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=document)
 
     all: list[Filter] = Field(min_length=1)
 
 
 class AnyOf(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=document)
 
     any: list[Filter] = Field(min_length=1)
 
 
 class Not(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=document)
 
     not_: Filter = Field(alias="not")
 

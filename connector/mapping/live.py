@@ -8,18 +8,22 @@ results as Rich tables. Nothing is written anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from connector.crm.base import StageInfo
+from connector.crm.base import CrmAdapter, StageInfo
 from connector.crm.factory import build_crm
 from connector.errors import ConfigError, CrmError
+from connector.mapping.check import FileCheck, check_file
 from connector.mapping.explain import Explanation, explain_record
 from connector.mapping.schema import MappingFile
-from connector.mapping.stage_check import StageCheck, check_stages
+from connector.mapping.stage_check import StageCheck
 from connector.model import DealDraft
 from connector.settings import ConfigFile, ConnectionSettings, SalesforceSettings, Settings
 
@@ -63,34 +67,44 @@ def _check_kind(conn: ConnectionSettings, mapping: MappingFile, path: Path) -> N
         )
 
 
-def read_stages(conn: ConnectionSettings, settings: Settings) -> list[StageInfo]:
-    """The CRM's stage list, read with the connection's own adapter."""
+@contextmanager
+def live_crm(conn: ConnectionSettings, settings: Settings) -> Iterator[CrmAdapter]:
+    """The connection's own CRM adapter (read-only use), closed afterwards."""
     crm = build_crm(conn.crm, f"connections[{conn.name}]", settings.secrets_dir)
     try:
-        return crm.stage_metadata()
+        yield crm
     finally:
         crm.close()
 
 
 def check_against_crm(
-    conn: ConnectionSettings, settings: Settings, mapping: MappingFile, path: Path
-) -> StageCheck:
-    _check_kind(conn, mapping, path)
-    return check_stages(mapping, read_stages(conn, settings))
+    conn: ConnectionSettings, settings: Settings, path: Path, *, max_bytes: int
+) -> FileCheck:
+    """The file's problems and the CRM's (fields, stages), in one pass."""
+    with live_crm(conn, settings) as crm:
+        return check_file(path, max_bytes=max_bytes, crm=crm, crm_kind=_crm_kind(conn))
+
+
+def print_file_check(console: Console, check: FileCheck, conn: str | None) -> None:
+    """The stage table (against a CRM), then each problem on a line of its own."""
+    if check.stages is not None and conn is not None:
+        print_stage_check(console, check.path, conn, check.stages)
+    if not check.problems:
+        console.print(f"{escape(str(check.path))}: ok", highlight=False)
+    for problem in check.problems:
+        console.print(escape(problem), highlight=False)
 
 
 def print_stage_check(console: Console, path: Path, conn: str, check: StageCheck) -> None:
-    table = Table(title=f"{path}: stages of {conn}")
-    for col in ("CRM stage", "in the CRM", "becomes", "problem"):
+    table = Table(title=f"{escape(str(path))}: stages of {escape(conn)}")
+    for col in ("CRM stage", "in the CRM", "becomes"):
         table.add_column(col, overflow="fold")
     for line in check.lines:
         style = "red" if line.problem else None
-        table.add_row(line.label, line.crm_kind, line.maps_to, line.problem or "", style=style)
+        table.add_row(escape(line.label), line.crm_kind, escape(line.maps_to), style=style)
     console.print(table)
     for warning in check.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    for problem in check.problems:
-        console.print(f"[bold red]problem:[/] {problem}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def explain_live(

@@ -7,9 +7,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from connector.errors import MappingError
+from connector.mapping.cross_checks import cross_block_problems
 from connector.mapping.schema import MappingFile
 from connector.mapping.yaml_guards import YamlKind, read_yaml_text
-from connector.mapping.yaml_source import format_validation_error, load_yaml
+from connector.mapping.yaml_source import format_problems, format_validation_error, load_yaml
 from connector.settings import DEFAULT_MAX_YAML_BYTES
 
 #: what a mapping file is: its top-level keys tell it apart from any other file
@@ -29,9 +30,27 @@ def parse_mapping(text: str, filename: str) -> MappingFile:
         return MappingFile.model_validate(data)
     except ValidationError as exc:
         problems = format_validation_error(exc, filename, positions, MappingFile)
+        # what spans blocks is checked only once every block is valid: check it now
+        problems = merged(
+            problems, format_problems(cross_block_problems(data), filename, positions)
+        )
         raise MappingError(
             f"{filename} has {len(problems)} problem(s):\n  " + "\n  ".join(problems), problems
         ) from None
+
+
+def merged(*lists: list[str]) -> list[str]:
+    """Problem lines of several checks, each once, in file order (line, then column)."""
+    unique = list(dict.fromkeys(line for problems in lists for line in problems))
+    return sorted(unique, key=_position)
+
+
+def _position(problem: str) -> tuple[int, int]:
+    parts = problem.split(":", 3)
+    try:
+        return int(parts[1]), int(parts[2])
+    except (IndexError, ValueError):
+        return 0, 0
 
 
 def _not_a_mapping(data: object) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from connector.mapping.filters import FIELD_PATTERN, Filter
+from connector.mapping.schema_docs import document
 from connector.mapping.yaml_source import ModelProblems
 from connector.model import ASSISTANCE_CODES, StandardStage
 
@@ -39,7 +41,47 @@ def _reused(named: dict[str, str | None], block: str) -> list[tuple[tuple[str | 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=document)
+
+
+class StageTarget(StrEnum):
+    """What a CRM stage becomes: a standard stage a CRM may set, or ``ignore``.
+
+    Accepted is not one of them: only Partner Center sets it, when an incoming deal
+    is accepted. ``ignore`` leaves the records in that stage out of the sync (each is
+    skipped as ``stage_ignored``).
+    """
+
+    CREATED = "Created"
+    QUALIFIED = "Qualified"
+    DEVELOPED = "Developed"
+    PROPOSED = "Proposed"
+    NEGOTIATED = "Negotiated"
+    WON = "Won"
+    LOST = "Lost"
+    IGNORE = "ignore"
+
+
+_TARGETS = ", ".join(t.value for t in StageTarget if t is not StageTarget.IGNORE)
+
+
+def _stage_target(value: Any) -> Any:
+    """Explain the two targets people write that are not allowed, before the enum does."""
+    if value is None:
+        raise ValueError(
+            f"this stage is mapped to nothing; write one of {_TARGETS}, or ignore to leave "
+            "records in this stage out of the sync"
+        )
+    if value == StandardStage.ACCEPTED.value:
+        raise ValueError(
+            "Accepted is set only by Partner Center, when an incoming deal is accepted; "
+            "map this stage to Created, Qualified or later (or ignore it)"
+        )
+    return value
+
+
+#: the value of one ``stages.map`` entry
+MappedStage = Annotated[StageTarget, BeforeValidator(_stage_target)]
 
 
 class FieldSource(_Strict):
@@ -114,24 +156,29 @@ class StageMap(_Strict):
     """CRM stage label → standard stage, and what to do with a stage the file does not name."""
 
     field: str = Field(pattern=READ_FIELD_PATTERN)
-    map: dict[str, StandardStage] = Field(default_factory=dict)
+    map: dict[str, MappedStage] = Field(default_factory=dict)
     unmapped: Literal["reject", "by_probability"] = "reject"
     #: the CRM field that says a record is won / closed (derived booleans such as IsWon)
     won_field: str | None = Field(None, pattern=FIELD_PATTERN)
     closed_field: str | None = Field(None, pattern=FIELD_PATTERN)
 
+    @property
+    def mapped(self) -> dict[str, StandardStage]:
+        """CRM stage label → standard stage (the stages not ignored)."""
+        return {
+            label: StandardStage(target.value)
+            for label, target in self.map.items()
+            if target is not StageTarget.IGNORE
+        }
+
+    @property
+    def ignored(self) -> frozenset[str]:
+        """The CRM stage labels whose records are left out of the sync."""
+        return frozenset(label for label, t in self.map.items() if t is StageTarget.IGNORE)
+
     @model_validator(mode="after")
     def _consistent(self) -> StageMap:
         problems: list[tuple[tuple[str | int, ...], str]] = []
-        for label, stage in self.map.items():
-            if stage is StandardStage.ACCEPTED:
-                problems.append(
-                    (
-                        ("map", label),
-                        f"stage {label!r} maps to Accepted, which only Partner Center sets when "
-                        "an incoming deal is accepted; map it to Created, Qualified or later",
-                    )
-                )
         if not self.map and self.unmapped == "reject":
             problems.append(
                 (
@@ -160,7 +207,13 @@ class DealTypeRule(_Strict):
     #: the field naming the help asked of Microsoft; a value here makes the deal co-sell
     help_field: str | None = Field(None, pattern=READ_FIELD_PATTERN)
     #: CRM value → assistance code; values mapped to null (or absent) mean "no help"
-    help_values: dict[str, str | None] = Field(default_factory=dict)
+    help_values: dict[str, str | None] = Field(
+        default_factory=dict,
+        # the schema says what the check below says: an assistance code, or null
+        json_schema_extra={
+            "additionalProperties": {"anyOf": [{"enum": list(ASSISTANCE_CODES)}, {"type": "null"}]}
+        },
+    )
     #: a checkbox that shares the deal with Microsoft sellers without asking for help
     share_field: str | None = Field(None, pattern=FIELD_PATTERN)
     #: a field naming partner organizations the seller wants invited; never sent (no
@@ -266,7 +319,9 @@ class InboundSettings(_Strict):
 class MappingFile(_Strict):
     """One connection's mapping: selection, stages, fields, deal type, status, inbound."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, json_schema_extra=document
+    )
 
     version: Literal[1] = 1
     crm: CrmKind
@@ -290,30 +345,9 @@ class MappingFile(_Strict):
 
     @model_validator(mode="after")
     def _fields_do_not_collide(self) -> MappingFile:
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        read = self.read_fields()
-        for name, crm_field in self.status_fields.named().items():
-            if crm_field is not None and crm_field in read:
-                problems.append(
-                    (
-                        ("status_fields", name),
-                        f"{crm_field} is also read as {read[crm_field]}; the connector writes "
-                        "status fields, so it would overwrite what it reads: use a field of "
-                        "its own for the status",
-                    )
-                )
-        if self.crm == "dynamics":
-            # Dataverse closes a deal with its state, which the adapter reports as these labels
-            for label, only in (("Won", StandardStage.WON), ("Lost", StandardStage.LOST)):
-                stage = self.stages.map.get(label)
-                if stage is not None and stage is not only:
-                    problems.append(
-                        (
-                            ("stages", "map", label),
-                            f"a closed {label.lower()} deal may only map to {only.value}, "
-                            f"not {stage.value}",
-                        )
-                    )
+        from connector.mapping.cross_checks import cross_block_problems
+
+        problems = cross_block_problems(self.model_dump(mode="json", by_alias=True))
         if problems:
             raise ModelProblems(problems)
         return self

@@ -12,11 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from connector.crm.base import StageInfo
 from connector.mapping.apply import stage_by_probability
-from connector.mapping.schema import MappingFile
+from connector.mapping.schema import InboundSettings, StageMap
 from connector.model import StandardStage
+
+#: where in the mapping file a problem is (keys from the top)
+FilePath = tuple[str | int, ...]
+
+
+class StageRules(Protocol):
+    """What the check reads of a mapping (a whole :class:`MappingFile` will do)."""
+
+    @property
+    def stages(self) -> StageMap: ...
+
+    @property
+    def inbound(self) -> InboundSettings: ...
 
 
 @dataclass(frozen=True)
@@ -27,25 +41,33 @@ class StageLine:
     crm_kind: str
     maps_to: str
     problem: str | None = None
+    #: where the mapping says (or should say) what this stage becomes
+    path: FilePath = ("stages", "map")
 
 
 @dataclass
 class StageCheck:
     lines: list[StageLine] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: where each of ``problems`` is in the file, in the same order
+    problem_paths: list[FilePath] = field(default_factory=list)
     #: not wrong, but worth a look (a mapped label the CRM no longer has)
     warnings: list[str] = field(default_factory=list)
 
+    def problem(self, path: FilePath, message: str) -> None:
+        self.problems.append(message)
+        self.problem_paths.append(path)
 
-def check_stages(mapping: MappingFile, stages: Sequence[StageInfo]) -> StageCheck:
+
+def check_stages(mapping: StageRules, stages: Sequence[StageInfo]) -> StageCheck:
     """Every stage of the CRM against the mapping; see the module docstring."""
     out = StageCheck()
     rule = mapping.stages
     for info in stages:
-        line = _line(mapping, info)
+        line = _line(rule, info)
         out.lines.append(line)
         if line.problem:
-            out.problems.append(line.problem)
+            out.problem(line.path, line.problem)
     known = {s.label for s in stages} | {s.api_name for s in stages}
     for label in rule.map:
         if label not in known:
@@ -57,14 +79,16 @@ def check_stages(mapping: MappingFile, stages: Sequence[StageInfo]) -> StageChec
     if inbound.create_opportunities and inbound.stage:
         found = next((s for s in stages if inbound.stage in (s.label, s.api_name)), None)
         if found is None:
-            out.problems.append(
+            out.problem(
+                ("inbound", "stage"),
                 f"inbound.stage {inbound.stage!r} is not a stage of the CRM; incoming deals "
-                "could not be created: name one of the stages listed above"
+                "could not be created: name one of the stages listed above",
             )
         elif found.is_closed:
-            out.problems.append(
+            out.problem(
+                ("inbound", "stage"),
                 f"inbound.stage {inbound.stage!r} is a closed stage; incoming deals must start "
-                "open: name an early open stage"
+                "open: name an early open stage",
             )
     return out
 
@@ -81,10 +105,12 @@ def _kind(info: StageInfo) -> str:
     return kind if info.active else f"{kind}, inactive"
 
 
-def _line(mapping: MappingFile, info: StageInfo) -> StageLine:
-    rule = mapping.stages
+def _line(rule: StageMap, info: StageInfo) -> StageLine:
     label, kind = info.label, _kind(info)
-    mapped = rule.map.get(label) or rule.map.get(info.api_name)
+    key = label if label in rule.map else info.api_name
+    if key in rule.ignored:
+        return StageLine(label, kind, "ignored (records skipped)", path=("stages", "map", key))
+    mapped = rule.mapped.get(key)
     if mapped is not None:
         shown = f"{mapped.value} (mapped)"
         problem = None
@@ -104,7 +130,7 @@ def _line(mapping: MappingFile, info: StageInfo) -> StageLine:
                 f"{mapped.value}, which would close the deal in Partner Center while it is "
                 "still open: map it to an open stage"
             )
-        return StageLine(label, kind, shown, problem)
+        return StageLine(label, kind, shown, problem, path=("stages", "map", key))
     if info.is_closed:
         return StageLine(label, kind, "closed -> " + ("Won" if info.is_won else "Lost"))
     if rule.unmapped == "by_probability":
@@ -116,12 +142,14 @@ def _line(mapping: MappingFile, info: StageInfo) -> StageLine:
             kind,
             "UNMAPPED",
             f"stage {label!r} is not in stages.map and the CRM gives it no probability, so "
-            f"by_probability cannot place it; add '{label}: <standard stage>' under stages.map",
+            f"by_probability cannot place it; add '{label}: <standard stage>' (or "
+            f"'{label}: ignore') under stages.map",
         )
     return StageLine(
         label,
         kind,
         "UNMAPPED",
         f"stage {label!r} is not in stages.map and unmapped stages are rejected, so records "
-        f"in it will be rejected; add '{label}: <standard stage>' under stages.map",
+        f"in it will be rejected; add '{label}: <standard stage>' (or '{label}: ignore') "
+        "under stages.map",
     )

@@ -231,7 +231,9 @@ def format_validation_error(
         if err["type"] == "missing" and tuple(loc) in typos:
             continue
         for path, message in _messages(err, loc, model):
-            if err["type"] in _VALUE_ERRORS or err["type"] == "value_error":
+            if err.get("input") is None and tuple(path) in positions:
+                line, col = positions[tuple(path)]  # an empty value: its key, not the next line
+            elif err["type"] in _VALUE_ERRORS or err["type"] == "value_error":
                 line, col = _locate_value(path, positions)
             else:
                 line, col = locate(path, positions)
@@ -244,6 +246,25 @@ def format_validation_error(
                 seen.add(text)
                 problems.append(((line, col), text))
     return [text for _, text in sorted(problems, key=lambda item: item[0])]
+
+
+def format_problems(
+    items: Sequence[tuple[Path_, str]],
+    filename: str,
+    positions: Positions,
+) -> list[str]:
+    """Problems found outside pydantic, as ``file:line:col: where: message`` (at the value)."""
+    out = []
+    for path, message in items:
+        key, value = positions.get(tuple(path)), positions.value_at.get(tuple(path))
+        # a value on the key's line (a field name): the value; a block below its key: the key
+        if key and (value is None or value[0] > key[0]):
+            line, col = key
+        else:
+            line, col = _locate_value(path, positions)
+        where = ".".join(str(p) for p in path) or "(top level)"
+        out.append(f"{filename}:{line}:{col}: {where}: {message}")
+    return out
 
 
 def _typo_targets(
@@ -361,6 +382,8 @@ def _friendly(err: Any, loc: list[str | int], model: type[BaseModel] | None) -> 
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "an empty value"  # what YAML reads from a key with nothing after it
     if isinstance(value, dict):
         return "a block of keys"
     if isinstance(value, list):

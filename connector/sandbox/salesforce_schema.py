@@ -1,6 +1,6 @@
 """The sandbox Salesforce org's schema: objects, fields, types and relationships.
 
-Written from /tmp/team/sf-org.md (the org contract) and Salesforce's describe
+Written from the org described in docs/sandbox-salesforce.md and Salesforce's describe
 conventions, independently of the connector's mapping. Values are stored the way
 the REST API prints them: datetimes as ``2026-05-01T12:34:56.000+0000`` (always
 UTC, so they sort as strings), dates as ``2026-05-01``, numbers as floats.

@@ -1,4 +1,4 @@
-"""Deterministic data for the sandbox Salesforce org (contract: /tmp/team/sf-org.md).
+"""Deterministic data for the sandbox Salesforce org (docs/sandbox-salesforce.md).
 
 ``build_org(n, seed, now)`` returns the same ids and values for the same ``n`` and
 ``seed``: every timestamp is taken relative to :data:`SEED_ANCHOR`, not to the

@@ -69,6 +69,13 @@ def is_sqlite_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+def missing_sqlite_file(url: URL) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist (yet)."""
+    if url.get_backend_name() != "sqlite" or is_sqlite_memory(url):
+        return False
+    return not Path(str(url.database)).exists()
+
+
 def create_state_engine(url: URL) -> Engine:
     """The store's pooled engine; each store method checks out its own connection."""
     if url.get_backend_name() != "sqlite":

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class LinkState(StrEnum):
@@ -67,6 +67,15 @@ class DeadLetter:
     last_seen: datetime
     crm_modstamp: datetime | None
     resolved: bool
+    #: the record's content as the mapping read it, hashed (None: written before 0002)
+    crm_fingerprint: str | None = None
+
+
+class LetterStamp(NamedTuple):
+    """How a record was when it was last dead-lettered: its CRM stamp and content hash."""
+
+    modstamp: datetime | None
+    fingerprint: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,6 +164,9 @@ dead_letters = sa.Table(
     sa.Column("last_seen", UtcDateTime(), nullable=False),
     sa.Column("crm_modstamp", UtcDateTime(), nullable=True),
     sa.Column("resolved", sa.Boolean(create_constraint=False), nullable=False),
+    # the record's content as the mapping read it, hashed: its stamp also moves when the
+    # connector writes the error field, its content does not (migration 0002)
+    sa.Column("crm_fingerprint", sa.String(64), nullable=True),
 )
 
 #: at most one open dead letter per record; resolved ones stay as history

@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Connection, Engine, Row
 from connector.errors import StateError
 from connector.redaction import scrub, scrub_data
 from connector.state import database
-from connector.state.records import DeadLetter, Link, LinkState, Run
+from connector.state.records import DeadLetter, LetterStamp, Link, LinkState, Run
 from connector.state.schema import (
     UNRESOLVED,
     connections,
@@ -37,7 +37,7 @@ from connector.state.schema import (
     runs,
 )
 
-__all__ = ["DeadLetter", "Link", "LinkState", "Run", "Store"]
+__all__ = ["DeadLetter", "LetterStamp", "Link", "LinkState", "Run", "Store"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,15 @@ class _BulkLinkUpsert:
         return params
 
 
+def _no_state(url: URL) -> StateError:
+    return StateError(
+        f"there is no connector state at {database.masked(url)}: no sync has run with this "
+        "state store. Check CONNECTOR_STATE_URL (or the config file's state_url) for a typo; "
+        "`connector sync --once` creates the store on its first run",
+        code="state_missing",
+    )
+
+
 class Store:
     """Typed access to the state database (SQLite file or PostgreSQL).
 
@@ -173,22 +182,29 @@ class Store:
                 "message": letter.excluded.message,
                 "last_seen": letter.excluded.last_seen,
                 "crm_modstamp": letter.excluded.crm_modstamp,
+                "crm_fingerprint": letter.excluded.crm_fingerprint,
             },
         )
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str, *, clock: Clock = utc_now, migrate: bool = True) -> Store:
+    def open(
+        cls, url: str, *, clock: Clock = utc_now, migrate: bool = True, existing: bool = False
+    ) -> Store:
         """Connect to ``url`` and apply pending migrations (unless ``migrate`` is False).
 
         ``sqlite:///path/state.db`` creates the folder if needed;
-        ``postgresql://user@host/db`` uses psycopg 3.
+        ``postgresql://user@host/db`` uses psycopg 3. With ``existing`` (commands that
+        only read or mark what a sync wrote) a store that holds no connector state yet,
+        a mistyped SQLite path say, is an error instead of a new, empty store.
         """
         try:
             parsed = database.parse_url(url)
         except ValueError as exc:
             raise StateError(str(exc), code="config") from None
+        if existing and database.missing_sqlite_file(parsed):
+            raise _no_state(parsed)
         try:
             engine = database.create_state_engine(parsed)
         except ImportError as exc:
@@ -204,12 +220,26 @@ class Store:
             ) from exc
         store = cls(engine, parsed, clock=clock)
         try:
+            if existing and store._current_revision() is None:
+                raise _no_state(parsed)
             store.revision = store.upgrade() if migrate else database.current_revision(engine)
         except BaseException:
             engine.dispose()
             raise
-        log.info("state store open at %s (schema %s)", database.masked(parsed), store.revision)
+        # every command opens it: worth a line only when looking closely
+        log.debug("state store open at %s (schema %s)", database.masked(parsed), store.revision)
         return store
+
+    def _current_revision(self) -> str | None:
+        try:
+            return database.current_revision(self._engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StateError(
+                f"cannot open the state store at {database.masked(self._url)}: "
+                f"{self._reason(exc)}. Check that the database is reachable and that the "
+                "URL, user and database name are right",
+                transient=isinstance(exc, sa.exc.OperationalError),
+            ) from exc
 
     def upgrade(self) -> str | None:
         """Apply pending migrations; safe to call from several processes at once."""
@@ -453,6 +483,27 @@ class Store:
             code="state_conflict",
         )
 
+    def release_pending(
+        self, conn: str, crm_ids: Sequence[str], *, holder: str | None = None
+    ) -> None:
+        """Drop the create intents of these records: their POST was never sent.
+
+        Only links still pending are deleted (and, given ``holder``, only the intents
+        that run wrote); a record linked meanwhile keeps its link.
+        """
+        if not crm_ids:
+            return
+        with self._write(f"release {len(crm_ids)} create intents ({conn})", conn) as db:
+            for chunk in _chunks(list(crm_ids), LOOKUP_CHUNK):
+                db.execute(
+                    sa.delete(links).where(
+                        links.c.connection == conn,
+                        links.c.crm_id.in_(chunk),
+                        links.c.state == LinkState.PENDING_CREATE.value,
+                        *([links.c.intent_by == holder] if holder is not None else []),
+                    )
+                )
+
     def save_link(self, conn: str, link: Link) -> None:
         """Insert or replace one link (keyed by connection and CRM id)."""
         self.save_links(conn, [link])
@@ -528,8 +579,11 @@ class Store:
         with self._read(f"list the links to mirror of connection {conn!r}") as db:
             return [_link(row) for row in db.execute(query)]
 
-    def set_mirrored(self, conn: str, fingerprints: Mapping[str, str]) -> None:
-        """Record which status values were written to each CRM record (one transaction)."""
+    def set_mirrored(self, conn: str, fingerprints: Mapping[str, str | None]) -> None:
+        """Record which status values were written to each CRM record (one transaction).
+
+        None marks a record whose status is still to be written (:meth:`links_to_mirror`).
+        """
         if not fingerprints:
             return
         statement = (
@@ -563,24 +617,32 @@ class Store:
         reason_code: str,
         message: str,
         crm_modstamp: datetime | None = None,
+        crm_fingerprint: str | None = None,
     ) -> DeadLetter:
-        """Record a permanent failure; a repeat while unresolved increments ``attempts``."""
-        params = self._letter_row(conn, crm_id, reason_code, message, crm_modstamp, self._clock())
+        """Record a permanent failure; a repeat while unresolved increments ``attempts``.
+
+        ``crm_fingerprint`` hashes the record's content as the mapping read it (see
+        :func:`connector.sync.dead_letters.content_fingerprint`).
+        """
+        params = self._letter_row(
+            conn, crm_id, reason_code, message, crm_modstamp, self._clock(), crm_fingerprint
+        )
         with self._write(f"dead-letter CRM record {crm_id} ({conn})", conn) as db:
             return _dead_letter(
                 db.execute(self._add_letter.returning(*dead_letters.c), params).one()
             )
 
     def add_dead_letters(
-        self, conn: str, items: Sequence[tuple[str, str, str, datetime | None]]
+        self, conn: str, items: Sequence[tuple[str, str, str, datetime | None, str | None]]
     ) -> None:
-        """:meth:`add_dead_letter` for many ``(crm_id, code, message, modstamp)`` at once."""
+        """:meth:`add_dead_letter` for many ``(crm_id, code, message, modstamp,
+        fingerprint)`` at once."""
         if not items:
             return
         now = self._clock()
         rows: dict[str, dict[str, Any]] = {}
-        for crm_id, code, message, modstamp in items:  # one letter per record: the last
-            rows[crm_id] = self._letter_row(conn, crm_id, code, message, modstamp, now)
+        for crm_id, code, message, modstamp, fp in items:  # one letter per record: the last
+            rows[crm_id] = self._letter_row(conn, crm_id, code, message, modstamp, now, fp)
         with self._write(f"dead-letter {len(rows)} CRM records ({conn})", conn) as db:
             db.execute(self._add_letter, list(rows.values()))
 
@@ -592,6 +654,7 @@ class Store:
         message: str,
         crm_modstamp: datetime | None,
         now: datetime,
+        crm_fingerprint: str | None = None,
     ) -> dict[str, Any]:
         return {
             "connection": conn,
@@ -603,6 +666,7 @@ class Store:
             "last_seen": now,
             "crm_modstamp": crm_modstamp,
             "resolved": False,
+            "crm_fingerprint": crm_fingerprint,
         }
 
     def resolve_dead_letter(self, conn: str, crm_id: str) -> bool:
@@ -644,26 +708,33 @@ class Store:
                 marked.append(replace(letter, reason_code=code))
         return marked
 
-    def dead_letter_stamps(self, conn: str, crm_ids: Sequence[str]) -> dict[str, datetime]:
-        """The CRM stamp each record had when it was last dead-lettered (open or resolved).
+    def dead_letter_stamps(self, conn: str, crm_ids: Sequence[str]) -> dict[str, LetterStamp]:
+        """How each record was when it was last dead-lettered (open or resolved letter).
 
-        A record read again at that same stamp has not changed since: the engine leaves
-        it alone (a discarded letter stays discarded; an open one is retried on purpose).
+        A record read again unchanged since (same CRM stamp, or same content when its
+        stamp moved only because the connector wrote its error field) is left alone by
+        the engine: a discarded letter stays discarded; an open one is retried on purpose.
         """
-        found: dict[str, tuple[int, datetime]] = {}
+        found: dict[str, tuple[int, LetterStamp]] = {}
         unique = list(dict.fromkeys(crm_ids))
         with self._read(f"read the dead letters of {len(unique)} records ({conn})") as db:
             for chunk in _chunks(unique, LOOKUP_CHUNK):
                 query = sa.select(
-                    dead_letters.c.id, dead_letters.c.crm_id, dead_letters.c.crm_modstamp
+                    dead_letters.c.id,
+                    dead_letters.c.crm_id,
+                    dead_letters.c.crm_modstamp,
+                    dead_letters.c.crm_fingerprint,
                 ).where(
                     dead_letters.c.connection == conn,
                     dead_letters.c.crm_id.in_(chunk),
-                    dead_letters.c.crm_modstamp.is_not(None),
+                    sa.or_(
+                        dead_letters.c.crm_modstamp.is_not(None),
+                        dead_letters.c.crm_fingerprint.is_not(None),
+                    ),
                 )
-                for letter_id, crm_id, stamp in db.execute(query):
+                for letter_id, crm_id, stamp, fingerprint in db.execute(query):
                     if crm_id not in found or found[crm_id][0] < letter_id:
-                        found[crm_id] = (letter_id, stamp)
+                        found[crm_id] = (letter_id, LetterStamp(stamp, fingerprint))
         return {crm_id: stamp for crm_id, (_, stamp) in found.items()}
 
     def discard_dead_letter(self, dead_letter_id: int) -> bool:
@@ -677,18 +748,48 @@ class Store:
             return db.execute(update).rowcount > 0
 
     def list_dead_letters(
-        self, conn: str | None = None, include_resolved: bool = False
+        self,
+        conn: str | None = None,
+        include_resolved: bool = False,
+        *,
+        reason: str | None = None,
+        limit: int | None = None,
     ) -> list[DeadLetter]:
-        """Dead letters, most recently failed first."""
+        """Dead letters, most recently failed first.
+
+        ``reason`` keeps the letters whose reason code contains it (``invalid_record``,
+        ``transient:``); ``limit`` keeps the first so many.
+        """
         query = sa.select(dead_letters).order_by(
             dead_letters.c.last_seen.desc(), dead_letters.c.id.desc()
         )
+        query = self._letters_where(query, conn, include_resolved, reason)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read("list dead letters") as db:
+            return [_dead_letter(row) for row in db.execute(query)]
+
+    def count_dead_letters(
+        self, conn: str | None = None, *, include_resolved: bool = False, reason: str | None = None
+    ) -> int:
+        """How many letters :meth:`list_dead_letters` would list without a limit."""
+        query = self._letters_where(
+            sa.select(sa.func.count()).select_from(dead_letters), conn, include_resolved, reason
+        )
+        with self._read("count dead letters") as db:
+            return int(db.execute(query).scalar_one())
+
+    @staticmethod
+    def _letters_where(
+        query: Any, conn: str | None, include_resolved: bool, reason: str | None
+    ) -> Any:
         if conn is not None:
             query = query.where(dead_letters.c.connection == conn)
         if not include_resolved:
             query = query.where(dead_letters.c.resolved == sa.false())
-        with self._read("list dead letters") as db:
-            return [_dead_letter(row) for row in db.execute(query)]
+        if reason:
+            query = query.where(dead_letters.c.reason_code.contains(reason, autoescape=True))
+        return query
 
     def open_dead_letters(self, conn: str, crm_ids: Sequence[str]) -> dict[str, DeadLetter]:
         """The open dead letter of each of these records that has one (by CRM id)."""
@@ -747,6 +848,15 @@ class Store:
                     f"run {run_id} does not exist; finish only a run returned by start_run",
                     code="state_conflict",
                 )
+
+    def last_run(self, conn: str, outcomes: Sequence[str] | None = None) -> Run | None:
+        """The latest run of ``conn`` (with one of ``outcomes`` when given), or None."""
+        query = sa.select(runs).where(runs.c.connection == conn).order_by(runs.c.id.desc())
+        if outcomes is not None:
+            query = query.where(runs.c.outcome.in_(list(outcomes)))
+        with self._read(f"read the last run of connection {conn!r}") as db:
+            row = db.execute(query.limit(1)).first()
+        return None if row is None else _run(row)
 
     def recent_runs(self, conn: str | None = None, limit: int = 10) -> list[Run]:
         """The latest runs, newest first."""

@@ -33,16 +33,23 @@ from connector.errors import (
     AUTHENTICATION_CODES,
     ConnectorError,
     CoreError,
+    CrmError,
     NotFound,
     PreconditionFailed,
     QuotaExhausted,
     Throttled,
 )
+from connector.logs import record_fields
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
 from connector.settings import HistorySettings
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
+from connector.sync.dead_letters import (
+    UNCHANGED_SINCE_FAILURE,
+    ContentFingerprints,
+    split_unchanged,
+)
 from connector.sync.existing import CLAIMED, ExistingReferrals
 from connector.sync.history import HistoryRecorder
 from connector.sync.inbound import LifecycleSteps, refused, with_referral_customer
@@ -57,8 +64,9 @@ from connector.sync.mirror import (
 )
 from connector.sync.outcome import RecordOutcome
 from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
+from connector.sync.plan_view import describe, record_name
 from connector.sync.reconcile import reconcile_deleted_records
-from connector.sync.report import Outcome, RunReport
+from connector.sync.report import CYCLE_LOG_LEVEL, Outcome, RunReport, log_settled_writes
 from connector.sync.stops import credentials_refused, run_stop
 
 log = logging.getLogger(__name__)
@@ -129,6 +137,10 @@ class _PageWork:
     futures: list[Future[_Outcome]] = field(default_factory=list)
     #: how many of ``futures`` were collected (their links saved)
     collected: int = 0
+    #: the CRM ids of ``futures``, in order
+    pushed: list[str] = field(default_factory=list)
+    #: pushes a stop cancelled before they started: nothing of them was sent
+    cancelled: list[str] = field(default_factory=list)
 
 
 class SyncEngine:
@@ -191,6 +203,12 @@ class SyncEngine:
             overlap=CORE_OVERLAP,
             concurrency=concurrency,
         )
+        #: set when a stop left a page partly pushed: no later cursor may pass it
+        self._cursor_held = False
+        #: status writes the CRM refused for good this run, by skip reason (logged once)
+        self._settled_writes: collections.Counter[str] = collections.Counter()
+        #: what a dead letter remembers of its record's content (see sync.dead_letters)
+        self._fingerprints = ContentFingerprints(mapping)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -201,6 +219,12 @@ class SyncEngine:
         run_id = None if dry_run else self.store.start_run(self.connection)
         self.history.begin(run_id, self.clock())
         calls_before = self._api_calls()
+        log.info(
+            "%s: cycle started%s",
+            self.connection,
+            " (dry run)" if dry_run else "",
+            extra={"event": "cycle_start", "connection": self.connection},
+        )
         try:
             with report.phase("start"):
                 stages = self._stages()
@@ -221,6 +245,8 @@ class SyncEngine:
                 )
             if not dry_run:
                 with report.phase("status_writes"):
+                    if self.stop.is_set():
+                        self._write_status([], report)  # linked writes wait for next run
                     self._flush_status(report, everything=True)
             if self.stop.is_set():
                 report.outcome = Outcome.INTERRUPTED
@@ -234,6 +260,8 @@ class SyncEngine:
             log.warning("%s: stopped, throttled: %s", self.connection, exc.message)
         except ConnectorError as exc:
             error = self._run_stop(exc) or exc
+            # the CRM refused a request as such (HTTP 400): a field the mapping names?
+            report.crm_refused_request = isinstance(exc, CrmError) and exc.status == 400
             report.outcome = Outcome.FAILED
             report.error = error.message
             log.error("%s: the run failed: %s", self.connection, error.message)
@@ -254,7 +282,9 @@ class SyncEngine:
                     report.error,
                 )
                 self.history.end(report)
-        log.info(
+        log_settled_writes(self.connection, self._settled_writes)
+        log.log(
+            CYCLE_LOG_LEVEL.get(report.outcome, logging.INFO),
             "%s: cycle %s in %.1fs: created=%d updated=%d closed=%d mirrored=%d skipped=%d "
             "rejected=%d failed=%d",
             self.connection,
@@ -319,6 +349,7 @@ class SyncEngine:
         cursor = None if full else self.store.get_cursor(self.connection, "crm")
         fields = self._pulled_fields()
         seen = RecentKeys(PAGE_MEMORY)  # a repeat comes only across a page boundary
+        announced = False  # the pull's total was handed to the progress display
         #: pages handed to the pool and not yet finished, oldest first (two at most)
         begun: list[tuple[_PageWork, CrmPage]] = []
         pages = iter(self.crm.pull_changes(cursor, fields=fields, select=self.mapping.select))
@@ -343,9 +374,14 @@ class SyncEngine:
                     # Few CRM calls left before the quota guard: finish the page in
                     # flight (its status writes) before a call is spent on the next one.
                     finish_oldest()
+                if self.stop.is_set():
+                    break  # the pages still in flight are finished below
                 page = next(pages, None)
                 if page is None:
                     break
+                if page.total is not None and not announced:
+                    announced = True
+                    self.progress("total", page.total)
                 records = []
                 for record in page.records:
                     if seen.add((record.id, record.modstamp)):
@@ -353,7 +389,7 @@ class SyncEngine:
                 report.pulled += len(records)
                 self.progress("pulled", len(records))
                 if not full:  # --full re-processes every record, dead-lettered or not
-                    records = self._changed_since_letter(records)
+                    records = self._changed_since_letter(records, report)
                 if dry_run:
                     self.process_records(records, stages, report, dry_run=True)
                     if page.deleted_ids:
@@ -364,8 +400,6 @@ class SyncEngine:
                 begun.append((self._begin(records, stages, report), page))
                 if len(begun) > 1:
                     finish_oldest()
-                if self.stop.is_set():
-                    break
             while begun:
                 finish_oldest()
         except Exception as exc:
@@ -391,7 +425,12 @@ class SyncEngine:
         finally:
             self._close_pool()  # what has not started is dropped; pending links stay marked
         if self.stop.is_set() and not dry_run:
-            log.info("%s: stop requested; the cursor is committed after this page", self.connection)
+            log.info(
+                "%s: stop requested: the CRM cursor is committed up to the last page "
+                "handled in full",
+                self.connection,
+                extra={"event": "stop", "connection": self.connection},
+            )
 
     def _near_guard(self, work: _PageWork) -> bool:
         """Whether the CRM's guard could stop the run before ``work`` is mirrored."""
@@ -406,7 +445,7 @@ class SyncEngine:
         if page.deleted_ids:
             self._deleted(page.deleted_ids, report, dry_run=False)
         self._flush_unlinked(report)
-        if page.cursor is not None:
+        if page.cursor is not None and not self._cursor_held:
             self.store.set_cursor(self.connection, "crm", page.cursor)
 
     def _deleted(self, crm_ids: Sequence[str], report: RunReport, *, dry_run: bool) -> None:
@@ -429,21 +468,30 @@ class SyncEngine:
                     self.connection,
                     crm_id,
                     links[crm_id].referral_id,
+                    extra=record_fields(self.connection, crm_id, event="deleted"),
                 )
             if not dry_run:
                 self.store.resolve_dead_letter(self.connection, crm_id)
 
-    def _changed_since_letter(self, records: list[CrmOpportunity]) -> list[CrmOpportunity]:
+    def _changed_since_letter(
+        self, records: list[CrmOpportunity], report: RunReport
+    ) -> list[CrmOpportunity]:
         """Leave out records read again unchanged since they were dead-lettered.
 
-        The CRM pull overlaps its cursor, so a failed record comes back until the
-        overlap passes it; only a change (a newer stamp) or ``connector errors retry``
-        should process it again, and a discarded letter must stay discarded.
+        The CRM pull overlaps its cursor, and writing a record's error field moves its
+        stamp, so a failed record comes back; only a change of what the mapping reads
+        (or of the mapping) or ``connector errors retry`` should process it again, and a
+        discarded letter must stay discarded. Each one left out counts as skipped
+        ``unchanged_since_failure``.
         """
         stamps = self.store.dead_letter_stamps(self.connection, [r.id for r in records])
         if not stamps:
             return records
-        return [r for r in records if stamps.get(r.id) != r.modstamp]
+        changed, unchanged = split_unchanged(records, stamps, self._fingerprints)
+        if unchanged:
+            report.skipped[UNCHANGED_SINCE_FAILURE] += len(unchanged)
+            self.progress("settled", len(unchanged))
+        return changed
 
     def process_records(
         self,
@@ -460,11 +508,12 @@ class SyncEngine:
             links = self.store.get_links(self.connection, [r.id for r in live])
             live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
             for r in live:
-                action = plan_outbound(
-                    apply_mapping(r, self.mapping, stages), links.get(r.id), self._options
-                )
-                report.plan.append(_describe(action))
+                link = links.get(r.id)
+                action = plan_outbound(apply_mapping(r, self.mapping, stages), link, self._options)
+                sent = link.sent_body if link else None
+                report.plan.append(describe(action, sent, name=record_name(r, self.mapping)))
                 _count_planned(action, report)
+            self.progress("settled", len(records))
             return
         try:
             self._finish(self._begin(records, stages, report), report)
@@ -506,6 +555,8 @@ class SyncEngine:
             ids={r.id for r in records},
         )
         self._push(actions, work)
+        # what needs no push is handled now (deleted rows too); pushes count as they end
+        self.progress("settled", len(records) - len(work.futures))
         return work
 
     def _unless_the_core_has_it(
@@ -539,7 +590,12 @@ class SyncEngine:
         outcomes = work.outcomes
         unsaved: list[Link] = []
         try:
-            for future in work.futures:
+            for index, future in enumerate(work.futures):
+                if self.stop.is_set() and not work.cancelled:
+                    self._cancel_rest(work, index)
+                if future.cancelled():
+                    work.collected += 1
+                    continue
                 with report.phase("outbound_waiting_for_pushes"):
                     outcome = future.result()
                 work.collected += 1
@@ -552,9 +608,27 @@ class SyncEngine:
                 self.progress("pushed", 1)
         finally:
             self.store.save_links(self.connection, unsaved)
+        if work.cancelled:
+            # never sent: the create intents go, so the next run plans them afresh
+            # instead of looking each one up in the core
+            self.store.release_pending(self.connection, work.cancelled, holder=self.holder)
+            self._cursor_held = True
         self._stop_on_refusal(outcomes)
         self.lifecycle.register(outcomes, work.by_id, work.links)
         self._mirror_outcomes(outcomes, work.links, work.by_id, report)
+
+    def _cancel_rest(self, work: _PageWork, start: int) -> None:
+        """A stop: pushes not started yet are dropped; those in flight finish."""
+        for crm_id, future in zip(work.pushed[start:], work.futures[start:], strict=True):
+            if future.cancel():
+                work.cancelled.append(crm_id)
+        if work.cancelled:
+            log.info(
+                "%s: stop requested: %d record(s) of the page left for the next run",
+                self.connection,
+                len(work.cancelled),
+                extra={"event": "stop", "connection": self.connection},
+            )
 
     def _keep_links(self, work: _PageWork) -> None:
         """After an error: wait for what the pool sent of a page and save its links."""
@@ -591,13 +665,20 @@ class SyncEngine:
                 holder=self.holder,
             )
             for crm_id, exc in refused.items():
-                log.info("%s: %s: not created: %s", self.connection, crm_id, exc.message)
+                log.info(
+                    "%s: %s: not created: %s",
+                    self.connection,
+                    crm_id,
+                    exc.message,
+                    extra=record_fields(self.connection, crm_id, reason=exc.code),
+                )
                 work.outcomes.append(_Outcome(crm_id, "skipped", CLAIMED))
             pushes = [a for a in pushes if a.draft.crm_id not in refused]
         if pushes:
             pool = self._get_pool()
             links = work.links
             work.futures = [pool.submit(self._execute, a, links) for a in pushes]
+            work.pushed = [a.draft.crm_id for a in pushes]
 
     def _get_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -637,7 +718,13 @@ class SyncEngine:
                 # Not the record's fault, and every other push would meet it too.
                 self._halted = stop
                 raise stop from None
-            log.warning("%s: %s: %s", self.connection, crm_id, exc.message)
+            log.warning(
+                "%s: %s: %s",
+                self.connection,
+                crm_id,
+                exc.message,
+                extra=record_fields(self.connection, crm_id, reason=exc.code),
+            )
             return _Outcome(crm_id, "failed", exc.code, exc.message, transient=exc.transient)
 
     def _run_stop(self, error: ConnectorError) -> ConnectorError | None:
@@ -780,7 +867,7 @@ class SyncEngine:
         now = self.clock()
         fields = self.mapping.status_fields
         troubled = {o.crm_id for o in outcomes if o.kind in {"rejected", "failed"}}
-        letters: list[tuple[str, str, str, datetime | None]] = []
+        letters: list[tuple[str, str, str, datetime | None, str | None]] = []
         # open letters of this connection: resolved by a success or a skip, one letter per record
         earlier = {
             crm_id: d.message
@@ -808,8 +895,13 @@ class SyncEngine:
             if o.crm_id in troubled:
                 record = records.get(o.crm_id)
                 code = f"{TRANSIENT_PREFIX}{o.reason}" if o.transient else (o.reason or "error")
+                # A rejection is the mapping's verdict on the record's content: the same
+                # content gets the same verdict, so the letter remembers it. A failure
+                # also depends on the remote system (it may answer otherwise next time):
+                # such a letter compares the stamp only.
+                content = self._fingerprints.of(record) if record and o.kind == "rejected" else None
                 letters.append(
-                    (o.crm_id, code, o.message or "", record.modstamp if record else None)
+                    (o.crm_id, code, o.message or "", record.modstamp if record else None, content)
                 )
                 if link is None or link.core_facts is None:
                     # Writing the error bumps the record's stamp: write it only when it is
@@ -852,11 +944,30 @@ class SyncEngine:
     def _write_status(
         self, updates: Sequence[tuple[CrmStatusUpdate, Link | None, str]], report: RunReport
     ) -> None:
-        """Queue status writes; full CRM batches go out at once, the rest at the run's end."""
+        """Queue status writes; full CRM batches go out at once, the rest at the run's end.
+
+        After a stop, a linked record's write is left to the next run (its link is
+        marked as not mirrored, see :meth:`_mirror_left_over`): only the errors of
+        records without a link, which nothing else remembers, are still written.
+        """
+        if self.stop.is_set():
+            updates = self._defer_linked(updates)
         for update in updates:
             self._pending.pop(update[0].crm_id, None)
             self._pending[update[0].crm_id] = update
         self._flush_status(report, everything=False)
+
+    def _defer_linked(
+        self, updates: Sequence[tuple[CrmStatusUpdate, Link | None, str]]
+    ) -> list[tuple[CrmStatusUpdate, Link | None, str]]:
+        """Mark linked records' writes for the next run; return the others."""
+        queued = [u for u in self._pending.values() if u[1] is not None]
+        for update in queued:
+            del self._pending[update[0].crm_id]
+        deferred = [u for u in [*queued, *updates] if u[1] is not None]
+        if deferred:
+            self.store.set_mirrored(self.connection, {u[0].crm_id: None for u in deferred})
+        return [u for u in updates if u[1] is None]
 
     def _flush_status(self, report: RunReport, *, everything: bool) -> None:
         while len(self._pending) >= WRITE_BATCH or (everything and self._pending):
@@ -880,7 +991,7 @@ class SyncEngine:
     def _mirror_left_over(self, report: RunReport) -> None:
         """Status writes a crashed or stopped run left undone are written first."""
         now = self.clock()
-        while True:
+        while not self.stop.is_set():
             links = [
                 link
                 for link in self.store.links_to_mirror(self.connection)
@@ -918,8 +1029,17 @@ class SyncEngine:
             while len(self._writes) > WRITES_IN_FLIGHT:
                 self._record_write(*self._writes.popleft(), report)
             return
-        with report.phase("crm_status_calls"):
-            results = self.crm.write_status([u for u, _, _ in updates])
+        try:
+            with report.phase("crm_status_calls"):
+                results = self.crm.write_status([u for u, _, _ in updates])
+        except ConnectorError as exc:
+            # The batch's fate is unknown: an error with no link behind it would be taken
+            # as shown and never written, so its letter forgets the record (read again,
+            # it is processed again and its error written then).
+            for update, link, _ in updates:
+                if link is None:
+                    self._error_not_written(update.crm_id, exc.code)
+            raise
         self._record_writes(updates, results, report)
 
     def _record_write(
@@ -961,14 +1081,17 @@ class SyncEngine:
                     saved[link.crm_id] = fp
             elif settled is not None:
                 report.skipped[settled] += 1
+                self._settled_writes[settled] += 1
                 if link is not None:
                     saved[link.crm_id] = fp
-                log.info(
+                # one line per cycle says how many (see run); each one only when debugging
+                log.debug(
                     "%s: %s: status fields not written (%s): %s",
                     self.connection,
                     update.crm_id,
                     result.error_code,
                     result.message,
+                    extra=record_fields(self.connection, update.crm_id, reason=settled),
                 )
             elif result.error_code == QuotaExhausted.code:
                 quota = result  # not a record's fault: written next cycle (not mirrored yet)
@@ -980,6 +1103,9 @@ class SyncEngine:
                     update.crm_id,
                     result.error_code,
                     result.message,
+                    extra=record_fields(
+                        self.connection, update.crm_id, reason=f"crm_write:{result.error_code}"
+                    ),
                 )
             if not result.ok and settled is None and link is None:
                 self._error_not_written(update.crm_id, result.error_code)
@@ -995,7 +1121,9 @@ class SyncEngine:
 
         The error is written only when it differs from the dead letter's message (no
         echo loop); marking the message makes the next processing of the record write
-        it again instead of taking it as already shown.
+        it again instead of taking it as already shown. The letter forgets how the
+        record was (stamp and content), so the record is processed again the next time
+        it is read even if nothing the mapping reads has changed.
         """
         letter = self.store.open_dead_letters(self.connection, [crm_id]).get(crm_id)
         if letter is not None and NOT_WRITTEN not in letter.message:
@@ -1004,7 +1132,6 @@ class SyncEngine:
                 crm_id,
                 letter.reason_code,
                 f"{letter.message}{NOT_WRITTEN} ({code})",
-                letter.crm_modstamp,
             )
 
     # ------------------------------------------------------------------ pull back
@@ -1047,6 +1174,8 @@ class SyncEngine:
         microsoft: dict[str, ReferralState] = {}
         retry_from: list[datetime] = []
         for referral in self._changed_referrals(since, report):
+            if self.stop.is_set():
+                return  # the core cursor stays: the next run lists these again
             if referral.updated is not None and (newest is None or referral.updated > newest):
                 newest = referral.updated
             batch.append(referral)
@@ -1198,6 +1327,7 @@ class SyncEngine:
                     "%s: referral %s was listed but cannot be read (404); left for the next cycle",
                     self.connection,
                     referral.id,
+                    extra={"connection": self.connection, "referral_id": referral.id},
                 )
                 return None
 
@@ -1227,6 +1357,8 @@ class SyncEngine:
         ]
         records: list[CrmOpportunity] = []
         for letter in letters:
+            if self.stop.is_set():
+                break  # the rest are retried by the next cycle
             record = self.crm.fetch(letter.crm_id, fields=self._pulled_fields())
             if record is None:
                 self.store.resolve_dead_letter(self.connection, letter.crm_id)
@@ -1250,27 +1382,6 @@ def _set_aside(claimed: set[str], failed: Mapping[str, CoreError]) -> list[_Outc
         message = f"could not read the referral it may already have: {exc.message}"
         outcomes.append(_Outcome(crm_id, "failed", exc.code, message, transient=exc.transient))
     return outcomes
-
-
-def _describe(action: Action) -> dict[str, Any]:
-    if isinstance(action, Create):
-        return {
-            "crm_id": action.draft.crm_id,
-            "action": "create",
-            "name": action.draft.name,
-            "stage": action.draft.stage.value,
-            "status": f"{action.body.get('status')}/{action.body.get('substatus')}",
-            "invite_microsoft": action.invite_microsoft,
-        }
-    if isinstance(action, Update):
-        return {
-            "crm_id": action.draft.crm_id,
-            "action": "close" if action.closes else "update",
-            "paths": [op["path"] for op in action.ops],
-        }
-    if isinstance(action, Skip):
-        return {"crm_id": action.crm_id, "action": "skip", "reason": action.reason.value}
-    return {"crm_id": action.crm_id, "action": "reject", "reasons": list(action.reasons)}
 
 
 def _count_planned(action: Action, report: RunReport) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from connector.crm.base import NewOpportunity, StageInfo
 from connector.dealcore.options import DEFAULT_OPTIONS, MicrosoftReferralRule
 from connector.errors import ConnectorError, CoreError, PreconditionFailed
+from connector.logs import record_fields
 from connector.mapping.apply import resolve_stage
 from connector.mapping.filters import AllOf, Condition, Filter
 from connector.mapping.schema import ContactFields, FieldSource, MappingFile
@@ -313,6 +314,7 @@ class LifecycleSteps:
                     engine.connection,
                     referral.id,
                     crm_id,
+                    extra=record_fields(engine.connection, crm_id, referral_id=referral.id),
                 )
                 saved.append(self._incoming_link(crm_id, referral, facts, None))
                 continue
@@ -342,6 +344,7 @@ class LifecycleSteps:
                     referral.id,
                     result.error_code,
                     result.message,
+                    extra={"connection": engine.connection, "referral_id": referral.id},
                 )
                 if referral.updated is not None and (floor is None or referral.updated < floor):
                     floor = referral.updated
@@ -446,7 +449,13 @@ class LifecycleSteps:
             try:
                 referral = self._patch_new(link, list(answer.ops))
             except ConnectorError as exc:
-                log.warning("%s: %s: %s", engine.connection, record.id, exc.message)
+                log.warning(
+                    "%s: %s: %s",
+                    engine.connection,
+                    record.id,
+                    exc.message,
+                    extra=record_fields(engine.connection, record.id, reason=exc.code),
+                )
                 outcomes.append(
                     RecordOutcome(
                         record.id, "failed", exc.code, exc.message, transient=exc.transient
@@ -483,12 +492,24 @@ class LifecycleSteps:
                 engine.store.save_link(engine.connection, link)
                 links[record.id] = link
                 report.updated += 1
-                log.info("%s: %s: accepted referral %s", engine.connection, record.id, referral.id)
+                log.info(
+                    "%s: %s: accepted referral %s",
+                    engine.connection,
+                    record.id,
+                    referral.id,
+                    extra=record_fields(engine.connection, record.id, referral_id=referral.id),
+                )
                 continue
             link = engine._linked(link, referral, fingerprint, dict(referral.raw))
             engine.store.save_link(engine.connection, link)
             links[record.id] = link
-            log.info("%s: %s: declined referral %s", engine.connection, record.id, referral.id)
+            log.info(
+                "%s: %s: declined referral %s",
+                engine.connection,
+                record.id,
+                referral.id,
+                extra=record_fields(engine.connection, record.id, referral_id=referral.id),
+            )
             outcomes.append(RecordOutcome(record.id, "closed", link=link, fingerprint=fingerprint))
         return outcomes
 
@@ -574,6 +595,7 @@ class LifecycleSteps:
                         engine.connection,
                         record.id,
                         referral.registration_status,
+                        extra=record_fields(engine.connection, record.id),
                     )
             link = replace(link, core_facts=replace(facts, notice=notice).as_json())
             engine.store.save_link(engine.connection, link)
@@ -588,4 +610,5 @@ class LifecycleSteps:
                         update.crm_id,
                         field,
                         result.message,
+                        extra=record_fields(engine.connection, update.crm_id),
                     )

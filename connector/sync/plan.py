@@ -16,7 +16,15 @@ from typing import Any, Protocol
 
 from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
 from connector.dealcore.payload import HELP_ASKED, patch_ops, referral_body, sendable, status_ops
-from connector.model import DealDraft, DealType, Rejection, StandardStage, Status, Substatus
+from connector.model import (
+    STAGE_IGNORED,
+    DealDraft,
+    DealType,
+    Rejection,
+    StandardStage,
+    Status,
+    Substatus,
+)
 from connector.sync.lifecycle import shared_with_microsoft
 
 
@@ -26,6 +34,8 @@ class SkipReason(StrEnum):
     LOST_BEFORE_SHARED = "lost_before_shared"
     DELETED = "deleted"
     INCOMING = "incoming_not_answered"
+    #: the record's stage is mapped to ``ignore``
+    STAGE_IGNORED = "stage_ignored"
 
 
 class LinkFacts(Protocol):
@@ -143,6 +153,8 @@ def plan_outbound(
 ) -> Action:
     """One action for one mapped record. ``link`` is None when the record was never shared."""
     if isinstance(item, Rejection):
+        if item.code == STAGE_IGNORED:
+            return Skip(item.crm_id, SkipReason.STAGE_IGNORED)
         return Reject(item.crm_id, item.reasons, item.code)
     draft = item
     fingerprint = draft.fingerprint()

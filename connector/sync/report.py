@@ -7,14 +7,17 @@ registered secrets and tokens (:mod:`connector.redaction`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from connector.redaction import scrub, scrub_data
+
+log = logging.getLogger("connector.sync.engine")
 
 
 class Outcome:
@@ -25,6 +28,16 @@ class Outcome:
     INTERRUPTED = "interrupted"  # a stop was requested; the committed cursor is safe
     FAILED = "failed"  # the run itself failed (configuration, unreachable system, ...)
     LEASE_HELD = "lease_held"  # another run holds the connection's lease: nothing was done
+
+
+#: the level of a cycle's log line by its outcome (a failed cycle is an error)
+CYCLE_LOG_LEVEL = {
+    Outcome.OK: logging.INFO,
+    Outcome.PARTIAL: logging.INFO,
+    Outcome.INTERRUPTED: logging.WARNING,
+    Outcome.QUOTA: logging.WARNING,
+    Outcome.FAILED: logging.ERROR,
+}
 
 
 @dataclass
@@ -47,6 +60,10 @@ class RunReport:
     plan: list[dict[str, Any]] = field(default_factory=list)
     #: seconds spent in each phase of the cycle (outbound, pull_back, ...)
     phases: dict[str, float] = field(default_factory=dict)
+    #: the run failed because the CRM refused a request as malformed (HTTP 400)
+    crm_refused_request: bool = False
+    #: a failed run's cause found in the mapping file (``file:line:col: ...``)
+    mapping_problems: list[str] = field(default_factory=list)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # the error is often a remote system's text: scrubbed as it is set, wherever from
@@ -61,9 +78,10 @@ class RunReport:
             "closed": self.closed,
             "mirrored": self.mirrored,
             "pulled": self.pulled,
-            "skipped": dict(self.skipped),
-            "rejected": dict(self.rejected),
-            "failed": dict(self.failed),
+            # a reason counted zero times is no reason: left out
+            "skipped": {k: n for k, n in self.skipped.items() if n},
+            "rejected": {k: n for k, n in self.rejected.items() if n},
+            "failed": {k: n for k, n in self.failed.items() if n},
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -80,6 +98,8 @@ class RunReport:
             data["error"] = self.error
         if self.quota:
             data["quota"] = self.quota
+        if self.mapping_problems:
+            data["mapping_problems"] = list(self.mapping_problems)
         if self.dry_run:
             data["plan"] = self.plan
         scrubbed: dict[str, Any] = scrub_data(data)
@@ -106,3 +126,21 @@ class RunReport:
     def finish_outcome(self) -> None:
         if self.outcome == Outcome.OK and (self.rejected or self.failed):
             self.outcome = Outcome.PARTIAL
+
+
+def log_settled_writes(connection: str, counts: Mapping[str, int]) -> None:
+    """One line per cycle for the status writes a CRM refused for good, by reason.
+
+    A closed Dataverse row is read-only: a large sync meets thousands, each logged only
+    at DEBUG; this line says how many there were.
+    """
+    counts = {reason: n for reason, n in counts.items() if n}
+    if counts:
+        log.info(
+            "%s: status fields of %d record(s) not written, the CRM refuses writes to them "
+            "(%s); each is logged at DEBUG",
+            connection,
+            sum(counts.values()),
+            ", ".join(f"{reason} {n}" for reason, n in counts.items()),
+            extra={"event": "status_not_written", "connection": connection, "counts": counts},
+        )

@@ -1,7 +1,7 @@
 """The image's install steps, without Docker: a wheel in a clean venv, run as a non-root user.
 
-Follows the Dockerfile: build the wheel from a copy of pyproject.toml, README.md and
-connector/ (`pip wheel --no-deps`), install it with the ``postgres`` extra into a fresh
+Follows the Dockerfile: build the wheel from a copy of pyproject.toml, README.md,
+LICENSE, connector/ and mappings/ (`pip wheel --no-deps`), install it with the ``postgres`` extra into a fresh
 virtual environment, copy mappings/ and config/, then, as an unprivileged user, start
 the sandbox and `connector run` from that environment (config/compose-sandbox.yaml
 pointed at the sandbox, a 5 s interval), watch two cycles through /healthz, /readyz and
@@ -111,11 +111,10 @@ def build_image(root: Path, base: str) -> Path:
     """The Dockerfile's build stage; returns the venv (root-owned, like /opt/venv)."""
     src = root / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(
-        ROOT / "connector", src / "connector", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for name in ("connector", "mappings"):  # connector/mappings_default/ links to mappings/
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     venv = root / "opt" / "venv"
     run([base, "-m", "venv", str(venv)])
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
@@ -155,6 +154,13 @@ def test_the_image_steps_install_and_run_the_daemon_as_a_non_root_user(image_roo
             cwd=image_root,
         ).stdout
     )
+
+    # the default mappings and their schema come with the package, not the checkout
+    init = image_root / "init"
+    run([str(venv / "bin" / "connector"), "mappings", "init", str(init)], cwd=image_root)
+    first = (init / "salesforce.yaml").read_text(encoding="utf-8").splitlines()[0]
+    assert first == f"# yaml-language-server: $schema={(init / 'mapping.schema.json').resolve()}"
+    assert (init / "dynamics.yaml").is_file()
 
     app, data, shared = image_root / "app", image_root / "data", image_root / "shared"
     shutil.copytree(ROOT / "mappings", app / "mappings")

@@ -1,16 +1,20 @@
-"""Crash safety: SIGKILL the one-shot sync at random points, restart, and lose nothing.
+"""Crash safety: SIGKILL (or SIGTERM) the sync at random points, restart, lose nothing.
 
 The sandbox runs in its own process with 2,000 opportunities; ``connector sync
 --once`` runs as a subprocess on a SQLite state file and is killed with SIGKILL a
-random 0.3–2.5 s after it opened its state store, again and again, then allowed to
-finish. Afterwards every eligible opportunity has exactly one referral, nothing
-else has one, and Salesforce mirrors the core's id and status.
+random 0.3–2.5 s after its cycle started, again and again, then allowed to finish.
+The SIGTERM test does the same with the stop an orchestrator sends, to the daemon
+and to the one-shot sync by turns: each must stop at a record boundary and exit (0,
+or 130 for the one-shot sync) well inside Kubernetes' 30 s grace. Afterwards every
+eligible opportunity has exactly one referral, nothing else has one, and Salesforce
+mirrors the core's id and status.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -75,8 +79,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
             if kills >= MIN_KILLS:
                 completed_exit = process.wait(timeout=120)
                 break
-            # Kill while it works: after the store is open (imports take a second or two).
-            _wait_for_line(log, "state store open", process, limit=20)
+            # Kill while it works: after its cycle started (imports take a second or two).
+            _wait_for_line(log, "cycle started", process, limit=20)
             try:
                 code = process.wait(timeout=rng.uniform(0.3, 2.5))
             except subprocess.TimeoutExpired:
@@ -95,3 +99,83 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
         assert len(verdict.eligible) > 1000
         assert verdict.problems == {}
         print(f"crash safety: {kills} SIGKILLs survived; {len(verdict.eligible)} referrals")
+
+
+MIN_STOPS = 8
+#: the time a stopped process may take to exit: well inside Kubernetes' default 30 s
+STOP_LIMIT_S = 10.0
+#: per core call while stopping: a page of 2,000 pushed to its end would take longer
+#: than STOP_LIMIT_S (the stop must not wait for the page, only for what is in flight)
+STOP_CORE_LATENCY_MS = 50
+
+
+def test_sigterm_at_random_points_exits_in_time_and_loses_nothing(tmp_path: Path) -> None:
+    rng = random.Random(20261203)
+    with SandboxProcess(tmp_path, OPPORTUNITIES, latency_ms=LATENCY_MS) as sandbox:
+        assert sandbox.admin is not None
+        config = write_config(
+            tmp_path / "config.yaml",
+            sandbox.url,
+            sandbox.ca_file,
+            f"sqlite:///{tmp_path / 'state.db'}",
+        )
+        sandbox.admin.put(
+            "/_sandbox/latency", json={"core": STOP_CORE_LATENCY_MS}
+        ).raise_for_status()
+        once = [PYTHON, "-m", "connector", "sync", "--once", "--config", str(config)]
+        daemon = [PYTHON, "-m", "connector", "run", "--config", str(config)]
+        daemon += ["--health-port", "0", "--grace-s", "30"]
+        stopped: list[float] = []
+        for restart in range(MAX_RESTARTS):
+            if len(stopped) >= MIN_STOPS:
+                break
+            as_daemon = restart % 2 == 0
+            log = tmp_path / f"stop-{restart}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    daemon if as_daemon else once,
+                    cwd=tmp_path,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=connector_env(),
+                )
+            _wait_for_line(log, "cycle started", process, limit=20)
+            try:
+                code = process.wait(timeout=rng.uniform(0.3, 2.5))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGTERM)
+                sent = time.monotonic()
+                try:
+                    code = process.wait(timeout=STOP_LIMIT_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+                    pytest.fail(
+                        f"no exit {STOP_LIMIT_S} s after SIGTERM: {log.read_text()[-3000:]}"
+                    )
+                stopped.append(time.monotonic() - sent)
+                assert code == (0 if as_daemon else 130), log.read_text()[-3000:]
+            else:
+                assert not as_daemon, log.read_text()[-3000:]  # a daemon runs until stopped
+                assert code in (0, 1), log.read_text()[-3000:]
+        assert len(stopped) >= MIN_STOPS, f"only {len(stopped)} stops landed mid-run"
+        final = subprocess.run(
+            [*once, "--report-json", str(tmp_path / "report.json")],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=connector_env(),
+            timeout=120,
+            check=False,
+        )
+        assert final.returncode in (0, 1), final.stderr[-3000:]
+        report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+        assert not report["failed"], report["failed"]
+
+        verdict = check_world(sandbox.admin)
+        assert len(verdict.eligible) > 1000
+        assert verdict.problems == {}
+        print(
+            f"SIGTERM: {len(stopped)} stops, exit after {min(stopped):.2f}-{max(stopped):.2f} s; "
+            f"{len(verdict.eligible)} referrals"
+        )

@@ -57,6 +57,10 @@ class LetterWorld:
         with Store.open(self.state_url) as store:
             return store.list_dead_letters(include_resolved=include_resolved)
 
+    def record(self, record_id: str) -> dict[str, Any]:
+        url = f"/_sandbox/salesforce/opportunities/{record_id}"
+        return dict(self.admin.get(url).raise_for_status().json())
+
     def edit(self, record_id: str, **values: Any) -> None:
         self.admin.post(
             f"/_sandbox/salesforce/opportunities/{record_id}", json=values
@@ -106,6 +110,41 @@ def test_discard_resolves_without_retrying(letter_world: LetterWorld) -> None:
     world.sync()
     assert letter.crm_id not in {d.crm_id for d in world.letters()}  # not retried
     assert world.cli("errors", "discard", str(letter.id)).exit_code == 1
+
+
+def test_a_letter_discarded_right_after_the_first_sync_stays_discarded(
+    letter_world: LetterWorld,
+) -> None:
+    """The first sync writes the error into the record (its stamp moves); the letter is
+    discarded before any other cycle: the next two cycles neither open a new letter for
+    it nor write its error again."""
+    world = letter_world
+    world.sync()
+    letter = world.letters()[0]
+    assert world.cli("errors", "discard", str(letter.id)).exit_code == 0
+    stamp = world.record(letter.crm_id)["SystemModstamp"]
+    for _ in range(2):
+        report = world.sync()
+        assert dict(report.rejected) == {}, report.as_json()
+        assert letter.crm_id not in {d.crm_id for d in world.letters()}
+    history = [d for d in world.letters(include_resolved=True) if d.crm_id == letter.crm_id]
+    assert [(d.id, d.attempts, d.resolved) for d in history] == [(letter.id, 1, True)]
+    assert world.record(letter.crm_id)["SystemModstamp"] == stamp  # not written again
+
+
+def test_a_discarded_record_that_changes_fails_again_in_a_new_letter(
+    letter_world: LetterWorld,
+) -> None:
+    world = letter_world
+    world.sync()
+    letter = next(d for d in world.letters() if "contact" not in d.message.lower())
+    assert world.cli("errors", "discard", str(letter.id)).exit_code == 0
+    world.sync()
+    world.edit(letter.crm_id, Description="edited by sales ops, still invalid")
+    report = world.sync()
+    assert sum(report.rejected.values()) == 1
+    (reopened,) = [d for d in world.letters() if d.crm_id == letter.crm_id]
+    assert reopened.id != letter.id and reopened.attempts == 1
 
 
 def test_retry_makes_the_next_cycle_process_the_record_again(letter_world: LetterWorld) -> None:

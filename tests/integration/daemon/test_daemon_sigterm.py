@@ -1,9 +1,10 @@
-"""SIGTERM in the middle of a cycle: the page finishes and commits, exit 0, nothing lost.
+"""SIGTERM in the middle of a page: the requests in flight finish, exit 0, nothing lost.
 
 `connector run` runs as a real process against the HTTPS sandbox, slowed down so that a
-cycle takes several seconds; it is stopped while it pushes the first page. The next
-start (`connector sync --once`) resumes from the committed cursor: no referral is
-created twice and every synced opportunity ends up linked.
+page takes several seconds to push; it is stopped while it pushes the first page. It
+sends nothing more, saves the links of what it sent, and leaves the CRM cursor before
+the page it did not finish. The next start (`connector sync --once`) reads that page
+again: no referral is created twice and every synced opportunity ends up linked.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def test_sigterm_mid_cycle_loses_nothing_and_the_next_start_resumes(tmp_path: Pa
                 cursor = store.get_cursor(SF, "crm")
                 links = list(store.iter_links(SF))
                 runs = store.recent_runs(SF)
-            assert cursor is not None  # the first page was committed
+            assert cursor is None  # the first page was not finished: read again next time
             assert runs[0].outcome == "interrupted"
+            assert any("left for the next run" in e["message"] for e in events)
             states = Counter(link.state for link in links)
             assert states[LinkState.PENDING_CREATE] == 0
             assert {link.referral_id for link in links} == {r["id"] for r in at_stop}

@@ -7,6 +7,7 @@ only Dataverse has. Policies asserted here are documented in docs/dynamics.md.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -193,3 +194,21 @@ def test_a_reopened_won_row_shows_why_its_edit_was_not_sent(world: World) -> Non
     assert report.skipped["terminal"] == 1
     assert world.calls()["core"].get("PATCH", 0) == 0
     assert "closed deal cannot be edited" in view.opportunity(crm_id)["cosell_syncerror"]
+
+
+def test_refused_writes_to_closed_rows_are_one_info_line_and_each_a_debug_line(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="connector")
+    report = world.sync()
+    refused = report.skipped["read_only_closed"]
+    assert refused > 0
+    each = [r for r in caplog.records if "status fields not written (" in r.getMessage()]
+    assert len(each) == refused
+    assert {r.levelno for r in each} == {logging.DEBUG}
+    assert all(getattr(r, "crm_id", None) and r.connection == CONNECTION for r in each)  # type: ignore[attr-defined]
+    summary = [r for r in caplog.records if getattr(r, "event", None) == "status_not_written"]
+    assert len(summary) == 1 and summary[0].levelno == logging.INFO
+    assert summary[0].counts == {"read_only_closed": refused}  # type: ignore[attr-defined]
+    info = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(info) < 20, [r.getMessage() for r in info]  # a few lines a cycle, not one a record

@@ -23,6 +23,7 @@ import pytest
 from e2e_world import World
 
 from connector.dealcore.client import ReferralsClient
+from connector.state.store import Store
 
 
 def test_first_sync_creates_exactly_one_right_referral_per_eligible_opportunity(
@@ -190,6 +191,25 @@ def test_a_crash_between_create_and_bookkeeping_leaves_no_duplicate(
     counts = Counter(r["externalReferenceId"] for r in world.referrals())
     assert counts and max(counts.values()) == 1
     assert set(counts) == set(world.expected_eligible())
+
+
+def test_after_the_first_sync_two_more_cycles_reject_nothing_and_end_ok(world: World) -> None:
+    """The first sync writes each rejected record's error into it, which moves the
+    record's stamp: the next cycles read it again, but it has not changed, so it is
+    neither rejected again nor written again, and the run ends ok (exit code 0)."""
+    first = world.sync()
+    rejected = sum(first.rejected.values())
+    assert rejected > 0 and first.outcome == "partial"
+    for _ in range(2):
+        again = world.sync()
+        assert dict(again.rejected) == {} and dict(again.failed) == {}
+        assert again.outcome == "ok", again.as_json()
+        assert again.skipped["unchanged_since_failure"] <= rejected
+        assert again.mirrored == 0  # no error field written twice
+    with Store.open(world.state_url) as store:
+        letters = store.list_dead_letters(include_resolved=True)
+    assert len(letters) == rejected
+    assert {d.attempts for d in letters} == {1}
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(world: World) -> None:

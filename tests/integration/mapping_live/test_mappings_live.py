@@ -7,7 +7,10 @@ through the CLI with the connection's own adapters, exactly as an admin would ru
 from __future__ import annotations
 
 import io
+import os
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from connector import cli
+from connector import cli, mapping_cli
 from connector.sandbox.server import SandboxServer
 
 ROOT = Path(__file__).parents[3]
@@ -56,8 +59,9 @@ def run(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     """Run the CLI; returns the exit code and everything printed (wide, no colour)."""
     out = io.StringIO()
     wide = Console(file=out, width=250, no_color=True)
-    monkeypatch.setattr(cli, "console", wide)
-    monkeypatch.setattr(cli, "err_console", wide)
+    for module in (cli, mapping_cli):
+        monkeypatch.setattr(module, "console", wide)
+        monkeypatch.setattr(module, "err_console", wide)
     result = CliRunner().invoke(cli.app, list(args))
     return result.exit_code, out.getvalue() + result.output
 
@@ -96,9 +100,10 @@ def test_check_against_crm_flags_a_stage_added_after_the_mapping_was_written(
     row = next(line for line in out.splitlines() if "Security Review" in line and "│" in line)
     assert "UNMAPPED" in row
     assert (
-        "problem: stage 'Security Review' is not in stages.map and unmapped stages are "
-        "rejected, so records in it will be rejected; add 'Security Review: <standard stage>' "
-        "under stages.map" in out
+        f"{mapping}:23:3: stages.map: stage 'Security Review' is not in stages.map and "
+        "unmapped stages are rejected, so records in it will be rejected; add 'Security "
+        "Review: <standard stage>' (or 'Security Review: ignore') under stages.map"
+        in " ".join(out.split())
     )
 
 
@@ -267,3 +272,140 @@ def test_explain_an_unknown_record_fails_with_a_clear_message(
     )
     assert code == cli.ExitCode.FAILED
     assert "no opportunity with id 006000000000000AAA" in out
+
+
+def test_check_against_crm_reports_misspelt_fields_and_other_problems_in_one_pass(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (
+        SALESFORCE.read_text(encoding="utf-8")
+        .replace("notes: {field: Description}", "notes: {field: Descriptoin}")
+        .replace("referral_link: Referral_Link__c", "referral_link: Referal_Link__c")
+        .replace(
+            "    Prospecting: Created\n",
+            "    Prospecting: Created\n    Security Review: Accepted\n",
+        )
+        .replace(
+            "customer_city: {field: Account.BillingCity}",
+            "customer_city: {field: Acount.BillingCity}",
+        )
+    )
+    mapping = live.tmp / "misspelt.yaml"
+    mapping.write_text(text, encoding="utf-8")
+    lines = text.splitlines()
+
+    def line_of(needle: str) -> int:
+        return next(i for i, line in enumerate(lines, 1) if needle in line)
+
+    code, out = run(
+        monkeypatch,
+        *(
+            "mappings",
+            "check",
+            str(mapping),
+            "--against-crm",
+            "--config",
+            str(live.config(mapping)),
+        ),
+    )
+    assert code == cli.ExitCode.BAD_CONFIG, out
+    flat = " ".join(out.split())
+    for needle, message in (
+        (
+            "Descriptoin",
+            "'Descriptoin' is not a field of Opportunity in the CRM (did you mean 'Description'?)",
+        ),
+        (
+            "Referal_Link__c",
+            "'Referal_Link__c' is not a field of Opportunity in the CRM (did you mean 'Referral_Link__c'?)",
+        ),
+        ("Security Review: Accepted", "Accepted is set only by Partner Center"),
+        (
+            "Acount.BillingCity",
+            "'Acount' in 'Acount.BillingCity' is not a relationship of Opportunity in the CRM (did you mean 'Account'?)",
+        ),
+    ):
+        assert f"{mapping}:{line_of(needle)}:" in flat and message in flat, (needle, flat[-1500:])
+    assert "None" not in out
+
+
+def test_check_against_crm_knows_dataverse_attributes_lookups_and_derived_names(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = live.config()
+    code, out = run(
+        monkeypatch,
+        *("mappings", "check", str(DYNAMICS), "--against-crm", "--config", str(config)),
+    )
+    assert code == 0, out  # stage, is_won, cosell_helpneeded@label, parentaccountid.name ...
+    text = (
+        DYNAMICS.read_text(encoding="utf-8")
+        .replace("{field: estimatedclosedate}", "{field: estimatedclosingdate}")
+        .replace("parentaccountid.name", "parentaccountid.nmae")
+    )
+    broken = live.tmp / "dynamics-misspelt.yaml"
+    broken.write_text(text, encoding="utf-8")
+    config_text = config.read_text(encoding="utf-8").replace(str(DYNAMICS), str(broken))
+    config.write_text(config_text, encoding="utf-8")
+    code, out = run(
+        monkeypatch, "mappings", "check", str(broken), "--against-crm", "--config", str(config)
+    )
+    assert code == cli.ExitCode.BAD_CONFIG, out
+    flat = " ".join(out.split())
+    assert (
+        "'estimatedclosingdate' is not a field of opportunity in the CRM (did you mean 'estimatedclosedate'?)"
+        in flat
+    )
+    assert (
+        "'nmae' (in 'parentaccountid.nmae') is not a field of account in the CRM (did you mean 'name'?)"
+        in flat
+    )
+
+
+def test_piped_every_problem_is_one_line(live: Live) -> None:
+    text = SALESFORCE.read_text(encoding="utf-8").replace(
+        "notes: {field: Description}", "notes: {field: Descriptoin}"
+    )
+    mapping = live.tmp / "piped.yaml"
+    mapping.write_text(text, encoding="utf-8")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "mappings",
+            "check",
+            str(mapping),
+            "--against-crm",
+            "--config",
+            str(live.config(mapping)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "COLUMNS"},
+    )
+    assert done.returncode == cli.ExitCode.BAD_CONFIG, done.stdout + done.stderr
+    (problem,) = [line for line in done.stderr.splitlines() if line.startswith(str(mapping))]
+    assert len(problem) > 80 and problem.endswith("or create the field in the CRM")
+
+
+def test_a_dry_run_that_fails_on_a_misspelt_field_names_its_line(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = SALESFORCE.read_text(encoding="utf-8").replace(
+        "notes: {field: Description}", "notes: {field: Descriptoin}"
+    )
+    mapping = live.tmp / "dry-run-typo.yaml"
+    mapping.write_text(text, encoding="utf-8")
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "Descriptoin" in t)
+    monkeypatch.setenv("CONNECTOR_STATE_URL", f"sqlite:///{live.tmp / 'dry.db'}")
+    code, out = run(
+        monkeypatch,
+        *("sync", "--once", "--dry-run", "--connection", "sandbox-salesforce"),
+        *("--config", str(live.config(mapping))),
+    )
+    assert code == cli.ExitCode.BAD_CONFIG, out
+    flat = " ".join(out.split())
+    assert f"{mapping}:{line}:18: fields.notes.field: 'Descriptoin' is not a field" in flat

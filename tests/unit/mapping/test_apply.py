@@ -212,3 +212,18 @@ def test_clean_text_fast_path_gives_what_character_by_character_cleaning_gives(
 ) -> None:
     expected = _clean_text_character_by_character(value, multiline=multiline)
     assert clean_text(value, multiline=multiline) == expected
+
+
+def test_a_record_in_an_ignored_stage_is_skipped_not_rejected_whatever_else_it_lacks() -> None:
+    from connector.mapping.load import parse_mapping
+    from connector.sync.plan import Skip, SkipReason, plan_outbound
+
+    text = (Path(__file__).parents[3] / "mappings" / "salesforce.yaml").read_text("utf-8")
+    ignoring = parse_mapping(
+        text.replace("Needs Analysis: Qualified", "Needs Analysis: ignore"), "m.yaml"
+    )
+    result = apply_mapping(record(CloseDate=None, Amount=None), ignoring, STAGES)
+    assert isinstance(result, Rejection) and result.code == "stage_ignored"
+    action = plan_outbound(result, None)
+    assert isinstance(action, Skip) and action.reason is SkipReason.STAGE_IGNORED
+    assert isinstance(apply_mapping(record(), MAPPING, STAGES), DealDraft)  # not ignored there

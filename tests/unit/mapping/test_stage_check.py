@@ -41,8 +41,21 @@ def test_an_unmapped_stage_is_a_problem_under_reject() -> None:
     assert [line.maps_to for line in check.lines if line.label == "Technical Win"] == ["UNMAPPED"]
     assert check.problems == [
         "stage 'Technical Win' is not in stages.map and unmapped stages are rejected, so "
-        "records in it will be rejected; add 'Technical Win: <standard stage>' under stages.map"
+        "records in it will be rejected; add 'Technical Win: <standard stage>' (or "
+        "'Technical Win: ignore') under stages.map"
     ]
+    assert check.problem_paths == [("stages", "map")]
+
+
+def test_an_ignored_stage_is_shown_as_ignored_and_is_no_problem() -> None:
+    text = TEXT.replace("unmapped: by_probability", "unmapped: reject").replace(
+        "    Closed Won: Won\n", "    Technical Win: ignore\n    Closed Won: Won\n"
+    )
+    check = check_stages(parse_mapping(text, "m.yaml"), ORG)
+    assert [line.maps_to for line in check.lines if line.label == "Technical Win"] == [
+        "ignored (records skipped)"
+    ]
+    assert check.problems == []
 
 
 def test_contradictions_between_crm_and_mapping_are_problems() -> None:

@@ -30,7 +30,7 @@ from connector.state.migrations import alembic_config
 from connector.state.schema import metadata
 
 CONTRACT: list[Callable[..., None]] = []
-HEAD = "0003_create_intents"
+HEAD = "0004_dead_letter_fingerprint"
 
 
 def contract(test: Callable[..., None]) -> Callable[..., None]:
@@ -499,6 +499,49 @@ def test_concurrent_writers_from_worker_threads(store: Store) -> None:
     assert all(store.get_cursor("sf", f"worker-{n}") == "19" for n in range(8))
 
 
+@contract
+def test_releasing_create_intents_drops_only_pending_links(store: Store) -> None:
+    store.mark_pending("sf", "006A", "fp", {"name": "a"})
+    store.mark_pending("sf", "006B", "fp", {"name": "b"})
+    store.save_link("sf", linked("006C", "R-3"))
+    store.release_pending("sf", ["006A", "006C", "006Z"])
+    assert set(store.get_links("sf", ["006A", "006B", "006C"])) == {"006B", "006C"}
+    store.release_pending("sf", [])
+
+
+@contract
+def test_a_link_marked_unmirrored_is_listed_to_mirror(store: Store) -> None:
+    store.save_link("sf", linked("006A", "R-1", core_facts={"status": "Active"}))
+    store.set_mirrored("sf", {"006A": "written"})
+    assert store.links_to_mirror("sf") == []
+    store.set_mirrored("sf", {"006A": None})
+    assert [link.crm_id for link in store.links_to_mirror("sf")] == ["006A"]
+
+
+def test_opening_an_existing_store_only_refuses_one_without_connector_state(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with Store.open(url) as store:
+        store.set_cursor("sf", "crm", "x")
+    with Store.open(url, existing=True) as store:
+        assert store.get_cursor("sf", "crm") == "x"
+    empty = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")  # a database, no tables
+    empty.connect().close()
+    empty.dispose()
+    with pytest.raises(StateError) as caught:
+        Store.open(f"sqlite:///{tmp_path / 'other.db'}", existing=True)
+    assert caught.value.code == "state_missing"
+    typo = tmp_path / "sate.db"
+    with pytest.raises(StateError) as caught:
+        Store.open(f"sqlite:///{typo}", existing=True)
+    assert caught.value.code == "state_missing"
+    assert (
+        "no sync has run" in caught.value.message and "CONNECTOR_STATE_URL" in caught.value.message
+    )
+    assert not typo.exists()  # nothing created
+
+
 # -- dead letters --------------------------------------------------------------------------
 
 
@@ -550,10 +593,10 @@ def test_dead_letters_added_in_one_go_open_or_count_like_one_by_one(
     store.add_dead_letters(
         "sf",
         [
-            ("006A", "unmapped_stage", "stage 'Zeta' unmapped", stamp),
-            ("006B", "invalid_record", "no name", None),
-            ("006C", "invalid_record", "first word", None),
-            ("006C", "invalid_record", "last word", stamp),  # one letter per record
+            ("006A", "unmapped_stage", "stage 'Zeta' unmapped", stamp, "fp-a"),
+            ("006B", "invalid_record", "no name", None, None),
+            ("006C", "invalid_record", "first word", None, None),
+            ("006C", "invalid_record", "last word", stamp, "fp-c"),  # one letter per record
         ],
     )
     letters = {d.crm_id: d for d in store.list_dead_letters("sf")}
@@ -567,8 +610,23 @@ def test_dead_letters_added_in_one_go_open_or_count_like_one_by_one(
     )
     assert (letters["006B"].attempts, letters["006B"].message) == (1, "no name")
     assert (letters["006C"].attempts, letters["006C"].message) == (1, "last word")
+    assert (again.crm_fingerprint, letters["006C"].crm_fingerprint) == ("fp-a", "fp-c")
     store.add_dead_letters("sf", [])
     assert len(store.list_dead_letters("sf")) == 3
+
+
+@contract
+def test_the_last_letter_of_a_record_tells_how_it_was_even_once_discarded(store: Store) -> None:
+    stamp = datetime(2025, 2, 1, tzinfo=UTC)
+    first = store.add_dead_letter("sf", "006A", "invalid_record", "no date", stamp, "fp-1")
+    store.add_dead_letter("sf", "006B", "invalid_record", "no name", stamp)  # before 0002
+    store.add_dead_letter("sf", "006C", "invalid_record", "no name")  # nothing to compare
+    assert store.discard_dead_letter(first.id)
+    found = store.dead_letter_stamps("sf", ["006A", "006B", "006C", "006D"])
+    assert found == {"006A": (stamp, "fp-1"), "006B": (stamp, None)}
+    later = datetime(2025, 3, 1, tzinfo=UTC)
+    store.add_dead_letter("sf", "006A", "invalid_record", "no date", later, "fp-2")
+    assert store.dead_letter_stamps("sf", ["006A"]) == {"006A": (later, "fp-2")}
 
 
 @contract
