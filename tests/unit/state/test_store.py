@@ -501,11 +501,13 @@ def test_concurrent_writers_from_worker_threads(store: Store) -> None:
 
 @contract
 def test_releasing_create_intents_drops_only_pending_links(store: Store) -> None:
-    store.mark_pending("sf", "006A", "fp", {"name": "a"})
-    store.mark_pending("sf", "006B", "fp", {"name": "b"})
+    store.mark_pending("sf", "006A", "fp", {"name": "a"}, holder="run-1")
+    store.mark_pending("sf", "006B", "fp", {"name": "b"}, holder="run-1")
+    store.mark_pending("sf", "006D", "fp", {"name": "d"}, holder="run-2")
     store.save_link("sf", linked("006C", "R-3"))
-    store.release_pending("sf", ["006A", "006C", "006Z"])
-    assert set(store.get_links("sf", ["006A", "006B", "006C"])) == {"006B", "006C"}
+    store.release_pending("sf", ["006A", "006C", "006D", "006Z"], holder="run-1")
+    # another run's intent stays: only the releasing run's own are dropped
+    assert set(store.get_links("sf", ["006A", "006B", "006C", "006D"])) == {"006B", "006C", "006D"}
     store.release_pending("sf", [])
 
 
