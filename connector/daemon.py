@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 from collections import deque
@@ -34,7 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connector.errors import ConfigError, ConnectorError, MappingError
-from connector.lease import LeaseKeeper
+from connector.lease import LeaseKeeper, acquire, process_holder
 from connector.logs import redact
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
@@ -93,7 +91,7 @@ class Daemon:
         self.unready_after_s = unready_after_s
         self.stalled_after_s = stalled_after_s
         self.lease_ttl_s = lease_ttl_s
-        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.holder = process_holder()
         self.metrics = Metrics()
         self.health: dict[str, ConnectionHealth] = {
             c.name: ConnectionHealth() for c in self.connections
@@ -233,7 +231,7 @@ class Daemon:
 
     def _leased_cycle(self, conn: ConnectionSettings) -> RunReport | None:
         try:
-            leased = self.store.acquire_lease(conn.name, self.holder, self.lease_ttl_s)
+            leased = acquire(self.store, conn.name, self.holder, self.lease_ttl_s)
         except ConnectorError as exc:
             log.error("%s: cannot take the connection's lease: %s", conn.name, exc.message)
             return RunReport(conn.name, outcome=Outcome.FAILED, error=exc.message)

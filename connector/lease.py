@@ -8,11 +8,18 @@ of the TTL. When a renewal fails (another replica took the lease over after it
 expired, or the database cannot be reached before the lease runs out) the keeper's
 :attr:`~LeaseKeeper.stop` is set: the engine stops cleanly at a record boundary,
 so two replicas never keep working on one connection.
+
+A holder is named ``host:pid``. A process killed outright (SIGKILL, out of memory)
+cannot release its lease; a later process on the same host sees that the holder's
+process is gone and takes the lease over at once (:func:`acquire`) instead of waiting
+for it to expire. A holder on another host is only ever outwaited.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from types import TracebackType
@@ -21,6 +28,45 @@ from connector.errors import ConnectorError
 from connector.state.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def process_holder() -> str:
+    """This process's name as a lease holder (and as the owner of its create intents)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def holder_gone(holder: str) -> bool:
+    """True only when ``holder`` names a process of this host that no longer runs."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def acquire(store: Store, connection: str, holder: str, ttl_s: float) -> bool:
+    """Take the lease on ``connection``; a lease left by a dead process of this host is
+    taken over at once."""
+    if store.acquire_lease(connection, holder, ttl_s):
+        return True
+    current = store.current_lease(connection)
+    if current is None:  # expired or released between the two reads
+        return store.acquire_lease(connection, holder, ttl_s)
+    if holder_gone(current[0]) and store.take_over_lease(connection, current[0], holder, ttl_s):
+        log.info(
+            "%s: took over the lease of %s, a process of this host that is gone",
+            connection,
+            current[0],
+        )
+        return True
+    return False
 
 
 class CycleStop(threading.Event):

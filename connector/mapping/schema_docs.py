@@ -43,6 +43,12 @@ DOCS: dict[str, dict[str, tuple[str, Any]]] = {
             "opportunities, and how they start.",
             {"create_opportunities": True, "stage": "Prospecting"},
         ),
+        "on_record_deleted": (
+            "What becomes of the referral of a CRM record that was deleted or purged "
+            "(found by the periodic reconciliation): flag opens a dead letter for an "
+            "operator and leaves the referral as it is; close_lost closes it as Lost.",
+            "flag",
+        ),
     },
     "StageMap": {
         "field": (

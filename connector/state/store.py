@@ -905,6 +905,17 @@ class Store:
         with self._write(f"renew the lease of connection {conn!r}") as db:
             return db.execute(update).rowcount > 0
 
+    def take_over_lease(self, conn: str, gone: str, holder: str, ttl_s: float) -> bool:
+        """Give ``holder`` the lease ``gone`` still has on ``conn`` (a process known to be
+        dead); False when the lease changed hands meanwhile (compare and set)."""
+        update = (
+            sa.update(leases)
+            .where(leases.c.connection == conn, leases.c.holder == gone)
+            .values(holder=holder, expires=self._clock() + timedelta(seconds=ttl_s))
+        )
+        with self._write(f"take over the lease of connection {conn!r}", conn) as db:
+            return db.execute(update).rowcount > 0
+
     def release_lease(self, conn: str, holder: str) -> bool:
         """Give the lease up (only if ``holder`` has it)."""
         delete = sa.delete(leases).where(leases.c.connection == conn, leases.c.holder == holder)

@@ -14,8 +14,6 @@ it. With ``quiet`` (``--json``) nothing is printed: the caller prints the report
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +24,7 @@ from rich.table import Table
 
 from connector import terminal
 from connector.errors import ConnectorError
-from connector.lease import LeaseKeeper
+from connector.lease import LeaseKeeper, acquire, process_holder
 from connector.mapping.check import check_file
 from connector.redaction import scrub
 from connector.runtime import Runtime, open_runtime
@@ -69,7 +67,7 @@ def run_once(
     stop = stop or threading.Event()
     store = Store.open(state_url(settings, cfg))
     # the daemon's form of holder: the process, so that its create intents name it
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    holder = process_holder()
     reports: list[RunReport] = []
     try:
         for conn in connections:
@@ -124,7 +122,7 @@ def _leased(
     """
     deadline = time.monotonic() + wait_s
     waiting = False
-    while not store.acquire_lease(conn, holder, ttl_s):
+    while not acquire(store, conn, holder, ttl_s):
         if not waiting:
             waiting = True
             lease = store.current_lease(conn)

@@ -128,9 +128,9 @@ def seed(store: Store) -> tuple[int, list[int]]:
     store.add_dead_letters(
         "sf",
         [
-            ("006B", "invalid_record", "the close date is empty", None),
-            ("006C", "transient:ServerError", "the core answered 503", None),
-            ("006D", "InvalidTransition", "cannot move a won deal", None),
+            ("006B", "invalid_record", "the close date is empty", None, None),
+            ("006C", "transient:ServerError", "the core answered 503", None, None),
+            ("006D", "InvalidTransition", "cannot move a won deal", None, None),
         ],
     )
     letters = sorted(d.id for d in store.list_dead_letters("sf"))

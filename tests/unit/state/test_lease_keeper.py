@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
-from connector.lease import CycleStop, LeaseKeeper
+from connector.lease import CycleStop, LeaseKeeper, acquire, holder_gone, process_holder
 from connector.state.store import Store
 
 
@@ -35,3 +38,35 @@ def test_the_daemons_stop_reaches_the_cycle() -> None:
     assert not stop.is_set()
     daemon_stop.set()
     assert stop.is_set()
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_lease_left_by_a_dead_process_of_this_host_is_taken_over(tmp_path: Path) -> None:
+    host = socket.gethostname()
+    with Store.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        gone = f"{host}:{_dead_pid()}"
+        assert store.acquire_lease("conn", gone, 120)
+        assert holder_gone(gone)
+        assert acquire(store, "conn", process_holder(), 120)
+        assert store.current_lease("conn")[0] == process_holder()  # type: ignore[index]
+
+
+def test_a_live_or_remote_holder_is_outwaited(tmp_path: Path) -> None:
+    host = socket.gethostname()
+    with Store.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            for holder in (f"{host}:{alive.pid}", f"another-{host}:{_dead_pid()}", "replica-b"):
+                store.release_lease("conn", holder)
+                assert store.acquire_lease("conn", holder, 120)
+                assert not holder_gone(holder)
+                assert not acquire(store, "conn", process_holder(), 120)
+                store.release_lease("conn", holder)
+        finally:
+            alive.kill()
+            alive.wait()
