@@ -54,6 +54,17 @@ class NewOpportunity:
     values: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class TeamMember:
+    """A person on an opportunity's team in the CRM (a user), with the role given there."""
+
+    first_name: str
+    last_name: str
+    email: str
+    phone: str = ""
+    role: str = ""
+
+
 @dataclass
 class ApiUsage:
     """API calls this adapter made, and the CRM's own usage figures when it reports them."""

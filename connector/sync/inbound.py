@@ -138,6 +138,30 @@ def _amount(value: Any) -> Decimal | None:
         return None
 
 
+def solutions_by_field(
+    mapping: MappingFile, solutions: Sequence[Any]
+) -> list[tuple[FieldSource, list[str]]]:
+    """A referral's solutions by the mapped field of their kind: those sent with the type
+    the mapping gives Microsoft's solutions go to ``microsoft_solutions`` (when mapped),
+    the others to ``solutions`` (own and third-party look alike in a referral)."""
+    f = mapping.fields
+    own: list[str] = []
+    microsoft: list[str] = []
+    for item in solutions:
+        if not isinstance(item, Mapping) or not item.get("id"):
+            continue
+        is_microsofts = (
+            f.microsoft_solutions is not None
+            and mapping.solution_types.microsoft != mapping.solution_types.own
+            and item.get("type") == mapping.solution_types.microsoft
+        )
+        (microsoft if is_microsofts else own).append(str(item["id"]))
+    found = [(f.solutions, own)]
+    if f.microsoft_solutions is not None:
+        found.append((f.microsoft_solutions, microsoft))
+    return found
+
+
 def _contact_values(values: dict[str, Any], fields: ContactFields | None, person: Any) -> None:
     if fields is None or not isinstance(person, Mapping):
         return
@@ -173,8 +197,8 @@ def opportunity_values(
     requirements = details.get("requirements")
     solutions = requirements.get("solutions") if isinstance(requirements, Mapping) else None
     if isinstance(solutions, list):
-        ids = [str(s["id"]) for s in solutions if isinstance(s, Mapping) and s.get("id")]
-        _put(values, f.solutions, (f.solutions.split or ";").join(ids) or None)
+        for source, ids in solutions_by_field(mapping, solutions):
+            _put(values, source, (source.split or ";").join(ids) or None)
     profile = raw.get("customerProfile")
     if isinstance(profile, Mapping):
         address = profile.get("address") if isinstance(profile.get("address"), Mapping) else {}

@@ -112,6 +112,18 @@ def answer_of(
                 "refuse",
                 notice=f"Not sent: declining a referral needs a reason{where}; fill it in.",
             )
+        if inbound.decline_reasons:
+            # the seller picks a reason; the mapping says what Partner Center is told
+            picked = inbound.decline_reasons.get(reason)
+            if picked is None:
+                return Answer(
+                    "refuse",
+                    notice=(
+                        f"Not sent: {field} is {reason[:60]!r}, which is not a decline reason "
+                        f"of the mapping; pick one of {', '.join(inbound.decline_reasons)}."
+                    ),
+                )
+            reason = clean_text(picked, multiline=True)
         return Answer(DECLINE, tuple(status_ops(Status.CLOSED, Substatus.DECLINED, reason[:500])))
     return Answer("wait")
 

@@ -177,9 +177,14 @@ def plan_outbound(
         return Skip(draft.crm_id, SkipReason.INCOMING, fingerprint=fingerprint)
     previous = dict(link.sent_body or {})
     warnings: list[str] = []
-    if shared_with_microsoft(previous) and draft.deal_type is DealType.PRIVATE:
+    if (
+        shared_with_microsoft(previous)
+        and draft.deal_type is not DealType.CO_SELL
+        and not draft.shared_with_microsoft
+    ):
         warnings.append(
-            "Sharing with Microsoft cannot be undone; the deal stays co-sell in Partner Center."
+            "Sharing with Microsoft cannot be undone; the deal stays shared with Microsoft in "
+            "Partner Center."
         )
         draft = _keep_shared(draft, previous)
     if draft.partners:
@@ -187,6 +192,8 @@ def plan_outbound(
         draft = _without_partners(draft)
     wanted = referral_body(draft, options)
     body, left_out = sendable(previous, wanted)
+    if draft.deal_type is DealType.PARTNER_TO_PARTNER and "consent" in previous:
+        left_out += consents_left_out(previous, wanted)
     invite = (
         options.co_sell_mode == "two_referrals"
         and draft.deal_type is DealType.CO_SELL
@@ -222,14 +229,39 @@ def _microsoft_known(link: LinkFacts) -> bool:
 
 
 def _without_partners(draft: DealDraft) -> DealDraft:
-    """``draft`` as it is sent: no partner is invited (a partner-only deal is private)."""
-    if not draft.partners and draft.deal_type is not DealType.PARTNER_TO_PARTNER:
+    """``draft`` as it is sent: no partner is invited. A partner-to-partner deal keeps its
+    type, so its consents say the customer's information may go to a partner (who the
+    seller invites in Partner Center)."""
+    if not draft.partners and draft.partner_details is None:
         return draft
-    deal_type = DealType.PRIVATE if draft.deal_type is DealType.PARTNER_TO_PARTNER else None
-    return replace(draft, partners=(), deal_type=deal_type or draft.deal_type)
+    return replace(draft, partners=(), partner_details=None)
 
 
 def _keep_shared(draft: DealDraft, previous: Mapping[str, Any]) -> DealDraft:
+    """``draft`` still shared with Microsoft as ``previous`` was: asking the help it asked,
+    or (a deal shared without asking any) shared without asking."""
     invite = previous.get("inviteContext") or {}
     code = invite.get("assistanceRequestCode") if isinstance(invite, Mapping) else None
-    return replace(draft, deal_type=DealType.CO_SELL, assistance_code=code or "GeneralOrOther")
+    if not code or code == "Unknown":
+        return replace(draft, shared_with_microsoft=True)
+    return replace(draft, deal_type=DealType.CO_SELL, assistance_code=code)
+
+
+#: the consents a create fixes for good (no PATCH path), as the record's notice names them
+_CUSTOMER_CONSENTS = {
+    "consentToToShareInfoWithOthers": "the customer's consent to share its information with others",
+    "consentToContact": "the customer's consent to be contacted",
+}
+
+
+def consents_left_out(previous: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """The customer consents a partner-to-partner deal needs that its referral lacks."""
+    before = previous.get("consent") or {}
+    after = wanted.get("consent") or {}
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return []
+    return [
+        label
+        for key, label in _CUSTOMER_CONSENTS.items()
+        if after.get(key) is True and before.get(key) is not True
+    ]
