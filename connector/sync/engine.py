@@ -40,6 +40,7 @@ from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
 from connector.settings import HistorySettings
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
+from connector.sync.countdown import CoreClock, Countdown
 from connector.sync.history import HistoryRecorder
 from connector.sync.inbound import LifecycleSteps, refused, with_referral_customer
 from connector.sync.invite import invite_microsoft, relinked
@@ -170,6 +171,9 @@ class SyncEngine:
         ] = collections.deque()
         self._outbound_started: datetime | None = None
         self.lifecycle = LifecycleSteps(self)
+        #: the core's clock (expiry is the core's), and the daily refresh of days left
+        self.core_clock = CoreClock(store, connection, clock)
+        self.countdown = Countdown(self)
         #: what each record's syncs did, for the console (connector.sync.history)
         self.history = HistoryRecorder(store, connection, history)
 
@@ -197,6 +201,8 @@ class SyncEngine:
                 report.phases["pull_back_crm_status_calls"] = (
                     report.phases.get("crm_status_calls", 0.0) - writing
                 )
+                with report.phase("countdown"):
+                    self.countdown.refresh(report)
             if not dry_run:
                 with report.phase("status_writes"):
                     self._flush_status(report, everything=True)
@@ -750,7 +756,7 @@ class SyncEngine:
                     link, core_facts=facts.as_json(), fingerprint=o.fingerprint or link.fingerprint
                 )
                 self.store.save_link(self.connection, link)
-            values = status_values(facts, fields, now, error)
+            values = status_values(facts, fields, self.core_clock.now(), error)
             fp = values_fingerprint(values)
             if fp != link.mirrored_fingerprint:
                 updates.append((self._with_stamp(o.crm_id, values, now), link, fp))
@@ -807,7 +813,9 @@ class SyncEngine:
             for link in links:
                 assert link.core_facts is not None
                 facts = CoreFacts.from_json(link.core_facts)
-                values = status_values(facts, self.mapping.status_fields, now, facts.notice)
+                values = status_values(
+                    facts, self.mapping.status_fields, self.core_clock.now(), facts.notice
+                )
                 updates.append(
                     (self._with_stamp(link.crm_id, values, now), link, values_fingerprint(values))
                 )
@@ -964,6 +972,7 @@ class SyncEngine:
         # Everything up to the core's "now" was listed: once a burst of changes is older
         # than the overlap window, the cursor moves past it, so idle cycles list nothing.
         server_now = self.core.server_time
+        self.core_clock.saw(server_now)
         floor = server_now - CORE_OVERLAP if server_now is not None else None
         candidates = [t for t in (newest, floor) if t is not None]
         if stored:
@@ -1075,7 +1084,9 @@ class SyncEngine:
         for link in changed.values():
             assert link.core_facts is not None
             values = status_values(
-                CoreFacts.from_json(link.core_facts), self.mapping.status_fields, now
+                CoreFacts.from_json(link.core_facts),
+                self.mapping.status_fields,
+                self.core_clock.now(),
             )
             fp = values_fingerprint(values)
             if fp != link.mirrored_fingerprint:

@@ -340,7 +340,7 @@ class LifecycleSteps:
                 )
                 saved.append(self._incoming_link(crm_id, referral, facts, None))
                 continue
-            status = status_values(facts, fields, now)
+            status = status_values(facts, fields, engine.core_clock.now())
             fingerprint = values_fingerprint(status)
             if fields.last_sync:
                 status[fields.last_sync] = now

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from connector.mapping.schema import StatusFields
@@ -136,13 +135,17 @@ def status_values(
 
 
 def _days_left(expiry: str | None, now: datetime) -> int | None:
+    """Whole days from ``now``'s day to the expiry's day (UTC): the value changes at
+    midnight only, so one write a day keeps it right (see connector.sync.countdown)."""
     if not expiry:
         return None
     try:
         when = datetime.fromisoformat(expiry.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return max(0, math.ceil((when - now).total_seconds() / 86400))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0, (when.astimezone(UTC).date() - now.astimezone(UTC).date()).days)
 
 
 def values_fingerprint(values: Mapping[str, Any]) -> str:

@@ -133,6 +133,22 @@ class Seller:
             assert isinstance(self.world, DynamicsWorld)
             self.world.edit_row(crm_id, **values)
 
+    def version(self, crm_id: str) -> str:
+        """What changes on every write to the record (SystemModstamp, versionnumber)."""
+        record = self.record(crm_id)
+        return str(record["SystemModstamp" if self.crm == "salesforce" else "versionnumber"])
+
+    def write_calls(self) -> int:
+        """CRM write requests since the stats were reset: Salesforce collection PATCHes
+        (its POSTs are sign-ins), Dataverse PATCHes and POSTs (``$batch``)."""
+        calls = self.world.calls().get(self.api, {})
+        posts = 0 if self.crm == "salesforce" else calls.get("POST", 0)
+        return int(calls.get("PATCH", 0) + posts)
+
+    @property
+    def api(self) -> str:
+        return "salesforce" if self.crm == "salesforce" else "dataverse"
+
     def record_for(self, referral_id: str) -> str:
         """The one CRM record that holds a referral."""
         if self.crm == "salesforce":
