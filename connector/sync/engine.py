@@ -46,6 +46,7 @@ from connector.sync.inbound import LifecycleSteps, refused, with_referral_custom
 from connector.sync.invite import invite_microsoft, relinked
 from connector.sync.mirror import (
     CoreFacts,
+    carried_over,
     facts_of,
     status_values,
     values_fingerprint,
@@ -664,10 +665,7 @@ class SyncEngine:
         facts = facts_of(referral, self.link_for(referral.id), None)
         if link is not None and previous is not None:
             facts = replace(
-                facts,
-                microsoft_status=previous.microsoft_status,
-                microsoft_expiration=previous.microsoft_expiration,
-                microsoft_referral_id=previous.microsoft_referral_id,
+                carried_over(previous, facts, referral.raw),
                 notice=previous.notice if fingerprint == link.fingerprint else None,
             )
         facts = with_eligibility(facts, body if body is not None else referral.raw)

@@ -12,6 +12,7 @@ from typing import Any
 from connector.mapping.schema import StatusFields
 from connector.model import ReferralState
 from connector.sync.lifecycle import registration_blockers
+from connector.sync.notes import has_notes, microsoft_notes, received_notes, sender_notes
 
 #: what the status fields say when Microsoft was never invited
 NOT_INVITED = "Not invited"
@@ -38,6 +39,10 @@ class CoreFacts:
     #: why the record's last change was not sent (terminal deal, forbidden invitation);
     #: kept until the record changes again, so later mirrors do not erase it
     notice: str | None = None
+    #: the sender's message on an incoming deal, and Microsoft's notes on its referral
+    #: (connector.sync.notes): mirrored into ``received_notes``
+    sender_notes: str | None = None
+    microsoft_notes: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -63,6 +68,7 @@ def facts_of(
         link=link,
         expiration=_iso(referral.expiration),
         registration_status=referral.registration_status,
+        sender_notes=sender_notes(referral.raw),
     )
     if microsoft is not None:
         return with_microsoft(facts, microsoft, body if body is not None else referral.raw)
@@ -79,7 +85,22 @@ def with_microsoft(
         microsoft_expiration=_iso(microsoft.expiration),
         microsoft_referral_id=microsoft.id,
     )
+    if has_notes(microsoft.raw):
+        facts = replace(facts, microsoft_notes=microsoft_notes(microsoft.raw, body or {}))
     return facts if body is None else with_eligibility(facts, body)
+
+
+def carried_over(previous: CoreFacts, facts: CoreFacts, raw: Mapping[str, Any]) -> CoreFacts:
+    """``facts`` read from the deal's own referral (``raw``), with what that referral does
+    not tell kept from ``previous``: Microsoft's side, and the notes when ``raw`` has none."""
+    return replace(
+        facts,
+        microsoft_status=previous.microsoft_status,
+        microsoft_expiration=previous.microsoft_expiration,
+        microsoft_referral_id=previous.microsoft_referral_id,
+        microsoft_notes=previous.microsoft_notes,
+        sender_notes=facts.sender_notes if has_notes(raw) else previous.sender_notes,
+    )
 
 
 def with_eligibility(facts: CoreFacts, body: Mapping[str, Any]) -> CoreFacts:
@@ -127,6 +148,7 @@ def status_values(
         fields.registration_eligible: bool(facts.registration_eligible),
         fields.registration_status: facts.registration_status,
         fields.direction: facts.direction,
+        fields.received_notes: received_notes(facts.sender_notes, facts.microsoft_notes),
     }
     for name, value in optional.items():
         if name is not None:
