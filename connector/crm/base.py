@@ -55,6 +55,22 @@ class NewOpportunity:
 
 
 @dataclass(frozen=True, slots=True)
+class LostClosing:
+    """An open opportunity to close as lost (an incoming deal declined or expired).
+
+    ``lost_as`` is the mapping's word for it: a lost stage of ``stage_field``
+    (Salesforce) or a lost status reason (Dataverse's ``statuscode`` label, closed with
+    ``LoseOpportunity``). ``values`` are written on the record first (the reason field).
+    """
+
+    crm_id: str
+    lost_as: str
+    stage_field: str
+    values: Mapping[str, Any]
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TeamMember:
     """A person on an opportunity's team in the CRM (a user), with the role given there."""
 
@@ -125,6 +141,11 @@ class CrmAdapter(Protocol):
         Looked up before creating opportunities for incoming referrals, so a crash
         between a create and its bookkeeping never creates a second record.
         """
+        ...
+
+    def close_lost(self, items: Sequence[LostClosing]) -> list[WriteResult]:
+        """Close open opportunities as lost; one result per item, in order. A record the
+        CRM reports closed already answers ``read_only_closed``."""
         ...
 
     def close(self) -> None: ...

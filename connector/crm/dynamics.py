@@ -34,8 +34,16 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, WriteResult
+from connector.crm.base import (
+    ApiUsage,
+    CrmPage,
+    LostClosing,
+    NewOpportunity,
+    StageInfo,
+    WriteResult,
+)
 from connector.crm.dynamics_auth import DEFAULT_AUTHORITY, DataverseTokens
+from connector.crm.dynamics_closing import DataverseClosing
 from connector.crm.dynamics_rows import (
     DEFAULT_LOOKUPS,
     FORMATTED,
@@ -155,6 +163,7 @@ class DataverseOpportunities:
             batch_changesets=batch_changesets,
             guard_closed=guard_closed,
         )
+        self.closing = DataverseClosing(self)
 
     @classmethod
     def connect(
@@ -411,6 +420,10 @@ class DataverseOpportunities:
     def create_opportunities(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
         """POST new opportunities; ``crm_id`` of each result is the new row's id."""
         return self.writer.create_many(items)
+
+    def close_lost(self, items: Sequence[LostClosing]) -> list[WriteResult]:
+        """Close rows as lost with ``LoseOpportunity``; see :mod:`connector.crm.dynamics_closing`."""
+        return self.closing.close_lost(items)
 
     def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
         """Rows whose ``field`` holds one of ``referral_ids``: referral id → opportunity id."""

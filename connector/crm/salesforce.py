@@ -41,7 +41,14 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 from simple_salesforce.format import format_soql
 
-from connector.crm.base import ApiUsage, CrmPage, NewOpportunity, StageInfo, WriteResult
+from connector.crm.base import (
+    ApiUsage,
+    CrmPage,
+    LostClosing,
+    NewOpportunity,
+    StageInfo,
+    WriteResult,
+)
 from connector.crm.salesforce_errors import crm_error_from
 from connector.crm.salesforce_records import (
     RECORD_ID_RE,
@@ -351,6 +358,12 @@ class SalesforceOpportunities:
                 continue
             prepared.append((None, {"attributes": {"type": self.object_name}, **body}))
         return self._write_collections("POST", prepared, idempotent=False)
+
+    def close_lost(self, items: Sequence[LostClosing]) -> list[WriteResult]:
+        """Move records to the lost stage (with the values given) in collections of 200."""
+        return self.write_status(
+            [CrmStatusUpdate(i.crm_id, {**i.values, i.stage_field: i.lost_as}) for i in items]
+        )
 
     def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
         """Live records whose ``field`` holds one of ``referral_ids``: referral id → record id."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from connector.errors import StateError
 from connector.model import CrmStatusUpdate
-from connector.state.countdown_reads import links_with_countdown
+from connector.state.lifecycle_reads import links_with_countdown
 from connector.state.store import Link, Store
 from connector.sync.mirror import CoreFacts, status_values, values_fingerprint
 from connector.sync.report import RunReport

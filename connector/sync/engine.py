@@ -40,6 +40,7 @@ from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
 from connector.settings import HistorySettings
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
+from connector.sync.closing import Closing
 from connector.sync.countdown import CoreClock, Countdown
 from connector.sync.history import HistoryRecorder
 from connector.sync.inbound import LifecycleSteps, refused, with_referral_customer
@@ -175,6 +176,8 @@ class SyncEngine:
         #: the core's clock (expiry is the core's), and the daily refresh of days left
         self.core_clock = CoreClock(store, connection, clock)
         self.countdown = Countdown(self)
+        #: declined and expired incoming deals closed in the CRM (inbound.close)
+        self.closing = Closing(self)
         #: what each record's syncs did, for the console (connector.sync.history)
         self.history = HistoryRecorder(store, connection, history)
 
@@ -207,6 +210,8 @@ class SyncEngine:
             if not dry_run:
                 with report.phase("status_writes"):
                     self._flush_status(report, everything=True)
+                    # after the status writes: a record closed in Dataverse is read-only
+                    self.closing.close(report)
             if self.stop.is_set():
                 report.outcome = Outcome.INTERRUPTED
         except QuotaExhausted as exc:
@@ -761,6 +766,7 @@ class SyncEngine:
         self.store.add_dead_letters(self.connection, letters)
         self.history.record(outcomes, links, now)
         self._write_status(updates, report)
+        self.closing.consider(o.link for o in outcomes)
 
     def _with_stamp(self, crm_id: str, values: dict[str, Any], now: datetime) -> CrmStatusUpdate:
         stamped = dict(values)
@@ -1076,6 +1082,7 @@ class SyncEngine:
         if not changed:
             return retry_from
         self.store.save_links(self.connection, list(changed.values()))
+        self.closing.consider(changed.values())
         now = self.clock()
         self.history.mirrored(list(changed.values()), now)
         updates: list[tuple[CrmStatusUpdate, Link | None, str]] = []

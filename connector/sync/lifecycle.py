@@ -83,9 +83,17 @@ def answer_of(
     inbound = mapping.inbound
     action = asked_action(record, mapping)
     label = _text(record.fields.get(mapping.stages.field))
-    if action is None and stage is StandardStage.LOST:
+    # a stage answers only a deal still waiting: once it is closed, the CRM's own stage
+    # may follow it there (inbound.close), and that asks nothing
+    if action is None and status == Status.NEW.value and stage is StandardStage.LOST:
         action = DECLINE
-    elif action is None and inbound.stage and label and label != inbound.stage:
+    elif (
+        action is None
+        and status == Status.NEW.value
+        and inbound.stage
+        and label
+        and label != inbound.stage
+    ):
         action = ACCEPT
     if status != Status.NEW.value:
         if action is not None and substatus in (Substatus.DECLINED.value, Substatus.EXPIRED.value):

@@ -43,6 +43,10 @@ class CoreFacts:
     #: (connector.sync.notes): mirrored into ``received_notes``
     sender_notes: str | None = None
     microsoft_notes: str | None = None
+    #: the referral's ``statusReason`` (why it was declined, lost or expired)
+    status_reason: str | None = None
+    #: the substatus (Declined, Expired) for which the connector closed the CRM record
+    crm_closed: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -69,6 +73,7 @@ def facts_of(
         expiration=_iso(referral.expiration),
         registration_status=referral.registration_status,
         sender_notes=sender_notes(referral.raw),
+        status_reason=referral.status_reason,
     )
     if microsoft is not None:
         return with_microsoft(facts, microsoft, body if body is not None else referral.raw)
@@ -100,6 +105,7 @@ def carried_over(previous: CoreFacts, facts: CoreFacts, raw: Mapping[str, Any]) 
         microsoft_referral_id=previous.microsoft_referral_id,
         microsoft_notes=previous.microsoft_notes,
         sender_notes=facts.sender_notes if has_notes(raw) else previous.sender_notes,
+        crm_closed=previous.crm_closed,
     )
 
 

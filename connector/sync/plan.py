@@ -114,6 +114,10 @@ class PlanCounts:
     rejected: dict[str, int] = field(default_factory=dict)
 
 
+#: how an incoming deal ends without being worked: the CRM closes it lost (inbound.close)
+_ENDED_UNANSWERED = frozenset({Substatus.DECLINED.value, Substatus.EXPIRED.value})
+
+
 def is_terminal(status: str | None, substatus: str | None) -> bool:
     return status == Status.CLOSED.value or substatus in {
         Substatus.WON.value,
@@ -163,10 +167,15 @@ def plan_outbound(
     if link.fingerprint == fingerprint:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, fingerprint=fingerprint)
     if is_terminal(link.status, link.substatus):
+        # a declined or expired deal closed lost in the CRM (inbound.close), nothing else
+        # changed, agrees with the core: nothing to explain
+        agrees = _only_closed_lost(draft, link)
         return Skip(
             draft.crm_id,
             SkipReason.TERMINAL,
-            notice=(
+            notice=None
+            if agrees
+            else (
                 f"Not sent: the referral is {link.status}/{link.substatus} in Partner Center, "
                 "and a closed deal cannot be edited."
             ),
@@ -220,6 +229,23 @@ def plan_outbound(
     if not ops and not invite:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, notice=warning, fingerprint=fingerprint)
     return Update(draft, body, ops, fingerprint, closes, warning, invite)
+
+
+def _only_closed_lost(draft: DealDraft, link: LinkFacts) -> bool:
+    """Whether the record of a declined or expired deal changed only by moving to a lost
+    stage (as ``inbound.close`` moves it): the same draft at an earlier stage is the one
+    last synced."""
+    if (
+        draft.stage is not StandardStage.LOST
+        or link.substatus not in _ENDED_UNANSWERED
+        or not link.fingerprint
+    ):
+        return False
+    return any(
+        replace(draft, stage=stage).fingerprint() == link.fingerprint
+        for stage in StandardStage
+        if not stage.is_closed
+    )
 
 
 def _microsoft_known(link: LinkFacts) -> bool:

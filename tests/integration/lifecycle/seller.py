@@ -99,6 +99,18 @@ class Seller:
         self.crm = crm
         self.names = SALESFORCE if crm == "salesforce" else DATAVERSE
 
+    def mapping_path(self) -> Path:
+        """The connection's mapping file (a copy of the default one, free to edit)."""
+        text = self.world.config_path.read_text(encoding="utf-8")
+        line = next(x for x in text.splitlines() if "mapping:" in x)
+        return Path(line.split("mapping:", 1)[1].strip())
+
+    def edit_mapping(self, old: str, new: str) -> None:
+        path = self.mapping_path()
+        text = path.read_text(encoding="utf-8")
+        assert old in text, f"{old!r} is not in {path}"
+        path.write_text(text.replace(old, new), encoding="utf-8")
+
     # -- values ------------------------------------------------------------------------
 
     def _crm_values(self, concepts: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +144,17 @@ class Seller:
         else:
             assert isinstance(self.world, DynamicsWorld)
             self.world.edit_row(crm_id, **values)
+
+    def closed_lost_as(self, crm_id: str) -> str | None:
+        """The lost stage (Salesforce) or lost status reason (Dataverse) of a record closed
+        lost; None while it is open."""
+        record = self.record(crm_id)
+        if self.crm == "salesforce":
+            lost = record["IsClosed"] and not record["IsWon"]
+            return str(record["StageName"]) if lost else None
+        if record["statecode"] != dataverse_schema.LOST:
+            return None
+        return dataverse_schema.OPPORTUNITY_STATUS[record["statuscode"]][0]
 
     def version(self, crm_id: str) -> str:
         """What changes on every write to the record (SystemModstamp, versionnumber)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connector.mapping.schema import StatusFields
-from connector.state.countdown_reads import links_with_countdown
+from connector.state.lifecycle_reads import links_with_countdown
 from connector.state.store import Link, LinkState, Store
 from connector.sync.countdown import SKEW_CURSOR, CoreClock
 from connector.sync.mirror import CoreFacts, status_values
