@@ -81,6 +81,60 @@ class TeamMember:
     role: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class RelatedRow:
+    """A record related to opportunities (an account, a contact): its id and the columns read."""
+
+    id: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRelated:
+    """A related record to create; a contact is put under ``account_id`` when given."""
+
+    values: Mapping[str, Any]
+    account_id: str | None = None
+
+
+class RelatedRecords(Protocol):
+    """What the lifecycle steps need of a CRM beyond its opportunities.
+
+    ``relation`` is the relationship the mapping reads a related record through: the
+    first part of a path such as ``Account.Name`` or ``Primary_Contact__r.Email``
+    (Salesforce) or ``parentaccountid.name`` (Dataverse).
+    """
+
+    def find(
+        self, relation: str, column: str, values: Sequence[str], *, columns: Sequence[str]
+    ) -> list[RelatedRow]:
+        """Records behind ``relation`` whose ``column`` equals one of ``values`` (the
+        CRM's own comparison: case-insensitive in both)."""
+        ...
+
+    def create(self, relation: str, rows: Sequence[NewRelated]) -> list[WriteResult]:
+        """Create records behind ``relation``; one result per row (``crm_id`` = new id)."""
+        ...
+
+    def link_values(self, relation: str, row_id: str) -> dict[str, Any]:
+        """The opportunity values that point ``relation`` at the record ``row_id``."""
+        ...
+
+    def opportunity_teams(self, record_ids: Sequence[str]) -> dict[str, list[TeamMember]]:
+        """The team members (users) of each opportunity, sorted by email."""
+        ...
+
+    def team_changes(self, cursor: str | None) -> tuple[list[str], str | None]:
+        """Opportunities whose team changed since ``cursor``, and the cursor to keep."""
+        ...
+
+    def fetch_many(
+        self, record_ids: Sequence[str], *, fields: Sequence[str]
+    ) -> list[CrmOpportunity]:
+        """Opportunities by id (the ones that exist), read as a change pull reads them."""
+        ...
+
+
 @dataclass
 class ApiUsage:
     """API calls this adapter made, and the CRM's own usage figures when it reports them."""
@@ -112,6 +166,12 @@ class CrmAdapter(Protocol):
 
     system: str
     usage: ApiUsage
+
+    @property
+    def related(self) -> RelatedRecords:
+        """Accounts, contacts, opportunity teams (connector.crm.salesforce_related,
+        connector.crm.dynamics_related)."""
+        ...
 
     def pull_changes(
         self, cursor: str | None, *, fields: Sequence[str], select: Filter | None

@@ -44,6 +44,7 @@ from connector.crm.base import (
 )
 from connector.crm.dynamics_auth import DEFAULT_AUTHORITY, DataverseTokens
 from connector.crm.dynamics_closing import DataverseClosing
+from connector.crm.dynamics_related import DataverseRelated
 from connector.crm.dynamics_rows import (
     DEFAULT_LOOKUPS,
     FORMATTED,
@@ -164,6 +165,8 @@ class DataverseOpportunities:
             guard_closed=guard_closed,
         )
         self.closing = DataverseClosing(self)
+        #: accounts, contacts and sales teams (connector.crm.dynamics_related)
+        self.related = DataverseRelated(self)
 
     @classmethod
     def connect(

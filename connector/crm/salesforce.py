@@ -58,6 +58,7 @@ from connector.crm.salesforce_records import (
     select_fields,
     write_result,
 )
+from connector.crm.salesforce_related import SalesforceRelated
 from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
 from connector.dealcore.retry import RetryPolicy, Sleep, call_with_retry
 from connector.dedupe import RecentKeys
@@ -141,6 +142,8 @@ class SalesforceOpportunities:
         self._sf: Salesforce | None = None
         self._server_time: datetime | None = None
         auth.session.hooks["response"].append(self._remember_server_time)
+        #: accounts, contacts and opportunity teams (connector.crm.salesforce_related)
+        self.related = SalesforceRelated(self)
 
     # ------------------------------------------------------------------ reading
 

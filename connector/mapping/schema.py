@@ -334,6 +334,29 @@ class MappingFile(_Strict):
                         "its own for the status",
                     )
                 )
+        customer = self.inbound.customer
+        name = self.fields.customer_name.field or ""
+        if customer.account != "none" and name.count(".") != 1:
+            problems.append(
+                (
+                    ("inbound", "customer", "account"),
+                    "tying incoming deals to an account needs the customer's name read through "
+                    "the account: map fields.customer_name to a relationship path such as "
+                    "Account.Name (Salesforce) or parentaccountid.name (Dataverse), or set "
+                    "account: none",
+                )
+            )
+        contact = self.fields.customer_contact
+        email = (contact.email.field or "") if contact is not None else ""
+        if customer.contact != "none" and email.count(".") != 1:
+            problems.append(
+                (
+                    ("inbound", "customer", "contact"),
+                    "tying incoming deals to a contact needs fields.customer_contact read "
+                    "through the contact, such as Primary_Contact__r.Email or "
+                    "parentcontactid.emailaddress1, or set contact: none",
+                )
+            )
         if self.crm == "dynamics":
             # Dataverse closes a deal with its state, which the adapter reports as these labels
             for label, only in (("Won", StandardStage.WON), ("Lost", StandardStage.LOST)):

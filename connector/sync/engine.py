@@ -42,6 +42,7 @@ from connector.settings import HistorySettings
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
 from connector.sync.closing import Closing
 from connector.sync.countdown import CoreClock, Countdown
+from connector.sync.customers import CustomerLinks
 from connector.sync.history import HistoryRecorder
 from connector.sync.inbound import LifecycleSteps, refused, with_referral_customer
 from connector.sync.invite import invite_microsoft, relinked
@@ -178,6 +179,8 @@ class SyncEngine:
         self.countdown = Countdown(self)
         #: declined and expired incoming deals closed in the CRM (inbound.close)
         self.closing = Closing(self)
+        #: the account and contact of new incoming deals' opportunities (inbound.customer)
+        self.customers = CustomerLinks(self)
         #: what each record's syncs did, for the console (connector.sync.history)
         self.history = HistoryRecorder(store, connection, history)
 

@@ -349,7 +349,18 @@ class LifecycleSteps:
             )
         floor: datetime | None = None
         stage_value = self._on_hold_stage_value() if creates else {}
-        creates = [(r, f, {**stage_value, **v}, fp) for r, f, v, fp in creates]
+        # the customer's account and contact (inbound.customer): found or created first
+        tied, untied = engine.customers.for_referrals([r for r, _, _, _ in creates])
+        for referral_id, why in untied.items():
+            report.failed["inbound_create:customer"] += 1
+            log.warning("%s: referral %s: %s", engine.connection, referral_id, why)
+        waiting = [r for r, _, _, _ in creates if r.id in untied and r.updated is not None]
+        floor = min((r.updated for r in waiting if r.updated is not None), default=None)
+        creates = [
+            (r, f, {**stage_value, **v, **tied.get(r.id, {})}, fp)
+            for r, f, v, fp in creates
+            if r.id not in untied
+        ]
         if creates:
             results = engine.crm.create_opportunities(
                 [NewOpportunity(r.id, values) for r, _, values, _ in creates]

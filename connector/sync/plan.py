@@ -114,6 +114,8 @@ class PlanCounts:
     rejected: dict[str, int] = field(default_factory=dict)
 
 
+#: what a create fixes of the customer, as a notice names it (connector.dealcore.payload)
+_CUSTOMER_PROFILE = frozenset({"the customer's name", "the customer's address"})
 #: how an incoming deal ends without being worked: the CRM closes it lost (inbound.close)
 _ENDED_UNANSWERED = frozenset({Substatus.DECLINED.value, Substatus.EXPIRED.value})
 
@@ -212,6 +214,10 @@ def plan_outbound(
         # the help asked travels in Microsoft's referral: it is sent after all
         body["inviteContext"] = wanted["inviteContext"]
         left_out = [what for what in left_out if what != HELP_ASKED]
+    if link.direction == "Incoming":
+        # the sender owns an incoming deal's customer; the CRM's account is the partner's
+        # own record of it (inbound.customer), not a change to send
+        left_out = [what for what in left_out if what not in _CUSTOMER_PROFILE]
     if left_out:
         warnings.append(fixed_notice(left_out))
     warning = " ".join(warnings) or None

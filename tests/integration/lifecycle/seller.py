@@ -78,6 +78,32 @@ DATAVERSE = {
     "contact": "_parentcontactid_value",
     "owner": "_ownerid_value",
 }
+#: the parts of accounts and contacts, by CRM
+RELATED = {
+    "salesforce": {
+        "id": "Id",
+        "name": "Name",
+        "country": "BillingCountryCode",
+        "city": "BillingCity",
+        "postal_code": "BillingPostalCode",
+        "street": "BillingStreet",
+        "email": "Email",
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "account": "AccountId",
+    },
+    "dynamics": {
+        "name": "name",
+        "country": "cosell_countrycode",
+        "city": "address1_city",
+        "postal_code": "address1_postalcode",
+        "street": "address1_line1",
+        "email": "emailaddress1",
+        "first_name": "firstname",
+        "last_name": "lastname",
+        "account": "_parentcustomerid_value",
+    },
+}
 #: choice columns of Dataverse: the label a seller picks → the option value stored
 _CHOICES = {
     "cosell_helpneeded": dataverse_schema.HELP_NEEDED,
@@ -240,14 +266,24 @@ class Seller:
     # -- related rows ------------------------------------------------------------------
 
     def rows(self, kind: str, **where: str) -> list[dict[str, Any]]:
-        """Accounts, contacts or users of the CRM (Salesforce objects / Dataverse tables)."""
+        """Accounts, contacts or users (Salesforce objects / Dataverse tables), each with
+        ``id`` and the concept names of :data:`RELATED` besides its own fields."""
+        names = RELATED[self.crm]
+        params = {names.get(k, k): v for k, v in where.items()}
         if self.crm == "salesforce":
-            path = {"accounts": "accounts", "contacts": "contacts", "users": "users"}[kind]
-            answer = self.world.admin.get(f"/_sandbox/salesforce/{path}", params=where)
-            return list(answer.raise_for_status().json()["records"])
-        table = {"accounts": "accounts", "contacts": "contacts", "users": "systemusers"}[kind]
-        answer = self.world.admin.get(f"/_sandbox/dataverse/rows/{table}", params=where)
-        return list(answer.raise_for_status().json()["value"])
+            answer = self.world.admin.get(f"/_sandbox/salesforce/{kind}", params=params)
+            found = list(answer.raise_for_status().json()["records"])
+        else:
+            table = {"accounts": "accounts", "contacts": "contacts", "users": "systemusers"}[kind]
+            answer = self.world.admin.get(f"/_sandbox/dataverse/rows/{table}", params=params)
+            found = list(answer.raise_for_status().json()["value"])
+        key = {"accounts": "accountid", "contacts": "contactid", "users": "systemuserid"}[kind]
+        out = []
+        for row in found:
+            concepts = {c: row.get(n) for c, n in names.items() if n in row}
+            concepts["id"] = row["Id"] if self.crm == "salesforce" else row[key]
+            out.append({**row, **concepts})
+        return out
 
 
 @contextmanager

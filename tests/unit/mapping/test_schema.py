@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from connector.errors import MappingError
+from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
 
 ROOT = Path(__file__).parents[3]
@@ -21,3 +25,16 @@ def test_default_mappings_point_editors_at_the_schema() -> None:
     for path in (ROOT / "mappings").glob("*.yaml"):
         first = path.read_text(encoding="utf-8").splitlines()[0]
         assert first == "# yaml-language-server: $schema=./mapping.schema.json", path
+
+
+def test_tying_customers_needs_the_customer_read_through_related_records(tmp_path: Path) -> None:
+    text = (ROOT / "mappings" / "salesforce.yaml").read_text()
+    text = text.replace("customer_name: {field: Account.Name}", "customer_name: {field: Name}")
+    text = text.replace("email: {field: Primary_Contact__r.Email}", "email: {field: Email__c}")
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text)
+    with pytest.raises(MappingError) as caught:
+        load_mapping(path)
+    message = str(caught.value)
+    assert "inbound.customer.account" in message and "Account.Name" in message
+    assert "inbound.customer.contact" in message
