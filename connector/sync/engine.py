@@ -58,6 +58,7 @@ from connector.sync.mirror import (
 from connector.sync.outcome import RecordOutcome
 from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
 from connector.sync.report import Outcome, RunReport
+from connector.sync.team import TeamStep
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,8 @@ class SyncEngine:
         self.closing = Closing(self)
         #: the account and contact of new incoming deals' opportunities (inbound.customer)
         self.customers = CustomerLinks(self)
+        #: opportunity teams (fields.team)
+        self.team = TeamStep(self)
         #: what each record's syncs did, for the console (connector.sync.history)
         self.history = HistoryRecorder(store, connection, history)
 
@@ -198,6 +201,7 @@ class SyncEngine:
                 if not dry_run:
                     self._mirror_left_over(report)
                     self._retry_dead_letters(stages, report)
+                    self.team.process_changes(stages, report)
             self._outbound_started = self.clock()
             with report.phase("outbound"):
                 self._outbound(stages, report, dry_run=dry_run, full=full)
@@ -422,6 +426,7 @@ class SyncEngine:
             live = [r for r in records if not r.deleted]
             report.skipped["deleted"] += len(records) - len(live)
             links = self.store.get_links(self.connection, [r.id for r in live])
+            live = self.team.attach(live)
             live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
             for r in live:
                 action = plan_outbound(
@@ -445,6 +450,7 @@ class SyncEngine:
         live = [r for r in records if not r.deleted]
         report.skipped["deleted"] += len(records) - len(live)
         links = self._resolve_pending(self.store.get_links(self.connection, [r.id for r in live]))
+        live = self.team.attach(live)
         # an incoming deal's customer is the sender's: filled from the core where the CRM
         # cannot hold it (see connector.sync.inbound)
         live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]

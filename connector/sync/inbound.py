@@ -47,6 +47,7 @@ from connector.sync.lifecycle import (
 from connector.sync.mirror import CoreFacts, facts_of, status_values, values_fingerprint
 from connector.sync.outcome import RecordOutcome
 from connector.sync.report import RunReport
+from connector.sync.team import partner_members
 
 if TYPE_CHECKING:
     from connector.sync.engine import SyncEngine
@@ -417,7 +418,8 @@ class LifecycleSteps:
             substatus=referral.substatus.value if referral.substatus else None,
             direction="Incoming",
             mirrored_fingerprint=mirrored,
-            core_facts=facts.as_json(),
+            # the team as it came is the sender's: kept beside the partner's own
+            core_facts=replace(facts, partner_team=partner_members(referral.raw)).as_json(),
         )
 
     # ------------------------------------------------------------------ answers

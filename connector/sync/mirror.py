@@ -12,7 +12,13 @@ from typing import Any
 from connector.mapping.schema import StatusFields
 from connector.model import ReferralState
 from connector.sync.lifecycle import registration_blockers
-from connector.sync.notes import has_notes, microsoft_notes, received_notes, sender_notes
+from connector.sync.notes import (
+    copied_texts,
+    has_notes,
+    microsoft_notes,
+    received_notes,
+    sender_notes,
+)
 
 #: what the status fields say when Microsoft was never invited
 NOT_INVITED = "Not invited"
@@ -43,10 +49,15 @@ class CoreFacts:
     #: (connector.sync.notes): mirrored into ``received_notes``
     sender_notes: str | None = None
     microsoft_notes: str | None = None
+    #: what Microsoft's referral held of the partner's own notes when first seen (its copy)
+    microsoft_copy: list[str] | None = None
     #: the referral's ``statusReason`` (why it was declined, lost or expired)
     status_reason: str | None = None
     #: the substatus (Declined, Expired) for which the connector closed the CRM record
     crm_closed: str | None = None
+    #: on a deal received from a partner, the emails of the sender's team as it came: the
+    #: other company's people, kept in every team sent (connector.sync.team)
+    partner_team: list[str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -91,7 +102,12 @@ def with_microsoft(
         microsoft_referral_id=microsoft.id,
     )
     if has_notes(microsoft.raw):
-        facts = replace(facts, microsoft_notes=microsoft_notes(microsoft.raw, body or {}))
+        ours = body or {}
+        copied = facts.microsoft_copy
+        if copied is None:
+            copied = copied_texts(microsoft.raw, ours)
+        notes = microsoft_notes(microsoft.raw, ours, copied)
+        facts = replace(facts, microsoft_notes=notes, microsoft_copy=copied)
     return facts if body is None else with_eligibility(facts, body)
 
 
@@ -104,8 +120,10 @@ def carried_over(previous: CoreFacts, facts: CoreFacts, raw: Mapping[str, Any]) 
         microsoft_expiration=previous.microsoft_expiration,
         microsoft_referral_id=previous.microsoft_referral_id,
         microsoft_notes=previous.microsoft_notes,
+        microsoft_copy=previous.microsoft_copy,
         sender_notes=facts.sender_notes if has_notes(raw) else previous.sender_notes,
         crm_closed=previous.crm_closed,
+        partner_team=previous.partner_team,
     )
 
 

@@ -7,14 +7,16 @@ deal's own notes; what others wrote comes back into ``status_fields.received_not
 - the sender's message on an incoming deal (``inviteContext.notes`` of the referral sent
   to the partner, with the sender's name from ``invitedBy``);
 - Microsoft's notes on its referral in the deal's engagement, leaving out any text that
-  is the partner's own (the referral for Microsoft starts as a copy of the partner's).
+  is the partner's own: the referral for Microsoft starts as a copy of the partner's, so
+  what it held of the partner's texts when first seen (:func:`copied_texts`) stays the
+  partner's even after the partner's own notes change.
 
 Never the CRM's own notes: nothing echoes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connector.mapping.apply import clean_text
@@ -23,7 +25,7 @@ from connector.mapping.apply import clean_text
 MAX_RECEIVED_NOTES = 4000
 
 
-def _texts(raw: Mapping[str, Any]) -> list[str]:
+def texts(raw: Mapping[str, Any]) -> list[str]:
     """The non-empty notes of a referral (details first, then the invitation's)."""
     found: list[str] = []
     for part in ("details", "inviteContext"):
@@ -57,10 +59,19 @@ def sender_notes(raw: Mapping[str, Any]) -> str | None:
     return f"{clean_text(name) if isinstance(name, str) and name.strip() else 'The sender'}: {text}"
 
 
-def microsoft_notes(microsoft: Mapping[str, Any], ours: Mapping[str, Any]) -> str | None:
-    """Microsoft's notes on its referral, without the partner's own texts (``ours``)."""
-    own = set(_texts(ours))
-    theirs = [text for text in _texts(microsoft) if text not in own]
+def copied_texts(microsoft: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
+    """The texts of Microsoft's referral that are the partner's (its copy when first seen)."""
+    own = set(texts(ours))
+    return [text for text in texts(microsoft) if text in own]
+
+
+def microsoft_notes(
+    microsoft: Mapping[str, Any], ours: Mapping[str, Any], copied: Sequence[str] = ()
+) -> str | None:
+    """Microsoft's notes on its referral, without the partner's own texts (``ours``, and
+    what Microsoft's referral ``copied`` of them)."""
+    own = {*texts(ours), *copied}
+    theirs = [text for text in texts(microsoft) if text not in own]
     return "Microsoft: " + "\n".join(theirs) if theirs else None
 
 

@@ -18,6 +18,7 @@ from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
 from connector.dealcore.payload import HELP_ASKED, patch_ops, referral_body, sendable, status_ops
 from connector.model import DealDraft, DealType, Rejection, StandardStage, Status, Substatus
 from connector.sync.lifecycle import shared_with_microsoft
+from connector.sync.team import with_partner_team
 
 
 class SkipReason(StrEnum):
@@ -202,6 +203,9 @@ def plan_outbound(
         warnings.append(partners_notice(draft.partners))
         draft = _without_partners(draft)
     wanted = referral_body(draft, options)
+    partner_team = (link.core_facts or {}).get("partner_team")
+    if link.direction == "Incoming" and partner_team:
+        wanted = with_partner_team(wanted, previous, partner_team)
     body, left_out = sendable(previous, wanted)
     if draft.deal_type is DealType.PARTNER_TO_PARTNER and "consent" in previous:
         left_out += consents_left_out(previous, wanted)

@@ -104,6 +104,21 @@ RELATED = {
         "account": "_parentcustomerid_value",
     },
 }
+#: the parts of users (team members), by CRM
+USERS = {
+    "salesforce": {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "email": "Email",
+        "phone": "Phone",
+    },
+    "dynamics": {
+        "first_name": "firstname",
+        "last_name": "lastname",
+        "email": "internalemailaddress",
+        "phone": "address1_telephone1",
+    },
+}
 #: choice columns of Dataverse: the label a seller picks → the option value stored
 _CHOICES = {
     "cosell_helpneeded": dataverse_schema.HELP_NEEDED,
@@ -278,6 +293,8 @@ class Seller:
             answer = self.world.admin.get(f"/_sandbox/dataverse/rows/{table}", params=params)
             found = list(answer.raise_for_status().json()["value"])
         key = {"accounts": "accountid", "contacts": "contactid", "users": "systemuserid"}[kind]
+        if kind == "users":
+            names = USERS[self.crm]
         out = []
         for row in found:
             concepts = {c: row.get(n) for c, n in names.items() if n in row}
@@ -291,3 +308,47 @@ def seller_world(crm: str, tmp_path: Path) -> Iterator[Seller]:
     make = salesforce_world if crm == "salesforce" else dynamics_world
     with make(tmp_path) as world:
         yield Seller(world, crm)
+
+
+def team_users(seller: Seller, n: int, *, besides: str) -> list[dict[str, Any]]:
+    """``n`` users with a full name, email and phone, none of them ``besides`` (the owner)."""
+    users = [
+        u
+        for u in seller.rows("users")
+        if all(u.get(k) for k in ("first_name", "last_name", "email", "phone"))
+        and str(u["id"]).lower() != besides.lower()
+    ]
+    assert len(users) >= n, "the sandbox seeded too few users"
+    return users[:n]
+
+
+def add_team_member(seller: Seller, crm_id: str, user_id: str, role: str) -> str:
+    """A user joins the opportunity's team, as a seller adds one in the CRM; its row id."""
+    if seller.crm == "salesforce":
+        answer = seller.world.admin.post(
+            "/_sandbox/salesforce/opportunity-team-members",
+            json={"OpportunityId": crm_id, "UserId": user_id, "TeamMemberRole": role},
+        )
+        return str(answer.raise_for_status().json()["Id"])
+    roles = (
+        seller.world.admin.get("/_sandbox/dataverse/rows/connectionroles", params={"name": role})
+        .raise_for_status()
+        .json()["value"]
+    )
+    answer = seller.world.admin.post(
+        "/_sandbox/dataverse/rows/connections",
+        json={
+            "_record1id_value": crm_id,
+            "_record2id_value": user_id,
+            "_record2roleid_value": roles[0]["connectionroleid"],
+        },
+    )
+    return str(answer.raise_for_status().json()["connectionid"])
+
+
+def remove_team_member(seller: Seller, member_id: str) -> None:
+    if seller.crm == "salesforce":
+        path = f"/_sandbox/salesforce/opportunity-team-members/{member_id}"
+    else:
+        path = f"/_sandbox/dataverse/rows/connections/{member_id}"
+    seller.world.admin.delete(path).raise_for_status()

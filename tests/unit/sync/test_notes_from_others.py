@@ -41,3 +41,22 @@ def test_received_notes_are_joined_and_bounded() -> None:
     assert received_notes("A: a", "Microsoft: m") == "A: a\n\nMicrosoft: m"
     long = received_notes("A: " + "x" * 5000, None)
     assert long is not None and len(long) == MAX_RECEIVED_NOTES and long.endswith("…")
+
+
+def test_microsofts_copy_of_our_old_notes_stays_ours_after_we_change_them() -> None:
+    from dataclasses import replace
+
+    from connector.model import ReferralState, Status
+    from connector.sync.mirror import CoreFacts, with_microsoft
+
+    microsoft = ReferralState("ms", "e", None, Status.NEW, None, "Incoming", None, raw=dict(OURS))
+    facts = with_microsoft(CoreFacts("r", "Active", "Accepted", "Outgoing", "x"), microsoft, OURS)
+    assert facts.microsoft_notes is None and facts.microsoft_copy == [
+        "Our plan",
+        "Help with the POC",
+    ]
+    changed = {**OURS, "details": {"notes": "Our new plan"}}
+    again = with_microsoft(facts, microsoft, changed)
+    assert again.microsoft_notes is None, "the copy of our old notes is not Microsoft's"
+    answered = replace(microsoft, raw={**OURS, "details": {"notes": "Seller assigned"}})
+    assert with_microsoft(again, answered, changed).microsoft_notes == "Microsoft: Seller assigned"
