@@ -203,9 +203,10 @@ def plan_outbound(
         warnings.append(partners_notice(draft.partners))
         draft = _without_partners(draft)
     wanted = referral_body(draft, options)
-    partner_team = (link.core_facts or {}).get("partner_team")
-    if link.direction == "Incoming" and partner_team:
-        wanted = with_partner_team(wanted, previous, partner_team)
+    if link.direction == "Incoming":
+        partner_team = (link.core_facts or {}).get("partner_team")
+        if partner_team:
+            wanted = with_partner_team(wanted, previous, partner_team)
     body, left_out = sendable(previous, wanted)
     if draft.deal_type is DealType.PARTNER_TO_PARTNER and "consent" in previous:
         left_out += consents_left_out(previous, wanted)
