@@ -79,7 +79,7 @@ def clean_text(value: str, *, multiline: bool = False) -> str:
     return " ".join("".join(c if c not in _CONTROL else " " for c in text).split())
 
 
-class _Reader:
+class RecordReader:
     """Reads mapped values of one record and collects every problem."""
 
     def __init__(self, record: CrmOpportunity) -> None:
@@ -313,7 +313,7 @@ def apply_mapping(
     record: CrmOpportunity, mapping: MappingFile, stages: Mapping[str, StageInfo]
 ) -> DealDraft | Rejection:
     """Map one normalised CRM record to a deal draft, or reject it with every reason."""
-    r = _Reader(record)
+    r = RecordReader(record)
     f = mapping.fields
     name = r.text(f.name, "the deal name", required=True)
     value = r.amount(f.value)
@@ -341,7 +341,7 @@ def apply_mapping(
     campaign = r.text(f.campaign_id, "the campaign id", required=False, limit=100)
     deal_type, code = _deal_type(r, mapping)
     shared = deal_type is DealType.PRIVATE and shared_with_microsoft(r, mapping)
-    partners = _partners(r, mapping)
+    partners = partners_of(r, mapping)
     if partners and deal_type is DealType.PRIVATE:
         deal_type = DealType.PARTNER_TO_PARTNER
     details = partner_details(r, mapping) if partners else None
@@ -398,7 +398,7 @@ def apply_mapping(
     )
 
 
-def _partners(r: _Reader, mapping: MappingFile) -> tuple[str, ...]:
+def partners_of(r: RecordReader, mapping: MappingFile) -> tuple[str, ...]:
     """Partner organization ids the record invites (``deal_type.invite_partner_field``)."""
     rule = mapping.deal_type
     if rule.invite_partner_field is None:
@@ -418,7 +418,7 @@ def _partners(r: _Reader, mapping: MappingFile) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def _deal_type(r: _Reader, mapping: MappingFile) -> tuple[DealType, str | None]:
+def _deal_type(r: RecordReader, mapping: MappingFile) -> tuple[DealType, str | None]:
     rule = mapping.deal_type
     if rule.help_field is None:
         return DealType.PRIVATE, None

@@ -7,8 +7,9 @@
 - :func:`team_of`: the owner and the record's opportunity team (several members);
 - :func:`partner_details`: what each invited partner is told.
 
-Each function reads through the record's reader (:class:`connector.mapping.apply._Reader`)
-and adds a problem to it for every bad value, naming the field and the fix.
+Each function reads through the record's reader
+(:class:`connector.mapping.apply.RecordReader`) and adds a problem to it for every bad
+value, naming the field and the fix.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from connector.mapping.schema import FieldSource, MappingFile
 from connector.model import TEAM_MEMBERS, Contact, PartnerDetails, SolutionRef
 
 if TYPE_CHECKING:
-    from connector.mapping.apply import _Reader
+    from connector.mapping.apply import RecordReader
 
 _TRUE = frozenset({"true", "yes", "1"})
 
@@ -33,14 +34,14 @@ def flag(value: Any) -> bool:
     return value is True or (isinstance(value, int) and value == 1)
 
 
-def shared_with_microsoft(r: _Reader, mapping: MappingFile) -> bool:
+def shared_with_microsoft(r: RecordReader, mapping: MappingFile) -> bool:
     """Whether the record ticks ``deal_type.share_field``."""
     field = mapping.deal_type.share_field
     return field is not None and flag(r.record.fields.get(field))
 
 
 def other_solutions(
-    r: _Reader, mapping: MappingFile, own: Iterable[str]
+    r: RecordReader, mapping: MappingFile, own: Iterable[str]
 ) -> tuple[SolutionRef, ...]:
     """Microsoft's and other partners' solutions of the record (each id once, own first)."""
     f, types = mapping.fields, mapping.solution_types
@@ -59,7 +60,7 @@ def other_solutions(
     return tuple(refs)
 
 
-def team_of(r: _Reader, mapping: MappingFile, owner: Contact) -> tuple[Contact, ...]:
+def team_of(r: RecordReader, mapping: MappingFile, owner: Contact) -> tuple[Contact, ...]:
     """The owner, then the opportunity team's members (by email, each once).
 
     A member the CRM gives no first name, last name or email is left out (Partner
@@ -91,7 +92,7 @@ def team_of(r: _Reader, mapping: MappingFile, owner: Contact) -> tuple[Contact, 
     return tuple(team)
 
 
-def partner_details(r: _Reader, mapping: MappingFile) -> PartnerDetails | None:
+def partner_details(r: RecordReader, mapping: MappingFile) -> PartnerDetails | None:
     """What each invited partner is told, from ``deal_type.partner_details``."""
     rule = mapping.deal_type.partner_details
     if rule is None:

@@ -56,6 +56,7 @@ from connector.sync.mirror import (
     with_microsoft,
 )
 from connector.sync.outcome import RecordOutcome
+from connector.sync.partners import PartnerInvitations
 from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
 from connector.sync.report import Outcome, RunReport
 from connector.sync.team import TeamStep
@@ -184,6 +185,8 @@ class SyncEngine:
         self.customers = CustomerLinks(self)
         #: opportunity teams (fields.team)
         self.team = TeamStep(self)
+        #: partner-to-partner invitations (core.partner_invitations)
+        self.partners = PartnerInvitations(self)
         #: what each record's syncs did, for the console (connector.sync.history)
         self.history = HistoryRecorder(store, connection, history)
 
@@ -493,6 +496,7 @@ class SyncEngine:
                 self.progress("pushed", 1)
         finally:
             self.store.save_links(self.connection, unsaved)
+        self.partners.invite(outcomes, work.by_id, work.links)
         self.lifecycle.register(outcomes, work.by_id, work.links)
         self._mirror_outcomes(outcomes, work.links, work.by_id, report)
 

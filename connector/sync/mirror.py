@@ -58,6 +58,8 @@ class CoreFacts:
     #: on a deal received from a partner, the emails of the sender's team as it came: the
     #: other company's people, kept in every team sent (connector.sync.team)
     partner_team: list[str] | None = None
+    #: partners invited to the deal by the connector (core.partner_invitations), by id
+    invited_partners: list[str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -124,6 +126,7 @@ def carried_over(previous: CoreFacts, facts: CoreFacts, raw: Mapping[str, Any]) 
         sender_notes=facts.sender_notes if has_notes(raw) else previous.sender_notes,
         crm_closed=previous.crm_closed,
         partner_team=previous.partner_team,
+        invited_partners=previous.invited_partners,
     )
 
 

@@ -18,6 +18,7 @@ from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
 from connector.dealcore.payload import HELP_ASKED, patch_ops, referral_body, sendable, status_ops
 from connector.model import DealDraft, DealType, Rejection, StandardStage, Status, Substatus
 from connector.sync.lifecycle import shared_with_microsoft
+from connector.sync.partners import inbound_partners_notice, partners_notice
 from connector.sync.team import with_partner_team
 
 
@@ -130,13 +131,6 @@ def is_terminal(status: str | None, substatus: str | None) -> bool:
     }
 
 
-def partners_notice(partners: tuple[str, ...]) -> str:
-    return (
-        f"Not sent: inviting partner {', '.join(partners)}. Partner Center's API documents "
-        "no way to invite a partner organisation; invite it in Partner Center."
-    )
-
-
 def fixed_notice(left_out: list[str]) -> str:
     return (
         f"Not sent: {' and '.join(left_out)}. Partner Center's API cannot change "
@@ -156,7 +150,7 @@ def plan_outbound(
     if link is None or link.referral_id is None:
         if draft.stage is StandardStage.LOST:
             return Skip(draft.crm_id, SkipReason.LOST_BEFORE_SHARED, fingerprint=fingerprint)
-        notice = partners_notice(draft.partners) if draft.partners else None
+        notice = _partner_notice(draft, None, options)
         sent = _without_partners(draft)
         return Create(
             draft,
@@ -200,7 +194,9 @@ def plan_outbound(
         )
         draft = _keep_shared(draft, previous)
     if draft.partners:
-        warnings.append(partners_notice(draft.partners))
+        notice = _partner_notice(draft, link, options)
+        if notice:
+            warnings.append(notice)
         draft = _without_partners(draft)
     wanted = referral_body(draft, options)
     if link.direction == "Incoming":
@@ -240,6 +236,17 @@ def plan_outbound(
     if not ops and not invite:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, notice=warning, fingerprint=fingerprint)
     return Update(draft, body, ops, fingerprint, closes, warning, invite)
+
+
+def _partner_notice(draft: DealDraft, link: LinkFacts | None, options: CoreOptions) -> str | None:
+    """What the record says about the partners it invites (connector.sync.partners)."""
+    if not draft.partners:
+        return None
+    if link is not None and link.direction == "Incoming":
+        return inbound_partners_notice(draft.partners)
+    if options.partner_invitations == "engagement_referral":
+        return None  # sent after the push (connector.sync.partners)
+    return partners_notice(draft.partners, draft.partner_details)
 
 
 def _only_closed_lost(draft: DealDraft, link: LinkFacts) -> bool:
