@@ -8,6 +8,7 @@ results as Rich tables. Nothing is written anywhere.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from connector.errors import ConfigError, CrmError
 from connector.mapping.explain import Explanation, explain_record
 from connector.mapping.schema import MappingFile
 from connector.mapping.stage_check import StageCheck, check_stages
-from connector.model import DealDraft
+from connector.model import TEAM_MEMBERS, DealDraft
 from connector.settings import ConfigFile, ConnectionSettings, SalesforceSettings, Settings
 
 if TYPE_CHECKING:
@@ -111,6 +112,11 @@ def explain_live(
                 "connection: --connection NAME)",
                 code="not_found",
             )
+        if mapping.fields.team.source == "opportunity_team":
+            # the team the next sync would send: the owner and the opportunity team
+            teams = crm.related.opportunity_teams([record.id])
+            members = tuple(teams.get(record.id) or teams.get(record.id.lower()) or ())
+            record = replace(record, fields={**record.fields, TEAM_MEMBERS: members})
         stages: dict[str, StageInfo] = {}
         for info in crm.stage_metadata():
             stages[info.label] = info

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from seller import Seller, add_team_member, remove_team_member, team_users
 
+from connector.mapping.live import explain_live
+from connector.mapping.load import load_mapping
+from connector.model import DealDraft
+from connector.settings import Settings, load_config
+
 #: a sales-team role each CRM knows (Salesforce's picklist, a seeded connection role)
 ROLE = {"salesforce": "Sales Rep", "dynamics": "Sales Team Member"}
 
@@ -84,3 +89,16 @@ def test_a_deal_from_a_partner_keeps_both_companies_people(seller: Seller) -> No
     world.reset_stats()
     world.sync()
     assert world.calls().get("core", {}).get("PATCH", 0) == 0
+
+
+def test_explain_shows_the_team_the_next_sync_would_send(seller: Seller) -> None:
+    opportunity_team(seller)
+    crm_id = seller.new_deal()
+    (member,) = team_users(seller, 1, besides=str(seller.get(crm_id, "owner")))
+    add_team_member(seller, crm_id, member["id"], ROLE[seller.crm])
+    cfg = load_config(seller.world.config_path)
+    (conn,) = cfg.connections
+    settings = Settings(state_url=seller.world.state_url, config=seller.world.config_path)
+    explained = explain_live(conn, settings, load_mapping(conn.mapping), crm_id)
+    assert isinstance(explained.result, DealDraft)
+    assert member["email"].lower() in {c.email.lower() for c in explained.result.team}
