@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connector.mapping.schema import StatusFields
-from connector.state.lifecycle_reads import links_with_countdown
+from connector.state.lifecycle_reads import links_to_close, links_with_countdown
 from connector.state.store import Link, LinkState, Store
 from connector.sync.countdown import SKEW_CURSOR, CoreClock
 from connector.sync.mirror import CoreFacts, status_values
@@ -84,3 +84,30 @@ def test_only_deals_waiting_for_an_answer_are_counted_down(store: Store) -> None
         ],
     )
     assert [k.crm_id for k in links_with_countdown(store, "c")] == ["a", "b"]
+
+
+def test_only_declined_or_expired_incoming_deals_not_yet_closed_are_to_close(store: Store) -> None:
+    def ended(crm_id: str, substatus: str, direction: str, closed: str | None) -> Link:
+        facts = CoreFacts(f"r-{crm_id}", "Closed", substatus, direction, "x", crm_closed=closed)
+        return Link(
+            connection="c",
+            crm_id=crm_id,
+            state=LinkState.TERMINAL,
+            referral_id=f"r-{crm_id}",
+            status="Closed",
+            substatus=substatus,
+            direction=direction,
+            core_facts=facts.as_json(),
+        )
+
+    store.save_links(
+        "c",
+        [
+            ended("a", "Declined", "Incoming", None),
+            ended("b", "Expired", "Incoming", None),
+            ended("c", "Expired", "Incoming", "Expired"),  # closed already
+            ended("d", "Lost", "Incoming", None),
+            ended("e", "Declined", "Outgoing", None),
+        ],
+    )
+    assert [k.crm_id for k in links_to_close(store, "c")] == ["a", "b"]
