@@ -127,6 +127,38 @@ class Customer:
     contacts: tuple[Contact, ...] = ()
 
 
+#: solution kinds of the seed: the partner's own, Microsoft's, other partners'
+SOLUTION_KINDS = ("own", "microsoft", "third_party")
+#: ``details.requirements.solutions[].type`` (RR's SolutionType)
+SOLUTION_TYPES = ("None", "Category", "Name")
+#: the key under which an adapter hands a record's opportunity team to the mapping: a
+#: tuple of :class:`Contact` (Salesforce OpportunityTeamMember, Dataverse connections)
+TEAM_MEMBERS = "@opportunity_team"
+
+
+@dataclass(frozen=True, slots=True)
+class SolutionRef:
+    """A solution that is not the partner's own (Microsoft's, another partner's)."""
+
+    id: str
+    kind: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerDetails:
+    """What a partner-to-partner invitation tells each invited partner (the seed's
+    "Invite partner" step): their close date, value and currency, notes, the solutions
+    they should bring and the help asked of them. Empty parts take the deal's own."""
+
+    close_date: date | None = None
+    value: Decimal | None = None
+    currency: str | None = None
+    notes: str | None = None
+    solutions: tuple[str, ...] = ()
+    help_code: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class DealDraft:
     """The deal a CRM record should be in the core: only fields the CRM owns."""
@@ -146,6 +178,14 @@ class DealDraft:
     campaign_id: str | None = None
     #: partner organizations invited to the deal (partner-to-partner)
     partners: tuple[str, ...] = ()
+    #: shared with Microsoft's sellers without asking for help (the "partner-led" deal)
+    shared_with_microsoft: bool = False
+    #: Microsoft's and other partners' solutions (``solutions`` are the partner's own)
+    other_solutions: tuple[SolutionRef, ...] = ()
+    #: the ``type`` the partner's own solutions are sent with
+    own_solution_type: str = "Name"
+    #: what each invited partner is told (partner-to-partner)
+    partner_details: PartnerDetails | None = None
 
     def fingerprint(self) -> str:
         """A stable hash of the mapped outbound fields (the no-echo check).
@@ -159,8 +199,13 @@ class DealDraft:
         fields["customer"] = {name: getattr(customer, name) for name in _CUSTOMER_FIELDS}
         fields["customer"]["contacts"] = [_contact_fields(c) for c in customer.contacts]
         fields["team"] = [_contact_fields(c) for c in self.team]
-        if not self.partners:
-            del fields["partners"]  # drafts without partners hash as before partners existed
+        for name, default in _ADDED_LATER.items():
+            if fields[name] == default:
+                del fields[name]  # drafts without them hash as before these fields existed
+        if "other_solutions" in fields:
+            fields["other_solutions"] = [_plain(s) for s in self.other_solutions]
+        if self.partner_details is not None:
+            fields["partner_details"] = _plain(self.partner_details)
         payload = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -169,7 +214,19 @@ def _contact_fields(contact: Contact) -> dict[str, Any]:
     return {name: getattr(contact, name) for name in _CONTACT_FIELDS}
 
 
+def _plain(value: Any) -> dict[str, Any]:
+    return {f.name: getattr(value, f.name) for f in dataclass_fields(value)}
+
+
 _DRAFT_FIELDS = tuple(f.name for f in dataclass_fields(DealDraft))
+#: fields left out of the fingerprint at their default (stored fingerprints predate them)
+_ADDED_LATER: dict[str, Any] = {
+    "partners": (),
+    "shared_with_microsoft": False,
+    "other_solutions": (),
+    "own_solution_type": "Name",
+    "partner_details": None,
+}
 _CUSTOMER_FIELDS = tuple(f.name for f in dataclass_fields(Customer))
 _CONTACT_FIELDS = tuple(f.name for f in dataclass_fields(Contact))
 

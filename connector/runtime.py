@@ -115,6 +115,7 @@ def core_options(core: CoreSettings) -> CoreOptions:
             organization_names=rule.organization_names,
         ),
         max_pages=core.max_pages,
+        partner_invitations=core.partner_invitations,
     )
 
 

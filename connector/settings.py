@@ -250,6 +250,12 @@ class CoreSettings(BaseModel):
     #: partner's referral with consent and the help asked is enough
     co_sell_mode: Literal["two_referrals", "consent_only"] = "two_referrals"
     microsoft_referral: MicrosoftReferralSettings = Field(default_factory=MicrosoftReferralSettings)
+    #: partner-to-partner invitations: ``explain`` (the documented, safe default: nothing
+    #: is sent, the record tells the seller to invite the partner in Partner Center, with
+    #: what to tell it) or ``engagement_referral`` (a referral in the deal's engagement
+    #: targeting the partner's BusinessProfileLocation with its details; undocumented as
+    #: an invitation, so opt-in)
+    partner_invitations: Literal["explain", "engagement_referral"] = "explain"
     #: pages one listing may follow before it stops (a guard against a core that never ends)
     max_pages: int = Field(10_000, ge=1)
     #: how far before a create intent (on the core's clock) the core's newest referrals

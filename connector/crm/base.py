@@ -78,6 +78,87 @@ class NewOpportunity:
     values: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class LostClosing:
+    """An open opportunity to close as lost (an incoming deal declined or expired).
+
+    ``lost_as`` is the mapping's word for it: a lost stage of ``stage_field``
+    (Salesforce) or a lost status reason (Dataverse's ``statuscode`` label, closed with
+    ``LoseOpportunity``). ``values`` are written on the record first (the reason field).
+    """
+
+    crm_id: str
+    lost_as: str
+    stage_field: str
+    values: Mapping[str, Any]
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TeamMember:
+    """A person on an opportunity's team in the CRM (a user), with the role given there."""
+
+    first_name: str
+    last_name: str
+    email: str
+    phone: str = ""
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedRow:
+    """A record related to opportunities (an account, a contact): its id and the columns read."""
+
+    id: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRelated:
+    """A related record to create; a contact is put under ``account_id`` when given."""
+
+    values: Mapping[str, Any]
+    account_id: str | None = None
+
+
+class RelatedRecords(Protocol):
+    """What the lifecycle steps need of a CRM beyond its opportunities.
+
+    ``relation`` is the relationship the mapping reads a related record through: the
+    first part of a path such as ``Account.Name`` or ``Primary_Contact__r.Email``
+    (Salesforce) or ``parentaccountid.name`` (Dataverse).
+    """
+
+    def find(
+        self, relation: str, column: str, values: Sequence[str], *, columns: Sequence[str]
+    ) -> list[RelatedRow]:
+        """Records behind ``relation`` whose ``column`` equals one of ``values`` (the
+        CRM's own comparison: case-insensitive in both)."""
+        ...
+
+    def create(self, relation: str, rows: Sequence[NewRelated]) -> list[WriteResult]:
+        """Create records behind ``relation``; one result per row (``crm_id`` = new id)."""
+        ...
+
+    def link_values(self, relation: str, row_id: str) -> dict[str, Any]:
+        """The opportunity values that point ``relation`` at the record ``row_id``."""
+        ...
+
+    def opportunity_teams(self, record_ids: Sequence[str]) -> dict[str, list[TeamMember]]:
+        """The team members (users) of each opportunity, sorted by email."""
+        ...
+
+    def team_changes(self, cursor: str | None) -> tuple[list[str], str | None]:
+        """Opportunities whose team changed since ``cursor``, and the cursor to keep."""
+        ...
+
+    def fetch_many(
+        self, record_ids: Sequence[str], *, fields: Sequence[str]
+    ) -> list[CrmOpportunity]:
+        """Opportunities by id (the ones that exist), read as a change pull reads them."""
+        ...
+
+
 @dataclass
 class ApiUsage:
     """API calls this adapter made, and the CRM's own usage figures when it reports them."""
@@ -111,6 +192,12 @@ class CrmAdapter(Protocol):
     usage: ApiUsage
     #: how often the engine asks which linked records still exist (None: never)
     reconcile_every: timedelta | None
+
+    @property
+    def related(self) -> RelatedRecords:
+        """Accounts, contacts, opportunity teams (connector.crm.salesforce_related,
+        connector.crm.dynamics_related)."""
+        ...
 
     def pull_changes(
         self, cursor: str | None, *, fields: Sequence[str], select: Filter | None
@@ -151,6 +238,11 @@ class CrmAdapter(Protocol):
     def describe_fields(self, entity: str | None = None) -> list[CrmField]:
         """The fields of ``entity`` (the opportunity object when None), as the CRM
         describes them (``connector mappings check --against-crm``)."""
+        ...
+
+    def close_lost(self, items: Sequence[LostClosing]) -> list[WriteResult]:
+        """Close open opportunities as lost; one result per item, in order. A record the
+        CRM reports closed already answers ``read_only_closed``."""
         ...
 
     def close(self) -> None: ...

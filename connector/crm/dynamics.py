@@ -43,13 +43,16 @@ from connector.crm.base import (
     ApiUsage,
     CrmField,
     CrmPage,
+    LostClosing,
     NewOpportunity,
     StageInfo,
     WriteResult,
 )
 from connector.crm.dynamics_auth import DEFAULT_AUTHORITY, DataverseTokens
+from connector.crm.dynamics_closing import DataverseClosing
 from connector.crm.dynamics_metadata import DataverseMetadata
 from connector.crm.dynamics_reads import DELTA_PREFIX, DataverseReader
+from connector.crm.dynamics_related import DataverseRelated
 from connector.crm.dynamics_rows import (
     DEFAULT_LOOKUPS,
     LOST_LABEL,
@@ -181,6 +184,9 @@ class DataverseOpportunities:
             batch_changesets=batch_changesets,
             guard_closed=guard_closed,
         )
+        self.closing = DataverseClosing(self)
+        #: accounts, contacts and sales teams (connector.crm.dynamics_related)
+        self.related = DataverseRelated(self)
 
     @classmethod
     def connect(
@@ -347,6 +353,10 @@ class DataverseOpportunities:
                     break
                 body = self.reader.follow(str(next_link), seen, prefer, kind="read")
         return {original for key, original in ids.items() if key not in found}
+
+    def close_lost(self, items: Sequence[LostClosing]) -> list[WriteResult]:
+        """Close rows as lost with ``LoseOpportunity``; see :mod:`connector.crm.dynamics_closing`."""
+        return self.closing.close_lost(items)
 
     def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
         """Rows whose ``field`` holds one of ``referral_ids``: referral id → opportunity id."""

@@ -45,6 +45,7 @@ from connector.crm.base import (
     ApiUsage,
     CrmField,
     CrmPage,
+    LostClosing,
     NewOpportunity,
     StageInfo,
     WriteResult,
@@ -60,6 +61,7 @@ from connector.crm.salesforce_records import (
     query_records,
     select_fields,
 )
+from connector.crm.salesforce_related import SalesforceRelated
 from connector.crm.salesforce_throttle import SalesforceThrottle
 from connector.crm.salesforce_types import FieldTypes
 from connector.crm.salesforce_writes import SalesforceWriter
@@ -163,6 +165,8 @@ class SalesforceOpportunities:
             auth.session, max_wait_s=max_throttle_wait_s, sleep=sleep
         )
         auth.session.hooks["response"].append(self._remember_server_time)
+        #: accounts, contacts and opportunity teams (connector.crm.salesforce_related)
+        self.related = SalesforceRelated(self)
 
     # ------------------------------------------------------------------ reading
 
@@ -426,6 +430,12 @@ class SalesforceOpportunities:
                     if isinstance(row.get("Id"), str) and row.get("IsDeleted") is not True
                 )
         return {i for i in ids if i[:15] not in live}
+
+    def close_lost(self, items: Sequence[LostClosing]) -> list[WriteResult]:
+        """Move records to the lost stage (with the values given) in collections of 200."""
+        return self.write_status(
+            [CrmStatusUpdate(i.crm_id, {**i.values, i.stage_field: i.lost_as}) for i in items]
+        )
 
     def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:
         """Live records whose ``field`` holds one of ``referral_ids``: referral id → record id."""

@@ -61,7 +61,7 @@ class SalesforceWriter:
                 continue
             record = {"attributes": {"type": self.object_name}, "id": update.crm_id, **body}
             items.append((update.crm_id, record))
-        return self._write_collections("PATCH", items, idempotent=True)
+        return self.write_collections("PATCH", items, idempotent=True)
 
     def create(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
         """POST new records in collections of 200; ``crm_id`` of each result is the new id."""
@@ -73,9 +73,9 @@ class SalesforceWriter:
                 prepared.append((None, refused_write(None, f"referral {item.referral_id}: {exc}")))
                 continue
             prepared.append((None, {"attributes": {"type": self.object_name}, **body}))
-        return self._write_collections("POST", prepared, idempotent=False)
+        return self.write_collections("POST", prepared, idempotent=False)
 
-    def _write_collections(
+    def write_collections(
         self,
         method: str,
         items: Sequence[tuple[str | None, dict[str, Any] | WriteResult]],

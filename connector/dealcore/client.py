@@ -333,6 +333,38 @@ class ReferralsClient:
 
         return call_with_retry(attempt, self._policy, sleep=self._sleep)
 
+    def create_in_engagement(
+        self,
+        engagement_id: str,
+        body: dict[str, Any],
+        already: Callable[[ReferralState], bool],
+    ) -> ReferralState:
+        """A referral of the engagement that ``already`` recognises, else one created from
+        ``body``: looked for before posting and again after an attempt whose outcome is
+        unknown, so it is never posted twice (as :meth:`invite_microsoft`)."""
+
+        def existing(policy: RetryPolicy | None = None) -> ReferralState | None:
+            found = [r for r in self.list_engagement(engagement_id, policy) if already(r)]
+            return found[0] if found else None
+
+        found = existing()
+        if found is not None:
+            return found
+        what = f"POST a referral in engagement {engagement_id}"
+        state = _CallState()
+
+        def attempt() -> ReferralState:
+            if state.ambiguous:
+                again = existing(_SINGLE_ATTEMPT)
+                if again is not None:
+                    return again
+            response = self._attempt(
+                "POST", self._referrals, state, what=what, expect="referral", json_body=body
+            )
+            return parse_referral(response.json())
+
+        return call_with_retry(attempt, self._policy, sleep=self._sleep)
+
     def patch(self, referral_id: str, ops: list[dict[str, Any]], etag: str | None) -> ReferralState:
         """Apply JSON Patch ``ops``; ``etag`` goes verbatim into ``If-Match``.
 

@@ -11,7 +11,12 @@ observed behaviour (see ``docs/sandbox-core.md`` for the sources):
   the partner's referral, then one for Microsoft in its engagement) or ``consent_only``
   (consent and the help asked on the partner's referral);
 - ``microsoft``: how Microsoft's referral in an engagement is recognised
-  (:class:`MicrosoftReferralRule`).
+  (:class:`MicrosoftReferralRule`);
+- ``partner_invitations``: ``explain`` (nothing sent: no documented target type names a
+  partner organisation; the record says whom to invite and with what) or
+  ``engagement_referral`` (opt-in: a referral in the deal's engagement whose target is the
+  partner's ``BusinessProfileLocation``, RR's "profile location from the partner business
+  profile", carrying what that partner is told).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Literal
 
 SalesStageFormat = Literal["percent", "name"]
 CoSellMode = Literal["two_referrals", "consent_only"]
+PartnerInvitations = Literal["explain", "engagement_referral"]
 
 #: the documented target of the referral a partner creates for Microsoft (CR20)
 MICROSOFT_TARGET = {"type": "BusinessProfileLocation", "id": "msft"}
@@ -85,6 +91,8 @@ class CoreOptions:
     microsoft: MicrosoftReferralRule = field(default_factory=MicrosoftReferralRule)
     #: pages one listing may follow
     max_pages: int = 10_000
+    #: how partner-to-partner invitations go (connector.sync.partners)
+    partner_invitations: PartnerInvitations = "explain"
 
 
 DEFAULT_OPTIONS = CoreOptions()

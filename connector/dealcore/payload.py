@@ -42,6 +42,7 @@ __all__ = [
     "referral_link",
     "sales_stage_value",
     "sendable",
+    "solution_items",
     "status_ops",
 ]
 
@@ -130,13 +131,21 @@ def sales_stage_value(stage: StandardStage, stage_format: SalesStageFormat) -> s
     return str(stage.percent)
 
 
-def _contact(contact: Contact) -> dict[str, str]:
+def _contact(contact: Contact) -> dict[str, str | None]:
     return {
         "firstName": contact.first_name,
         "lastName": contact.last_name,
-        "phoneNumber": contact.phone,
+        # a team member the CRM gives no phone: none sent rather than an empty string
+        "phoneNumber": contact.phone or None,
         "email": contact.email,
     }
+
+
+def solution_items(draft: DealDraft) -> list[dict[str, str]]:
+    """``details.requirements.solutions``: the partner's own, then Microsoft's and other
+    partners', each with the ``type`` its kind is sent with (RR's SolutionTag)."""
+    own = [{"id": s, "type": draft.own_solution_type} for s in draft.solutions]
+    return own + [{"id": r.id, "type": r.type} for r in draft.other_solutions]
 
 
 def _json_number(value: Decimal) -> int | float:
@@ -153,15 +162,23 @@ def _closing(value: date) -> str:
 def referral_body(draft: DealDraft, options: CoreOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     """The Referral JSON that creates ``draft`` in the core.
 
-    Private deals are ``Independent`` and share nothing. Co-sell deals are ``Shared``,
-    consent to Microsoft's sellers and carry the help asked in ``inviteContext``; in the
-    documented two-referral flow their ``target`` is the partner's solution profile
-    (``SolutionProfile``), Microsoft being invited by a second referral
-    (:func:`microsoft_referral_body`). Partners are never targeted: no documented target
-    type names a partner organisation. The status is the seed's for a created deal
+    Private deals are ``Independent`` and share nothing (LIVE-CR's private sample).
+    Co-sell deals are ``Shared``, consent to Microsoft's sellers and carry the help asked
+    in ``inviteContext``; in the documented two-referral flow their ``target`` is the
+    partner's own solution profiles (``SolutionProfile``), Microsoft being invited by a
+    second referral (:func:`microsoft_referral_body`). A deal shared with Microsoft's
+    sellers without asking for help (LIVE-CR's "partner-led") consents to them and asks
+    nothing. A partner-to-partner deal consents to sharing the customer's information
+    with others and to their contacting the customer (the seed: the invited partner
+    works with the customer); partners are never targeted: no documented target type
+    names a partner organisation. The status is the seed's for a created deal
     (``Active``/``Accepted``), or ``Closed``/``Won`` for a deal already won.
     """
     co_sell = draft.deal_type == DealType.CO_SELL
+    to_microsoft = co_sell or draft.shared_with_microsoft
+    with_others = (
+        to_microsoft or draft.deal_type == DealType.PARTNER_TO_PARTNER or bool(draft.partners)
+    )
     address = {
         "addressLine1": draft.customer.address_line1,
         "city": draft.customer.city,
@@ -173,7 +190,7 @@ def referral_body(draft: DealDraft, options: CoreOptions = DEFAULT_OPTIONS) -> d
         "dealValue": _json_number(draft.value),
         "currency": draft.currency,
         "closingDateTime": _closing(draft.close_date),
-        "requirements": {"solutions": [{"id": s, "type": "Name"} for s in draft.solutions]},
+        "requirements": {"solutions": solution_items(draft)},
     }
     if draft.notes is not None:
         details["notes"] = draft.notes
@@ -191,9 +208,9 @@ def referral_body(draft: DealDraft, options: CoreOptions = DEFAULT_OPTIONS) -> d
             "team": [_contact(c) for c in draft.customer.contacts],
         },
         "consent": {
-            "consentToToShareInfoWithOthers": co_sell,  # sic: the API's own spelling
-            "consentToContact": co_sell,
-            "consentToShareReferralWithMicrosoftSellers": co_sell,
+            "consentToToShareInfoWithOthers": with_others,  # sic: the API's own spelling
+            "consentToContact": with_others,
+            "consentToShareReferralWithMicrosoftSellers": to_microsoft,
         },
         "details": details,
         "team": [_contact(c) for c in draft.team],

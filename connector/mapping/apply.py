@@ -16,6 +16,12 @@ from typing import Any
 import pycountry
 
 from connector.crm.base import StageInfo
+from connector.mapping.apply_parts import (
+    other_solutions,
+    partner_details,
+    shared_with_microsoft,
+    team_of,
+)
 from connector.mapping.schema import ContactFields, FieldSource, MappingFile
 from connector.model import (
     STAGE_IGNORED,
@@ -74,7 +80,7 @@ def clean_text(value: str, *, multiline: bool = False) -> str:
     return " ".join("".join(c if c not in _CONTROL else " " for c in text).split())
 
 
-class _Reader:
+class RecordReader:
     """Reads mapped values of one record and collects every problem."""
 
     def __init__(self, record: CrmOpportunity) -> None:
@@ -223,7 +229,7 @@ class _Reader:
             return None
         return Contact(first, last, phone, email)
 
-    def solutions(self, source: FieldSource) -> tuple[str, ...]:
+    def solutions(self, source: FieldSource, *, required: bool = True) -> tuple[str, ...]:
         value = self.raw(source)
         items: list[str]
         if value is None:
@@ -233,6 +239,8 @@ class _Reader:
         else:
             items = str(value).split(source.split) if source.split else [str(value)]
         ids = [clean_text(i) for i in items if clean_text(i)]
+        if not ids and not required:
+            return ()
         if not ids:
             self.problems.append(
                 f"no solution is named ({_where(source)}); add at least one solution id"
@@ -315,7 +323,7 @@ def apply_mapping(
         # left out of the sync whatever else the record holds: skipped, not rejected
         reason = f"stage {str(label)[:80]!r} is ignored by the mapping (stages.map: ignore)"
         return Rejection(record.id, (reason,), code=STAGE_IGNORED)
-    r = _Reader(record)
+    r = RecordReader(record)
     f = mapping.fields
     name = r.text(f.name, "the deal name", required=True)
     value = r.amount(f.value)
@@ -327,13 +335,31 @@ def apply_mapping(
     if stage_problem:
         r.problems.append(stage_problem)
     team_member = r.contact(f.team_member, "seller (team member)", required=True)
-    solutions = r.solutions(f.solutions)
+    kinds = f.microsoft_solutions is not None or f.third_party_solutions is not None
+    solutions = r.solutions(f.solutions, required=not kinds)
+    others = other_solutions(r, mapping, solutions)
+    if kinds and not solutions and not others:
+        where = ", ".join(
+            s.field or "a constant"
+            for s in (f.solutions, f.microsoft_solutions, f.third_party_solutions)
+            if s is not None
+        )
+        r.problems.append(
+            f"no solution is named (CRM fields {where}); add at least one solution id"
+        )
     notes = r.text(f.notes, "the notes", required=False, limit=MAX_NOTES, multiline=True)
     campaign = r.text(f.campaign_id, "the campaign id", required=False, limit=100)
     deal_type, code = _deal_type(r, mapping)
-    partners = _partners(r, mapping)
+    shared = deal_type is DealType.PRIVATE and shared_with_microsoft(r, mapping)
+    partners = partners_of(r, mapping)
     if partners and deal_type is DealType.PRIVATE:
         deal_type = DealType.PARTNER_TO_PARTNER
+    details = partner_details(r, mapping) if partners else None
+    if deal_type is DealType.CO_SELL and others and not solutions:
+        r.problems.append(
+            f"a co-sell deal needs one of your own solutions ({_where(f.solutions)}): it is "
+            "the deal's target in Partner Center; add your solution id"
+        )
     contacts: tuple[Contact, ...] = ()
     if f.customer_contact is not None:
         contact = r.contact(
@@ -348,6 +374,7 @@ def apply_mapping(
         return Rejection(record.id, tuple(r.problems))
     assert name and value is not None and currency and close_date and customer_name and country
     assert stage is not None and team_member is not None
+    team = team_of(r, mapping, team_member)
     customer = Customer(
         name=customer_name,
         country=country,
@@ -366,7 +393,7 @@ def apply_mapping(
         currency=currency,
         close_date=close_date,
         customer=customer,
-        team=(team_member,),
+        team=team,
         solutions=solutions,
         stage=stage,
         deal_type=deal_type,
@@ -374,10 +401,14 @@ def apply_mapping(
         notes=notes,
         campaign_id=campaign,
         partners=partners,
+        shared_with_microsoft=shared,
+        other_solutions=others,
+        own_solution_type=mapping.solution_types.own,
+        partner_details=details,
     )
 
 
-def _partners(r: _Reader, mapping: MappingFile) -> tuple[str, ...]:
+def partners_of(r: RecordReader, mapping: MappingFile) -> tuple[str, ...]:
     """Partner organization ids the record invites (``deal_type.invite_partner_field``)."""
     rule = mapping.deal_type
     if rule.invite_partner_field is None:
@@ -397,7 +428,7 @@ def _partners(r: _Reader, mapping: MappingFile) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def _deal_type(r: _Reader, mapping: MappingFile) -> tuple[DealType, str | None]:
+def _deal_type(r: RecordReader, mapping: MappingFile) -> tuple[DealType, str | None]:
     rule = mapping.deal_type
     if rule.help_field is None:
         return DealType.PRIVATE, None

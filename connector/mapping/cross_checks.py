@@ -16,10 +16,11 @@ from connector.mapping.field_check import FilePath, field_uses
 
 
 def cross_block_problems(data: Any) -> list[tuple[FilePath, str]]:
-    """Status fields the mapping also reads; Dataverse's Won / Lost sent elsewhere."""
+    """Status fields the mapping also reads; Dataverse's Won / Lost sent elsewhere; an
+    incoming deal's customer tied to records the mapping does not read it through."""
     if not isinstance(data, Mapping):
         return []
-    problems = _status_fields_read(data)
+    problems = _status_fields_read(data) + _customer_paths(data)
     if data.get("crm") == "dynamics":
         problems += _dataverse_closed_stages(data)
     return problems
@@ -62,3 +63,43 @@ def _dataverse_closed_stages(data: Mapping[str, Any]) -> list[tuple[FilePath, st
                 )
             )
     return problems
+
+
+def _customer_paths(data: Mapping[str, Any]) -> list[tuple[FilePath, str]]:
+    """``inbound.customer`` ties an incoming deal to the account and contact the mapping
+    reads the customer through: it needs relationship paths to find them."""
+    inbound = data.get("inbound")
+    customer = inbound.get("customer") if isinstance(inbound, Mapping) else None
+    if not isinstance(customer, Mapping):
+        return []
+    fields = data.get("fields")
+    fields = fields if isinstance(fields, Mapping) else {}
+    problems: list[tuple[FilePath, str]] = []
+    name = _source_field(fields.get("customer_name"))
+    if customer.get("account", "none") != "none" and name.count(".") != 1:
+        problems.append(
+            (
+                ("inbound", "customer", "account"),
+                "tying incoming deals to an account needs the customer's name read through "
+                "the account: map fields.customer_name to a relationship path such as "
+                "Account.Name (Salesforce) or parentaccountid.name (Dataverse), or set "
+                "account: none",
+            )
+        )
+    contact = fields.get("customer_contact")
+    email = _source_field(contact.get("email")) if isinstance(contact, Mapping) else ""
+    if customer.get("contact", "none") != "none" and email.count(".") != 1:
+        problems.append(
+            (
+                ("inbound", "customer", "contact"),
+                "tying incoming deals to a contact needs fields.customer_contact read "
+                "through the contact, such as Primary_Contact__r.Email or "
+                "parentcontactid.emailaddress1, or set contact: none",
+            )
+        )
+    return problems
+
+
+def _source_field(source: Any) -> str:
+    field = source.get("field") if isinstance(source, Mapping) else None
+    return field if isinstance(field, str) else ""

@@ -32,6 +32,8 @@ READ_KEYS: tuple[tuple[str, str], ...] = (
     ("inbound", "action_field"),
     ("inbound", "decline_reason_field"),
 )
+#: what a partner invited to a partner-to-partner deal is told, each from a CRM field
+PARTNER_DETAIL_KEYS = ("close_date", "value", "currency", "notes", "solutions", "help_field")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,15 @@ def field_uses(data: Any) -> list[FieldUse]:
                     uses += _named(inner, ("fields", str(name), str(part), "field"))
     for block, key in READ_KEYS[3:]:
         uses += _named(blocks[block], (block, key))
+    deal_type = blocks["deal_type"]
+    details = deal_type.get("partner_details") if isinstance(deal_type, Mapping) else None
+    for key in PARTNER_DETAIL_KEYS:
+        uses += _named(details, ("deal_type", "partner_details", key))
+    inbound = blocks["inbound"]
+    close = inbound.get("close") if isinstance(inbound, Mapping) else None
+    reason = close.get("reason_field") if isinstance(close, Mapping) else None
+    if isinstance(reason, str) and reason:
+        uses.append(FieldUse(("inbound", "close", "reason_field"), reason, writes=True))
     status = data.get("status_fields")
     if isinstance(status, Mapping):
         for name, value in status.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from connector.mapping.check import FileCheck, check_file
 from connector.mapping.explain import Explanation, explain_record
 from connector.mapping.schema import MappingFile
 from connector.mapping.stage_check import StageCheck
-from connector.model import DealDraft
+from connector.model import TEAM_MEMBERS, DealDraft
 from connector.settings import ConfigFile, ConnectionSettings, SalesforceSettings, Settings
 
 if TYPE_CHECKING:
@@ -125,6 +126,11 @@ def explain_live(
                 "connection: --connection NAME)",
                 code="not_found",
             )
+        if mapping.fields.team.source == "opportunity_team":
+            # the team the next sync would send: the owner and the opportunity team
+            teams = crm.related.opportunity_teams([record.id])
+            members = tuple(teams.get(record.id) or teams.get(record.id.lower()) or ())
+            record = replace(record, fields={**record.fields, TEAM_MEMBERS: members})
         stages: dict[str, StageInfo] = {}
         for info in crm.stage_metadata():
             stages[info.label] = info

@@ -9,15 +9,21 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from connector.mapping.filters import FIELD_PATTERN, Filter
+from connector.mapping.lifecycle_schema import (
+    READ_FIELD_PATTERN,
+    CloseSettings,
+    CustomerSettings,
+    PartnerInvitationFields,
+    SolutionTypes,
+    TeamSource,
+)
 from connector.mapping.schema_docs import document
 from connector.mapping.yaml_source import ModelProblems
 from connector.model import ASSISTANCE_CODES, StandardStage
 
 CrmKind = Literal["salesforce", "dynamics"]
 
-#: a field the mapping reads: a field name or path, or Dataverse's display label of a
-#: choice column (``cosell_helpneeded@label``, the adapter's formatted value)
-READ_FIELD_PATTERN = FIELD_PATTERN.removesuffix("$") + "(@label)?$"
+__all__ = ["READ_FIELD_PATTERN", "MappingFile"]
 
 
 def _reused(named: dict[str, str | None], block: str) -> list[tuple[tuple[str | int, ...], str]]:
@@ -147,7 +153,13 @@ class DealFields(_Strict):
     customer_address_line1: FieldSource | None = None
     customer_contact: ContactFields | None = None
     team_member: ContactFields
+    #: where the rest of the team comes from (the owner alone by default)
+    team: TeamSource = TeamSource()
+    #: the partner's own solutions (the co-sell target)
     solutions: FieldSource
+    #: Microsoft's solutions and other partners' (the seed's three kinds of solution)
+    microsoft_solutions: FieldSource | None = None
+    third_party_solutions: FieldSource | None = None
     notes: FieldSource | None = None
     campaign_id: FieldSource | None = None
 
@@ -221,6 +233,8 @@ class DealTypeRule(_Strict):
     invite_partner_field: str | None = Field(None, pattern=FIELD_PATTERN)
     #: separates several partner organization ids in ``invite_partner_field``
     partner_split: str = Field(";", min_length=1)
+    #: what each invited partner is told (close date, value, notes, solutions, help)
+    partner_details: PartnerInvitationFields | None = None
     #: a checkbox asking to register a won, eligible deal with Microsoft
     register_field: str | None = Field(None, pattern=FIELD_PATTERN)
 
@@ -272,6 +286,8 @@ class StatusFields(_Strict):
     registration_status: str | None = Field(None, pattern=FIELD_PATTERN)
     direction: str | None = Field(None, pattern=FIELD_PATTERN)
     last_sync: str | None = Field(None, pattern=FIELD_PATTERN)
+    #: notes Microsoft and other partners wrote on the deal (never the CRM's own)
+    received_notes: str | None = Field(None, pattern=FIELD_PATTERN)
 
     @model_validator(mode="after")
     def _distinct(self) -> StatusFields:
@@ -293,11 +309,34 @@ class InboundSettings(_Strict):
     owner_id: str | None = None
     record_type_id: str | None = None
     action_field: str | None = Field(None, pattern=READ_FIELD_PATTERN)
-    decline_reason_field: str | None = Field(None, pattern=FIELD_PATTERN)
+    decline_reason_field: str | None = Field(None, pattern=READ_FIELD_PATTERN)
+    #: the reasons a seller may pick (the CRM's value → the ``statusReason`` sent); empty:
+    #: the field's text is sent as it is
+    decline_reasons: dict[str, str] = Field(default_factory=dict)
+    #: tie an incoming deal's opportunity to the customer's account and contact
+    customer: CustomerSettings = CustomerSettings()
+    #: close declined and expired incoming deals in the CRM
+    close: CloseSettings = CloseSettings()
 
     @model_validator(mode="after")
     def _stage_needed(self) -> InboundSettings:
         problems: list[tuple[tuple[str | int, ...], str]] = []
+        for crm_value, reason in self.decline_reasons.items():
+            if not str(reason).strip():
+                problems.append(
+                    (
+                        ("decline_reasons", crm_value),
+                        "the reason sent to Partner Center is empty; write the text to send",
+                    )
+                )
+        if self.decline_reasons and self.decline_reason_field is None:
+            problems.append(
+                (
+                    ("decline_reasons",),
+                    "decline_reasons translates the values of decline_reason_field, which is "
+                    "missing; add decline_reason_field: <the CRM picklist of reasons>",
+                )
+            )
         if self.create_opportunities and not self.stage:
             problems.append(
                 (
@@ -329,6 +368,8 @@ class MappingFile(_Strict):
     stages: StageMap
     fields: DealFields
     deal_type: DealTypeRule = DealTypeRule()
+    #: the ``type`` each kind of solution is sent with
+    solution_types: SolutionTypes = SolutionTypes()
     status_fields: StatusFields
     inbound: InboundSettings = InboundSettings()
     #: what becomes of the referral of a CRM record that was deleted or purged, once the
@@ -366,6 +407,9 @@ class MappingFile(_Strict):
                 for part, source in value.__dict__.items():
                     named.append((f"fields.{key}.{part}", source.field))
         dt, inbound = self.deal_type, self.inbound
+        if dt.partner_details is not None:
+            for part, crm_field in dt.partner_details.named().items():
+                named.append((f"deal_type.partner_details.{part}", crm_field))
         named += [
             ("deal_type.help_field", dt.help_field),
             ("deal_type.share_field", dt.share_field),

@@ -72,6 +72,13 @@ class DataversePart:
             Route(f"{admin}/limits", self._admin_limits, methods=["GET", "PUT"]),
             Route(f"{admin}/defects", self._admin_defects, methods=["GET"]),
             Route(f"{admin}/reset", self._admin_reset, methods=["POST"]),
+            # accounts, contacts, systemusers, connections, connectionroles
+            Route(f"{admin}/rows/{{entity_set}}", self._admin_rows, methods=["GET", "POST"]),
+            Route(
+                f"{admin}/rows/{{entity_set}}/{{row_id}}",
+                self._admin_row,
+                methods=["GET", "POST", "DELETE"],
+            ),
         ]
 
     def error_response(
@@ -165,19 +172,19 @@ class DataversePart:
         return data
 
     @staticmethod
-    def _user_values(body: dict[str, Any]) -> dict[str, Any]:
+    def _user_values(body: dict[str, Any], table: s.Table = s.OPPORTUNITY) -> dict[str, Any]:
         """Columns as a CRM user sets them: any column, lookups as ``_x_value`` GUIDs."""
         values: dict[str, Any] = {}
         for key, value in body.items():
-            column = s.OPPORTUNITY.columns.get(key)
-            if column is None or (not column.writable and key != "opportunityid"):
+            column = table.columns.get(key)
+            if column is None or (not column.writable and key != table.primary_id):
                 raise DataverseError(400, "bad_request", f"unknown or read-only column {key!r}")
             if column.kind == s.LOOKUP:
                 if value is not None and not (isinstance(value, str) and is_guid(value)):
                     raise DataverseError(400, "bad_request", f"{key} must be a GUID or null")
                 values[key] = value.lower() if isinstance(value, str) else None
             else:
-                values[key] = check_value(s.OPPORTUNITY, column, value)
+                values[key] = check_value(table, column, value)
         return values
 
     async def _admin(self, request: Request, action: Any) -> Response:
@@ -221,6 +228,54 @@ class DataversePart:
             values = self._user_values(body)
             values.pop("opportunityid", None)
             return self.store.update("opportunities", row_id, values)
+
+        return await self._admin(request, act)
+
+    def _table(self, request: Request) -> s.Table:
+        table = s.TABLES.get(request.path_params["entity_set"])
+        if table is None or table is s.OPPORTUNITY:
+            raise DataverseError(404, "not_found", "no such table (opportunities have their own)")
+        return table
+
+    async def _admin_rows(self, request: Request) -> Response:
+        """Rows of another table (GET, filtered by ``?column=value``), or a new one (POST)."""
+
+        def act(body: dict[str, Any]) -> Any:
+            table = self._table(request)
+            if request.method == "GET":
+                wanted = dict(request.query_params)
+                return {
+                    "value": [
+                        row
+                        for row in self.store.all(table.entity_set)
+                        if all(str(row.get(k)).lower() == v.lower() for k, v in wanted.items())
+                    ]
+                }
+            values = self._user_values(body, table)
+            values.setdefault(table.primary_id, dataverse_seed.new_id())
+            if self.store.get(table.entity_set, values[table.primary_id]) is not None:
+                raise DataverseError(
+                    409, "conflict", f"a row with that id exists in {table.entity_set}"
+                )
+            return self.store.insert(table.entity_set, values)
+
+        return await self._admin(request, act)
+
+    async def _admin_row(self, request: Request) -> Response:
+        def act(body: dict[str, Any]) -> Any:
+            table = self._table(request)
+            row_id = request.path_params["row_id"].lower()
+            row = self.store.get(table.entity_set, row_id)
+            if row is None:
+                raise DataverseError(404, "not_found", f"no row {row_id} in {table.entity_set}")
+            if request.method == "GET":
+                return row
+            if request.method == "DELETE":
+                self.store.delete(table.entity_set, row_id)
+                return {"deleted": row_id}
+            values = self._user_values(body, table)
+            values.pop(table.primary_id, None)
+            return self.store.update(table.entity_set, row_id, values)
 
         return await self._admin(request, act)
 

@@ -45,6 +45,17 @@ HELP_NEEDED = (
     (6, "Workload Specific Value Proposition"),
 )
 COSELL_ACTION = ((1, "Accept"), (2, "Decline"))
+#: the reasons a seller picks from when declining an incoming deal
+DECLINE_REASON = (
+    (1, "Not a fit"),
+    (2, "No capacity this quarter"),
+    (3, "Outside our region"),
+    (4, "Customer not reachable"),
+    (5, "Duplicate deal"),
+    (6, "Other"),
+)
+#: the record type codes a connection's ends carry (objecttypecode)
+OBJECT_TYPE_CODES = {"accounts": 1, "contacts": 2, "opportunities": 3, "systemusers": 8}
 OPEN, WON, LOST = 0, 1, 2
 
 
@@ -137,8 +148,17 @@ OPPORTUNITY = Table(
         Column("cosell_helpneeded", PICKLIST, options=HELP_NEEDED),
         Column("cosell_sharewithmicrosoft", BOOL),
         Column("cosell_solutions", STRING, max_length=2000),
+        Column("cosell_microsoftsolutions", STRING, max_length=2000),
+        Column("cosell_thirdpartysolutions", STRING, max_length=2000),
         Column("cosell_campaignid", STRING, max_length=100),
         Column("cosell_invitepartner", STRING, max_length=200),
+        # what an invited partner is told (the seed's partner-to-partner invitation)
+        Column("cosell_partnerclosedate", DATE),
+        Column("cosell_partnervalue", MONEY),
+        Column("cosell_partnercurrency", STRING, max_length=3),
+        Column("cosell_partnernotes", STRING, max_length=2000),
+        Column("cosell_partnersolutions", STRING, max_length=2000),
+        Column("cosell_partnerhelp", PICKLIST, options=HELP_NEEDED),
         Column("cosell_status", STRING, max_length=100),
         Column("cosell_syncerror", STRING, max_length=4000),
         Column("cosell_microsoftstatus", STRING, max_length=100),
@@ -148,7 +168,9 @@ OPPORTUNITY = Table(
         Column("cosell_registrationstatus", STRING, max_length=100),
         Column("cosell_registerdeal", BOOL),
         Column("cosell_action", PICKLIST, options=COSELL_ACTION),
-        Column("cosell_declinereason", STRING, max_length=500),
+        Column("cosell_declinereason", PICKLIST, options=DECLINE_REASON),
+        Column("cosell_closereason", STRING, max_length=500),
+        Column("cosell_receivednotes", STRING, max_length=4000),
         Column("cosell_lastsync", DATETIME),
         Column("cosell_direction", STRING, max_length=20),
     ),
@@ -216,9 +238,46 @@ TRANSACTIONCURRENCY = Table(
     ),
 )
 
+CONNECTIONROLE = Table(
+    "connectionroles",
+    "connectionrole",
+    "connectionroleid",
+    "name",
+    _columns(*_system("connectionroleid"), Column("name", STRING, max_length=100)),
+)
+
+#: a relationship between two records (Dynamics 365 Sales keeps an opportunity's sales
+#: team as connections from the opportunity to users, each with a role)
+CONNECTION = Table(
+    "connections",
+    "connection",
+    "connectionid",
+    "name",
+    _columns(
+        *_system("connectionid"),
+        Column("name", STRING, max_length=500),
+        Column("_record1id_value", LOOKUP, targets=("opportunities", "accounts", "contacts")),
+        Column("_record2id_value", LOOKUP, targets=("systemusers", "contacts", "accounts")),
+        Column("record1objecttypecode", INT, writable=False),
+        Column("record2objecttypecode", INT, writable=False),
+        Column("_record1roleid_value", LOOKUP, targets=("connectionroles",)),
+        Column("_record2roleid_value", LOOKUP, targets=("connectionroles",)),
+        Column("statecode", INT),
+    ),
+)
+
 #: every table by entity set name
 TABLES: dict[str, Table] = {
-    t.entity_set: t for t in (OPPORTUNITY, ACCOUNT, CONTACT, SYSTEMUSER, TRANSACTIONCURRENCY)
+    t.entity_set: t
+    for t in (
+        OPPORTUNITY,
+        ACCOUNT,
+        CONTACT,
+        SYSTEMUSER,
+        TRANSACTIONCURRENCY,
+        CONNECTIONROLE,
+        CONNECTION,
+    )
 }
 #: every table by logical name
 BY_LOGICAL_NAME: dict[str, Table] = {t.logical_name: t for t in TABLES.values()}

@@ -64,6 +64,14 @@ def currency_id(code: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-dataverse/currency/{code}"))
 
 
+#: the connection roles of an opportunity's sales team (fixed ids, like the currencies)
+SALES_TEAM_ROLES = ("Sales Team Member", "Technical Sales Professional")
+
+
+def role_id(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-dataverse/connectionrole/{name}"))
+
+
 def new_id() -> str:
     """A random GUID for rows created after seeding."""
     return str(uuid.uuid4())
@@ -109,6 +117,8 @@ def build(store: DataverseStore, n: int, seed: int, now: datetime) -> dict[str, 
     # insert in modification order so that versionnumber grows with modifiedon, as in Dataverse
     for modified, row in sorted(pending, key=lambda p: (p[0], p[1]["opportunityid"])):
         store.insert("opportunities", row, at=stamp(modified))
+    for role in SALES_TEAM_ROLES:
+        store.insert("connectionroles", {"connectionroleid": role_id(role), "name": role}, at=base)
     return defects
 
 

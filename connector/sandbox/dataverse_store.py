@@ -111,6 +111,7 @@ class DataverseStore:
         full["modifiedon"] = when
         full["versionnumber"] = self._next_version()
         _derive(table, full)
+        self._type_codes(table, full)
         self._remember(entity_set, row_id)
         self.rows[entity_set][row_id] = full
         return full
@@ -125,7 +126,25 @@ class DataverseStore:
         row["modifiedon"] = at or self.now()
         row["versionnumber"] = self._next_version()
         _derive(table, row)
+        self._type_codes(table, row)
         return row
+
+    def _type_codes(self, table: s.Table, row: Row) -> None:
+        """A connection's ``record1objecttypecode`` / ``record2objecttypecode``: the type of
+        the record each end points to, as Dataverse fills them in."""
+        if table is not s.CONNECTION:
+            return
+        for end in ("record1", "record2"):
+            target = row.get(f"_{end}id_value")
+            column = table.columns[f"_{end}id_value"]
+            row[f"{end}objecttypecode"] = next(
+                (
+                    s.OBJECT_TYPE_CODES[name]
+                    for name in column.targets
+                    if target is not None and target in self.rows[name]
+                ),
+                None,
+            )
 
     def delete(self, entity_set: str, row_id: str) -> bool:
         row_id = row_id.lower()

@@ -266,6 +266,9 @@ class PartnerCenterPart:
 
     async def _microsoft(self, request: Request) -> Response:
         body = await _body(request, optional=True)
+        if request.path_params["action"] == "notes":
+            notes = body.get("notes") if isinstance(body, dict) else None
+            return _json(self.store.microsoft_notes(request.path_params["id"], notes))
         reason = body.get("statusReason") if isinstance(body, dict) else None
         side = self.store.microsoft(
             request.path_params["id"], request.path_params["action"], reason

@@ -487,6 +487,23 @@ class ReferralStore:
                 )
             return self._microsoft_act(side, action, self.now(), reason)
 
+    def microsoft_notes(self, ident: str, notes: Any) -> dict[str, Any]:
+        """Microsoft's seller writes notes on its referral in the engagement of ``ident``."""
+        if not isinstance(notes, str):
+            raise ReferralError("notes must be text", target="notes")
+        with self.lock:
+            deal = self.get(ident)
+            side = self._microsoft_side(deal["engagementId"])
+            if side is None:
+                raise ReferralError(
+                    f"Microsoft was never invited to the engagement of referral {ident}",
+                    status=404,
+                    code="itemNotFound",
+                    target="id",
+                )
+            details = {**(side.get("details") or {}), "notes": f.optional_text(notes, "notes")}
+            return self._commit({**side, "details": details}, self.now())
+
     def set_policy(self, body: Any) -> dict[str, Any]:
         policy = body.get("policy") if isinstance(body, dict) else None
         if policy not in POLICIES:

@@ -9,7 +9,7 @@ For tests and demos, it acts as a user in the org (or as the org's admin)::
                                                  system fields (SystemModstamp, IsDeleted…)
                                                  may be set explicitly to stage a late commit
     DELETE opportunities/{id}[?purge=true]       soft delete (or purge: gone for good)
-    (the same for accounts, contacts)
+    (the same for accounts, contacts, opportunity-team-members; users are read)
     GET|POST stages                              list / add an OpportunityStage
     GET|PUT validation-rules                     {"rules": [{"field", "equals", "message"}
                                                  | {"ids": [...], "message"}]}
@@ -36,7 +36,13 @@ if TYPE_CHECKING:
     from connector.sandbox.salesforce import SalesforcePart
 
 PREFIX = "/_sandbox/salesforce"
-COLLECTIONS = {"opportunities": "Opportunity", "accounts": "Account", "contacts": "Contact"}
+COLLECTIONS = {
+    "opportunities": "Opportunity",
+    "accounts": "Account",
+    "contacts": "Contact",
+    "opportunity-team-members": "OpportunityTeamMember",
+    "users": "User",
+}
 
 
 def _error(message: str, status: int = 400, **extra: Any) -> Response:
@@ -62,7 +68,10 @@ def routes(part: SalesforcePart) -> list[BaseRoute]:
     async def records(request: Request) -> Response:
         obj_name = collection(request)
         if obj_name is None:
-            return _error("unknown collection: use opportunities, accounts or contacts", 404)
+            return _error(
+                f"unknown collection: use one of {', '.join(COLLECTIONS)}",
+                404,
+            )
         obj = SCHEMA[obj_name.lower()]
         if request.method == "POST":
             return await write(obj_name, None, request)

@@ -33,7 +33,7 @@ from connector.sandbox.salesforce_store import Record, RecordError, RequestError
 if TYPE_CHECKING:
     from connector.sandbox.salesforce import SalesforcePart
 
-WRITABLE = frozenset({"Opportunity", "Account", "Contact"})
+WRITABLE = frozenset({"Opportunity", "Account", "Contact", "OpportunityTeamMember"})
 MAX_COLLECTION = 200
 CURSOR_IDLE = timedelta(minutes=15)
 MAX_CURSORS = 50

@@ -96,6 +96,16 @@ HELP_VALUES = (
     "Workload Specific Value Proposition",
 )
 
+#: the reasons a seller picks from when declining an incoming deal (the org's picklist)
+DECLINE_REASONS = (
+    "Not a fit",
+    "No capacity this quarter",
+    "Outside our region",
+    "Customer not reachable",
+    "Duplicate deal",
+    "Other",
+)
+
 OPPORTUNITY = _object(
     "Opportunity",
     "006",
@@ -122,8 +132,17 @@ OPPORTUNITY = _object(
         FieldSpec("How_can_Microsoft_help__c", "picklist", picklist=HELP_VALUES),
         FieldSpec("Share_with_Microsoft__c", "boolean"),
         FieldSpec("CoSell_Solutions__c", "string", length=1000),
+        FieldSpec("CoSell_Microsoft_Solutions__c", "string", length=1000),
+        FieldSpec("CoSell_Third_Party_Solutions__c", "string", length=1000),
         FieldSpec("CoSell_Campaign_Id__c", "string"),
         FieldSpec("CoSell_Invite_Partner__c", "string"),
+        # what an invited partner is told (the seed's partner-to-partner invitation)
+        FieldSpec("CoSell_Partner_Close_Date__c", "date"),
+        FieldSpec("CoSell_Partner_Value__c", "currency"),
+        FieldSpec("CoSell_Partner_Currency__c", "picklist", length=3),
+        FieldSpec("CoSell_Partner_Notes__c", "textarea", length=32000),
+        FieldSpec("CoSell_Partner_Solutions__c", "string", length=1000),
+        FieldSpec("CoSell_Partner_Help__c", "picklist", picklist=HELP_VALUES),
         FieldSpec("CoSell_Status__c", "string"),
         FieldSpec("CoSell_Sync_Error__c", "textarea", length=32000),
         FieldSpec("CoSell_Microsoft_Status__c", "string"),
@@ -133,7 +152,9 @@ OPPORTUNITY = _object(
         FieldSpec("CoSell_Registration_Status__c", "string"),
         FieldSpec("CoSell_Register_Deal__c", "boolean"),
         FieldSpec("CoSell_Action__c", "picklist", picklist=("Accept", "Decline")),
-        FieldSpec("CoSell_Decline_Reason__c", "string"),
+        FieldSpec("CoSell_Decline_Reason__c", "picklist", picklist=DECLINE_REASONS),
+        FieldSpec("CoSell_Close_Reason__c", "string"),
+        FieldSpec("CoSell_Received_Notes__c", "textarea", length=32000),
         FieldSpec("CoSell_Last_Sync__c", "datetime"),
         FieldSpec("CoSell_Direction__c", "string"),
     ],
@@ -205,9 +226,24 @@ OPPORTUNITY_STAGE = _object(
     ],
 )
 
+#: the users working an opportunity with its owner (Salesforce's opportunity team)
+OPPORTUNITY_TEAM_MEMBER = _object(
+    "OpportunityTeamMember",
+    "00q",
+    [
+        _ref("OpportunityId", "Opportunity", "Opportunity"),
+        _ref("UserId", "User", "User"),
+        FieldSpec("TeamMemberRole", "picklist"),
+        FieldSpec("OpportunityAccessLevel", "picklist"),
+        *_system(),
+    ],
+    required=("OpportunityId", "UserId"),
+)
+
 #: every object of the org, by lower-cased name
 SCHEMA: dict[str, ObjectSpec] = {
-    o.name.lower(): o for o in (OPPORTUNITY, ACCOUNT, CONTACT, USER, OPPORTUNITY_STAGE)
+    o.name.lower(): o
+    for o in (OPPORTUNITY, ACCOUNT, CONTACT, USER, OPPORTUNITY_STAGE, OPPORTUNITY_TEAM_MEMBER)
 }
 PREFIXES: dict[str, ObjectSpec] = {o.key_prefix: o for o in SCHEMA.values()}
 

@@ -45,6 +45,9 @@ from connector.mapping.schema import MappingFile
 from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
 from connector.settings import HistorySettings
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
+from connector.sync.closing import Closing
+from connector.sync.countdown import CoreClock, Countdown
+from connector.sync.customers import CustomerLinks
 from connector.sync.dead_letters import (
     UNCHANGED_SINCE_FAILURE,
     ContentFingerprints,
@@ -56,6 +59,7 @@ from connector.sync.inbound import LifecycleSteps, refused, with_referral_custom
 from connector.sync.invite import invite_microsoft, relinked
 from connector.sync.mirror import (
     CoreFacts,
+    carried_over,
     facts_of,
     status_values,
     values_fingerprint,
@@ -63,11 +67,13 @@ from connector.sync.mirror import (
     with_microsoft,
 )
 from connector.sync.outcome import RecordOutcome
+from connector.sync.partners import PartnerInvitations
 from connector.sync.plan import Action, Create, Reject, Skip, Update, plan_outbound
 from connector.sync.plan_view import describe, record_name
 from connector.sync.reconcile import reconcile_deleted_records
 from connector.sync.report import CYCLE_LOG_LEVEL, Outcome, RunReport, log_settled_writes
 from connector.sync.stops import credentials_refused, run_stop
+from connector.sync.team import TeamStep
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +195,17 @@ class SyncEngine:
         #: the run are not sent (see connector.sync.stops)
         self._halted: ConnectorError | None = None
         self.lifecycle = LifecycleSteps(self)
+        #: the core's clock (expiry is the core's), and the daily refresh of days left
+        self.core_clock = CoreClock(store, connection, clock)
+        self.countdown = Countdown(self)
+        #: declined and expired incoming deals closed in the CRM (inbound.close)
+        self.closing = Closing(self)
+        #: the account and contact of new incoming deals' opportunities (inbound.customer)
+        self.customers = CustomerLinks(self)
+        #: opportunity teams (fields.team)
+        self.team = TeamStep(self)
+        #: partner-to-partner invitations (core.partner_invitations)
+        self.partners = PartnerInvitations(self)
         #: what each record's syncs did, for the console (connector.sync.history)
         self.history = HistoryRecorder(store, connection, history)
         #: whose create intents this run writes: the lease holder of the process running it
@@ -233,6 +250,7 @@ class SyncEngine:
                     self._mirror_left_over(report)
                     self._retry_dead_letters(stages, report)
                     reconcile_deleted_records(self, report)
+                    self.team.process_changes(stages, report)
             self._outbound_started = self.clock()
             with report.phase("outbound"):
                 self._outbound(stages, report, dry_run=dry_run, full=full)
@@ -243,11 +261,15 @@ class SyncEngine:
                 report.phases["pull_back_crm_status_calls"] = (
                     report.phases.get("crm_status_calls", 0.0) - writing
                 )
+                with report.phase("countdown"):
+                    self.countdown.refresh(report)
             if not dry_run:
                 with report.phase("status_writes"):
                     if self.stop.is_set():
                         self._write_status([], report)  # linked writes wait for next run
                     self._flush_status(report, everything=True)
+                    # after the status writes: a record closed in Dataverse is read-only
+                    self.closing.close(report)
             if self.stop.is_set():
                 report.outcome = Outcome.INTERRUPTED
         except QuotaExhausted as exc:
@@ -506,6 +528,7 @@ class SyncEngine:
             live = [r for r in records if not r.deleted]
             report.skipped["deleted"] += len(records) - len(live)
             links = self.store.get_links(self.connection, [r.id for r in live])
+            live = self.team.attach(live)
             live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
             for r in live:
                 link = links.get(r.id)
@@ -536,6 +559,7 @@ class SyncEngine:
         links = existing.links
         set_aside = _set_aside(existing.claimed, existing.failed)
         live = [r for r in live if r.id not in existing.claimed and r.id not in existing.failed]
+        live = self.team.attach(live)
         # an incoming deal's customer is the sender's: filled from the core where the CRM
         # cannot hold it (see connector.sync.inbound)
         live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
@@ -614,6 +638,7 @@ class SyncEngine:
             self.store.release_pending(self.connection, work.cancelled, holder=self.holder)
             self._cursor_held = True
         self._stop_on_refusal(outcomes)
+        self.partners.invite(outcomes, work.by_id, work.links)
         self.lifecycle.register(outcomes, work.by_id, work.links)
         self._mirror_outcomes(outcomes, work.links, work.by_id, report)
 
@@ -828,10 +853,7 @@ class SyncEngine:
         facts = facts_of(referral, self.link_for(referral.id), None)
         if link is not None and previous is not None:
             facts = replace(
-                facts,
-                microsoft_status=previous.microsoft_status,
-                microsoft_expiration=previous.microsoft_expiration,
-                microsoft_referral_id=previous.microsoft_referral_id,
+                carried_over(previous, facts, referral.raw),
                 notice=previous.notice if fingerprint == link.fingerprint else None,
             )
         facts = with_eligibility(facts, body if body is not None else referral.raw)
@@ -927,13 +949,14 @@ class SyncEngine:
                     link, core_facts=facts.as_json(), fingerprint=o.fingerprint or link.fingerprint
                 )
                 self.store.save_link(self.connection, link)
-            values = status_values(facts, fields, now, error)
+            values = status_values(facts, fields, self.core_clock.now(), error)
             fp = values_fingerprint(values)
             if fp != link.mirrored_fingerprint:
                 updates.append((self._with_stamp(o.crm_id, values, now), link, fp))
         self.store.add_dead_letters(self.connection, letters)
         self.history.record(outcomes, links, now)
         self._write_status(updates, report)
+        self.closing.consider(o.link for o in outcomes)
 
     def _with_stamp(self, crm_id: str, values: dict[str, Any], now: datetime) -> CrmStatusUpdate:
         stamped = dict(values)
@@ -1003,7 +1026,9 @@ class SyncEngine:
             for link in links:
                 assert link.core_facts is not None
                 facts = CoreFacts.from_json(link.core_facts)
-                values = status_values(facts, self.mapping.status_fields, now, facts.notice)
+                values = status_values(
+                    facts, self.mapping.status_fields, self.core_clock.now(), facts.notice
+                )
                 updates.append(
                     (self._with_stamp(link.crm_id, values, now), link, values_fingerprint(values))
                 )
@@ -1187,6 +1212,7 @@ class SyncEngine:
         # Everything up to the core's "now" was listed: once a burst of changes is older
         # than the overlap window, the cursor moves past it, so idle cycles list nothing.
         server_now = self.core.server_time
+        self.core_clock.saw(server_now)
         floor = server_now - CORE_OVERLAP if server_now is not None else None
         candidates = [t for t in (newest, floor) if t is not None]
         if stored:
@@ -1292,13 +1318,16 @@ class SyncEngine:
         if not changed:
             return retry_from
         self.store.save_links(self.connection, list(changed.values()))
+        self.closing.consider(changed.values())
         now = self.clock()
         self.history.mirrored(list(changed.values()), now)
         updates: list[tuple[CrmStatusUpdate, Link | None, str]] = []
         for link in changed.values():
             assert link.core_facts is not None
             values = status_values(
-                CoreFacts.from_json(link.core_facts), self.mapping.status_fields, now
+                CoreFacts.from_json(link.core_facts),
+                self.mapping.status_fields,
+                self.core_clock.now(),
             )
             fp = values_fingerprint(values)
             if fp != link.mirrored_fingerprint:

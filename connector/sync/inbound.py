@@ -48,6 +48,7 @@ from connector.sync.lifecycle import (
 from connector.sync.mirror import CoreFacts, facts_of, status_values, values_fingerprint
 from connector.sync.outcome import RecordOutcome
 from connector.sync.report import RunReport
+from connector.sync.team import partner_members
 
 if TYPE_CHECKING:
     from connector.sync.engine import SyncEngine
@@ -139,6 +140,30 @@ def _amount(value: Any) -> Decimal | None:
         return None
 
 
+def solutions_by_field(
+    mapping: MappingFile, solutions: Sequence[Any]
+) -> list[tuple[FieldSource, list[str]]]:
+    """A referral's solutions by the mapped field of their kind: those sent with the type
+    the mapping gives Microsoft's solutions go to ``microsoft_solutions`` (when mapped),
+    the others to ``solutions`` (own and third-party look alike in a referral)."""
+    f = mapping.fields
+    own: list[str] = []
+    microsoft: list[str] = []
+    for item in solutions:
+        if not isinstance(item, Mapping) or not item.get("id"):
+            continue
+        is_microsofts = (
+            f.microsoft_solutions is not None
+            and mapping.solution_types.microsoft != mapping.solution_types.own
+            and item.get("type") == mapping.solution_types.microsoft
+        )
+        (microsoft if is_microsofts else own).append(str(item["id"]))
+    found = [(f.solutions, own)]
+    if f.microsoft_solutions is not None:
+        found.append((f.microsoft_solutions, microsoft))
+    return found
+
+
 def _contact_values(values: dict[str, Any], fields: ContactFields | None, person: Any) -> None:
     if fields is None or not isinstance(person, Mapping):
         return
@@ -174,8 +199,8 @@ def opportunity_values(
     requirements = details.get("requirements")
     solutions = requirements.get("solutions") if isinstance(requirements, Mapping) else None
     if isinstance(solutions, list):
-        ids = [str(s["id"]) for s in solutions if isinstance(s, Mapping) and s.get("id")]
-        _put(values, f.solutions, (f.solutions.split or ";").join(ids) or None)
+        for source, ids in solutions_by_field(mapping, solutions):
+            _put(values, source, (source.split or ";").join(ids) or None)
     profile = raw.get("customerProfile")
     if isinstance(profile, Mapping):
         address = profile.get("address") if isinstance(profile.get("address"), Mapping) else {}
@@ -318,7 +343,7 @@ class LifecycleSteps:
                 )
                 saved.append(self._incoming_link(crm_id, referral, facts, None))
                 continue
-            status = status_values(facts, fields, now)
+            status = status_values(facts, fields, engine.core_clock.now())
             fingerprint = values_fingerprint(status)
             if fields.last_sync:
                 status[fields.last_sync] = now
@@ -327,7 +352,18 @@ class LifecycleSteps:
             )
         floor: datetime | None = None
         stage_value = self._on_hold_stage_value() if creates else {}
-        creates = [(r, f, {**stage_value, **v}, fp) for r, f, v, fp in creates]
+        # the customer's account and contact (inbound.customer): found or created first
+        tied, untied = engine.customers.for_referrals([r for r, _, _, _ in creates])
+        for referral_id, why in untied.items():
+            report.failed["inbound_create:customer"] += 1
+            log.warning("%s: referral %s: %s", engine.connection, referral_id, why)
+        waiting = [r for r, _, _, _ in creates if r.id in untied and r.updated is not None]
+        floor = min((r.updated for r in waiting if r.updated is not None), default=None)
+        creates = [
+            (r, f, {**stage_value, **v, **tied.get(r.id, {})}, fp)
+            for r, f, v, fp in creates
+            if r.id not in untied
+        ]
         if creates:
             results = engine.crm.create_opportunities(
                 [NewOpportunity(r.id, values) for r, _, values, _ in creates]
@@ -385,7 +421,8 @@ class LifecycleSteps:
             substatus=referral.substatus.value if referral.substatus else None,
             direction="Incoming",
             mirrored_fingerprint=mirrored,
-            core_facts=facts.as_json(),
+            # the team as it came is the sender's: kept beside the partner's own
+            core_facts=replace(facts, partner_team=partner_members(referral.raw)).as_json(),
         )
 
     # ------------------------------------------------------------------ answers

@@ -83,9 +83,17 @@ def answer_of(
     inbound = mapping.inbound
     action = asked_action(record, mapping)
     label = _text(record.fields.get(mapping.stages.field))
-    if action is None and stage is StandardStage.LOST:
+    # a stage answers only a deal still waiting: once it is closed, the CRM's own stage
+    # may follow it there (inbound.close), and that asks nothing
+    if action is None and status == Status.NEW.value and stage is StandardStage.LOST:
         action = DECLINE
-    elif action is None and inbound.stage and label and label != inbound.stage:
+    elif (
+        action is None
+        and status == Status.NEW.value
+        and inbound.stage
+        and label
+        and label != inbound.stage
+    ):
         action = ACCEPT
     if status != Status.NEW.value:
         if action is not None and substatus in (Substatus.DECLINED.value, Substatus.EXPIRED.value):
@@ -112,6 +120,18 @@ def answer_of(
                 "refuse",
                 notice=f"Not sent: declining a referral needs a reason{where}; fill it in.",
             )
+        if inbound.decline_reasons:
+            # the seller picks a reason; the mapping says what Partner Center is told
+            picked = inbound.decline_reasons.get(reason)
+            if picked is None:
+                return Answer(
+                    "refuse",
+                    notice=(
+                        f"Not sent: {field} is {reason[:60]!r}, which is not a decline reason "
+                        f"of the mapping; pick one of {', '.join(inbound.decline_reasons)}."
+                    ),
+                )
+            reason = clean_text(picked, multiline=True)
         return Answer(DECLINE, tuple(status_ops(Status.CLOSED, Substatus.DECLINED, reason[:500])))
     return Answer("wait")
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from connector.mapping.schema import StatusFields
 from connector.model import ReferralState
 from connector.sync.lifecycle import registration_blockers
+from connector.sync.notes import (
+    copied_texts,
+    has_notes,
+    microsoft_notes,
+    received_notes,
+    sender_notes,
+)
 
 #: what the status fields say when Microsoft was never invited
 NOT_INVITED = "Not invited"
@@ -39,6 +45,21 @@ class CoreFacts:
     #: why the record's last change was not sent (terminal deal, forbidden invitation);
     #: kept until the record changes again, so later mirrors do not erase it
     notice: str | None = None
+    #: the sender's message on an incoming deal, and Microsoft's notes on its referral
+    #: (connector.sync.notes): mirrored into ``received_notes``
+    sender_notes: str | None = None
+    microsoft_notes: str | None = None
+    #: what Microsoft's referral held of the partner's own notes when first seen (its copy)
+    microsoft_copy: list[str] | None = None
+    #: the referral's ``statusReason`` (why it was declined, lost or expired)
+    status_reason: str | None = None
+    #: the substatus (Declined, Expired) for which the connector closed the CRM record
+    crm_closed: str | None = None
+    #: on a deal received from a partner, the emails of the sender's team as it came: the
+    #: other company's people, kept in every team sent (connector.sync.team)
+    partner_team: list[str] | None = None
+    #: partners invited to the deal by the connector (core.partner_invitations), by id
+    invited_partners: list[str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -64,6 +85,8 @@ def facts_of(
         link=link,
         expiration=_iso(referral.expiration),
         registration_status=referral.registration_status,
+        sender_notes=sender_notes(referral.raw),
+        status_reason=referral.status_reason,
     )
     if microsoft is not None:
         return with_microsoft(facts, microsoft, body if body is not None else referral.raw)
@@ -80,7 +103,31 @@ def with_microsoft(
         microsoft_expiration=_iso(microsoft.expiration),
         microsoft_referral_id=microsoft.id,
     )
+    if has_notes(microsoft.raw):
+        ours = body or {}
+        copied = facts.microsoft_copy
+        if copied is None:
+            copied = copied_texts(microsoft.raw, ours)
+        notes = microsoft_notes(microsoft.raw, ours, copied)
+        facts = replace(facts, microsoft_notes=notes, microsoft_copy=copied)
     return facts if body is None else with_eligibility(facts, body)
+
+
+def carried_over(previous: CoreFacts, facts: CoreFacts, raw: Mapping[str, Any]) -> CoreFacts:
+    """``facts`` read from the deal's own referral (``raw``), with what that referral does
+    not tell kept from ``previous``: Microsoft's side, and the notes when ``raw`` has none."""
+    return replace(
+        facts,
+        microsoft_status=previous.microsoft_status,
+        microsoft_expiration=previous.microsoft_expiration,
+        microsoft_referral_id=previous.microsoft_referral_id,
+        microsoft_notes=previous.microsoft_notes,
+        microsoft_copy=previous.microsoft_copy,
+        sender_notes=facts.sender_notes if has_notes(raw) else previous.sender_notes,
+        crm_closed=previous.crm_closed,
+        partner_team=previous.partner_team,
+        invited_partners=previous.invited_partners,
+    )
 
 
 def with_eligibility(facts: CoreFacts, body: Mapping[str, Any]) -> CoreFacts:
@@ -128,6 +175,7 @@ def status_values(
         fields.registration_eligible: bool(facts.registration_eligible),
         fields.registration_status: facts.registration_status,
         fields.direction: facts.direction,
+        fields.received_notes: received_notes(facts.sender_notes, facts.microsoft_notes),
     }
     for name, value in optional.items():
         if name is not None:
@@ -136,13 +184,17 @@ def status_values(
 
 
 def _days_left(expiry: str | None, now: datetime) -> int | None:
+    """Whole days from ``now``'s day to the expiry's day (UTC): the value changes at
+    midnight only, so one write a day keeps it right (see connector.sync.countdown)."""
     if not expiry:
         return None
     try:
         when = datetime.fromisoformat(expiry.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return max(0, math.ceil((when - now).total_seconds() / 86400))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0, (when.astimezone(UTC).date() - now.astimezone(UTC).date()).days)
 
 
 def values_fingerprint(values: Mapping[str, Any]) -> str:

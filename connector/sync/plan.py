@@ -26,6 +26,8 @@ from connector.model import (
     Substatus,
 )
 from connector.sync.lifecycle import shared_with_microsoft
+from connector.sync.partners import inbound_partners_notice, partners_notice
+from connector.sync.team import with_partner_team
 
 
 class SkipReason(StrEnum):
@@ -124,6 +126,12 @@ class PlanCounts:
     rejected: dict[str, int] = field(default_factory=dict)
 
 
+#: what a create fixes of the customer, as a notice names it (connector.dealcore.payload)
+_CUSTOMER_PROFILE = frozenset({"the customer's name", "the customer's address"})
+#: how an incoming deal ends without being worked: the CRM closes it lost (inbound.close)
+_ENDED_UNANSWERED = frozenset({Substatus.DECLINED.value, Substatus.EXPIRED.value})
+
+
 def is_terminal(status: str | None, substatus: str | None) -> bool:
     return status == Status.CLOSED.value or substatus in {
         Substatus.WON.value,
@@ -131,13 +139,6 @@ def is_terminal(status: str | None, substatus: str | None) -> bool:
         Substatus.DECLINED.value,
         Substatus.EXPIRED.value,
     }
-
-
-def partners_notice(partners: tuple[str, ...]) -> str:
-    return (
-        f"Not sent: inviting partner {', '.join(partners)}. Partner Center's API documents "
-        "no way to invite a partner organisation; invite it in Partner Center."
-    )
 
 
 def fixed_notice(left_out: list[str]) -> str:
@@ -161,7 +162,7 @@ def plan_outbound(
     if link is None or link.referral_id is None:
         if draft.stage is StandardStage.LOST:
             return Skip(draft.crm_id, SkipReason.LOST_BEFORE_SHARED, fingerprint=fingerprint)
-        notice = partners_notice(draft.partners) if draft.partners else None
+        notice = _partner_notice(draft, None, options)
         sent = _without_partners(draft)
         return Create(
             draft,
@@ -175,10 +176,15 @@ def plan_outbound(
     if link.fingerprint == fingerprint:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, fingerprint=fingerprint)
     if is_terminal(link.status, link.substatus):
+        # a declined or expired deal closed lost in the CRM (inbound.close), nothing else
+        # changed, agrees with the core: nothing to explain
+        agrees = _only_closed_lost(draft, link)
         return Skip(
             draft.crm_id,
             SkipReason.TERMINAL,
-            notice=(
+            notice=None
+            if agrees
+            else (
                 f"Not sent: the referral is {link.status}/{link.substatus} in Partner Center, "
                 "and a closed deal cannot be edited."
             ),
@@ -189,16 +195,29 @@ def plan_outbound(
         return Skip(draft.crm_id, SkipReason.INCOMING, fingerprint=fingerprint)
     previous = dict(link.sent_body or {})
     warnings: list[str] = []
-    if shared_with_microsoft(previous) and draft.deal_type is DealType.PRIVATE:
+    if (
+        shared_with_microsoft(previous)
+        and draft.deal_type is not DealType.CO_SELL
+        and not draft.shared_with_microsoft
+    ):
         warnings.append(
-            "Sharing with Microsoft cannot be undone; the deal stays co-sell in Partner Center."
+            "Sharing with Microsoft cannot be undone; the deal stays shared with Microsoft in "
+            "Partner Center."
         )
         draft = _keep_shared(draft, previous)
     if draft.partners:
-        warnings.append(partners_notice(draft.partners))
+        notice = _partner_notice(draft, link, options)
+        if notice:
+            warnings.append(notice)
         draft = _without_partners(draft)
     wanted = referral_body(draft, options)
+    if link.direction == "Incoming":
+        partner_team = (link.core_facts or {}).get("partner_team")
+        if partner_team:
+            wanted = with_partner_team(wanted, previous, partner_team)
     body, left_out = sendable(previous, wanted)
+    if draft.deal_type is DealType.PARTNER_TO_PARTNER and "consent" in previous:
+        left_out += consents_left_out(previous, wanted)
     invite = (
         options.co_sell_mode == "two_referrals"
         and draft.deal_type is DealType.CO_SELL
@@ -208,6 +227,10 @@ def plan_outbound(
         # the help asked travels in Microsoft's referral: it is sent after all
         body["inviteContext"] = wanted["inviteContext"]
         left_out = [what for what in left_out if what != HELP_ASKED]
+    if link.direction == "Incoming":
+        # the sender owns an incoming deal's customer; the CRM's account is the partner's
+        # own record of it (inbound.customer), not a change to send
+        left_out = [what for what in left_out if what not in _CUSTOMER_PROFILE]
     if left_out:
         warnings.append(fixed_notice(left_out))
     warning = " ".join(warnings) or None
@@ -227,6 +250,34 @@ def plan_outbound(
     return Update(draft, body, ops, fingerprint, closes, warning, invite)
 
 
+def _partner_notice(draft: DealDraft, link: LinkFacts | None, options: CoreOptions) -> str | None:
+    """What the record says about the partners it invites (connector.sync.partners)."""
+    if not draft.partners:
+        return None
+    if link is not None and link.direction == "Incoming":
+        return inbound_partners_notice(draft.partners)
+    if options.partner_invitations == "engagement_referral":
+        return None  # sent after the push (connector.sync.partners)
+    return partners_notice(draft.partners, draft.partner_details)
+
+
+def _only_closed_lost(draft: DealDraft, link: LinkFacts) -> bool:
+    """Whether the record of a declined or expired deal changed only by moving to a lost
+    stage (as ``inbound.close`` moves it): the same draft at an earlier stage is the one
+    last synced."""
+    if (
+        draft.stage is not StandardStage.LOST
+        or link.substatus not in _ENDED_UNANSWERED
+        or not link.fingerprint
+    ):
+        return False
+    return any(
+        replace(draft, stage=stage).fingerprint() == link.fingerprint
+        for stage in StandardStage
+        if not stage.is_closed
+    )
+
+
 def _microsoft_known(link: LinkFacts) -> bool:
     """Whether Microsoft's referral in the deal's engagement is known (read or created)."""
     facts = link.core_facts or {}
@@ -234,14 +285,39 @@ def _microsoft_known(link: LinkFacts) -> bool:
 
 
 def _without_partners(draft: DealDraft) -> DealDraft:
-    """``draft`` as it is sent: no partner is invited (a partner-only deal is private)."""
-    if not draft.partners and draft.deal_type is not DealType.PARTNER_TO_PARTNER:
+    """``draft`` as it is sent: no partner is invited. A partner-to-partner deal keeps its
+    type, so its consents say the customer's information may go to a partner (who the
+    seller invites in Partner Center)."""
+    if not draft.partners and draft.partner_details is None:
         return draft
-    deal_type = DealType.PRIVATE if draft.deal_type is DealType.PARTNER_TO_PARTNER else None
-    return replace(draft, partners=(), deal_type=deal_type or draft.deal_type)
+    return replace(draft, partners=(), partner_details=None)
 
 
 def _keep_shared(draft: DealDraft, previous: Mapping[str, Any]) -> DealDraft:
+    """``draft`` still shared with Microsoft as ``previous`` was: asking the help it asked,
+    or (a deal shared without asking any) shared without asking."""
     invite = previous.get("inviteContext") or {}
     code = invite.get("assistanceRequestCode") if isinstance(invite, Mapping) else None
-    return replace(draft, deal_type=DealType.CO_SELL, assistance_code=code or "GeneralOrOther")
+    if not code or code == "Unknown":
+        return replace(draft, shared_with_microsoft=True)
+    return replace(draft, deal_type=DealType.CO_SELL, assistance_code=code)
+
+
+#: the consents a create fixes for good (no PATCH path), as the record's notice names them
+_CUSTOMER_CONSENTS = {
+    "consentToToShareInfoWithOthers": "the customer's consent to share its information with others",
+    "consentToContact": "the customer's consent to be contacted",
+}
+
+
+def consents_left_out(previous: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """The customer consents a partner-to-partner deal needs that its referral lacks."""
+    before = previous.get("consent") or {}
+    after = wanted.get("consent") or {}
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return []
+    return [
+        label
+        for key, label in _CUSTOMER_CONSENTS.items()
+        if after.get(key) is True and before.get(key) is not True
+    ]

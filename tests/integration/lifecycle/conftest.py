@@ -1,4 +1,5 @@
-"""Lifecycle fixtures: a fresh sandbox per test and a Salesforce connection to it."""
+"""Lifecycle fixtures: a fresh sandbox per test and a connection to it (Salesforce,
+Dynamics, or each in turn through the seller's view)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from lifecycle_world import DynamicsWorld, LifecycleWorld, dynamics_world, salesforce_world
+from seller import Seller, seller_world
 
 
 @pytest.fixture
@@ -19,3 +21,9 @@ def world(tmp_path: Path) -> Iterator[LifecycleWorld]:
 def dynamics(tmp_path: Path) -> Iterator[DynamicsWorld]:
     with dynamics_world(tmp_path) as w:
         yield w
+
+
+@pytest.fixture(params=["salesforce", "dynamics"])
+def seller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Seller]:
+    with seller_world(request.param, tmp_path) as s:
+        yield s

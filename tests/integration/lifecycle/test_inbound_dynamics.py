@@ -30,7 +30,7 @@ def test_incoming_deals_round_trip_through_dataverse(dynamics: DynamicsWorld) ->
     dynamics.edit_row(
         dynamics.row_for(declined["id"])["opportunityid"],
         cosell_action=2,
-        cosell_declinereason="Outside our region",
+        cosell_declinereason=3,  # "Outside our region", picked from the choice column
     )
     dynamics.sync()
     referral = dynamics.referral(accepted["id"])

@@ -36,6 +36,14 @@ def partner_notice(world: LifecycleWorld, crm_id: str, *partners: str) -> str:
     return error
 
 
+def inbound_notice(world: LifecycleWorld, crm_id: str, *partners: str) -> str:
+    """The seed's combinations: partners cannot be invited to a deal in the Inbound tab."""
+    error = str(world.opportunity(crm_id)["CoSell_Sync_Error__c"] or "")
+    assert all(p in error for p in partners), error
+    assert "cannot be invited to a deal received" in error, error
+    return error
+
+
 def core_writes(world: LifecycleWorld) -> int:
     core = world.calls().get("core", {})
     return int(core.get("POST", 0) + core.get("PATCH", 0))
@@ -161,13 +169,13 @@ def test_partners_are_never_invited_to_an_inbound_co_sell_deal(world: LifecycleW
     assert world.calls().get("core", {}).get("PATCH", 0) == 0, "refused before the core"
     referral = world.referral(incoming["id"])
     assert partner_targets(referral) == []
-    partner_notice(world, opp["Id"], ALLY)
+    inbound_notice(world, opp["Id"], ALLY)
     # other changes of the same deal still go through, the refusal stays explained
     world.edit(opp["Id"], Amount=777000)
     world.sync()
     assert Decimal(str(world.referral(incoming["id"])["details"]["dealValue"])) == 777000
     assert partner_targets(world.referral(incoming["id"])) == []
-    partner_notice(world, opp["Id"], ALLY)
+    inbound_notice(world, opp["Id"], ALLY)
 
 
 def test_a_deal_with_a_partner_invites_microsoft_and_is_upgraded_to_co_sell(

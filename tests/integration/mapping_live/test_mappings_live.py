@@ -227,7 +227,7 @@ def test_explain_lists_every_reason_a_record_is_rejected(
     assert code == 0, out
     assert "rejected for 2 reason(s):" in out
     assert "the deal value is empty (CRM field Amount); enter an amount" in out
-    assert "no solution is named (CRM field CoSell_Solutions__c)" in out
+    assert "no solution is named (CRM fields CoSell_Solutions__c, " in out
     assert "the next sync would: reject" in out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from connector.errors import MappingError
-from connector.mapping.load import parse_mapping
+from connector.mapping.load import load_mapping, parse_mapping
 from connector.mapping.schema import MappingFile
 from connector.model import ASSISTANCE_CODES
 
@@ -67,3 +67,16 @@ def test_the_schema_lists_the_assistance_codes_the_checker_takes() -> None:
     with pytest.raises(MappingError) as caught:
         parse_mapping(BASE.replace("ProofOfConceptOrDemo", "ProofOfConcept"), "x.yaml")
     assert "is not an assistance code" in caught.value.message
+
+
+def test_tying_customers_needs_the_customer_read_through_related_records(tmp_path: Path) -> None:
+    text = (ROOT / "mappings" / "salesforce.yaml").read_text()
+    text = text.replace("customer_name: {field: Account.Name}", "customer_name: {field: Name}")
+    text = text.replace("email: {field: Primary_Contact__r.Email}", "email: {field: Email__c}")
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text)
+    with pytest.raises(MappingError) as caught:
+        load_mapping(path)
+    message = str(caught.value)
+    assert "inbound.customer.account" in message and "Account.Name" in message
+    assert "inbound.customer.contact" in message

@@ -13,7 +13,11 @@ from connector.mapping.load import load_mapping
 from connector.model import CrmOpportunity
 from connector.sync.lifecycle import answer_of
 
-MAPPING = load_mapping(Path(__file__).parents[3] / "mappings" / "salesforce.yaml")
+SHIPPED = load_mapping(Path(__file__).parents[3] / "mappings" / "salesforce.yaml")
+#: decline reasons typed as free text (no picklist in the mapping): the text is sent
+MAPPING = SHIPPED.model_copy(
+    update={"inbound": SHIPPED.inbound.model_copy(update={"decline_reasons": {}})}
+)
 C1 = "".join(map(chr, range(0x80, 0xA0)))
 
 

@@ -28,8 +28,16 @@ BASE = DealDraft(
 def reference(draft: DealDraft) -> str:
     """The fingerprint as first written (``asdict``): what stored links hold."""
     fields = asdict(draft)
-    if not draft.partners:
-        del fields["partners"]
+    # fields added after the first fingerprints were stored are hashed only when set
+    for name, default in (
+        ("partners", ()),
+        ("shared_with_microsoft", False),
+        ("other_solutions", ()),
+        ("own_solution_type", "Name"),
+        ("partner_details", None),
+    ):
+        if fields[name] == default:
+            del fields[name]
     payload = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 

@@ -86,7 +86,9 @@ def test_an_invited_partner_is_explained_and_other_changes_still_go(direction: s
 def test_a_draft_without_partners_hashes_as_before_partners_existed() -> None:
     d = draft()
     fields = asdict(d)
-    del fields["partners"]
+    for later in ("partners", "shared_with_microsoft", "other_solutions", "own_solution_type"):
+        del fields[later]
+    del fields["partner_details"]
     text = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
     assert d.fingerprint() == hashlib.sha256(text.encode("utf-8")).hexdigest()
     assert d.fingerprint() != draft(partners=("p",)).fingerprint()
@@ -99,14 +101,59 @@ def test_a_draft_without_partners_hashes_as_before_partners_existed() -> None:
         ({"CoSell_Action__c": "Accept"}, "accept"),
         ({"StageName": "Qualification"}, "accept"),
         ({"CoSell_Action__c": "Decline"}, "refuse"),
-        ({"CoSell_Action__c": "Decline", "CoSell_Decline_Reason__c": "No fit"}, "decline"),
+        ({"CoSell_Action__c": "Decline", "CoSell_Decline_Reason__c": "Not a fit"}, "decline"),
     ],
 )
 def test_an_incoming_deal_is_answered_from_its_record(fields: dict[str, Any], kind: str) -> None:
     answer = answer_of(record(**fields), MAPPING, "New", "Pending", None)
     assert answer.kind == kind
     if kind == "decline":
-        assert {"op": "replace", "path": "/statusReason", "value": "No fit"} in answer.ops
+        assert {"op": "replace", "path": "/statusReason", "value": "Not a fit"} in answer.ops
+
+
+@pytest.mark.parametrize(
+    ("picked", "sent"),
+    [
+        ("Other", "Declined for another reason"),
+        ("Duplicate deal", "Duplicate of a deal we already work on"),
+    ],
+)
+def test_a_picked_decline_reason_is_sent_as_the_mapping_words_it(picked: str, sent: str) -> None:
+    answer = answer_of(
+        record(CoSell_Action__c="Decline", CoSell_Decline_Reason__c=picked),
+        MAPPING,
+        "New",
+        "Pending",
+        None,
+    )
+    assert answer.kind == "decline"
+    assert {"op": "replace", "path": "/statusReason", "value": sent} in answer.ops
+
+
+def test_a_decline_reason_outside_the_mapped_picklist_is_refused_with_the_choices() -> None:
+    answer = answer_of(
+        record(CoSell_Action__c="Decline", CoSell_Decline_Reason__c="Too busy"),
+        MAPPING,
+        "New",
+        "Pending",
+        None,
+    )
+    assert answer.kind == "refuse" and answer.notice is not None
+    assert "'Too busy'" in answer.notice and "Not a fit, No capacity this quarter" in answer.notice
+
+
+def test_without_a_picklist_the_decline_reason_is_sent_as_typed() -> None:
+    free_text = MAPPING.model_copy(
+        update={"inbound": MAPPING.inbound.model_copy(update={"decline_reasons": {}})}
+    )
+    answer = answer_of(
+        record(CoSell_Action__c="Decline", CoSell_Decline_Reason__c="Too busy"),
+        free_text,
+        "New",
+        "Pending",
+        None,
+    )
+    assert {"op": "replace", "path": "/statusReason", "value": "Too busy"} in answer.ops
 
 
 @pytest.mark.parametrize(("substatus", "kind"), [("Expired", "refuse"), ("Accepted", "wait")])

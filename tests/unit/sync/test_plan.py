@@ -212,3 +212,22 @@ def test_a_co_sell_deal_whose_microsoft_referral_is_missing_invites_it_again() -
     assert isinstance(missing, Update) and missing.ops == [] and missing.invite_microsoft
     known = linked(co_sell, fingerprint=None, core_facts={"microsoft_status": "New/Pending"})
     assert isinstance(plan_outbound(co_sell, known), Skip)
+
+
+@pytest.mark.parametrize("substatus", ["Declined", "Expired"])
+def test_a_declined_or_expired_deal_moved_to_lost_alone_agrees_with_the_core(
+    substatus: str,
+) -> None:
+    """inbound.close moves the CRM record to a lost stage: only the stage changed, so the
+    record agrees with the core and nothing is explained; any other change still is."""
+    before = draft()
+    link = linked(before, status="Closed", substatus=substatus, direction="Incoming")
+    closed = plan_outbound(replace(before, stage=StandardStage.LOST), link)
+    assert isinstance(closed, Skip) and closed.reason is SkipReason.TERMINAL
+    assert closed.notice is None
+    edited = plan_outbound(replace(before, stage=StandardStage.LOST, value=Decimal(5)), link)
+    assert isinstance(edited, Skip) and edited.notice and "cannot be edited" in edited.notice
+    lost = plan_outbound(
+        replace(before, stage=StandardStage.LOST), linked(before, status="Closed", substatus="Won")
+    )
+    assert isinstance(lost, Skip) and lost.notice and "cannot be edited" in lost.notice
