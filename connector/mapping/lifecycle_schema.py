@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connector.mapping.filters import FIELD_PATTERN
+from connector.mapping.schema_docs import document
 from connector.mapping.yaml_source import ModelProblems
 from connector.model import ASSISTANCE_CODES
 
@@ -24,7 +25,7 @@ SolutionType = Literal["None", "Category", "Name"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=document)
 
 
 class SolutionTypes(_Strict):

@@ -43,6 +43,11 @@ DOCS: dict[str, dict[str, tuple[str, Any]]] = {
             "opportunities, and how they start.",
             {"create_opportunities": True, "stage": "Prospecting"},
         ),
+        "solution_types": (
+            "The type each kind of solution is sent with: Name (a solution of the "
+            "Microsoft catalog) or Category (a pre-defined solution name).",
+            {"own": "Name", "microsoft": "Category", "third_party": "Name"},
+        ),
         "on_record_deleted": (
             "What becomes of the referral of a CRM record that was deleted or purged "
             "(found by the periodic reconciliation): flag opens a dead letter for an "
@@ -101,6 +106,18 @@ DOCS: dict[str, dict[str, tuple[str, Any]]] = {
         "phone": ("The contact's phone number.", {"field": "Owner.Phone"}),
     },
     "DealFields": {
+        "team": (
+            "Where the deal's team comes from besides the owner (team_member).",
+            {"source": "opportunity_team", "roles": ["Sales Rep"]},
+        ),
+        "microsoft_solutions": (
+            "Microsoft's solutions in the deal, several separated by split.",
+            {"field": "CoSell_Microsoft_Solutions__c", "split": ";"},
+        ),
+        "third_party_solutions": (
+            "Other partners' solutions in the deal, several separated by split.",
+            {"field": "CoSell_Third_Party_Solutions__c", "split": ";"},
+        ),
         "name": ("The deal's name.", {"field": "Name"}),
         "value": ("The deal's value (a number, 0 or more).", {"field": "Amount"}),
         "currency": (
@@ -139,6 +156,11 @@ DOCS: dict[str, dict[str, tuple[str, Any]]] = {
         "campaign_id": ("A Microsoft campaign id.", {"field": "CoSell_Campaign_Id__c"}),
     },
     "DealTypeRule": {
+        "partner_details": (
+            "What each partner invited to a partner-to-partner deal is told, each from a "
+            "CRM field (an empty one is the deal's own).",
+            {"close_date": "CoSell_Partner_Close_Date__c", "notes": "CoSell_Partner_Notes__c"},
+        ),
         "help_field": (
             "The CRM field naming the help asked of Microsoft; a value that maps to an "
             "assistance code makes the deal co-sell.",
@@ -163,6 +185,10 @@ DOCS: dict[str, dict[str, tuple[str, Any]]] = {
         ),
     },
     "StatusFields": {
+        "received_notes": (
+            "Receives the notes Microsoft and other partners wrote on the deal.",
+            "CoSell_Received_Notes__c",
+        ),
         "referral_id": ("Receives the referral's id (required).", "Referral_Identifier__c"),
         "referral_link": ("Receives a link to the referral.", "Referral_Link__c"),
         "status": ("Receives the referral's status/substatus.", "CoSell_Status__c"),
@@ -188,6 +214,19 @@ DOCS: dict[str, dict[str, tuple[str, Any]]] = {
         "last_sync": ("Receives when the connector last wrote the record.", "CoSell_Last_Sync__c"),
     },
     "InboundSettings": {
+        "decline_reasons": (
+            "Each reason the seller can pick and the text Partner Center receives as the "
+            "statusReason (the list is yours: Partner Center documents none).",
+            {"Not a fit": "Not a fit", "Other": "Declined for another reason"},
+        ),
+        "customer": (
+            "Whether a new incoming deal is tied to the customer's account and contact.",
+            {"account": "match_or_create", "contact": "match_or_create"},
+        ),
+        "close": (
+            "How declined and expired incoming deals are closed lost in the CRM.",
+            {"declined": "Closed Lost", "expired": "Closed Lost"},
+        ),
         "create_opportunities": (
             "Whether incoming referrals become CRM opportunities.",
             False,
@@ -208,6 +247,77 @@ DOCS: dict[str, dict[str, tuple[str, Any]]] = {
         "decline_reason_field": (
             "A CRM field with the reason sent with a decline.",
             "CoSell_Decline_Reason__c",
+        ),
+    },
+    "SolutionTypes": {
+        "own": ("The type your own solutions are sent with.", "Name"),
+        "microsoft": ("The type Microsoft's solutions are sent with.", "Category"),
+        "third_party": ("The type other partners' solutions are sent with.", "Name"),
+    },
+    "TeamSource": {
+        "source": (
+            "Where the deal's team comes from: owner (the owner alone) or opportunity_team "
+            "(the owner and the opportunity team).",
+            "opportunity_team",
+        ),
+        "roles": (
+            "Only team members with these roles (empty: every member).",
+            ["Sales Rep", "Solution Engineer"],
+        ),
+    },
+    "PartnerInvitationFields": {
+        "close_date": (
+            "The CRM field with the close date the invited partner is told.",
+            "CoSell_Partner_Close_Date__c",
+        ),
+        "value": (
+            "The CRM field with the invited partner's share of the value.",
+            "CoSell_Partner_Value__c",
+        ),
+        "currency": ("The CRM field with that value's currency.", "CoSell_Partner_Currency__c"),
+        "notes": (
+            "The CRM field with the notes for the invited partner.",
+            "CoSell_Partner_Notes__c",
+        ),
+        "solutions": (
+            "The CRM field with the solution ids the invited partner brings.",
+            "CoSell_Partner_Solutions__c",
+        ),
+        "split": ("What separates several solution ids in solutions.", ";"),
+        "help_field": (
+            "The CRM field naming the help asked of the invited partner.",
+            "CoSell_Partner_Help__c",
+        ),
+        "help_values": (
+            "Each value of help_field and the assistance code it means (null: no help).",
+            {"Proof of Concept or Demo": "ProofOfConceptOrDemo", "None": None},
+        ),
+    },
+    "CustomerSettings": {
+        "account": (
+            "Tie a new incoming deal to the customer's account: none, match (an existing "
+            "one only) or match_or_create.",
+            "match_or_create",
+        ),
+        "contact": (
+            "Tie a new incoming deal to the customer's contact (matched by email): none, "
+            "match or match_or_create.",
+            "match_or_create",
+        ),
+    },
+    "CloseSettings": {
+        "declined": (
+            "The lost stage (Salesforce) or lost status reason (Dataverse) a declined "
+            "incoming deal is closed with; left out, it stays open.",
+            "Closed Lost",
+        ),
+        "expired": (
+            "The lost stage or status reason an expired incoming deal is closed with.",
+            "Closed Lost",
+        ),
+        "reason_field": (
+            "A CRM field that receives why the deal was closed.",
+            "CoSell_Close_Reason__c",
         ),
     },
     "Condition": {
