@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from console_browser import SF, SyncedWorld, chromium, cookie_client, form_token, screenshot
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from connector.state.console_reads import ConsoleReads
 
 
 def sign_in(driver: object, secret: str) -> None:
+    """Submit the sign-in form and wait for the browser to leave the sign-in page."""
     driver.find_element(By.ID, "secret").send_keys(secret)  # type: ignore[attr-defined]
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()  # type: ignore[attr-defined]
+    # the click returns before the POST's redirect is followed (a busy machine shows it)
+    WebDriverWait(driver, 20).until(lambda d: "/sign-in" not in d.current_url)  # type: ignore[attr-defined]
 
 
 def test_an_admin_reads_runs_and_histories_and_acts_on_dead_letters(world: SyncedWorld) -> None:
