@@ -28,6 +28,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.certificates import tls_url_problem
 from connector.errors import ConfigError
+from connector.events.config import (
+    ConnectionEvents,
+    DataverseWebhookAuth,
+    EventsSettings,
+    PartnerCenterEvents,
+)
 from connector.redaction import register_secret
 
 DEFAULT_STATE_URL = "sqlite:///.connector/state.db"
@@ -260,6 +266,7 @@ class ConnectionSettings(BaseModel):
     core: CoreSettings
     schedule: Schedule = Schedule()
     enabled: bool = True
+    events: ConnectionEvents = Field(default_factory=ConnectionEvents)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -338,6 +345,7 @@ class ConfigFile(BaseModel):
     connections: list[ConnectionSettings] = Field(min_length=1)
     history: HistorySettings = HistorySettings()
     console: ConsoleSettings = ConsoleSettings()
+    events: EventsSettings = Field(default_factory=EventsSettings)
 
     @model_validator(mode="after")
     def _unique_names(self) -> ConfigFile:
@@ -374,6 +382,12 @@ def state_url(settings: Settings, config: ConfigFile) -> str:
         register_secret(password, unquote(password))
     return url
 
+
+# the event settings name SecretRef before it exists (connector.events.config)
+for _model in (DataverseWebhookAuth, PartnerCenterEvents, EventsSettings, ConnectionEvents):
+    _model.model_rebuild(_types_namespace={"SecretRef": SecretRef})
+ConnectionSettings.model_rebuild()
+ConfigFile.model_rebuild()
 
 #: what a config file is, for telling one apart from any other file without showing it
 CONFIG_KEYS = frozenset({"connections", "state_url"})
