@@ -117,10 +117,11 @@ class EventReceiver:
                     receiver._slots.release()
 
             def _body(self, source: str | None) -> bytes | None:
+                if self.command != "POST":
+                    return b""  # refused by the callbacks (405), nothing to read
                 length = self.headers.get("Content-Length")
                 if length is None or not length.strip().isdigit():
-                    status = 411 if self.command == "POST" else 400
-                    refusal = Refused("malformed", "Content-Length is required", status=status)
+                    refusal = Refused("malformed", "Content-Length is required", status=411)
                     self._answer(receiver.callbacks.refuse(source, refusal), close=True)
                     return None
                 size = int(length)
