@@ -437,8 +437,8 @@ class Daemon:
         still = sorted(self.running())
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if self.events is not None:
-            self.events.stop(max(0.1, deadline - time.monotonic()))
+        if self.events is not None and not self.events.stop(max(0.1, deadline - time.monotonic())):
+            still.append("a targeted cycle")
         self.done.set()
         if self._http is not None:
             if self._started:

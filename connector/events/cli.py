@@ -9,6 +9,8 @@ refused or could not be reached, 4 the config is wrong.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +36,7 @@ webhooks_app = typer.Typer(
     no_args_is_help=True,
 )
 
-console = Console()
+console = Console(soft_wrap=True)  # URLs and settings stay whole, to be copied
 err_console = Console(stderr=True)
 _BAD_CONFIG = 4
 _FAILED = 2
@@ -77,14 +79,18 @@ def _connection(cfg: ConfigFile, name: str | None) -> ConnectionSettings:
     return chosen[0]
 
 
-def _client(settings: Settings, cfg: ConfigFile, conn: ConnectionSettings) -> WebhookRegistration:
+@contextmanager
+def _client(
+    settings: Settings, cfg: ConfigFile, conn: ConnectionSettings
+) -> Iterator[WebhookRegistration]:
+    """The registration API with the connection's Partner Center credentials."""
     from connector.runtime import core_http, core_tokens
 
     pc = cfg.events.partner_center
     core = conn.core.model_copy(update={"scope": pc.registration_scope})
-    http = core_http(core)
-    tokens = core_tokens(core, http, f"connections[{conn.name}]", settings.secrets_dir)
-    return WebhookRegistration(pc.registration_url, tokens, http)
+    with core_http(core) as http:
+        tokens = core_tokens(core, http, f"connections[{conn.name}]", settings.secrets_dir)
+        yield WebhookRegistration(pc.registration_url, tokens, http)
 
 
 @webhooks_app.command("register")
@@ -123,9 +129,10 @@ def register(
     if not callback.startswith("https://"):
         raise _fail("the callback URL must be https://", _BAD_CONFIG)
     try:
-        answer = _client(settings, cfg, conn).register(
-            callback, list(event or REFERRAL_EVENTS), signature_header=signature_header
-        )
+        with _client(settings, cfg, conn) as client:
+            answer = client.register(
+                callback, list(event or REFERRAL_EVENTS), signature_header=signature_header
+            )
     except ConfigError as exc:
         raise _fail(exc.message, _BAD_CONFIG) from None
     except ConnectorError as exc:
@@ -141,7 +148,8 @@ def list_registration(config: ConfigOpt = None, connection: ConnectionOpt = None
     settings, cfg = _load(config)
     conn = _connection(cfg, connection)
     try:
-        current = _client(settings, cfg, conn).current()
+        with _client(settings, cfg, conn) as client:
+            current = client.current()
     except ConfigError as exc:
         raise _fail(exc.message, _BAD_CONFIG) from None
     except ConnectorError as exc:
@@ -159,7 +167,8 @@ def delete(config: ConfigOpt = None, connection: ConnectionOpt = None) -> None:
     settings, cfg = _load(config)
     conn = _connection(cfg, connection)
     try:
-        removed = _client(settings, cfg, conn).delete()
+        with _client(settings, cfg, conn) as client:
+            removed = client.delete()
     except ConfigError as exc:
         raise _fail(exc.message, _BAD_CONFIG) from None
     except ConnectorError as exc:
@@ -173,8 +182,11 @@ def _print_crm_setup(cfg: ConfigFile) -> None:
     for conn in cfg.connections:
         if not conn.events.crm:
             console.print(
-                f"\n{conn.name}: CRM events are off (connections[{conn.name}].events.crm); "
-                "its changes wait for the scheduled poll"
+                escape(
+                    f"\n{conn.name}: CRM events are off (connections[{conn.name}].events.crm); "
+                    "its changes wait for the scheduled poll"
+                ),
+                highlight=False,
             )
         elif isinstance(conn.crm, DataverseSettings):
             auth = conn.events.dataverse
@@ -186,18 +198,22 @@ def _print_crm_setup(cfg: ConfigFile) -> None:
                     "query": f"HttpQueryString, key {auth.name}",
                 }[auth.kind]
             console.print(
-                f"\n{conn.name} (Dataverse): register a webhook service endpoint (Plug-in "
-                f"Registration tool) with URL {base}{DATAVERSE_PATH}/{conn.name}, "
-                f"authentication {how}, value: the secret connections[{conn.name}].events."
-                "dataverse.secret refers to; then a step on it: messages Create, Update and "
-                "Delete, primary entity opportunity, post-operation, asynchronous.",
+                escape(
+                    f"\n{conn.name} (Dataverse): register a webhook service endpoint (Plug-in "
+                    f"Registration tool) with URL {base}{DATAVERSE_PATH}/{conn.name}, "
+                    f"authentication {how}, value: the secret connections[{conn.name}].events."
+                    "dataverse.secret refers to; then a step on it: messages Create, Update and "
+                    "Delete, primary entity opportunity, post-operation, asynchronous."
+                ),
                 highlight=False,
             )
         else:
             channel = conn.events.salesforce.channel
             console.print(
-                f"\n{conn.name} (Salesforce): in Setup, Change Data Capture, select Opportunity; "
-                f"the connected app's user needs the View All Data permission (or the change "
-                f"events' own permissions). The daemon subscribes to {channel} itself.",
+                escape(
+                    f"\n{conn.name} (Salesforce): in Setup, Change Data Capture, select Opportunity; "
+                    f"the connected app's user needs the View All Data permission (or the change "
+                    f"events' own permissions). The daemon subscribes to {channel} itself."
+                ),
                 highlight=False,
             )

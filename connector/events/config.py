@@ -144,11 +144,12 @@ class EventsSettings(BaseModel):
     max_in_flight: int = Field(32, ge=1, le=1024)
     #: how long a connection's events gather before its targeted cycle starts
     debounce_s: float = Field(0.5, ge=0, le=60)
-    #: record and referral ids waiting per connection; beyond it the ids are dropped
-    #: and a full cycle runs soon instead
-    max_pending: int = Field(2000, ge=10, le=1_000_000)
-    #: ids one targeted cycle takes at most (the rest wait for the next)
-    batch_size: int = Field(200, ge=1, le=10_000)
+    #: record and referral ids kept waiting per connection (memory); beyond it the ids
+    #: are dropped and a full cycle runs soon instead
+    max_pending: int = Field(1000, ge=10, le=1_000_000)
+    #: ids one targeted cycle reads at most, one call each; when more wait, the
+    #: connection's scheduled cycle runs now instead (it lists them all for less)
+    batch_size: int = Field(100, ge=1, le=10_000)
     #: targeted cycles running at once, over every connection
     concurrency: int = Field(2, ge=1, le=32)
     partner_center: PartnerCenterEvents = Field(default_factory=PartnerCenterEvents)

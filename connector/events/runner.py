@@ -63,6 +63,10 @@ class ConnectionGate:
         self._scheduled_waiting = 0
         self.scheduled_running = False
 
+    @property
+    def scheduled_waiting(self) -> bool:
+        return self._scheduled_waiting > 0
+
     @contextlib.contextmanager
     def scheduled(self) -> Iterator[None]:
         with self._cond:
@@ -89,6 +93,22 @@ class ConnectionGate:
         with self._cond:
             self._busy = False
             self._cond.notify_all()
+
+
+class YieldingStop(threading.Event):
+    """A targeted cycle's stop: the daemon stops, or a scheduled cycle waits for the gate.
+
+    The scheduled cycle lists everything the targeted one was reading, so the targeted
+    one stops at its next record instead of making it wait.
+    """
+
+    def __init__(self, gate: ConnectionGate, parent: threading.Event) -> None:
+        super().__init__()
+        self._gate = gate
+        self._parent = parent
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._parent.is_set() or self._gate.scheduled_waiting
 
 
 @dataclass
@@ -129,16 +149,24 @@ class EventRunner:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float) -> None:
-        """No new targeted cycle; the running ones finish (within ``timeout``)."""
+    def stop(self, timeout: float) -> bool:
+        """No new targeted cycle; True when the running ones finished within ``timeout``
+        (their clients are then closed), False when one still runs."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         with self.pending.changed:
             self.pending.changed.notify_all()
         self._thread.join(timeout=timeout)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self.pending.changed:
+            while self._active and time.monotonic() < deadline:
+                self.pending.changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            if self._active:
+                return False
         with self._clients_lock:
             for name in list(self._clients):
                 self._close_clients(name)
+        return True
 
     # ------------------------------------------------------------------ scheduled cycles
 
@@ -180,7 +208,8 @@ class EventRunner:
             if gate is None:  # not one of ours (a stale path): drop it
                 self.pending.take_all(name)
                 continue
-            if self.pending.wants_full(name):
+            if self.pending.wants_full(name) or self.pending.depth(name) > self.options.batch_size:
+                # a flood: one scheduled cycle lists it all for less than a call per id
                 self._request_full(name)
                 blocked = True
                 continue
@@ -221,7 +250,7 @@ class EventRunner:
 
     def _work(self, conn: ConnectionSettings, batch: Batch, gate: ConnectionGate) -> None:
         try:
-            report = self._targeted(conn, batch)
+            report = self._targeted(conn, batch, gate)
             if report is None:  # another replica holds the connection: try again soon
                 self.pending.restore(batch)
                 return
@@ -252,7 +281,9 @@ class EventRunner:
 
     # ------------------------------------------------------------------ one targeted cycle
 
-    def _targeted(self, conn: ConnectionSettings, batch: Batch) -> RunReport | None:
+    def _targeted(
+        self, conn: ConnectionSettings, batch: Batch, gate: ConnectionGate
+    ) -> RunReport | None:
         daemon = self.daemon
         try:
             if not daemon.store.acquire_lease(conn.name, daemon.holder, daemon.lease_ttl_s):
@@ -260,8 +291,9 @@ class EventRunner:
         except ConnectorError as exc:
             return RunReport(conn.name, outcome=Outcome.FAILED, error=exc.message)
         try:
+            stop = YieldingStop(gate, daemon.stop_event)
             with LeaseKeeper(
-                daemon.store, conn.name, daemon.holder, daemon.lease_ttl_s, daemon.stop_event
+                daemon.store, conn.name, daemon.holder, daemon.lease_ttl_s, stop
             ) as keeper:
                 clients = self._clients_of(conn)
                 engine = SyncEngine(

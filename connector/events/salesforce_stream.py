@@ -75,12 +75,17 @@ class SalesforceSubscriber:
         #: the replay id the last subscription started from (None: new events only)
         self.started_from: int | None = None
         self.sessions = 0
+        self._http: httpx.Client | None = None
         self._thread = threading.Thread(target=self._run, name=f"cdc-{conn.name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def join(self, timeout: float) -> None:
+        """Wait for the thread (``stop`` set); a long poll in progress is cut short."""
+        http = self._http
+        if http is not None:
+            http.close()
         self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
@@ -99,6 +104,8 @@ class SalesforceSubscriber:
                     quick_retry = False
                     continue
             except ConnectorError as exc:
+                if self.stop.is_set():
+                    break  # the daemon stops: the long poll was cut short on purpose
                 log.warning(
                     "%s: Change Data Capture unavailable (%s); trying again in %.0fs; "
                     "the scheduled cycles go on",
@@ -107,6 +114,8 @@ class SalesforceSubscriber:
                     self.options.reconnect_s,
                 )
             except Exception:
+                if self.stop.is_set():
+                    break
                 log.exception("%s: the Change Data Capture subscriber failed", self.conn.name)
             finally:
                 self.subscribed.clear()
@@ -130,6 +139,7 @@ class SalesforceSubscriber:
             token = auth.token()
             origin = check_instance_url(token.instance_url, self.crm.allowed_instance_origin)
             with httpx.Client(verify=tls_context(self.crm.ca_file), follow_redirects=False) as http:
+                self._http = http
                 session = CometdSession(
                     http,
                     origin,
@@ -145,8 +155,10 @@ class SalesforceSubscriber:
                         for message in session.connect():
                             self._deliver(message)
                 finally:
-                    session.disconnect()
+                    if not self.stop.is_set():
+                        session.disconnect()
         finally:
+            self._http = None
             adapter.close()
 
     def _subscribe(self, session: CometdSession) -> None:

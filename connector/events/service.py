@@ -132,17 +132,18 @@ class EventService:
         for subscriber in self.subscribers:
             subscriber.start()
 
-    def stop(self, timeout: float) -> None:
-        """Stop taking events; the targeted cycles running finish within ``timeout``."""
+    def stop(self, timeout: float) -> bool:
+        """Stop taking events; True when the targeted cycles running finished in ``timeout``."""
         deadline = time.monotonic() + timeout
         self.stop_event.set()
         if self.receiver is not None:
             self.receiver.stop()
-        self.runner.stop(max(0.1, deadline - time.monotonic()))
         for subscriber in self.subscribers:
             subscriber.join(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+        finished = self.runner.stop(max(0.1, deadline - time.monotonic()))
         if self.callbacks.certificates is not None:
             self.callbacks.certificates.close()
+        return finished
 
 
 def check_events(daemon: Daemon) -> None:

@@ -110,6 +110,8 @@ def selected_records(engine: SyncEngine, crm_ids: Sequence[str]) -> list[CrmOppo
         fields = [*fields, *sorted(filter_fields(select) - set(fields))]
     found = []
     for crm_id in dict.fromkeys(crm_ids):
+        if engine.stop.is_set():
+            break  # a scheduled cycle lists them all
         try:
             record = engine.crm.fetch(crm_id, fields=fields)
         except ConnectorError as exc:
@@ -130,6 +132,8 @@ def read_referrals(engine: SyncEngine, referral_ids: Sequence[str]) -> list[Refe
     unique = list(dict.fromkeys(referral_ids))
 
     def read(referral_id: str) -> ReferralState | None:
+        if engine.stop.is_set():
+            return None
         try:
             return engine.core.get(referral_id)
         except NotFound:
