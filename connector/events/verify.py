@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
+from connector.errors import ConfigError
 from connector.events.config import DataverseWebhookAuth, PartnerCenterEvents
 
 log = logging.getLogger(__name__)
@@ -233,8 +234,6 @@ def _load_anchors(ca_file: Path | None) -> list[x509.Certificate]:
     try:
         return list(x509.load_pem_x509_certificates(path.read_bytes()))
     except (OSError, ValueError) as exc:
-        from connector.errors import ConfigError
-
         raise ConfigError(
             f"events.partner_center.ca_file: cannot read certificates from {path}: {exc}"
         ) from None

@@ -9,6 +9,8 @@ extension), ``/meta/subscribe`` with ``ext.replay`` (a replay id: the events aft
 refused with Salesforce's ``400::The replayId … was invalid`` error), ``/meta/connect``
 held until events come or ``hold_s`` passes, ``/meta/disconnect``. A client that has
 not connected for a minute is forgotten (``403::Unknown client``, advice handshake).
+Events are published from the first handshake on (or ``PUT /_sandbox/events``
+``{"salesforce": {"enabled": true}}``): an org that nobody subscribes to costs nothing.
 """
 
 from __future__ import annotations
@@ -185,6 +187,8 @@ class ChangeStream:
         return [reply]
 
     def _handshake(self, reply: dict[str, Any]) -> dict[str, Any]:
+        # a subscriber's first handshake turns publishing on (Change Data Capture selected)
+        self.enable()
         now = time.monotonic()
         with self._lock:
             for key in [k for k, c in self._clients.items() if now - c.seen > CLIENT_IDLE_S]:
