@@ -150,6 +150,9 @@ class EventsSettings(BaseModel):
     #: ids one targeted cycle reads at most, one call each; when more wait, the
     #: connection's scheduled cycle runs now instead (it lists them all for less)
     batch_size: int = Field(100, ge=1, le=10_000)
+    #: record and referral reads targeted cycles may make per minute and connection (an
+    #: API budget); beyond it the scheduled cycle runs instead of more targeted ones
+    max_reads_per_minute: int = Field(600, ge=1, le=1_000_000)
     #: targeted cycles running at once, over every connection
     concurrency: int = Field(2, ge=1, le=32)
     partner_center: PartnerCenterEvents = Field(default_factory=PartnerCenterEvents)

@@ -111,6 +111,29 @@ class YieldingStop(threading.Event):
         return super().is_set() or self._parent.is_set() or self._gate.scheduled_waiting
 
 
+class ReadBudget:
+    """Reads a connection's targeted cycles may still make: refilled continuously up to
+    one batch, so a flood of events cannot spend the CRM's or the core's API allowance."""
+
+    def __init__(
+        self, per_minute: int, capacity: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(max(capacity, 1))
+        self.tokens = self.capacity
+        self._clock = clock
+        self._at = clock()
+
+    def take(self, n: int) -> bool:
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
+
 @dataclass
 class _Clients:
     stack: contextlib.ExitStack
@@ -136,6 +159,10 @@ class EventRunner:
         self.metrics = metrics
         self.connections = dict(connections)
         self.gates = {name: ConnectionGate() for name in self.connections}
+        self.budgets = {
+            name: ReadBudget(options.max_reads_per_minute, options.batch_size)
+            for name in self.connections
+        }
         self._clients: dict[str, _Clients] = {}
         self._clients_lock = threading.Lock()
         self._active = 0
@@ -208,12 +235,19 @@ class EventRunner:
             if gate is None:  # not one of ours (a stale path): drop it
                 self.pending.take_all(name)
                 continue
-            if self.pending.wants_full(name) or self.pending.depth(name) > self.options.batch_size:
+            depth = self.pending.depth(name)
+            if self.pending.wants_full(name) or depth > self.options.batch_size:
                 # a flood: one scheduled cycle lists it all for less than a call per id
                 self._request_full(name)
                 blocked = True
                 continue
             if self._active >= self.options.concurrency or not gate.try_targeted():
+                blocked = True
+                continue
+            if not self.budgets[name].take(depth):
+                # more reads than events.max_reads_per_minute: the scheduled cycle instead
+                gate.release_targeted()
+                self._request_full(name)
                 blocked = True
                 continue
             batch = self.pending.take(name, self.options.batch_size)

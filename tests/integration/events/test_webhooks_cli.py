@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from connector.cli import app
-from connector.sandbox.partner_center_fields import is_partners
+from connector.sandbox.partner_center_fields import is_microsofts, is_partners
 from connector.sandbox.server import SandboxServer
 
 
@@ -71,10 +71,12 @@ def test_register_list_and_delete_the_partner_center_webhook(tmp_path: Path) -> 
             assert result.exit_code == 0 and callback in result.output, result.output
 
             # the sandbox now posts referral events, signed, to the receiver
-            deal = next(
-                r for r in referrals(admin) if is_partners(r) and r.get("externalReferenceId")
-            )
-            admin.post(f"/_sandbox/core/microsoft/{deal['id']}/accept", json={})
+            everything = referrals(admin)
+            waiting = {
+                r["engagementId"] for r in everything if is_microsofts(r) and r["status"] == "New"
+            }
+            deal = next(r for r in everything if is_partners(r) and r["engagementId"] in waiting)
+            admin.post(f"/_sandbox/core/microsoft/{deal['id']}/accept", json={}).raise_for_status()
             wait_for(
                 lambda: (
                     total(daemon, "connector_events_accepted_total", source="partner_center") >= 1

@@ -6,7 +6,7 @@ import threading
 
 from connector.events.notices import Notice
 from connector.events.pending import PendingChanges
-from connector.events.runner import ConnectionGate
+from connector.events.runner import ConnectionGate, ReadBudget
 
 
 class Clock:
@@ -111,3 +111,15 @@ def test_a_waiting_scheduled_cycle_goes_before_new_targeted_cycles() -> None:
     thread.join(5)
     assert ran.is_set()
     assert gate.try_targeted()  # free again
+
+
+def test_the_read_budget_refills_at_its_rate_up_to_one_batch() -> None:
+    clock = Clock()
+    budget = ReadBudget(per_minute=60, capacity=10, clock=clock)
+    assert budget.take(10)
+    assert not budget.take(1)  # spent
+    clock.now += 5
+    assert budget.take(5) and not budget.take(1)  # one read a second
+    clock.now += 3600
+    assert not budget.take(11)  # never more than one batch at once
+    assert budget.take(10)
