@@ -13,7 +13,10 @@ retrying, and each has its own fix, so each gets its own permanent message.
 from __future__ import annotations
 
 import ssl
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
 
 #: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH / X509_V_ERR_IP_ADDRESS_MISMATCH
 _HOST_MISMATCH_CODES = frozenset({62, 64})
@@ -106,3 +109,14 @@ def untrusted_message(what: str, setting: str, exc: BaseException | None = None)
         f"trusted CA. Verification is always on; if the server uses a private CA (such as "
         f"the sandbox's, .connector/sandbox-ca.pem), set {setting} to that CA's PEM file"
     )
+
+
+def _https_only(url: str) -> str:
+    problem = tls_url_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
+    return url
+
+
+#: a URL that receives a secret or a token: https only (no exception, not even loopback)
+HttpsUrl = Annotated[str, AfterValidator(_https_only)]

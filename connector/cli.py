@@ -17,6 +17,7 @@ from connector import __version__, logs, terminal
 from connector.cli_help import HelpGroup
 from connector.dead_letter_cli import errors_app
 from connector.errors import ConfigError, ConnectorError, MappingError
+from connector.events.cli import webhooks_app
 from connector.mapping_cli import mappings_app
 from connector.memory import quicken_thread_switches, settle_heap, tune_malloc
 from connector.settings import Settings, load_config, state_url
@@ -31,6 +32,7 @@ auth_app = typer.Typer(help="Sign in to Partner Center.", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(auth_app, name="auth")
 app.add_typer(errors_app, name="errors")
+app.add_typer(webhooks_app, name="webhooks")
 
 console = terminal.stdout
 err_console = terminal.stderr

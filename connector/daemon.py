@@ -53,6 +53,7 @@ from connector.sync.report import Outcome, RunReport
 
 if TYPE_CHECKING:
     from connector.console import ConsoleServer
+    from connector.events.service import EventService
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class Daemon:
             self.store.close()
             raise
         self.console = self._open_console()
+        self.events = self._open_events()
 
     # ------------------------------------------------------------------ start-up
 
@@ -150,6 +152,20 @@ class Daemon:
             self.store.close()
             raise
 
+    def _open_events(self) -> EventService | None:
+        """Near-real-time sync when the config enables it (its port bound now)."""
+        from connector.events.service import open_events
+
+        try:
+            return open_events(self)
+        except BaseException:
+            if self._http is not None:
+                self._http.server_close()
+            if self.console is not None:
+                self.console.stop()
+            self.store.close()
+            raise
+
     def trigger(self, conn: ConnectionSettings) -> IntervalTrigger | CronTrigger:
         """When ``conn`` runs: its interval or cron schedule, with jitter."""
         return schedule_trigger(conn)
@@ -174,6 +190,8 @@ class Daemon:
         threading.Thread(target=self._http.serve_forever, name="health", daemon=True).start()
         if self.console is not None:
             self.console.start()
+        if self.events is not None:
+            self.events.start()
         log.info(
             "daemon started: %d connection(s), health on %s:%d",
             len(self.connections),
@@ -221,7 +239,10 @@ class Daemon:
         health = self.health[conn.name]
         health.started(time.monotonic())
         try:
-            report = self._leased_cycle(conn)
+            if self.events is not None:  # events wait while it runs, and it covers theirs
+                report = self.events.scheduled_cycle(conn, self._leased_cycle)
+            else:
+                report = self._leased_cycle(conn)
         finally:
             health.stopped()
             with self._lock:
@@ -432,6 +453,8 @@ class Daemon:
         still = sorted(self.running())
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.events is not None and not self.events.stop(max(0.1, deadline - time.monotonic())):
+            still.append("a targeted cycle")
         self.done.set()
         if self._http is not None:
             if self._started:

@@ -16,7 +16,6 @@ from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,8 +26,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.certificates import tls_url_problem
+from connector.certificates import HttpsUrl
 from connector.errors import ConfigError
+from connector.events.config import (
+    ConnectionEvents,
+    DataverseWebhookAuth,
+    EventsSettings,
+    PartnerCenterEvents,
+)
 from connector.redaction import register_secret
 
 DEFAULT_STATE_URL = "sqlite:///.connector/state.db"
@@ -40,15 +45,6 @@ DEFAULT_MAX_YAML_BYTES = 256 * 1024
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
-def _https_only(url: str) -> str:
-    problem = tls_url_problem(url)
-    if problem is not None:
-        raise ValueError(problem)
-    return url
-
-
-#: a URL that receives a secret or a token: https only (no exception, not even loopback)
-HttpsUrl = Annotated[str, AfterValidator(_https_only)]
 #: how often, by default, a connection checks that its linked CRM records still exist
 RECONCILE_INTERVAL_S = 6 * 3600
 
@@ -302,6 +298,7 @@ class ConnectionSettings(BaseModel):
     #: the longest one HTTP request may take in all, however slowly its answer trickles
     #: in (each system's timeout_s bounds a single socket read); then it fails as a timeout
     request_deadline_s: float = Field(120.0, gt=0, le=3600)
+    events: ConnectionEvents = Field(default_factory=ConnectionEvents)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -380,6 +377,7 @@ class ConfigFile(BaseModel):
     connections: list[ConnectionSettings] = Field(min_length=1)
     history: HistorySettings = HistorySettings()
     console: ConsoleSettings = ConsoleSettings()
+    events: EventsSettings = Field(default_factory=EventsSettings)
 
     @model_validator(mode="after")
     def _unique_names(self) -> ConfigFile:
@@ -416,6 +414,12 @@ def state_url(settings: Settings, config: ConfigFile) -> str:
         register_secret(password, unquote(password))
     return url
 
+
+# the event settings name SecretRef before it exists (connector.events.config)
+for _model in (DataverseWebhookAuth, PartnerCenterEvents, EventsSettings, ConnectionEvents):
+    _model.model_rebuild(_types_namespace={"SecretRef": SecretRef})
+ConnectionSettings.model_rebuild()
+ConfigFile.model_rebuild()
 
 #: what a config file is, for telling one apart from any other file without showing it
 CONFIG_KEYS = frozenset({"connections", "state_url"})

@@ -59,9 +59,9 @@ class Part(Persistent, Protocol):
 
 def api_of(path: str) -> str | None:
     """Which imitated system a request path belongs to (None for the admin API)."""
-    if path.startswith(("/v1.0/engagements", "/v1.0/referrals")):
+    if path.startswith(("/v1.0/engagements", "/v1.0/referrals", "/webhooks/")):
         return "core"
-    if path.startswith("/services/"):
+    if path.startswith(("/services/", "/cometd/")):
         return "salesforce"
     if path.startswith("/api/data/"):
         return "dataverse"
@@ -404,6 +404,7 @@ def create_app(
 ) -> Starlette:
     """Build the sandbox app; seeds ``opportunities`` records unless a state file is loaded."""
     from connector.sandbox import entra
+    from connector.sandbox.events_hub import SandboxEvents
 
     ctx = ctx or SandboxContext()
     parts = build_parts(ctx)
@@ -411,18 +412,22 @@ def create_app(
     if not loaded and opportunities:
         for part in parts.values():
             part.seed(opportunities, ctx.seed)
+    events = SandboxEvents(ctx, parts)
     routes: list[BaseRoute] = [*admin_routes(ctx, parts, state_file), *entra.routes(ctx)]
+    routes.extend(events.routes())
     for part in parts.values():
         routes.extend(part.routes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        events.close()
         if state_file is not None:
             save_state(state_file, ctx, parts)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx
     app.state.parts = parts
+    app.state.events = events
     app.add_middleware(FaultMiddleware, ctx=ctx, parts=parts)
     return app

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +51,10 @@ class DataverseStore:
         self._journal_start = 0
         self._undo: list[tuple[str, str, Row | None]] | None = None
         self._tomb_marks: dict[str, int] = {}
+        #: told of every write (kind, entity set, id, the columns written): webhook steps;
+        #: writes of a change set are told when it commits
+        self.on_change: Callable[[str, str, str, Row], None] | None = None
+        self._held: list[tuple[str, str, str, Row]] | None = None
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -114,6 +119,7 @@ class DataverseStore:
         self._type_codes(table, full)
         self._remember(entity_set, row_id)
         self.rows[entity_set][row_id] = full
+        self._changed("created", entity_set, row_id, full)
         return full
 
     def update(self, entity_set: str, row_id: str, changes: Row, *, at: str | None = None) -> Row:
@@ -127,6 +133,7 @@ class DataverseStore:
         row["versionnumber"] = self._next_version()
         _derive(table, row)
         self._type_codes(table, row)
+        self._changed("updated", entity_set, row_id, {**changes, "modifiedon": row["modifiedon"]})
         return row
 
     def _type_codes(self, table: s.Table, row: Row) -> None:
@@ -155,7 +162,16 @@ class DataverseStore:
         version = self._next_version()
         self.tombstones[entity_set].append((version, row_id, self.now()))
         self.deleted[entity_set][row_id] = version
+        self._changed("deleted", entity_set, row_id, {})
         return True
+
+    def _changed(self, kind: str, entity_set: str, row_id: str, columns: Row) -> None:
+        if self.on_change is None:
+            return
+        if self._held is not None:
+            self._held.append((kind, entity_set, row_id, dict(columns)))
+        else:
+            self.on_change(kind, entity_set, row_id, columns)
 
     def clear(self) -> None:
         for table in self.rows.values():
@@ -178,14 +194,19 @@ class DataverseStore:
 
     def begin(self) -> None:
         self._undo = []
+        self._held = []
         self._tomb_marks = {name: len(ts) for name, ts in self.tombstones.items()}
 
     def commit(self) -> None:
         self._undo = None
+        held, self._held = self._held or [], None
+        for change in held:
+            self._changed(*change)
 
     def rollback(self) -> None:
         """Undo every write since ``begin`` (version numbers are not reused, as in SQL)."""
         undo, self._undo = self._undo or [], None
+        self._held = None  # nothing of the change set happened
         for entity_set, row_id, before in reversed(undo):
             if before is None:
                 self.rows[entity_set].pop(row_id, None)

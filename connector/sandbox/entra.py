@@ -1,7 +1,9 @@
 """An Entra-ID-style token endpoint: client credentials, device code and refresh tokens.
 
 Audiences: a scope naming ``api.partner.microsoft.com`` gets a token for the
-referrals API ("core"); any other scope a token for Dataverse.
+referrals API ("core"), one naming ``api.partnercenter.microsoft.com`` a token for
+the Partner Center API (its webhook registration, "partnercenter"); any other scope a
+token for Dataverse.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 def audience_of(scope: str) -> str:
+    if "api.partnercenter.microsoft.com" in scope:
+        return "partnercenter"
     return "core" if "api.partner.microsoft.com" in scope else "dataverse"
 
 

@@ -99,6 +99,8 @@ class ReferralStore:
         self._clock = clock
         self.lock = threading.RLock()
         self.behaviour = CoreBehaviour()
+        #: told of every referral stored ("created") or changed ("updated"): the webhooks
+        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
         self.reset()
 
     # --- state ---------------------------------------------------------------------------
@@ -168,6 +170,8 @@ class ReferralStore:
         if referral["status"] == "New" and referral.get("expirationDateTime"):
             due = f.micros(f.parse_time(referral["expirationDateTime"]))
             heapq.heappush(self._expiries, (due, ident))
+        if self.on_change is not None:
+            self.on_change("created", referral)
 
     def _index_ext(self, ident: str, old: Any, new: Any) -> None:
         if old == new:
@@ -195,6 +199,8 @@ class ReferralStore:
         self._key[ident] = key
         insort(self._order, key)
         self.records[ident] = new
+        if self.on_change is not None:
+            self.on_change("updated", new)
         return new
 
     def _microsoft_side(self, engagement_id: str) -> dict[str, Any] | None:

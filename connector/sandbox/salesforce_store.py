@@ -117,6 +117,8 @@ class SalesforceOrg:
         self.counters: dict[str, int] = {}
         self.rules: list[ValidationRule] = []
         self._stamp_index: list[tuple[str, str]] = []
+        #: told of every Opportunity committed (old, new): Change Data Capture
+        self.on_change: Callable[[Record | None, Record], None] | None = None
 
     # --- reading -----------------------------------------------------------
 
@@ -363,6 +365,8 @@ class SalesforceOrg:
                 if pos < len(index) and index[pos] == key:
                     del index[pos]
             bisect.insort(index, (record["SystemModstamp"], record["Id"]))
+            if self.on_change is not None:
+                self.on_change(old, record)
 
     def soft_delete(self, obj: ObjectSpec, record_id: str) -> RecordError | None:
         old = self.records[obj.name].get(record_id)

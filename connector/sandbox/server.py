@@ -37,6 +37,12 @@ class TlsFiles:
     ca_file: Path
     cert_file: Path
     key_file: Path
+    #: a certificate for the connector's event receiver (127.0.0.1), next to the CA file
+    receiver_cert_file: Path | None = None
+    receiver_key_file: Path | None = None
+    #: the CA itself: it signs the sandbox's Partner Center events
+    ca_cert_pem: bytes = b""
+    ca_key_pem: bytes = b""
 
 
 def make_tls(ca_file: Path, workdir: Path) -> TlsFiles:
@@ -53,7 +59,21 @@ def make_tls(ca_file: Path, workdir: Path) -> TlsFiles:
         extra.write_to_path(str(cert_file), append=True)
     cert.private_key_pem.write_to_path(str(key_file))
     key_file.chmod(0o600)
-    return TlsFiles(ca_file, cert_file, key_file)
+    receiver = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    receiver_cert = ca_file.with_name("sandbox-receiver.pem")
+    receiver_key = ca_file.with_name("sandbox-receiver.key")
+    receiver.cert_chain_pems[0].write_to_path(str(receiver_cert))
+    receiver.private_key_pem.write_to_path(str(receiver_key))
+    receiver_key.chmod(0o600)
+    return TlsFiles(
+        ca_file,
+        cert_file,
+        key_file,
+        receiver_cert,
+        receiver_key,
+        ca.cert_pem.bytes(),
+        ca.private_key_pem.bytes(),
+    )
 
 
 def uvicorn_config(
@@ -101,6 +121,7 @@ def serve(
     settle_heap()
     with tempfile.TemporaryDirectory(prefix="sandbox-tls-") as tmp:
         tls = make_tls(ca_file, Path(tmp))
+        app.state.events.use_ca(tls.ca_cert_pem, tls.ca_key_pem)
         server = uvicorn.Server(uvicorn_config(app, host, port, tls, log_level="info"))
         server.run()
 
@@ -127,6 +148,7 @@ class SandboxServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="sandbox-")
         work = workdir or Path(self._tmp.name)
         self.tls = make_tls(work / "sandbox-ca.pem", Path(self._tmp.name))
+        self.app.state.events.use_ca(self.tls.ca_cert_pem, self.tls.ca_key_pem)
         self._port = port
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -147,6 +169,11 @@ class SandboxServer:
 
     def part(self, name: str) -> Any:
         return self.app.state.parts[name]
+
+    @property
+    def events(self) -> Any:
+        """The sandbox's change events (connector.sandbox.events_hub.SandboxEvents)."""
+        return self.app.state.events
 
     def start(self) -> SandboxServer:
         config = uvicorn_config(self.app, "127.0.0.1", self._port, self.tls)
