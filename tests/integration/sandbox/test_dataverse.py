@@ -715,7 +715,7 @@ def test_table_definitions_say_which_tables_track_changes(client: httpx.Client) 
 
     assert client.put(ADMIN + "change-tracking", json={"opportunity": False}).json() == {
         "opportunity": False, "account": False, "contact": False, "systemuser": False,
-        "transactioncurrency": False,
+        "transactioncurrency": False, "connection": False, "connectionrole": False,
     }  # fmt: skip
     off = client.get(API + "EntityDefinitions(LogicalName='opportunity')").json()
     assert off["ChangeTrackingEnabled"] is False
