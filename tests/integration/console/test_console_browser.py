@@ -6,19 +6,31 @@ anonymous visitor and a read-only user. A screenshot of each page lands in
 
 from __future__ import annotations
 
+from typing import Any
+
 from console_browser import SF, SyncedWorld, chromium, cookie_client, form_token, screenshot
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from connector.state.console_reads import ConsoleReads
 
 
-def sign_in(driver: object, secret: str) -> None:
-    """Submit the sign-in form and wait for the browser to leave the sign-in page."""
-    driver.find_element(By.ID, "secret").send_keys(secret)  # type: ignore[attr-defined]
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()  # type: ignore[attr-defined]
-    # the click returns before the POST's redirect is followed (a busy machine shows it)
-    WebDriverWait(driver, 20).until(lambda d: "/sign-in" not in d.current_url)  # type: ignore[attr-defined]
+def follow(driver: Any, element: Any) -> None:
+    """Click a link or a form's button and wait for the next page to replace this one.
+
+    The click returns before the browser has the next page (a busy machine shows it):
+    reading at once would read the old page, or an element of it gone stale.
+    """
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20).until(staleness_of(page))
+
+
+def sign_in(driver: Any, secret: str) -> None:
+    """Submit the sign-in form and wait for the next page."""
+    driver.find_element(By.ID, "secret").send_keys(secret)
+    follow(driver, driver.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
 
 
 def test_an_admin_reads_runs_and_histories_and_acts_on_dead_letters(world: SyncedWorld) -> None:
@@ -37,7 +49,7 @@ def test_an_admin_reads_runs_and_histories_and_acts_on_dead_letters(world: Synce
         screenshot(driver, "connections")
 
         # the run and the records it touched
-        driver.find_element(By.CSS_SELECTOR, "table.connections a[href^='/runs/']").click()
+        follow(driver, driver.find_element(By.CSS_SELECTOR, "table.connections a[href^='/runs/']"))
         assert "Run #" in driver.find_element(By.TAG_NAME, "h1").text
         records = driver.find_element(By.CSS_SELECTOR, "table.records").text
         assert "created" in records and "rejected" in records
@@ -48,7 +60,7 @@ def test_an_admin_reads_runs_and_histories_and_acts_on_dead_letters(world: Synce
             By.XPATH, "//table[contains(@class,'records')]//tr[.//span[text()='created']]//a"
         )
         crm_id = created.text
-        created.click()
+        follow(driver, created)
         assert crm_id in driver.find_element(By.TAG_NAME, "h1").text
         entry = driver.find_element(By.CSS_SELECTOR, "article.entry").text
         assert "created" in entry and "Referral_Identifier__c" in entry
@@ -65,14 +77,15 @@ def test_an_admin_reads_runs_and_histories_and_acts_on_dead_letters(world: Synce
         screenshot(driver, "dead_letters")
         to_retry, to_discard = letters[0], letters[1]
         driver.find_element(By.CSS_SELECTOR, f"input[name=id][value='{to_retry.id}']").click()
-        driver.find_element(By.XPATH, "//button[text()='Retry selected']").click()
+        follow(driver, driver.find_element(By.XPATH, "//button[text()='Retry selected']"))
         notice = driver.find_element(By.CSS_SELECTOR, "p.notice").text
         assert "1 dead letter(s) marked for retry" in notice
         retried = store.get_dead_letter(to_retry.id)
         assert retried is not None and retried.reason_code.startswith(("retry:", "transient:"))
-        driver.find_element(
-            By.CSS_SELECTOR, f"#letter-{to_discard.id} button[name=discard]"
-        ).click()
+        follow(
+            driver,
+            driver.find_element(By.CSS_SELECTOR, f"#letter-{to_discard.id} button[name=discard]"),
+        )
         assert "discarded" in driver.find_element(By.CSS_SELECTOR, "p.notice").text
         discarded = store.get_dead_letter(to_discard.id)
         assert discarded is not None and discarded.resolved
@@ -82,13 +95,15 @@ def test_an_admin_reads_runs_and_histories_and_acts_on_dead_letters(world: Synce
         screenshot(driver, "mappings")
         field = driver.find_element(By.ID, f"explain-{SF}")
         field.send_keys(to_retry.crm_id)
+        page = driver.find_element(By.TAG_NAME, "html")
         field.submit()
+        WebDriverWait(driver, 20).until(staleness_of(page))
         verdicts = driver.find_element(By.TAG_NAME, "main").text
         assert "The next sync would:" in verdicts
         assert "deal field" in driver.find_element(By.CSS_SELECTOR, "table.explain").text
         screenshot(driver, "explain")
         driver.get(server.url + "/mappings")
-        driver.find_element(By.PARTIAL_LINK_TEXT, "against the live CRM").click()
+        follow(driver, driver.find_element(By.PARTIAL_LINK_TEXT, "against the live CRM"))
         stages = driver.find_element(By.CSS_SELECTOR, "table.stages").text
         assert "Closed Won" in stages and "Won" in stages
         screenshot(driver, "stages")
@@ -99,7 +114,7 @@ def test_an_admin_reads_runs_and_histories_and_acts_on_dead_letters(world: Synce
         screenshot(driver, "audit")
         page_sources = [driver.page_source]
 
-        driver.find_element(By.XPATH, "//button[text()='Sign out']").click()
+        follow(driver, driver.find_element(By.XPATH, "//button[text()='Sign out']"))
         driver.get(server.url + "/runs")
         assert "/sign-in" in driver.current_url
     for text in page_sources:
@@ -116,7 +131,7 @@ def test_anonymous_and_read_only_users_are_refused_where_they_must_be(
             driver.get(server.url + path)
             assert "/sign-in" in driver.current_url, path
         driver.find_element(By.ID, "secret").send_keys("not-the-password-at-all")
-        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        follow(driver, driver.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
         assert "not valid" in driver.find_element(By.CSS_SELECTOR, "p.problem").text
 
         # read-only: reads, sees no action, and the server refuses the actions
