@@ -342,7 +342,7 @@ class EventRunner:
                     history=daemon.config.history,
                 )
                 if clients.stages is None or time.monotonic() - clients.stages_at > STAGES_TTL_S:
-                    clients.stages = engine._stages()
+                    clients.stages = engine.stages()
                     clients.stages_at = time.monotonic()
                 report = run_targeted(
                     engine,

@@ -36,7 +36,7 @@ from connector.model import ReferralState, Status, Substatus
 from connector.state.store import Link, LinkState
 
 if TYPE_CHECKING:
-    from connector.sync.engine import SyncEngine
+    from connector.sync.context import SyncContext
     from connector.sync.report import RunReport
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ LINK_BATCH = 1000
 NOTHING_TO_MIRROR = "record_gone"
 
 
-def reconcile_deleted_records(engine: SyncEngine, report: RunReport) -> None:
+def reconcile_deleted_records(engine: SyncContext, report: RunReport) -> None:
     """Check the linked records when the interval has passed; handle those that are gone."""
     every = getattr(engine.crm, "reconcile_every", None)
     if not isinstance(every, timedelta):
@@ -93,7 +93,7 @@ def _batches(links: Iterable[Link]) -> Iterator[list[Link]]:
 class _Check:
     """One reconciliation: what it found, and whether it may be recorded as done."""
 
-    def __init__(self, engine: SyncEngine, report: RunReport) -> None:
+    def __init__(self, engine: SyncContext, report: RunReport) -> None:
         self.engine = engine
         self.report = report
         self.checked = self.gone = 0
@@ -148,7 +148,7 @@ class _Check:
 
     def _closed(self, link: Link, referral: ReferralState) -> None:
         engine = self.engine
-        closed = engine._linked(link, referral, link.fingerprint, link.sent_body)
+        closed = engine.linker(link, referral, link.fingerprint, link.sent_body)
         # the record is gone: there is nowhere to write its status (a restored record that
         # changes is read again, found terminal, and written then)
         engine.store.save_link(
