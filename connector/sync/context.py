@@ -15,6 +15,7 @@ from connector.mapping.schema import MappingFile
 from connector.state.store import Store
 from connector.sync.countdown import CoreClock
 from connector.sync.links import Linker
+from connector.sync.pusher import Pusher
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class SyncContext:
     #: a referral's link in the core's UI, and a link after the core answered (pure)
     linker: Linker
     concurrency: int
+    #: the one caller of the core's writes (the planner's actions, closes, invitations)
+    pusher: Pusher
 
     @property
     def link_for(self) -> Callable[[str], str]:

@@ -90,6 +90,15 @@ class SyncEngine:
         linker = Linker(connection, link_for)
         #: the core's clock (expiry is the core's), and the daily refresh of days left
         self.core_clock = CoreClock(store, connection, clock)
+        self.pusher = Pusher(
+            connection,
+            core=core,
+            store=store,
+            linker=linker,
+            crm_system=crm.system,
+            concurrency=concurrency,
+            holder=self.holder,
+        )
         ctx = SyncContext(
             connection=connection,
             crm=crm,
@@ -101,6 +110,7 @@ class SyncEngine:
             core_clock=self.core_clock,
             linker=linker,
             concurrency=concurrency,
+            pusher=self.pusher,
         )
         self.context = ctx
         #: what each record's syncs did, for the console (connector.sync.history)
@@ -114,15 +124,6 @@ class SyncEngine:
             progress=progress,
             stop=self.stop,
             tuning=tuning,
-        )
-        self.pusher = Pusher(
-            connection,
-            core=core,
-            store=store,
-            linker=linker,
-            crm_system=crm.system,
-            concurrency=concurrency,
-            holder=self.holder,
         )
         self.existing = ExistingReferrals(
             connection,

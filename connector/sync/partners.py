@@ -191,7 +191,7 @@ class PartnerInvitations:
         for partner in partners:
             body = invitation_body(link.sent_body, partner, details, link.engagement_id)
             try:
-                engine.core.create_in_engagement(link.engagement_id, body, _inviting(partner))
+                engine.pusher.invite_partner(link.engagement_id, body, _inviting(partner))
             except ConnectorError as exc:
                 log.warning(
                     "%s: %s: inviting partner %s failed: %s",

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from connector.dealcore.base import DealCore
-from connector.dealcore.payload import created_differences
+from connector.dealcore.payload import created_differences, status_ops
 from connector.errors import ConnectorError, CoreError, PreconditionFailed
 from connector.logs import record_fields
-from connector.model import ReferralState, Status
+from connector.model import ReferralState, Status, Substatus
 from connector.state.store import Link, Store
 from connector.sync.existing import CLAIMED
 from connector.sync.invite import invite_microsoft, relinked
@@ -257,6 +257,25 @@ class Pusher:
             if fresh.status != Status.NEW:
                 return fresh
             raise
+
+    def close_lost(self, link: Link) -> ReferralState:
+        """Close a referral as Lost (its CRM record is gone); after a 412 it is read again
+        and closed unless it is terminal already."""
+        referral_id = str(link.referral_id)
+        ops = status_ops(Status.CLOSED, Substatus.LOST)
+        try:
+            return self.core.patch(referral_id, ops, link.etag)
+        except PreconditionFailed:
+            referral = self.core.get(referral_id)  # someone changed it: read again
+            if referral.is_terminal:
+                return referral
+            return self.core.patch(referral_id, ops, referral.etag)
+
+    def invite_partner(
+        self, engagement_id: str, body: dict[str, Any], already: Callable[[ReferralState], bool]
+    ) -> ReferralState:
+        """A partner's referral in the engagement (partner-to-partner invitation)."""
+        return self.core.create_in_engagement(engagement_id, body, already)
 
     def register(self, link: Link, ops: list[dict[str, Any]]) -> ReferralState:
         """Submit a deal registration (retried once against the fresh eTag after a 412)."""

@@ -30,9 +30,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from connector.dealcore.payload import status_ops
-from connector.errors import ConnectorError, CoreError, PreconditionFailed
-from connector.model import ReferralState, Status, Substatus
+from connector.errors import ConnectorError, CoreError
+from connector.model import ReferralState
 from connector.state.store import Link, LinkState
 
 if TYPE_CHECKING:
@@ -123,14 +122,8 @@ class _Check:
     def _close_lost(self, link: Link) -> str | None:
         """Close the referral as Lost; None when done, else why it was not."""
         engine, referral_id = self.engine, str(link.referral_id)
-        ops = status_ops(Status.CLOSED, Substatus.LOST)
         try:
-            try:
-                referral = engine.core.patch(referral_id, ops, link.etag)
-            except PreconditionFailed:
-                referral = engine.core.get(referral_id)  # someone changed it: read again
-                if not referral.is_terminal:
-                    referral = engine.core.patch(referral_id, ops, referral.etag)
+            referral = engine.pusher.close_lost(link)
         except CoreError as exc:
             if exc.transient:
                 self.complete = False  # the core is unwell: try again next cycle
