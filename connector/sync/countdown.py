@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from connector.errors import StateError
-from connector.model import CrmStatusUpdate
 from connector.state.lifecycle_reads import links_with_countdown
 from connector.state.store import Link, Store
 from connector.sync.mirror import CoreFacts
@@ -30,7 +29,7 @@ from connector.sync.report import RunReport
 
 if TYPE_CHECKING:
     from connector.mapping.schema import StatusFields
-    from connector.sync.status_writer import StatusWriter
+    from connector.sync.status_writer import Pending, StatusWriter
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,6 @@ DAY_CURSOR = "countdown_day"
 SKEW_CURSOR = "core_clock_skew"
 #: the dead-letter message suffix of an error not yet written (connector.sync.engine)
 _NOT_WRITTEN = " [not yet written"
-
-Pending = tuple[CrmStatusUpdate, Link | None, str]
 
 
 class CoreClock:

@@ -50,7 +50,7 @@ def is_new_incoming(
 _DERIVED = frozenset({"stage", "is_won", "is_closed"})
 
 
-def _writable(field: str | None) -> bool:
+def writable(field: str | None) -> bool:
     """A plain column of the opportunity itself (not a relationship path, a label view or
     a value the adapter derives)."""
     return bool(field) and "." not in str(field) and "@" not in str(field) and field not in _DERIVED
@@ -67,7 +67,7 @@ def _reverse(source: FieldSource, value: Any) -> Any:
 
 
 def _put(values: dict[str, Any], source: FieldSource | None, value: Any) -> None:
-    if source is None or value is None or value == "" or not _writable(source.field):
+    if source is None or value is None or value == "" or not writable(source.field):
         return
     assert source.field is not None
     crm_value = _reverse(source, value)
@@ -78,7 +78,7 @@ def _put(values: dict[str, Any], source: FieldSource | None, value: Any) -> None
 def _select_values(select: Filter | None) -> dict[str, Any]:
     """Field values that make a new record part of the mapping's selection (``eq`` terms)."""
     if isinstance(select, Condition):
-        if select.op == "eq" and _writable(select.field):
+        if select.op == "eq" and writable(select.field):
             return {select.field: select.value}
         return {}
     if isinstance(select, AllOf):
@@ -184,13 +184,13 @@ def opportunity_values(
     invite = raw.get("inviteContext")
     code = invite.get("assistanceRequestCode") if isinstance(invite, Mapping) else None
     help_field = mapping.deal_type.help_field
-    if code and _writable(help_field):
+    if code and writable(help_field):
         assert help_field is not None
         labels = [k for k, v in mapping.deal_type.help_values.items() if v == code]
         if labels:
             values.setdefault(help_field, labels[0])
     inbound = mapping.inbound
-    if inbound.stage and _writable(mapping.stages.field):
+    if inbound.stage and writable(mapping.stages.field):
         values.setdefault(mapping.stages.field, inbound.stage)
     if inbound.owner_id:
         values.setdefault("OwnerId" if mapping.crm == "salesforce" else "ownerid", inbound.owner_id)
@@ -245,12 +245,12 @@ def with_referral_customer(
             _fill(fields, contact.phone, person.get("phoneNumber"))
     # values the CRM cannot hold on the opportunity itself (a related row, a label view)
     details = link.sent_body.get("details")
-    if isinstance(details, Mapping) and not _writable(f.currency.field):
+    if isinstance(details, Mapping) and not writable(f.currency.field):
         _fill(fields, f.currency, details.get("currency"))
     invite = link.sent_body.get("inviteContext")
     code = invite.get("assistanceRequestCode") if isinstance(invite, Mapping) else None
     help_field = mapping.deal_type.help_field
-    if code and help_field and not _writable(help_field) and fields.get(help_field) in (None, ""):
+    if code and help_field and not writable(help_field) and fields.get(help_field) in (None, ""):
         labels = [k for k, v in mapping.deal_type.help_values.items() if v == code]
         if labels:
             fields[help_field] = labels[0]

@@ -52,7 +52,7 @@ NOTHING_TO_MIRROR = "record_gone"
 
 def reconcile_deleted_records(engine: SyncContext, report: RunReport) -> None:
     """Check the linked records when the interval has passed; handle those that are gone."""
-    every = getattr(engine.crm, "reconcile_every", None)
+    every = engine.crm.reconcile_every
     if not isinstance(every, timedelta):
         return
     now = engine.clock()

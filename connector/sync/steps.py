@@ -33,7 +33,7 @@ from connector.model import (
 )
 from connector.state.store import Link, LinkState, Store
 from connector.sync.customers import CustomerLinks
-from connector.sync.inbound import _writable, is_new_incoming, opportunity_values
+from connector.sync.inbound import is_new_incoming, opportunity_values, writable
 from connector.sync.lifecycle import (
     ACCEPT,
     answer_of,
@@ -175,7 +175,7 @@ class LifecycleSteps:
         the adapter derives (Dataverse's ``stage``, from a choice column such as salesstage)."""
         inbound, crm = self.mapping.inbound, self.crm
         column = crm.stage_column
-        if not inbound.stage or _writable(self.mapping.stages.field) or not column:
+        if not inbound.stage or writable(self.mapping.stages.field) or not column:
             return {}
         for info in crm.stage_metadata():
             if info.label == inbound.stage:
