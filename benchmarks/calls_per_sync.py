@@ -26,10 +26,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[1]
 CRMS = {

@@ -27,9 +27,9 @@ from calls_per_sync import CRMS, config_for
 from rich.console import Console
 from rich.table import Table
 
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[1]
 

@@ -378,7 +378,7 @@ def summarise(
 
 
 def _is_microsofts(referral: dict[str, Any]) -> bool:
-    from connector.sandbox.partner_center_fields import is_microsofts
+    from sandbox.partner_center.fields import is_microsofts
 
     return bool(is_microsofts(referral))
 

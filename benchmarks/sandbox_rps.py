@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 REFERRALS = "/v1.0/engagements/referrals"
 BODY: dict[str, Any] = {
@@ -212,7 +212,7 @@ def main() -> None:
         ca = Path(tmp) / "ca.pem"
         port = 8791
         code = (
-            "from pathlib import Path; from connector.sandbox.server import serve; "
+            "from pathlib import Path; from sandbox.server import serve; "
             f"serve(port={port}, ca_file=Path({str(ca)!r}))"
         )
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -425,7 +425,7 @@ def sandbox(
     ] = False,
 ) -> None:
     """Start the local HTTPS sandbox imitating the referrals API, Salesforce and Dataverse."""
-    from connector.sandbox.server import serve
+    from sandbox.server import serve
 
     logs.setup("INFO", "auto")
     try:

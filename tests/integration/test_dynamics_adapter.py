@@ -18,8 +18,8 @@ from connector.errors import ConfigError, Throttled
 from connector.mapping.filters import Filter
 from connector.model import CrmStatusUpdate
 
-server = pytest.importorskip("connector.sandbox.server")
-pytest.importorskip("connector.sandbox.dataverse")
+server = pytest.importorskip("sandbox.harness")
+pytest.importorskip("sandbox.dataverse.part")
 
 N = 60
 FIELDS = [

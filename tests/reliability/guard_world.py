@@ -19,11 +19,11 @@ import httpx
 import yaml
 from rich.console import Console
 
-from connector.sandbox.partner_center_fields import is_partners
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_partners
 
 ROOT = Path(__file__).parents[2]
 CONNECTION = {"salesforce": "sandbox-salesforce", "dynamics": "sandbox-dynamics"}

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from connector.sandbox.partner_center_fields import is_partners
+from sandbox.partner_center.fields import is_partners
 
 ROOT = Path(__file__).parents[2]
 PYTHON = sys.executable

@@ -17,12 +17,12 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from connector.cli import app
-from connector.sandbox.partner_center_fields import is_partners
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.state.store import DeadLetter, Store
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_partners
 
 
 class LetterWorld:

@@ -19,11 +19,11 @@ import pytest
 from reliability_world import check_world, write_config
 from rich.console import Console
 
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.state.store import Store
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
 
 pytestmark = pytest.mark.slow
 

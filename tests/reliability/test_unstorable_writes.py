@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 SF_API = "/services/data/v59.0"
 DV_API = "/api/data/v9.2"

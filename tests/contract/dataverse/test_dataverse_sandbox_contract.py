@@ -16,7 +16,7 @@ import httpx
 import pytest
 from dataverse_contract import published, shape
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 API = "/api/data/v9.2/"
 ADMIN = "/_sandbox/dataverse/"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from connector.dealcore.client import ReferralsClient
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -27,11 +27,11 @@ from rich.console import Console as RichConsole
 from ruamel.yaml import YAML
 
 from connector.console import ConsoleServer, open_console
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, Settings
 from connector.state.store import Store
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 SCREENSHOTS = ROOT / ".connector" / "screenshots"

@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 WAIT_S = 90.0

@@ -14,9 +14,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from daemon_world import get_json, sandbox_config_data, scrape, total, wait_for
 
 from connector.daemon import Daemon
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, ConnectionSettings, Settings
 from connector.state.store import Store
+from sandbox.harness import SandboxServer
 
 SF = "sandbox-salesforce"
 

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 from daemon_world import free_port, get_json, sandbox_config_data, wait_for, write_yaml
 
-from connector.sandbox.partner_center_fields import is_partners
-from connector.sandbox.server import SandboxServer
 from connector.state.store import LinkState, Store
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_partners
 
 SF = "sandbox-salesforce"
 GRACE_S = 60

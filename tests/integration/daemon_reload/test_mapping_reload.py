@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from connector.daemon import Daemon
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, Schedule, Settings, load_config
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 CONN = "sandbox-salesforce"

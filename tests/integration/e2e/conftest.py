@@ -15,7 +15,7 @@ import httpx
 import pytest
 from e2e_world import CRMS, World, view_for, write_config
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 
 @pytest.fixture(params=CRMS)

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
 from connector.daemon import Daemon
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, Settings
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 SF = "sandbox-salesforce"
@@ -146,7 +146,7 @@ def referrals(admin: httpx.Client) -> list[dict[str, Any]]:
 
 
 def referral_of(admin: httpx.Client, crm_id: str) -> dict[str, Any] | None:
-    from connector.sandbox.partner_center_fields import is_partners
+    from sandbox.partner_center.fields import is_partners
 
     found = [
         r for r in referrals(admin) if is_partners(r) and r.get("externalReferenceId") == crm_id

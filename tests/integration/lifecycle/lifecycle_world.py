@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from connector.sandbox.partner_center_fields import is_microsofts, is_partners
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_microsofts, is_partners
 
 ROOT = Path(__file__).parents[3]
 

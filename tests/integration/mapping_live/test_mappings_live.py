@@ -21,7 +21,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from connector import cli, mapping_cli
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 SALESFORCE = ROOT / "mappings" / "salesforce.yaml"
