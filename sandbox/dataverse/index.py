@@ -10,7 +10,7 @@ every page holds the rows as they are when it is served, exactly as a fresh
 filter and sort of the table would give them.
 
 A filter that names the values a kept row must have in one column (``eq``,
-``or`` of ``eq``, ``In``: see ``dataverse_filter.Candidates``) is tested on
+``or`` of ``eq``, ``In``: see ``sandbox.dataverse.filter.Candidates``) is tested on
 those rows only: found by primary key, or through an index of the column's
 values kept current from the journal. Lookups of rows by dozens of ids thus
 cost what they return, not a pass over the table.
@@ -79,7 +79,7 @@ class _Index:
 
 
 class SortedIndex(_Index):
-    """Comparable sort keys (see ``dataverse_query.comparable``) of the rows a filter keeps."""
+    """Comparable sort keys (see ``sandbox.dataverse.query.comparable``) of the rows a filter keeps."""
 
     def __init__(
         self,
@@ -174,7 +174,7 @@ class TrackedIndex(_Index):
 
 class ValueIndex(_Index):
     """Ids of a table's rows by the value of one column, in comparison form (see
-    ``dataverse_filter.normalize``; None for null)."""
+    ``sandbox.dataverse.filter.normalize``; None for null)."""
 
     def __init__(self, store: DataverseStore, entity_set: str, column: str, kind: str) -> None:
         super().__init__(store, entity_set)

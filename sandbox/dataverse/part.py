@@ -6,10 +6,9 @@ endpoint (audience "dataverse") and Dataverse's service protection limits, and
 an admin API under ``/_sandbox/dataverse/`` for tests to act as a CRM user.
 docs/sandbox-dataverse.md describes both.
 
-Modules: dataverse_schema (tables), dataverse_filter / dataverse_query (query
-options), dataverse_store (rows), dataverse_index (ordered rows of paged
-queries), dataverse_writes (write rules), dataverse_api (request → response),
-dataverse_batch, dataverse_metadata, dataverse_limits, dataverse_seed.
+Modules of sandbox.dataverse: schema (tables), filter / query (query options),
+store (rows), index (ordered rows of paged queries), writes (write rules), api
+(request → response), batch, metadata, limits, seed.
 """
 
 from __future__ import annotations

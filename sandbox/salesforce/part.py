@@ -8,7 +8,7 @@ Routes (any API version ``vNN.N``)::
     GET|PATCH|DELETE …/sobjects/<Type>/<id>       POST …/sobjects/<Type>, …/describe, …/deleted
     POST|PATCH|DELETE …/composite/sobjects        up to 200 records, per-record results
     GET  …/limits                                 DailyApiRequests
-    /_sandbox/salesforce/…                        the admin API (salesforce_admin.py)
+    /_sandbox/salesforce/…                        the admin API (admin.py)
 
 Every API response carries ``Sforce-Limit-Info: api-usage=USED/MAX``; at MAX the
 API answers 403 REQUEST_LIMIT_EXCEEDED. Errors are Salesforce's JSON arrays.

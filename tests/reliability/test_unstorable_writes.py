@@ -10,7 +10,6 @@ table answered 500).
 from __future__ import annotations
 
 import json
-import ssl
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -60,8 +59,7 @@ def sb() -> Iterator[SandboxServer]:
 
 @pytest.fixture(scope="module")
 def http(sb: SandboxServer) -> Iterator[httpx.Client]:
-    verify = ssl.create_default_context(cafile=str(sb.ca_file))
-    with httpx.Client(base_url=sb.url, verify=verify, timeout=30) as client:
+    with sb.client() as client:
         yield client
 
 

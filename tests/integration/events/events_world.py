@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -51,8 +50,7 @@ def config_data(
     connection_events: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     text = (ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8")
-    text = text.replace("https://127.0.0.1:8700", sb.url)
-    text = text.replace(".connector/sandbox-ca.pem", str(sb.ca_file))
+    text = sb.localize(text)
     data: dict[str, Any] = YAML(typ="safe").load(text)
     data.pop("state_url", None)
     data["connections"] = [c for c in data["connections"] if c["name"] in names]
@@ -88,8 +86,7 @@ def config_data(
 
 
 def admin_client(sb: SandboxServer) -> httpx.Client:
-    context = ssl.create_default_context(cafile=str(sb.ca_file))
-    return httpx.Client(base_url=sb.url, verify=context, timeout=30)
+    return sb.client()
 
 
 def point_sandbox_at(admin: httpx.Client, daemon: Daemon, **faults: dict[str, float]) -> None:
