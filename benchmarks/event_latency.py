@@ -22,7 +22,10 @@ its time): latency = the other side's write - the moment before the change was m
 ``--faults S`` drops, duplicates and reorders a share S of the events each: the poll
 must still catch every change (``lost`` is the changes never written on the other
 side before ``2 × poll + 60`` seconds after the last change). Reports p50/p95/max per
-kind and overall, as a table and as JSON (``--json FILE``).
+kind and overall, and the API calls made from the first change until the last one was
+written on the other side (per API, and per change), as a table and as JSON
+(``--json FILE``). Fewer linked records than ``--changes`` of a kind stops the run
+before any change is made (seed more with ``--opportunities``).
 """
 
 from __future__ import annotations
@@ -141,12 +144,15 @@ class ChangeLog:
     seq: int = 0
     entries: list[dict[str, Any]] = field(default_factory=list)
 
-    def read(self) -> None:
+    def read(self) -> list[dict[str, Any]]:
+        """The entries written since the last read (also kept in ``entries``)."""
+        new: list[dict[str, Any]] = []
         while True:
             rows = self.admin.get("/_sandbox/changes", params={"after": self.seq}).json()["changes"]
             if not rows:
-                return
-            self.entries.extend(rows)
+                self.entries.extend(new)
+                return new
+            new.extend(rows)
             self.seq = rows[-1]["seq"]
 
 
@@ -264,16 +270,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     admin.put("/_sandbox/events", json={"log_changes": True}).raise_for_status()
                 time.sleep(1.0)  # the CDC subscription is made
+                admin.post("/_sandbox/stats/reset").raise_for_status()
+                started = time.time()
                 changes = make_changes(admin, args)
                 log = ChangeLog(admin)
+                pending = Pending(changes)
                 deadline = time.time() + 2 * args.poll_s + 60
-                while time.time() < deadline and any(c.done_at is None for c in changes):
-                    log.read()
-                    settle(changes, log.entries)
+                while time.time() < deadline and pending:
+                    pending.settle(log.read())
                     time.sleep(0.5)
+                window_s = time.time() - started
+                calls = admin.get("/_sandbox/stats").json()
                 metrics = _get(health, "/metrics")
                 stats = admin.get("/_sandbox/events").json()["stats"]
-    return summarise(changes, args, metrics, stats)
+    return summarise(changes, args, metrics, stats, calls, window_s)
 
 
 def make_changes(admin: httpx.Client, args: argparse.Namespace) -> list[Change]:
@@ -298,6 +308,16 @@ def make_changes(admin: httpx.Client, args: argparse.Namespace) -> list[Change]:
         and r["engagementId"] in waiting
         and r.get("externalReferenceId") in linked
     ]
+    short = {
+        kind: n
+        for kind, n in (("salesforce", len(sf)), ("dataverse", len(dv)), ("core", len(cosell)))
+        if n < args.changes
+    }
+    if short:
+        raise SystemExit(
+            f"too few linked records for {args.changes} changes of each kind: {short}; "
+            "seed more with --opportunities"
+        )
     plan: list[tuple[str, Any]] = []
     for i in range(args.changes):
         if i < len(sf):
@@ -332,25 +352,53 @@ def make_changes(admin: httpx.Client, args: argparse.Namespace) -> list[Change]:
     return changes
 
 
-def settle(changes: list[Change], entries: list[dict[str, Any]]) -> None:
-    for change in changes:
-        if change.done_at is not None:
-            continue
+class Pending:
+    """The changes not yet seen on the other side, by the record id the write carries
+    (each log entry is looked at once: a full-size run logs thousands of writes)."""
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.by_key: dict[str, list[Change]] = {}
+        for change in changes:
+            self.by_key.setdefault(change.record_id, []).append(change)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_key)
+
+    def settle(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:
-            if entry["at"] >= change.made_at and match(change, entry):
-                change.done_at = entry["at"]
-                break
+            key = entry["record"].get("externalReferenceId") if entry["system"] == "core" else None
+            waiting = self.by_key.get(str(key if key is not None else entry["id"]))
+            if not waiting:
+                continue
+            for change in list(waiting):
+                if entry["at"] >= change.made_at and match(change, entry):
+                    change.done_at = entry["at"]
+                    waiting.remove(change)
+            if not waiting:
+                self.by_key.pop(str(key if key is not None else entry["id"]), None)
 
 
 def summarise(
-    changes: list[Change], args: argparse.Namespace, metrics: str, stats: dict[str, int]
+    changes: list[Change],
+    args: argparse.Namespace,
+    metrics: str,
+    stats: dict[str, int],
+    calls: dict[str, Any],
+    window_s: float,
 ) -> dict[str, Any]:
+    totals = {api: n for api, n in calls.get("totals", {}).items() if api != "entra"}
     out: dict[str, Any] = {
         "mode": args.mode,
         "poll_s": args.poll_s,
         "latency_ms": args.latency_ms,
         "faults": args.faults,
         "sandbox_events": stats,
+        # API calls the daemon made from the first change until the last one was seen
+        # on the other side (or the deadline): per API, and per change made
+        "window_s": round(window_s, 1),
+        "calls": totals,
+        "calls_per_change": round(sum(totals.values()) / max(1, len(changes)), 2),
+        "token_calls": calls.get("totals", {}).get("entra", 0),
         "kinds": {},
     }
     for kind in ("salesforce", "dataverse", "core", "all"):
@@ -436,6 +484,10 @@ def main() -> int:
         )
     print(
         f"targeted cycles {result['targeted_cycles']:.0f}, scheduled cycles {result['scheduled_cycles']:.0f}"
+    )
+    print(
+        f"API calls in {result['window_s']} s: {json.dumps(result['calls'], sort_keys=True)}"
+        f" ({result['calls_per_change']} per change; {result['token_calls']} token calls)"
     )
     print(f"sandbox events: {json.dumps(result['sandbox_events'], sort_keys=True)}")
     if args.json_file:
