@@ -24,8 +24,9 @@ must still catch every change (``lost`` is the changes never written on the othe
 side before ``2 × poll + 60`` seconds after the last change). Reports p50/p95/max per
 kind and overall, and the API calls made from the first change until the last one was
 written on the other side (per API, and per change), as a table and as JSON
-(``--json FILE``). Fewer linked records than ``--changes`` of a kind stops the run
-before any change is made (seed more with ``--opportunities``).
+(``--json FILE``); every write of the three systems in that window goes to
+``changes.jsonl`` in ``--workdir``. Fewer linked records than ``--changes`` of a kind
+stops the run before any change is made (seed more with ``--opportunities``).
 """
 
 from __future__ import annotations
@@ -280,6 +281,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     pending.settle(log.read())
                     time.sleep(0.5)
                 window_s = time.time() - started
+                log.read()
+                with (workdir / "changes.jsonl").open("w", encoding="utf-8") as out:
+                    for entry in log.entries:  # every write in the window, for a closer look
+                        out.write(json.dumps(entry) + "\n")
                 calls = admin.get("/_sandbox/stats").json()
                 metrics = _get(health, "/metrics")
                 stats = admin.get("/_sandbox/events").json()["stats"]
