@@ -424,6 +424,7 @@ def summarise(
         "window_s": round(window_s, 1),
         "calls": totals,
         "calls_per_change": round(sum(totals.values()) / max(1, len(changes)), 2),
+        "calls_by_method": {api: m for api, m in calls.get("calls", {}).items() if api in totals},
         "token_calls": calls.get("totals", {}).get("entra", 0),
         "kinds": {},
     }
