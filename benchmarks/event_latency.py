@@ -35,12 +35,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -291,6 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for entry in log.entries:  # every write in the window, for a closer look
                         out.write(json.dumps(entry) + "\n")
                 calls = admin.get("/_sandbox/stats").json()
+                calls["by_path"] = by_path(admin.get("/_sandbox/arrivals").json()["arrivals"])
                 metrics = _get(health, "/metrics")
                 after = admin.get("/_sandbox/events").json()["stats"]
                 stats = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k)}
@@ -425,6 +428,7 @@ def summarise(
         "calls": totals,
         "calls_per_change": round(sum(totals.values()) / max(1, len(changes)), 2),
         "calls_by_method": {api: m for api, m in calls.get("calls", {}).items() if api in totals},
+        "calls_by_path": calls.get("by_path", {}),
         "token_calls": calls.get("totals", {}).get("entra", 0),
         "kinds": {},
     }
@@ -450,6 +454,20 @@ def summarise(
         if line.startswith("connector_cycles_total{")
     )
     return out
+
+
+def by_path(arrivals: list[dict[str, Any]]) -> dict[str, int]:
+    """The window's calls by API, method and path with its ids left out, most first."""
+    shapes: Counter[str] = Counter()
+    for a in arrivals:
+        if a["api"] == "entra":
+            continue
+        path = re.sub(r"\([^)]*\)", "(…)", a["path"].split("?", 1)[0])
+        path = "/".join(
+            "…" if re.search(r"\d", seg) and len(seg) >= 8 else seg for seg in path.split("/")
+        )
+        shapes[f"{a['api']} {a['method']} {path}"] += 1
+    return dict(shapes.most_common())
 
 
 def _is_microsofts(referral: dict[str, Any]) -> bool:
@@ -516,6 +534,8 @@ def main() -> int:
         f"API calls in {result['window_s']} s: {json.dumps(result['calls'], sort_keys=True)}"
         f" ({result['calls_per_change']} per change; {result['token_calls']} token calls)"
     )
+    for shape, n in list(result["calls_by_path"].items())[:10]:
+        print(f"{n:>8}  {shape}")
     print(f"sandbox events: {json.dumps(result['sandbox_events'], sort_keys=True)}")
     if args.json_file:
         Path(args.json_file).write_text(json.dumps(result, indent=2), encoding="utf-8")
