@@ -109,11 +109,11 @@ def batches(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 def seed(store: Store, deals: int, runs: int, letters: int) -> dict[str, Any]:
     """Direct inserts; returns what the measured URLs need (ids that exist)."""
     rng = random.Random(7)
-    engine = store._engine
+    engine = store.database.engine
     per_conn = deals // len(CONNECTIONS)
     with engine.begin() as db:
         for name in CONNECTIONS:
-            store._register(db, name)
+            store.database.register(db, name)
 
         def link_rows() -> Iterator[dict[str, Any]]:
             for c, name in enumerate(CONNECTIONS):

@@ -118,7 +118,7 @@ def test_opening_twice_keeps_data_and_schema(make_store: MakeStore) -> None:
 def test_upgrade_from_the_first_revision_keeps_links(make_store: MakeStore) -> None:
     old = make_store(migrate=False)
     assert old.revision is None
-    with old._engine.begin() as connection:
+    with old.database.engine.begin() as connection:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "0001")
@@ -143,7 +143,7 @@ def test_upgrade_from_the_first_revision_keeps_links(make_store: MakeStore) -> N
 
 @contract
 def test_migrations_build_exactly_the_declared_schema(store: Store) -> None:
-    with store._engine.connect() as connection:
+    with store.database.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
 
@@ -171,7 +171,7 @@ def test_concurrent_opens_migrate_once(make_store: MakeStore) -> None:
 @contract
 def test_database_from_a_newer_connector_is_refused(make_store: MakeStore) -> None:
     store = make_store()
-    with store._engine.begin() as connection:
+    with store.database.engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(StateError) as caught:
         make_store()
@@ -732,7 +732,7 @@ def test_bulk_writes_are_one_transaction_and_reads_are_chunked(store: Store) -> 
     batch = [linked(f"006{i:06}", f"R-{i}") for i in range(10_000)]
     commits: list[int] = []
     selects: list[str] = []
-    engine = store._engine
+    engine = store.database.engine
 
     def count_commit(conn: Any) -> None:
         commits.append(1)
@@ -768,7 +768,7 @@ def test_lookups_of_every_size_use_few_statements_and_find_exactly_what_exists(
         if "IN (" in statement.upper():
             statements.add(statement)
 
-    sa.event.listen(store._engine, "before_cursor_execute", remember)
+    sa.event.listen(store.database.engine, "before_cursor_execute", remember)
     try:
         for n in range(1, 301):
             wanted = [f"006{i:04}" for i in range(0, 2 * n, 2)]  # half of them exist
@@ -776,7 +776,7 @@ def test_lookups_of_every_size_use_few_statements_and_find_exactly_what_exists(
             assert sorted(found) == [w for w in wanted if int(w[3:]) < 300]
             assert store.dead_letter_stamps("sf", wanted) == {}
     finally:
-        sa.event.remove(store._engine, "before_cursor_execute", remember)
+        sa.event.remove(store.database.engine, "before_cursor_execute", remember)
     assert len(statements) <= 2 * 10, len(statements)  # two queries, 1..512 in powers of two
 
 
@@ -787,7 +787,7 @@ def test_sqlite_file_is_created_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "state.db"
     with Store.open(f"sqlite:///{path}") as store:
         store.set_cursor("sf", "crm", "x")
-        with store._engine.connect() as connection:
+        with store.database.engine.connect() as connection:
             pragma = connection.exec_driver_sql
             assert pragma("PRAGMA journal_mode").scalar() == "wal"
             assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL
@@ -799,7 +799,7 @@ def test_sqlite_file_is_created_in_wal_mode(tmp_path: Path) -> None:
 
 
 def test_sqlite_enforces_foreign_keys(store: Store) -> None:
-    with pytest.raises(sa.exc.IntegrityError), store._engine.begin() as connection:
+    with pytest.raises(sa.exc.IntegrityError), store.database.engine.begin() as connection:
         connection.exec_driver_sql(
             "INSERT INTO cursors (connection, name, value, updated) "
             "VALUES ('ghost', 'crm', 'x', '2025-01-01 00:00:00.000000')"
