@@ -257,7 +257,7 @@ def history_page_cost(store: Store, pages: int = 5, size: int = 2000) -> float:
     thread at each page boundary.
     """
     recorder = HistoryRecorder(store, CONNECTIONS[0])
-    recorder.run_id = store.start_run(CONNECTIONS[0])
+    recorder.run_id = store.connection(CONNECTIONS[0]).runs.start()
     samples = []
     for page in range(pages):
         outcomes = []

@@ -20,7 +20,7 @@ from connector.state.store import Store
 
 def _stored(state: Path) -> int | None:
     with Store.open(f"sqlite:///{state}") as store:
-        value = store.get_cursor(SF, REPLAY_CURSOR)
+        value = store.connection(SF).cursors.get(REPLAY_CURSOR)
     return None if value is None else int(value)
 
 
