@@ -250,10 +250,13 @@ class Database:
     def prepared(self, key: str, build: Callable[[Database], T]) -> T:
         """A statement built once per database (building an upsert's ``excluded``
         columns costs more than running it), shared by every handle."""
-        with self._lock:
-            if key not in self._prepared:
-                self._prepared[key] = build(self)
-            return cast(T, self._prepared[key])
+        found = self._prepared.get(key)
+        if found is None:
+            with self._lock:
+                found = self._prepared.get(key)
+                if found is None:
+                    found = self._prepared[key] = build(self)
+        return cast(T, found)
 
     def insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
         """The dialect's ``INSERT`` (with ``ON CONFLICT``) of ``table``."""
