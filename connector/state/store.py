@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic.util import CommandError
@@ -34,8 +32,7 @@ from connector.state import dead_letters as letters
 from connector.state import runs as run_rows
 from connector.state.connection import ConnectionState
 from connector.state.database import ITER_PAGE, LOOKUP_CHUNK, Clock, Database, utc_now
-from connector.state.dead_letters import RETRY_PREFIX, TRANSIENT_PREFIX, LetterItem
-from connector.state.links import PendingItem
+from connector.state.dead_letters import RETRY_PREFIX, TRANSIENT_PREFIX
 from connector.state.records import DeadLetter, LetterStamp, Link, LinkState, Run
 
 __all__ = [
@@ -246,126 +243,3 @@ class Store:
     def recent_runs(self, conn: str | None = None, limit: int = 10) -> list[Run]:
         """The latest runs of ``conn`` or of every connection, newest first."""
         return run_rows.recent(self.database, conn, limit)
-
-    # -- transition: callers in connector/sync move to Store.connection(); remove then --
-    # One line each, same signature as before the split by table.
-
-    def get_cursor(self, conn: str, name: str) -> str | None:
-        return self.connection(conn).cursors.get(name)
-
-    def set_cursor(self, conn: str, name: str, value: str) -> None:
-        return self.connection(conn).cursors.set(name, value)
-
-    def get_link(self, conn: str, crm_id: str) -> Link | None:
-        return self.connection(conn).links.get(crm_id)
-
-    def get_links(self, conn: str, crm_ids: Sequence[str]) -> dict[str, Link]:
-        return self.connection(conn).links.get_many(crm_ids)
-
-    def link_by_referral(self, conn: str, referral_id: str) -> Link | None:
-        return self.connection(conn).links.by_referral(referral_id)
-
-    def links_by_referral(self, conn: str, referral_ids: Sequence[str]) -> dict[str, Link]:
-        return self.connection(conn).links.by_referrals(referral_ids)
-
-    def etags_by_referral(self, conn: str, referral_ids: Sequence[str]) -> dict[str, str]:
-        return self.connection(conn).links.etags_by_referral(referral_ids)
-
-    def links_by_engagement(self, conn: str, engagement_id: str) -> list[Link]:
-        return self.connection(conn).links.by_engagement(engagement_id)
-
-    def links_by_engagements(self, conn: str, engagement_ids: Sequence[str]) -> list[Link]:
-        return self.connection(conn).links.by_engagements(engagement_ids)
-
-    def mark_pending(
-        self, conn: str, crm_id: str, fingerprint: str, body: Mapping[str, Any], *, holder: str
-    ) -> Link:
-        return self.connection(conn).links.mark_pending(crm_id, fingerprint, body, holder=holder)
-
-    def mark_pending_many(
-        self, conn: str, items: Sequence[PendingItem], *, holder: str
-    ) -> dict[str, StateError]:
-        return self.connection(conn).links.mark_pending_many(items, holder=holder)
-
-    def take_over_intents(self, conn: str, items: Sequence[Link], holder: str) -> set[str]:
-        return self.connection(conn).links.take_over_intents(items, holder)
-
-    def release_pending(
-        self, conn: str, crm_ids: Sequence[str], *, holder: str | None = None
-    ) -> None:
-        return self.connection(conn).links.release_pending(crm_ids, holder=holder)
-
-    def save_link(self, conn: str, link: Link) -> None:
-        return self.connection(conn).links.save(link)
-
-    def save_links(self, conn: str, items: Sequence[Link]) -> None:
-        return self.connection(conn).links.save_many(items)
-
-    def iter_links(self, conn: str, state: LinkState | None = None) -> Iterator[Link]:
-        return self.connection(conn).links.iterate(state)
-
-    def links_to_mirror(self, conn: str, limit: int = 5000) -> list[Link]:
-        return self.connection(conn).links.to_mirror(limit)
-
-    def set_mirrored(self, conn: str, fingerprints: Mapping[str, str | None]) -> None:
-        return self.connection(conn).links.set_mirrored(fingerprints)
-
-    def count_links(self, conn: str) -> dict[LinkState, int]:
-        return self.connection(conn).links.count()
-
-    def add_dead_letter(
-        self,
-        conn: str,
-        crm_id: str,
-        reason_code: str,
-        message: str,
-        crm_modstamp: datetime | None = None,
-        crm_fingerprint: str | None = None,
-    ) -> DeadLetter:
-        return self.connection(conn).dead_letters.add(
-            crm_id, reason_code, message, crm_modstamp, crm_fingerprint
-        )
-
-    def add_dead_letters(self, conn: str, items: Sequence[LetterItem]) -> None:
-        return self.connection(conn).dead_letters.add_many(items)
-
-    def resolve_dead_letter(self, conn: str, crm_id: str) -> bool:
-        return self.connection(conn).dead_letters.resolve(crm_id)
-
-    def dead_letter_stamps(self, conn: str, crm_ids: Sequence[str]) -> dict[str, LetterStamp]:
-        return self.connection(conn).dead_letters.stamps(crm_ids)
-
-    def open_dead_letters(self, conn: str, crm_ids: Sequence[str]) -> dict[str, DeadLetter]:
-        return self.connection(conn).dead_letters.open_of(crm_ids)
-
-    def start_run(self, conn: str) -> int:
-        return self.connection(conn).runs.start()
-
-    def finish_run(
-        self,
-        run_id: int,
-        outcome: str,
-        counts: Mapping[str, Any],
-        api_calls: Mapping[str, Any],
-        duration_s: float,
-        error: str | None = None,
-    ) -> None:
-        return run_rows.finish(self.database, run_id, outcome, counts, api_calls, duration_s, error)
-
-    def last_run(self, conn: str, outcomes: Sequence[str] | None = None) -> Run | None:
-        return self.connection(conn).runs.last(outcomes)
-
-    def acquire_lease(self, conn: str, holder: str, ttl_s: float) -> bool:
-        return self.connection(conn).lease.acquire(holder, ttl_s)
-
-    def current_lease(self, conn: str) -> tuple[str, datetime] | None:
-        return self.connection(conn).lease.current()
-
-    def renew_lease(self, conn: str, holder: str, ttl_s: float) -> bool:
-        return self.connection(conn).lease.renew(holder, ttl_s)
-
-    def take_over_lease(self, conn: str, gone: str, holder: str, ttl_s: float) -> bool:
-        return self.connection(conn).lease.take_over(gone, holder, ttl_s)
-
-    def release_lease(self, conn: str, holder: str) -> bool:
-        return self.connection(conn).lease.release(holder)

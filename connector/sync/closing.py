@@ -70,9 +70,9 @@ class Closing:
         if mapping.inbound.close.declined is None and mapping.inbound.close.expired is None:
             return 0
         day = engine.core_clock.now().date().isoformat()
-        if engine.store.get_cursor(engine.connection, SWEEP_CURSOR) != day:
+        if engine.state.cursors.get(SWEEP_CURSOR) != day:
             self.consider(links_to_close(engine.store, engine.connection))
-            engine.store.set_cursor(engine.connection, SWEEP_CURSOR, day)
+            engine.state.cursors.set(SWEEP_CURSOR, day)
         todo, self._todo = list(self._todo.values()), {}
         if not todo:
             return 0
@@ -90,7 +90,7 @@ class Closing:
         results = engine.crm.close_lost(items)
         closed: list[Link] = []
         # the links as stored now (their status writes recorded since they were noted)
-        fresh = engine.store.get_links(engine.connection, [k.crm_id for k in todo])
+        fresh = engine.state.links.get_many([k.crm_id for k in todo])
         for link, result in zip(todo, results, strict=True):
             if not result.ok and result.error_code not in _DONE:
                 report.failed[f"crm_write:{result.error_code}"] += 1
@@ -116,5 +116,5 @@ class Closing:
             )
         # the facts only gain crm_closed: the CRM's status values (and their fingerprint)
         # are unchanged, so nothing is written again
-        engine.store.save_links(engine.connection, closed)
+        engine.state.links.save_many(closed)
         return len(closed)

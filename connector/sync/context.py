@@ -12,6 +12,7 @@ from datetime import datetime
 from connector.crm.base import CrmAdapter
 from connector.dealcore.base import DealCore
 from connector.mapping.schema import MappingFile
+from connector.state.connection import ConnectionState
 from connector.state.store import Store
 from connector.sync.countdown import CoreClock
 from connector.sync.links import Linker
@@ -33,6 +34,11 @@ class SyncContext:
     concurrency: int
     #: the one caller of the core's writes (the planner's actions, closes, invitations)
     pusher: Pusher
+
+    @property
+    def state(self) -> ConnectionState:
+        """This connection's tables in the store (cursors, links, dead letters, runs, lease)."""
+        return self.store.connection(self.connection)
 
     @property
     def link_for(self) -> Callable[[str], str]:

@@ -46,11 +46,12 @@ class CoreClock:
 
     def __init__(self, store: Store, connection: str, clock: Callable[[], datetime]) -> None:
         self.store = store
+        self.state = store.connection(connection)
         self.connection = connection
         self.clock = clock
         self.skew = timedelta(0)
         try:
-            stored = store.get_cursor(connection, SKEW_CURSOR)
+            stored = store.connection(connection).cursors.get(SKEW_CURSOR)
             self.skew = timedelta(seconds=float(stored)) if stored else timedelta(0)
         except (StateError, ValueError):
             self.skew = timedelta(0)  # a local clock is the best guess left
@@ -66,7 +67,7 @@ class CoreClock:
         # the Date header has whole seconds: keep the stored offset unless it moved
         if abs((skew - self.skew).total_seconds()) >= 2:
             self.skew = skew
-            self.store.set_cursor(self.connection, SKEW_CURSOR, f"{skew.total_seconds():.0f}")
+            self.state.cursors.set(SKEW_CURSOR, f"{skew.total_seconds():.0f}")
 
 
 class Countdown:
@@ -84,6 +85,7 @@ class Countdown:
     ) -> None:
         self.connection = connection
         self.store = store
+        self.state = store.connection(connection)
         self.fields = fields
         self.core_clock = core_clock
         self.clock = clock
@@ -97,7 +99,7 @@ class Countdown:
         now = self.core_clock.now()
         day = now.date().isoformat()
         store, conn = self.store, self.connection
-        if store.get_cursor(conn, DAY_CURSOR) == day:
+        if store.connection(conn).cursors.get(DAY_CURSOR) == day:
             return 0
         failed_before = _write_failures(report)
         local = self.clock()
@@ -111,12 +113,12 @@ class Countdown:
         queued += self._queue(page, now, local, report)
         self.writer.flush(report, everything=True)
         if _write_failures(report) == failed_before:
-            store.set_cursor(conn, DAY_CURSOR, day)
+            store.connection(conn).cursors.set(DAY_CURSOR, day)
         log.info("%s: countdown for %s: %d record(s) written", conn, day, queued)
         return queued
 
     def _queue(self, links: list[Link], now: datetime, local: datetime, report: RunReport) -> int:
-        letters = self.store.open_dead_letters(self.connection, [k.crm_id for k in links])
+        letters = self.state.dead_letters.open_of([k.crm_id for k in links])
         updates: list[Pending] = []
         for link in links:
             if self.writer.is_pending(link.crm_id) or link.core_facts is None:

@@ -89,11 +89,11 @@ class Cycle:
 
     def run(self, *, dry_run: bool = False, full: bool = False) -> RunReport:
         ctx = self.ctx
-        connection, store, stop = ctx.connection, ctx.store, ctx.stop
+        connection, state, stop = ctx.connection, ctx.state, ctx.stop
         report = RunReport(connection, dry_run=dry_run)
         self.pusher.halted = None
         started = time.monotonic()
-        run_id = None if dry_run else store.start_run(connection)
+        run_id = None if dry_run else state.runs.start()
         self.history.begin(run_id, ctx.clock())
         calls_before = api_calls(ctx)
         log.info(
@@ -155,7 +155,7 @@ class Cycle:
             report.quota = quota_shares(ctx)
             report.finish_outcome()
             if run_id is not None:
-                store.finish_run(
+                state.runs.finish(
                     run_id,
                     report.outcome,
                     report.counts(),
@@ -197,7 +197,7 @@ class Cycle:
                 break  # the rest are retried by the next cycle
             record = ctx.crm.fetch(letter.crm_id, fields=self.outbound.pulled_fields())
             if record is None:
-                ctx.store.resolve_dead_letter(ctx.connection, letter.crm_id)
+                ctx.state.dead_letters.resolve(letter.crm_id)
             else:
                 records.append(record)
         if records:

@@ -79,6 +79,7 @@ class SyncEngine:
         self.crm = crm
         self.core = core
         self.store = store
+        self.state = store.connection(connection)
         self.mapping = mapping
         self.concurrency = concurrency
         self.clock = clock

@@ -96,6 +96,7 @@ class ExistingReferrals:
     ) -> None:
         self.connection = connection
         self.store = store
+        self.state = store.connection(connection)
         self.core = core
         self.holder = holder
         self.link_field = link_field
@@ -111,7 +112,7 @@ class ExistingReferrals:
         """Read what bounds this run's look into the core, before the run marks anything."""
         self._index = None
         self._started = now
-        stored = self.store.get_cursor(self.connection, "core")
+        stored = self.state.cursors.get("core")
         self._cursor = datetime.fromisoformat(stored) if stored else None
 
     # ------------------------------------------------------------------ before planning
@@ -145,7 +146,7 @@ class ExistingReferrals:
         ]
         if not others:
             return set()
-        lease = self.store.current_lease(self.connection)
+        lease = self.state.lease.current()
         alive = lease[0] if lease is not None and lease[0] != self.holder else None
         claimed = {link.crm_id for link in others if link.intent_by == alive}
         for crm_id in sorted(claimed):
@@ -181,7 +182,7 @@ class ExistingReferrals:
             if settled.links[link.crm_id].state is LinkState.PENDING_CREATE
             and link.crm_id not in settled.failed
         ]
-        taken = self.store.take_over_intents(self.connection, missing, self.holder)
+        taken = self.state.links.take_over_intents(missing, self.holder)
         for link in missing:
             del settled.links[link.crm_id]  # never created: planned as a create again
             if link.crm_id not in taken:
@@ -249,7 +250,7 @@ class ExistingReferrals:
 
     def _adopt(self, found: Mapping[str, str], settled: Settled, *, source: str) -> None:
         """Read the referrals ``found`` (CRM id -> referral id) and link them."""
-        owners = self.store.links_by_referral(self.connection, list(found.values()))
+        owners = self.state.links.by_referrals(list(found.values()))
         wanted = {}
         for crm_id, referral_id in found.items():
             owner = owners.get(referral_id)
@@ -299,7 +300,7 @@ class ExistingReferrals:
                 source,
             )
         if adopted:
-            self.store.save_links(self.connection, adopted)
+            self.state.links.save_many(adopted)
             settled.links.update({link.crm_id: link for link in adopted})
 
     def _link(self, link: Link | None, referral: ReferralState, crm_id: str) -> Link:

@@ -128,7 +128,7 @@ def _leased(
     while not acquire(store, conn, holder, ttl_s):
         if not waiting:
             waiting = True
-            lease = store.current_lease(conn)
+            lease = store.connection(conn).lease.current()
             log.info(
                 "%s: waiting up to %g s for the lease, held by %s",
                 conn,
@@ -138,7 +138,7 @@ def _leased(
         if stop.is_set():
             return RunReport(conn, outcome=Outcome.INTERRUPTED)
         if time.monotonic() >= deadline:
-            lease = store.current_lease(conn)
+            lease = store.connection(conn).lease.current()
             who = f"{lease[0]}, until {lease[1]:%Y-%m-%d %H:%M:%S} UTC" if lease else "another run"
             message = (
                 f"{conn}: another run holds this connection's lease ({who}): a daemon "
@@ -155,7 +155,7 @@ def _leased(
             return cycle(keeper.stop)
     finally:
         try:
-            store.release_lease(conn, holder)
+            store.connection(conn).lease.release(holder)
         except ConnectorError as exc:  # it expires by itself after ttl_s
             log.warning("%s: cannot release the lease: %s", conn, exc.message)
 

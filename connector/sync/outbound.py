@@ -94,6 +94,7 @@ class Outbound:
         self.connection = connection
         self.crm = crm
         self.store = store
+        self.state = store.connection(connection)
         self.mapping = mapping
         self.options = options
         self.pusher = pusher
@@ -130,7 +131,7 @@ class Outbound:
         never waits for the CRM (the pull, the status writes). Two pages at most are in
         memory. A record already in flight in the previous page waits for it to finish.
         """
-        cursor = None if full else self.store.get_cursor(self.connection, "crm")
+        cursor = None if full else self.state.cursors.get("crm")
         fields = self.pulled_fields()
         seen = RecentKeys(self.tuning.page_memory)  # a repeat comes only across a page boundary
         announced = False  # the pull's total was handed to the progress display
@@ -227,7 +228,7 @@ class Outbound:
             self._deleted(page.deleted_ids, report, dry_run=False)
         self.writer.flush_unlinked(report)
         if page.cursor is not None and not self.cursor_held:
-            self.store.set_cursor(self.connection, "crm", page.cursor)
+            self.state.cursors.set("crm", page.cursor)
 
     def _deleted(self, crm_ids: Sequence[str], report: RunReport, *, dry_run: bool) -> None:
         """Rows the CRM reports deleted (Dataverse change tracking).
@@ -240,7 +241,7 @@ class Outbound:
         shared are ignored. A dead letter of a deleted row is resolved: nothing is left
         to fix.
         """
-        links = self.store.get_links(self.connection, list(crm_ids))
+        links = self.state.links.get_many(list(crm_ids))
         for crm_id in crm_ids:
             if crm_id in links:
                 report.skipped["deleted"] += 1
@@ -252,7 +253,7 @@ class Outbound:
                     extra=record_fields(self.connection, crm_id, event="deleted"),
                 )
             if not dry_run:
-                self.store.resolve_dead_letter(self.connection, crm_id)
+                self.state.dead_letters.resolve(crm_id)
 
     def changed_since_letter(
         self, records: list[CrmOpportunity], report: RunReport
@@ -265,7 +266,7 @@ class Outbound:
         discarded letter must stay discarded. Each one left out counts as skipped
         ``unchanged_since_failure``.
         """
-        stamps = self.store.dead_letter_stamps(self.connection, [r.id for r in records])
+        stamps = self.state.dead_letters.stamps([r.id for r in records])
         if not stamps:
             return records
         changed, unchanged = split_unchanged(records, stamps, self.fingerprints)
@@ -286,7 +287,7 @@ class Outbound:
         if dry_run:
             live = [r for r in records if not r.deleted]
             report.skipped["deleted"] += len(records) - len(live)
-            links = self.store.get_links(self.connection, [r.id for r in live])
+            links = self.state.links.get_many([r.id for r in live])
             live = self.team.attach(live)
             live = [with_referral_customer(r, self.mapping, links.get(r.id)) for r in live]
             for r in live:
@@ -312,9 +313,7 @@ class Outbound:
         live = [r for r in records if not r.deleted]
         report.skipped["deleted"] += len(records) - len(live)
         # before anything is planned: the referral each record already has, if any
-        existing = self.existing.settle(
-            live, self.store.get_links(self.connection, [r.id for r in live])
-        )
+        existing = self.existing.settle(live, self.state.links.get_many([r.id for r in live]))
         links = existing.links
         set_aside = _set_aside(existing.claimed, existing.failed)
         live = [r for r in live if r.id not in existing.claimed and r.id not in existing.failed]
@@ -389,15 +388,15 @@ class Outbound:
                 if outcome.link is not None:
                     unsaved.append(outcome.link)
                 if len(unsaved) >= self.tuning.link_batch:
-                    self.store.save_links(self.connection, unsaved)
+                    self.state.links.save_many(unsaved)
                     unsaved = []
                 self.progress("pushed", 1)
         finally:
-            self.store.save_links(self.connection, unsaved)
+            self.state.links.save_many(unsaved)
         if work.cancelled:
             # never sent: the create intents go, so the next run plans them afresh
             # instead of looking each one up in the core
-            self.store.release_pending(self.connection, work.cancelled, holder=self.pusher.holder)
+            self.state.links.release_pending(work.cancelled, holder=self.pusher.holder)
             self.cursor_held = True
         self._stop_on_refusal(outcomes)
         self.partners.invite(outcomes, work.by_id, work.links)
@@ -428,7 +427,7 @@ class Outbound:
             if outcome.link is not None:
                 kept.append(outcome.link)
         work.collected = len(work.futures)
-        self.store.save_links(self.connection, kept)
+        self.state.links.save_many(kept)
 
     def _stop_on_refusal(self, outcomes: Sequence[RecordOutcome]) -> None:
         """Stop before anything of a page is mirrored when one of its records failed on a

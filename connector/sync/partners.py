@@ -176,7 +176,7 @@ class PartnerInvitations:
             sent, failures = self._send(link, todo, details)
             facts = replace(facts, invited_partners=sorted(invited | sent))
             link = replace(link, core_facts=facts.as_json())
-            engine.store.save_link(engine.connection, link)
+            engine.state.links.save(link)
             outcome.link = link
             if failures:
                 outcome.notice = " ".join(filter(None, [outcome.notice, *failures]))

@@ -97,6 +97,7 @@ class PullBack:
         self.connection = connection
         self.core = core
         self.store = store
+        self.state = store.connection(connection)
         self.mapping = mapping
         self.writer = writer
         self.linker = linker
@@ -120,7 +121,7 @@ class PullBack:
 
     def _list_and_mirror(self, report: RunReport, outbound_started: datetime | None) -> None:
         overlap = self.tuning.core_overlap
-        stored = self.store.get_cursor(self.connection, "core")
+        stored = self.state.cursors.get("core")
         since = datetime.fromisoformat(stored) - overlap if stored else None
         newest: datetime | None = None
         batch: list[ReferralState] = []
@@ -152,7 +153,7 @@ class PullBack:
             if retry_from:
                 # incoming referrals whose CRM record could not be created: list them again
                 cursor = min(cursor, *retry_from)
-            self.store.set_cursor(self.connection, "core", cursor.isoformat())
+            self.state.cursors.set("core", cursor.isoformat())
 
     def _changed_referrals(
         self, since: datetime | None, report: RunReport, outbound_started: datetime | None
@@ -204,7 +205,7 @@ class PullBack:
         microsoft = [r for r in referrals if is_microsoft(r, rule)]
         engagements = [ms.engagement_id for ms in microsoft if ms.engagement_id]
         by_engagement: dict[str, list[Link]] = {}
-        for engaged in self.store.links_by_engagements(self.connection, engagements):
+        for engaged in self.state.links.by_engagements(engagements):
             if engaged.engagement_id:
                 by_engagement.setdefault(engaged.engagement_id, []).append(engaged)
         seen = microsoft_seen if microsoft_seen is not None else {}
@@ -219,10 +220,10 @@ class PullBack:
             }
         )
         # the referral as this connector last wrote or read it: nothing new, no work
-        etags = self.store.etags_by_referral(self.connection, [r.id for r in own])
+        etags = self.state.links.etags_by_referral([r.id for r in own])
         own = [r for r in own if not (r.etag and etags.get(r.id) == r.etag)]
         own, retry_from = self._read_whole(own)
-        links = self.store.links_by_referral(self.connection, [r.id for r in own])
+        links = self.state.links.by_referrals([r.id for r in own])
         if self.mapping.inbound.create_opportunities:
             floor = self.incoming.create_opportunities(own, links, seen, report, rule)
             if floor is not None:
@@ -247,7 +248,7 @@ class PullBack:
                     changed[link.crm_id] = replace(current, core_facts=facts.as_json())
         if not changed:
             return retry_from
-        self.store.save_links(self.connection, list(changed.values()))
+        self.state.links.save_many(list(changed.values()))
         self.closing.consider(changed.values())
         now = self.clock()
         self.history.mirrored(list(changed.values()), now)

@@ -84,6 +84,7 @@ class Pusher:
         self.connection = connection
         self.core = core
         self.store = store
+        self.state = store.connection(connection)
         self.linker = linker
         self.crm_system = crm_system
         self.concurrency = concurrency
@@ -112,8 +113,7 @@ class Pusher:
         pushed.settled.extend(settle(a) for a in actions if not isinstance(a, (Create, Update)))
         creates = [a for a in pushes if isinstance(a, Create)]
         if creates:
-            claimed = self.store.mark_pending_many(
-                self.connection,
+            claimed = self.state.links.mark_pending_many(
                 [(a.draft.crm_id, a.fingerprint, a.body) for a in creates],
                 holder=self.holder,
             )

@@ -56,10 +56,10 @@ def reconcile_deleted_records(engine: SyncContext, report: RunReport) -> None:
     if not isinstance(every, timedelta):
         return
     now = engine.clock()
-    if not _due(engine.store.get_cursor(engine.connection, RECONCILE_CURSOR), now, every):
+    if not _due(engine.state.cursors.get(RECONCILE_CURSOR), now, every):
         return
     check = _Check(engine, report)
-    for links in _batches(engine.store.iter_links(engine.connection, LinkState.LINKED)):
+    for links in _batches(engine.state.links.iterate(LinkState.LINKED)):
         if engine.stop.is_set():
             log.info("%s: reconciliation stopped; it starts again next cycle", engine.connection)
             return
@@ -71,7 +71,7 @@ def reconcile_deleted_records(engine: SyncContext, report: RunReport) -> None:
         check.gone,
     )
     if check.complete:
-        engine.store.set_cursor(engine.connection, RECONCILE_CURSOR, now.isoformat())
+        engine.state.cursors.set(RECONCILE_CURSOR, now.isoformat())
 
 
 def _due(stored: str | None, now: datetime, every: timedelta) -> bool:
@@ -144,10 +144,8 @@ class _Check:
         closed = engine.linker(link, referral, link.fingerprint, link.sent_body)
         # the record is gone: there is nowhere to write its status (a restored record that
         # changes is read again, found terminal, and written then)
-        engine.store.save_link(
-            engine.connection, replace(closed, mirrored_fingerprint=NOTHING_TO_MIRROR)
-        )
-        engine.store.resolve_dead_letter(engine.connection, link.crm_id)
+        engine.state.links.save(replace(closed, mirrored_fingerprint=NOTHING_TO_MIRROR))
+        engine.state.dead_letters.resolve(link.crm_id)
         self.report.closed += 1
         log.info(
             "%s: %s: the CRM record is gone; referral %s closed as %s",
@@ -169,7 +167,7 @@ class _Check:
             "on_record_deleted: close_lost in the mapping; then discard this letter"
         )
         try:
-            engine.store.add_dead_letter(engine.connection, link.crm_id, GONE_CODE, message)
+            engine.state.dead_letters.add(link.crm_id, GONE_CODE, message)
         except ConnectorError as exc:
             self.complete = False
             log.error("%s: %s: cannot flag: %s", engine.connection, link.crm_id, exc.message)

@@ -41,6 +41,7 @@ class Settler:
     ) -> None:
         self.connection = connection
         self.store = store
+        self.state = store.connection(connection)
         self.fields = fields
         self.writer = writer
         self.history = history
@@ -63,21 +64,19 @@ class Settler:
         # open letters of this connection: resolved by a success or a skip, one letter per record
         earlier = {
             crm_id: d.message
-            for crm_id, d in self.store.open_dead_letters(
-                self.connection, [o.crm_id for o in outcomes]
-            ).items()
+            for crm_id, d in self.state.dead_letters.open_of([o.crm_id for o in outcomes]).items()
         }
         for o in outcomes:
             if o.kind in {"created", "updated", "closed"}:
                 setattr(report, o.kind, getattr(report, o.kind) + 1)
                 if o.crm_id in earlier:
-                    self.store.resolve_dead_letter(self.connection, o.crm_id)
+                    self.state.dead_letters.resolve(o.crm_id)
             elif o.kind == "skipped":
                 report.skipped[o.reason or "skipped"] += 1
                 # no longer failing (e.g. lost before it was shared); a record another run
                 # is creating is that run's to settle
                 if o.crm_id in earlier and o.reason != CLAIMED:
-                    self.store.resolve_dead_letter(self.connection, o.crm_id)
+                    self.state.dead_letters.resolve(o.crm_id)
             elif o.kind == "rejected":
                 report.rejected[o.reason or "invalid_record"] += 1
             else:
@@ -118,11 +117,11 @@ class Settler:
                 link = replace(
                     link, core_facts=facts.as_json(), fingerprint=o.fingerprint or link.fingerprint
                 )
-                self.store.save_link(self.connection, link)
+                self.state.links.save(link)
             write = self.writer.for_link(link, facts, now, error=error)
             if write is not None:
                 updates.append(write)
-        self.store.add_dead_letters(self.connection, letters)
+        self.state.dead_letters.add_many(letters)
         self.history.record(outcomes, links, now)
         self.writer.queue(updates, report)
         self.closing.consider(o.link for o in outcomes)

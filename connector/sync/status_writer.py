@@ -76,6 +76,7 @@ class StatusWriter:
         self.connection = connection
         self.crm = crm
         self.store = store
+        self.state = store.connection(connection)
         self.fields = fields
         self.core_now = core_now
         self.progress = progress
@@ -147,7 +148,7 @@ class StatusWriter:
             del self._pending[update[0].crm_id]
         deferred = [u for u in [*queued, *updates] if u[1] is not None]
         if deferred:
-            self.store.set_mirrored(self.connection, {u[0].crm_id: None for u in deferred})
+            self.state.links.set_mirrored({u[0].crm_id: None for u in deferred})
         return [u for u in updates if u[1] is None]
 
     def flush(self, report: RunReport, *, everything: bool) -> None:
@@ -173,9 +174,7 @@ class StatusWriter:
         """Status writes a crashed or stopped run left undone are written first."""
         while not self.stop.is_set():
             links = [
-                link
-                for link in self.store.links_to_mirror(self.connection)
-                if link.crm_id not in self._pending
+                link for link in self.state.links.to_mirror() if link.crm_id not in self._pending
             ]
             if not links:
                 return
@@ -309,7 +308,7 @@ class StatusWriter:
                 )
             if not result.ok and settled is None and link is None:
                 self._error_not_written(update.crm_id, result.error_code)
-        self.store.set_mirrored(self.connection, saved)
+        self.state.links.set_mirrored(saved)
         self.progress("mirrored", len(updates))
         if quota is not None:
             # The adapter reports a spent budget per record (Dataverse): stop the run here,
@@ -325,10 +324,9 @@ class StatusWriter:
         record was (stamp and content), so the record is processed again the next time
         it is read even if nothing the mapping reads has changed.
         """
-        letter = self.store.open_dead_letters(self.connection, [crm_id]).get(crm_id)
+        letter = self.state.dead_letters.open_of([crm_id]).get(crm_id)
         if letter is not None and NOT_WRITTEN not in letter.message:
-            self.store.add_dead_letter(
-                self.connection,
+            self.state.dead_letters.add(
                 crm_id,
                 letter.reason_code,
                 f"{letter.message}{NOT_WRITTEN} ({code})",

@@ -75,6 +75,7 @@ class LifecycleSteps:
         self.mapping = mapping
         self.crm = crm
         self.store = store
+        self.state = store.connection(connection)
         self.pusher = pusher
         self.linker = linker
         self.customers = customers
@@ -164,7 +165,7 @@ class LifecycleSteps:
                 if referral.updated is not None and (floor is None or referral.updated < floor):
                     floor = referral.updated
         if saved:
-            self.store.save_links(self.connection, saved)
+            self.state.links.save_many(saved)
             for link in saved:
                 assert link.referral_id is not None
                 links[link.referral_id] = link
@@ -237,7 +238,7 @@ class LifecycleSteps:
                 if link.status == Status.NEW.value:
                     if fingerprint is not None and fingerprint != link.fingerprint:
                         link = replace(link, fingerprint=fingerprint)
-                        self.store.save_link(self.connection, link)
+                        self.state.links.save(link)
                         links[record.id] = link
                     outcomes.append(
                         RecordOutcome(
@@ -285,7 +286,7 @@ class LifecycleSteps:
             if (referral.status, referral.substatus) != expected:
                 # the deal closed meanwhile (expired): say so instead of answering
                 link = self.linker(link, referral, link.fingerprint, dict(referral.raw))
-                self.store.save_link(self.connection, link)
+                self.state.links.save(link)
                 links[record.id] = link
                 outcomes.append(
                     RecordOutcome(
@@ -304,7 +305,7 @@ class LifecycleSteps:
             if answer.kind == ACCEPT:
                 # fingerprint None: the plan compares the record with the core's body now
                 link = self.linker(link, referral, None, dict(referral.raw))
-                self.store.save_link(self.connection, link)
+                self.state.links.save(link)
                 links[record.id] = link
                 report.updated += 1
                 log.info(
@@ -316,7 +317,7 @@ class LifecycleSteps:
                 )
                 continue
             link = self.linker(link, referral, fingerprint, dict(referral.raw))
-            self.store.save_link(self.connection, link)
+            self.state.links.save(link)
             links[record.id] = link
             log.info(
                 "%s: %s: declined referral %s",
@@ -393,7 +394,7 @@ class LifecycleSteps:
                         extra=record_fields(self.connection, record.id),
                     )
             link = replace(link, core_facts=replace(facts, notice=notice).as_json())
-            self.store.save_link(self.connection, link)
+            self.state.links.save(link)
             outcome.link = link
             outcome.notice = notice
         if cleared:

@@ -43,7 +43,7 @@ def run_targeted(
     """Sync the named records and referrals; every failure becomes the report's outcome."""
     report = RunReport(engine.connection)
     started = time.monotonic()
-    run_id = engine.store.start_run(engine.connection)
+    run_id = engine.state.runs.start()
     engine.history.begin(run_id, engine.clock())
     calls_before = engine.api_calls()
     try:
@@ -82,7 +82,7 @@ def run_targeted(
             system: n - calls_before.get(system, 0) for system, n in engine.api_calls().items()
         }
         report.finish_outcome()
-        engine.store.finish_run(
+        engine.state.runs.finish(
             run_id,
             report.outcome,
             {**report.counts(), "trigger": "events"},

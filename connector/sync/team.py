@@ -100,7 +100,7 @@ class TeamStep:
         if not self.enabled:
             return 0
         engine = self.engine
-        cursor = engine.store.get_cursor(engine.connection, TEAM_CURSOR)
+        cursor = engine.state.cursors.get(TEAM_CURSOR)
         changed, new_cursor = engine.crm.related.team_changes(cursor)
         records: list[CrmOpportunity] = []
         if changed:
@@ -119,5 +119,5 @@ class TeamStep:
             if records:
                 process(records, stages, report)
         if new_cursor is not None and new_cursor != cursor:
-            engine.store.set_cursor(engine.connection, TEAM_CURSOR, new_cursor)
+            engine.state.cursors.set(TEAM_CURSOR, new_cursor)
         return len(records)

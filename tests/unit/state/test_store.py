@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from state_contract import HEAD, RUN, FakeClock, MakeStore, contract, linked
+from state_contract import HEAD, MakeStore, contract, linked
 
 from connector.errors import StateError
 from connector.state import Store, database
@@ -187,7 +187,7 @@ def test_repr_masks_the_password() -> None:
         store.close()
 
 
-# -- the per-connection handle and the transition delegates ---------------------------------
+# -- the per-connection handle ----------------------------------------------------------
 
 
 @contract
@@ -198,55 +198,6 @@ def test_a_connections_handle_is_shared_and_bound_to_its_name(store: Store) -> N
     assert (sf.cursors.connection, sf.runs.connection, sf.lease.connection) == ("sf",) * 3
     assert store.connection("d365") is not sf
     assert repr(sf) == "ConnectionState('sf')"
-
-
-@contract
-def test_the_transition_delegates_answer_like_the_handle(store: Store, clock: FakeClock) -> None:
-    """``Store``'s per-connection methods (kept for connector/sync until it moves to
-    ``Store.connection``) write and read the same rows as the handle."""
-    sf = store.connection("sf")
-    store.set_cursor("sf", "crm", "x")
-    assert sf.cursors.get("crm") == store.get_cursor("sf", "crm") == "x"
-    store.save_links("sf", [linked("006A", "R-1"), linked("006B", "R-2")])
-    store.mark_pending("sf", "006P", "fp", {"v": 1}, holder=RUN)
-    assert store.get_link("sf", "006A") == sf.links.get("006A")
-    assert store.get_links("sf", ["006A", "006B"]) == sf.links.get_many(["006A", "006B"])
-    assert store.link_by_referral("sf", "R-1") == sf.links.by_referral("R-1")
-    assert store.links_by_referral("sf", ["R-2"]) == sf.links.by_referrals(["R-2"])
-    assert store.links_by_engagement("sf", "eng-R-1") == sf.links.by_engagement("eng-R-1")
-    assert store.links_by_engagements("sf", ["eng-R-2"]) == sf.links.by_engagements(["eng-R-2"])
-    assert list(store.iter_links("sf")) == list(sf.links.iterate())
-    assert store.count_links("sf") == sf.links.count()
-    store.set_mirrored("sf", {"006A": None})
-    assert store.links_to_mirror("sf") == sf.links.to_mirror()
-    assert store.etags_by_referral("sf", ["R-1"]) == sf.links.etags_by_referral(["R-1"])
-    assert store.take_over_intents("sf", [], RUN) == set()
-    assert store.mark_pending_many("sf", [("006P", "fp", {"v": 2})], holder=RUN) == {}
-    store.release_pending("sf", ["006P"], holder=RUN)
-    store.save_link("sf", linked("006C", "R-3"))
-    assert sf.links.get("006P") is None and sf.links.get("006C") is not None
-
-    letter = store.add_dead_letter("sf", "006X", "invalid_record", "no name")
-    store.add_dead_letters("sf", [("006Y", "invalid_record", "no date", None, "fp")])
-    assert store.open_dead_letters("sf", ["006X", "006Y"]) == sf.dead_letters.open_of(
-        ["006X", "006Y"]
-    )
-    assert store.dead_letter_stamps("sf", ["006Y"]) == sf.dead_letters.stamps(["006Y"])
-    assert store.resolve_dead_letter("sf", "006X") is True
-    assert sf.dead_letters.open_of(["006X"]) == {} and letter.connection == "sf"
-
-    run_id = store.start_run("sf")
-    store.finish_run(run_id, "ok", {}, {}, 1.0)
-    assert store.last_run("sf") == sf.runs.last() and sf.runs.recent()[0].id == run_id
-
-    assert store.acquire_lease("sf", "a", ttl_s=30) is True
-    assert (
-        store.current_lease("sf") == sf.lease.current() == ("a", clock.now + timedelta(seconds=30))
-    )
-    assert store.renew_lease("sf", "a", ttl_s=60) is True
-    assert store.take_over_lease("sf", "a", "b", ttl_s=30) is True
-    assert store.release_lease("sf", "b") is True
-    assert sf.lease.current() is None
 
 
 def test_batch_sizes_must_be_positive(tmp_path: Path) -> None:

@@ -50,13 +50,13 @@ def test_the_core_clock_keeps_its_offset_across_runs(store: Store) -> None:
     assert clock.now() == local
     clock.saw(local + timedelta(days=3, seconds=5))
     assert clock.now() == local + timedelta(days=3, seconds=5)
-    assert store.get_cursor("c", SKEW_CURSOR) == str(3 * 86400 + 5)
+    assert store.connection("c").cursors.get(SKEW_CURSOR) == str(3 * 86400 + 5)
     # a later run, before any call to the core, already counts on the core's clock
     again = CoreClock(store, "c", lambda: local + timedelta(hours=1))
     assert again.now() == local + timedelta(days=3, hours=1, seconds=5)
     # a second of jitter in the Date header does not rewrite the cursor
     again.saw(local + timedelta(days=3, hours=1, seconds=6))
-    assert store.get_cursor("c", SKEW_CURSOR) == str(3 * 86400 + 5)
+    assert store.connection("c").cursors.get(SKEW_CURSOR) == str(3 * 86400 + 5)
 
 
 def link(crm_id: str, status: str, microsoft: str | None, state: LinkState) -> Link:
@@ -73,8 +73,7 @@ def link(crm_id: str, status: str, microsoft: str | None, state: LinkState) -> L
 
 
 def test_only_deals_waiting_for_an_answer_are_counted_down(store: Store) -> None:
-    store.save_links(
-        "c",
+    store.connection("c").links.save_many(
         [
             link("a", "New", None, LinkState.LINKED),  # incoming, not answered
             link("b", "Active", "New/Pending", LinkState.LINKED),  # Microsoft invited
@@ -100,8 +99,7 @@ def test_only_declined_or_expired_incoming_deals_not_yet_closed_are_to_close(sto
             core_facts=facts.as_json(),
         )
 
-    store.save_links(
-        "c",
+    store.connection("c").links.save_many(
         [
             ended("a", "Declined", "Incoming", None),
             ended("b", "Expired", "Incoming", None),

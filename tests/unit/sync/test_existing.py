@@ -139,8 +139,8 @@ def pending(store: Store, crm_id: str, holder: str, at: datetime) -> Link:
         intent_at=at,
         intent_by=holder,
     )
-    store.save_link(CONN, link)
-    stored = store.get_link(CONN, crm_id)
+    store.connection(CONN).links.save(link)
+    stored = store.connection(CONN).links.get(crm_id)
     assert stored is not None
     return stored
 
@@ -164,12 +164,12 @@ def test_the_crm_records_referral_id_is_trusted_first(store: Store) -> None:
     assert set(settled.failed) == {"006E"} and settled.claimed == set()
     assert sorted(core.gets) == ["R-1", "R-2", "R-3", "R-4", "R-missing"]
     assert core.listings == []  # the CRM's link costs no listing
-    saved = store.get_links(CONN, ["006A", "006B"])
+    saved = store.connection(CONN).links.get_many(["006A", "006B"])
     assert {k: v.referral_id for k, v in saved.items()} == {"006A": "R-1", "006B": "R-2"}
 
 
 def test_a_referral_linked_to_another_record_is_not_taken(store: Store) -> None:
-    store.save_link(CONN, Link(CONN, "006A", LinkState.LINKED, referral_id="R-1"))
+    store.connection(CONN).links.save(Link(CONN, "006A", LinkState.LINKED, referral_id="R-1"))
     core = FakeCore([referral("R-1", None)])
     settled = existing(store, core).settle([record("006COPY", "R-1")], {})
     assert settled.links == {} and core.gets == []
@@ -179,7 +179,7 @@ def test_a_referral_linked_to_another_record_is_not_taken(store: Store) -> None:
 
 
 def test_a_live_runs_pending_records_are_left_to_it(store: Store) -> None:
-    assert store.acquire_lease(CONN, "host-live:2", 300)
+    assert store.connection(CONN).lease.acquire("host-live:2", 300)
     theirs = pending(store, "006A", "host-live:2", NOW)
     dead = pending(store, "006B", "host-gone:3", NOW - timedelta(minutes=5))
     core = FakeCore()
@@ -188,12 +188,12 @@ def test_a_live_runs_pending_records_are_left_to_it(store: Store) -> None:
     )
     assert settled.claimed == {"006A"}
     assert "006B" not in settled.links  # taken over: planned as a create
-    taken = store.get_link(CONN, "006B")
+    taken = store.connection(CONN).links.get("006B")
     assert taken is not None and taken.intent_by == ME
 
 
 def test_a_dead_runs_pending_create_is_found_in_the_runs_listing(store: Store) -> None:
-    store.set_cursor(CONN, "core", (NOW - timedelta(hours=1)).isoformat())
+    store.connection(CONN).cursors.set("core", (NOW - timedelta(hours=1)).isoformat())
     intent = NOW - timedelta(minutes=10)
     dead = pending(store, "006A", "host-gone:3", intent)
     core = FakeCore([referral("R-A", "006A", updated=intent + timedelta(seconds=2))])
@@ -207,7 +207,7 @@ def test_a_dead_runs_pending_create_is_found_in_the_runs_listing(store: Store) -
 def test_an_intent_older_than_the_cursor_is_looked_for_on_its_own(store: Store) -> None:
     """A create that kept failing for days: its own listing back to its time, not the
     run's, which stays as short as the store's cursor allows."""
-    store.set_cursor(CONN, "core", (NOW - timedelta(hours=1)).isoformat())
+    store.connection(CONN).cursors.set("core", (NOW - timedelta(hours=1)).isoformat())
     intent = NOW - timedelta(days=3)
     dead = pending(store, "006A", ME, intent)
     core = FakeCore()
@@ -232,7 +232,7 @@ def test_an_intent_of_this_run_is_looked_for_on_its_own(store: Store) -> None:
 
 def test_one_listing_per_run_back_to_the_cursor(store: Store) -> None:
     cursor = NOW - timedelta(hours=2)
-    store.set_cursor(CONN, "core", cursor.isoformat())
+    store.connection(CONN).cursors.set("core", cursor.isoformat())
     core = FakeCore(
         [
             referral("R-A", "006A", updated=NOW - timedelta(minutes=30)),
@@ -260,10 +260,10 @@ def test_a_new_store_lists_the_whole_core_and_nothing_when_nothing_is_created(
 def test_a_pending_create_whose_match_is_another_records_is_created(store: Store) -> None:
     """The core's referral naming the record is already another record's link: it is not
     taken, and the intent is taken over to create one (never left pending for good)."""
-    store.save_link(CONN, Link(CONN, "006Z", LinkState.LINKED, referral_id="R-A"))
+    store.connection(CONN).links.save(Link(CONN, "006Z", LinkState.LINKED, referral_id="R-A"))
     dead = pending(store, "006A", "host-gone:3", NOW - timedelta(minutes=1))
     core = FakeCore([referral("R-A", "006A")])
     settled = existing(store, core).settle([record("006A")], {"006A": dead})
     assert "006A" not in settled.links and settled.claimed == set()
-    taken = store.get_link(CONN, "006A")
+    taken = store.connection(CONN).links.get("006A")
     assert taken is not None and taken.intent_by == ME

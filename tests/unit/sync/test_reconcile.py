@@ -94,8 +94,7 @@ def world(
     crm, core = FakeCrm(), FakeCore()
     for n in range(links):
         core.referrals[f"ref-{n}"] = referral(n)
-        store.save_link(
-            CONN,
+        store.connection(CONN).links.save(
             Link(
                 connection=CONN,
                 crm_id=f"crm-{n}",
@@ -130,7 +129,7 @@ def test_flag_opens_one_letter_naming_the_referral_and_writes_nothing_to_the_cor
     (letter,) = store.list_dead_letters(CONN)
     assert (letter.crm_id, letter.reason_code) == ("crm-1", "record_deleted")
     assert "ref-1" in letter.message and "Active/Accepted" in letter.message
-    assert store.get_cursor(CONN, RECONCILE_CURSOR) == NOW.isoformat()
+    assert store.connection(CONN).cursors.get(RECONCILE_CURSOR) == NOW.isoformat()
 
 
 def test_a_discarded_flag_stays_discarded(store: Store) -> None:
@@ -153,11 +152,11 @@ def test_close_lost_closes_the_referral_and_leaves_nothing_to_mirror(store: Stor
     reconcile_deleted_records(engine.context, report)
     assert report.closed == 2 and report.failed == {}
     assert core.patches == [("ref-0", "e0"), ("ref-2", "e2")]
-    link = store.get_link(CONN, "crm-0")
+    link = store.connection(CONN).links.get("crm-0")
     assert link is not None and link.state == LinkState.TERMINAL
     assert (link.status, link.substatus) == ("Closed", "Lost")
     assert link.mirrored_fingerprint == NOTHING_TO_MIRROR
-    assert store.links_to_mirror(CONN) == []  # no write to a record that is gone
+    assert store.connection(CONN).links.to_mirror() == []  # no write to a record that is gone
 
 
 def test_close_lost_reads_again_after_a_412(store: Store) -> None:
@@ -186,7 +185,7 @@ def test_a_transient_core_failure_leaves_the_check_to_be_done_again(store: Store
     crm.gone = {"crm-0"}
     core.fail = [CoreError("busy", code="http_503", transient=True)]
     reconcile_deleted_records(engine.context, RunReport(CONN))
-    assert store.get_cursor(CONN, RECONCILE_CURSOR) is None
+    assert store.connection(CONN).cursors.get(RECONCILE_CURSOR) is None
     assert store.list_dead_letters(CONN) == []
     reconcile_deleted_records(engine.context, report := RunReport(CONN))
     assert report.closed == 1
@@ -194,14 +193,14 @@ def test_a_transient_core_failure_leaves_the_check_to_be_done_again(store: Store
 
 def test_the_interval_decides_and_none_turns_it_off(store: Store) -> None:
     engine, crm, _ = world(store)
-    store.set_cursor(CONN, RECONCILE_CURSOR, (NOW - timedelta(hours=5)).isoformat())
+    store.connection(CONN).cursors.set(RECONCILE_CURSOR, (NOW - timedelta(hours=5)).isoformat())
     reconcile_deleted_records(engine.context, RunReport(CONN))
     assert crm.asked == []  # checked five hours ago: not due
-    store.set_cursor(CONN, RECONCILE_CURSOR, (NOW - timedelta(hours=6)).isoformat())
+    store.connection(CONN).cursors.set(RECONCILE_CURSOR, (NOW - timedelta(hours=6)).isoformat())
     reconcile_deleted_records(engine.context, RunReport(CONN))
     assert len(crm.asked) == 1
     crm.reconcile_every = None
-    store.set_cursor(CONN, RECONCILE_CURSOR, "not a time")
+    store.connection(CONN).cursors.set(RECONCILE_CURSOR, "not a time")
     reconcile_deleted_records(engine.context, RunReport(CONN))
     assert len(crm.asked) == 1
 
@@ -210,4 +209,4 @@ def test_a_stop_leaves_the_check_for_next_cycle(store: Store) -> None:
     engine, crm, _ = world(store)
     engine.stop.set()
     reconcile_deleted_records(engine.context, RunReport(CONN))
-    assert crm.asked == [] and store.get_cursor(CONN, RECONCILE_CURSOR) is None
+    assert crm.asked == [] and store.connection(CONN).cursors.get(RECONCILE_CURSOR) is None

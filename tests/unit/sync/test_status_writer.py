@@ -34,10 +34,16 @@ class SlowCrm:
 
 
 class FakeStore:
+    """The store's one table the writer touches: ``connection(name).links.set_mirrored``."""
+
     def __init__(self) -> None:
         self.mirrored: dict[str, str] = {}
+        self.links = self
 
-    def set_mirrored(self, conn: str, fingerprints: Mapping[str, str]) -> None:
+    def connection(self, name: str) -> FakeStore:
+        return self
+
+    def set_mirrored(self, fingerprints: Mapping[str, str]) -> None:
         self.mirrored.update(fingerprints)
 
 
