@@ -39,15 +39,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from connector.crm.base import (
-    ApiUsage,
-    CrmField,
-    CrmPage,
-    LostClosing,
-    NewOpportunity,
-    StageInfo,
-    WriteResult,
-)
+from connector.crm.base import ApiUsage, CrmPage, LostClosing, NewOpportunity, WriteResult
 from connector.crm.dynamics_auth import DEFAULT_AUTHORITY, DataverseTokens
 from connector.crm.dynamics_closing import DataverseClosing
 from connector.crm.dynamics_metadata import DataverseMetadata
@@ -77,8 +69,7 @@ from connector.crm.odata_filter import (
 )
 from connector.errors import ConfigError, CrmError
 from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S, deadline_client
-from connector.mapping.filters import Filter
-from connector.model import CrmOpportunity, CrmStatusUpdate
+from connector.model import CrmField, CrmOpportunity, CrmStatusUpdate, Filter, StageInfo
 
 log = logging.getLogger(__name__)
 #: referral ids per lookup ($filter of "or"ed equalities, well within URL limits)

@@ -12,9 +12,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from connector.crm.base import StageInfo
 from connector.crm.dynamics_transport import DataverseTransport, error_of, page_of
 from connector.crm.odata_filter import literal
+from connector.model import StageInfo
 
 log = logging.getLogger(__name__)
 

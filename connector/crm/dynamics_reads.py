@@ -35,8 +35,7 @@ from connector.crm.dynamics_transport import DataverseTransport, error_of, page_
 from connector.crm.odata_filter import compile_filter, is_guid, literal, matches
 from connector.dedupe import RecentCache, RecentKeys
 from connector.errors import CrmError
-from connector.mapping.filters import Filter
-from connector.model import CrmOpportunity
+from connector.model import CrmOpportunity, Filter
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from connector.crm.base import NewRelated, RelatedRow, TeamMember, WriteResult
+from connector.crm.base import NewRelated, RelatedRow, WriteResult
 from connector.crm.dynamics_rows import FORMATTED, LookupTarget, plan_columns
 from connector.crm.dynamics_transport import body_of, error_of
 from connector.crm.dynamics_writes import _json_value
 from connector.crm.odata_filter import column_of, is_guid, literal
 from connector.errors import CrmError, QuotaExhausted
-from connector.model import CrmOpportunity
+from connector.model import CrmOpportunity, TeamMember
 
 if TYPE_CHECKING:
     from connector.crm.dynamics import DataverseOpportunities

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connector.crm.base import CrmField
 from connector.crm.dynamics_rows import DERIVED, LookupTarget
+from connector.model import CrmField
 
 
 def salesforce_fields(answer: Any) -> list[CrmField]:

@@ -2,7 +2,7 @@
 
 Two halves that must agree:
 
-- :func:`compile_filter` turns a :data:`~connector.mapping.filters.Filter` into an
+- :func:`compile_filter` turns a :data:`~connector.model.Filter` into an
   OData expression for Dataverse: strings quoted with single quotes doubled,
   GUID columns as bare GUIDs, dates and datetimes as OData literals, dotted
   paths (``parentaccountid.name``) as navigation paths (``parentaccountid/name``),
@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connector.errors import MappingError
-from connector.mapping.filters import AllOf, AnyOf, Condition, Filter, Not
+from connector.model import AllOf, AnyOf, Condition, Filter, Not
 
 GUID_PATTERN = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"

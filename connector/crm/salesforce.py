@@ -41,15 +41,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 from simple_salesforce.format import format_soql
 
-from connector.crm.base import (
-    ApiUsage,
-    CrmField,
-    CrmPage,
-    LostClosing,
-    NewOpportunity,
-    StageInfo,
-    WriteResult,
-)
+from connector.crm.base import ApiUsage, CrmPage, LostClosing, NewOpportunity, WriteResult
 from connector.crm.field_metadata import salesforce_fields
 from connector.crm.salesforce_errors import crm_error_from
 from connector.crm.salesforce_records import (
@@ -74,8 +66,7 @@ from connector.dealcore.retry import (
 )
 from connector.dedupe import RecentKeys
 from connector.errors import ConfigError, CrmError, QuotaExhausted
-from connector.mapping.filters import Filter
-from connector.model import CrmOpportunity, CrmStatusUpdate
+from connector.model import CrmField, CrmOpportunity, CrmStatusUpdate, Filter, StageInfo
 
 log = logging.getLogger(__name__)
 

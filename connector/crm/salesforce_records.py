@@ -25,8 +25,7 @@ from typing import Any
 
 from connector.crm.base import RECORD_GONE, WriteResult
 from connector.errors import CrmError
-from connector.mapping.filters import FIELD_PATTERN
-from connector.model import CrmOpportunity
+from connector.model import FIELD_PATTERN, CrmOpportunity
 
 #: text that could be a date or datetime field's value: only such text needs a type
 _TEMPORAL_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}")

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from simple_salesforce.format import format_soql
 
-from connector.crm.base import NewRelated, RelatedRow, TeamMember, WriteResult
+from connector.crm.base import NewRelated, RelatedRow, WriteResult
 from connector.crm.salesforce_records import RECORD_ID_RE, record_body, refused_write
 from connector.crm.soql_filter import soql_field, soql_literal
 from connector.errors import CrmError
-from connector.model import CrmOpportunity
+from connector.model import CrmOpportunity, TeamMember
 
 if TYPE_CHECKING:
     from connector.crm.salesforce import SalesforceOpportunities

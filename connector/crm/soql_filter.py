@@ -1,6 +1,6 @@
-"""Compile the structured record filter (:mod:`connector.mapping.filters`) to a SOQL condition.
+"""Compile the structured record filter (:mod:`connector.model`) to a SOQL condition.
 
-Field names are checked against :data:`~connector.mapping.filters.FIELD_PATTERN`
+Field names are checked against :data:`~connector.model.FIELD_PATTERN`
 (they cannot be quoted in SOQL, so only safe names pass); every value goes through
 :func:`soql_literal`, which quotes and escapes strings exactly as SOQL requires
 (simple-salesforce's escape table) and writes numbers, booleans, ``null``, dates and
@@ -18,7 +18,7 @@ from typing import Any
 from simple_salesforce.format import quote_soql_value
 
 from connector.errors import MappingError
-from connector.mapping.filters import FIELD_PATTERN, AllOf, AnyOf, Condition, Filter, Not
+from connector.model import FIELD_PATTERN, AllOf, AnyOf, Condition, Filter, Not
 
 _FIELD_RE = re.compile(FIELD_PATTERN)
 

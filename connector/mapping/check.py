@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from connector.crm.base import CrmField, StageInfo
 from connector.errors import MappingError
 from connector.mapping.field_check import FieldChecker, field_uses
 from connector.mapping.load import MAPPING_KIND, merged, parse_mapping
@@ -22,6 +21,7 @@ from connector.mapping.schema import InboundSettings, MappingFile, StageMap, Sta
 from connector.mapping.stage_check import StageCheck, check_stages
 from connector.mapping.yaml_guards import read_yaml_text
 from connector.mapping.yaml_source import Positions, format_problems, load_yaml
+from connector.model import CrmField, StageInfo
 
 
 class LiveCrm(Protocol):

@@ -12,10 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from connector.crm.base import StageInfo
 from connector.mapping.apply import apply_mapping, resolve_stage
 from connector.mapping.schema import ContactFields, FieldSource, MappingFile
-from connector.model import CrmOpportunity, DealDraft, Rejection
+from connector.model import CrmOpportunity, DealDraft, Rejection, StageInfo
 from connector.sync.plan import Create, LinkFacts, Reject, Skip, Update, plan_outbound
 
 _CUSTOMER_ATTRS = {

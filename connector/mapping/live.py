@@ -18,14 +18,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from connector.crm.base import CrmAdapter, StageInfo
+from connector.crm.base import CrmAdapter
 from connector.crm.factory import build_crm
 from connector.errors import ConfigError, CrmError
 from connector.mapping.check import FileCheck, check_file
 from connector.mapping.explain import Explanation, explain_record
 from connector.mapping.schema import MappingFile
 from connector.mapping.stage_check import StageCheck
-from connector.model import TEAM_MEMBERS, DealDraft
+from connector.model import TEAM_MEMBERS, DealDraft, StageInfo
 from connector.settings import ConfigFile, ConnectionSettings, SalesforceSettings, Settings
 
 if TYPE_CHECKING:

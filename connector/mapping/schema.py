@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from connector.mapping.filters import FIELD_PATTERN, Filter
 from connector.mapping.lifecycle_schema import (
     READ_FIELD_PATTERN,
     CloseSettings,
@@ -19,7 +18,7 @@ from connector.mapping.lifecycle_schema import (
 )
 from connector.mapping.schema_docs import document
 from connector.mapping.yaml_source import ModelProblems
-from connector.model import ASSISTANCE_CODES, StandardStage
+from connector.model import ASSISTANCE_CODES, FIELD_PATTERN, Filter, StandardStage
 
 CrmKind = Literal["salesforce", "dynamics"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connector.crm.base import CrmAdapter, CrmPage, StageInfo, WriteResult
+from connector.crm.base import CrmAdapter, CrmPage, WriteResult
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions, MicrosoftReferralRule
 from connector.dealcore.payload import created_differences, patch_ops, status_ops
@@ -42,7 +42,7 @@ from connector.errors import (
 from connector.logs import record_fields
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
-from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, Status
+from connector.model import CrmOpportunity, CrmStatusUpdate, ReferralState, StageInfo, Status
 from connector.settings import HistorySettings
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX, Link, LinkState, Store
 from connector.sync.closing import Closing

@@ -20,19 +20,22 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from connector.crm.base import NewOpportunity, StageInfo
+from connector.crm.base import NewOpportunity
 from connector.dealcore.options import DEFAULT_OPTIONS, MicrosoftReferralRule
 from connector.errors import ConnectorError, CoreError, PreconditionFailed
 from connector.logs import record_fields
 from connector.mapping.apply import resolve_stage
-from connector.mapping.filters import AllOf, Condition, Filter
 from connector.mapping.schema import ContactFields, FieldSource, MappingFile
 from connector.model import (
+    AllOf,
+    Condition,
     CrmOpportunity,
     CrmStatusUpdate,
     DealDraft,
+    Filter,
     ReferralState,
     Rejection,
+    StageInfo,
     Status,
     Substatus,
 )

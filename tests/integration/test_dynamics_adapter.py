@@ -15,8 +15,7 @@ from pydantic import TypeAdapter
 from connector.crm.base import NewOpportunity
 from connector.crm.dynamics import DataverseOpportunities
 from connector.errors import ConfigError, Throttled
-from connector.mapping.filters import Filter
-from connector.model import CrmStatusUpdate
+from connector.model import CrmStatusUpdate, Filter
 
 server = pytest.importorskip("connector.sandbox.server")
 pytest.importorskip("connector.sandbox.dataverse")

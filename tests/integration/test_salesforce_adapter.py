@@ -21,8 +21,7 @@ from connector.crm.salesforce import SalesforceOpportunities
 from connector.crm.salesforce_auth import ClientCredentials, JwtBearer, SalesforceAuth
 from connector.dealcore.retry import RetryPolicy
 from connector.errors import CrmError, QuotaExhausted
-from connector.mapping.filters import Filter
-from connector.model import CrmStatusUpdate
+from connector.model import CrmStatusUpdate, Filter
 from connector.sandbox.server import SandboxServer
 
 SEEDED = 450

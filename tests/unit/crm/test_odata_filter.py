@@ -11,7 +11,7 @@ from pydantic import TypeAdapter
 
 from connector.crm.odata_filter import compile_filter, filter_fields, literal, matches
 from connector.errors import MappingError
-from connector.mapping.filters import Filter
+from connector.model import Filter
 
 LOOKUPS = ("parentaccountid", "ownerid")
 GUID = "8f2c1a9e-0b7d-4e3f-9a21-5c6d7e8f9a0b"
