@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -33,15 +34,20 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
+from tenacity import RetryCallState
 
 from connector.certificates import certificate_rejected, untrusted_message
 from connector.crm.base import ApiUsage
 from connector.crm.dynamics_auth import DataverseTokens
-from connector.dealcore.classify import retry_after_seconds
-from connector.dealcore.retry import DEFAULT_MAX_THROTTLE_WAIT_S, RateGate
 from connector.errors import CrmError, QuotaExhausted, Throttled
+from connector.retry import (
+    DEFAULT_MAX_THROTTLE_WAIT_S,
+    RateGate,
+    RetryPolicy,
+    exponential_backoff,
+    retry_after_seconds,
+    retrying,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +149,15 @@ class DataverseTransport:
         self.rate_gate = RateGate(
             max_wait_s=max_throttle_wait_s, system="Dataverse", clock=monotonic, sleep=sleep
         )
-        self._backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=0.5)
+        # attempts only bound the retries: the rate gate caps the Retry-After waits
+        self._policy = RetryPolicy(
+            attempts=max_attempts,
+            max_total_seconds=math.inf,
+            initial_wait=0.5,
+            max_wait=30.0,
+            jitter=0.5,
+        )
+        self._backoff = exponential_backoff(self._policy)
         self._lock = threading.Lock()
         #: seconds spent waiting for Retry-After this run, and how many 429s were seen
         self.throttle_wait_s = 0.0
@@ -175,20 +189,15 @@ class DataverseTransport:
     ) -> httpx.Response:
         """Send one request with retries; see the module table for what comes back."""
         url = self.url(path)
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
+        attempts = retrying(
+            self._policy,
+            retry=_retryable,
             wait=self._wait,
-            retry=retry_if_exception(
-                lambda e: (
-                    isinstance(e, CrmError) and e.transient and not isinstance(e, QuotaExhausted)
-                )
-            ),
             sleep=self._sleep_backoff,
             before_sleep=self._before_sleep,
-            reraise=True,
         )
         try:
-            return retrying(self._attempt, method, url, kind, what, params, headers, content)
+            return attempts(self._attempt, method, url, kind, what, params, headers, content)
         except _Throttled as exc:
             raise Throttled(
                 f"{what}: Dataverse still throttles after {self.max_attempts} attempts; "
@@ -295,7 +304,7 @@ class DataverseTransport:
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, _Throttled):
             return 0.0  # the rate gate holds the Retry-After wait, for every thread
-        return float(self._backoff(state))
+        return self._backoff(state)
 
     def _sleep_backoff(self, seconds: float) -> None:
         if seconds > 0:
@@ -304,6 +313,11 @@ class DataverseTransport:
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         log.warning("dataverse retry %d after %s", state.attempt_number, exc if exc else "an error")
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Transient Dataverse errors, except a spent request budget (the next cycle's)."""
+    return isinstance(exc, CrmError) and exc.transient and not isinstance(exc, QuotaExhausted)
 
 
 def is_within(link: str, api_url: str) -> bool:

@@ -6,10 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from connector.crm.base import CrmAdapter
-from connector.dealcore.retry import DEFAULT_MAX_THROTTLE_WAIT_S
 from connector.errors import ConfigError
 from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S
 from connector.logs import redact
+from connector.retry import DEFAULT_MAX_THROTTLE_WAIT_S
 from connector.settings import DataverseSettings, SalesforceSettings
 
 

@@ -7,7 +7,7 @@ the call by kind, sends it with the configured timeout, signs in again once on 4
 classifies failures into :class:`~connector.errors.CrmError`
 (:func:`~connector.crm.salesforce_errors.crm_error_from`),
 and records ``Sforce-Limit-Info``. Transient failures are retried through
-:mod:`connector.dealcore.retry`, except creates, which are not idempotent.
+:mod:`connector.retry`, except creates, which are not idempotent.
 
 Reading changes follows the safe pattern of the reference: closed lower bound
 ``SystemModstamp >= cursor - overlap``, ``ORDER BY SystemModstamp, Id``, de-duplication
@@ -58,15 +58,10 @@ from connector.crm.salesforce_throttle import SalesforceThrottle
 from connector.crm.salesforce_types import FieldTypes
 from connector.crm.salesforce_writes import SalesforceWriter
 from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
-from connector.dealcore.retry import (
-    DEFAULT_MAX_THROTTLE_WAIT_S,
-    RetryPolicy,
-    Sleep,
-    call_with_retry,
-)
 from connector.dedupe import RecentKeys
 from connector.errors import ConfigError, CrmError, QuotaExhausted
 from connector.model import CrmField, CrmOpportunity, CrmStatusUpdate, Filter, StageInfo
+from connector.retry import DEFAULT_MAX_THROTTLE_WAIT_S, RetryPolicy, Sleep, call_with_retry
 
 log = logging.getLogger(__name__)
 

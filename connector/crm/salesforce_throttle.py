@@ -6,7 +6,7 @@ simple-salesforce's exceptions carry no headers, so a response hook on the share
 session remembers the last throttled answer's ``Retry-After`` per thread.
 :class:`SalesforceThrottle` turns such a failure into a transient
 :class:`~connector.errors.CrmError` carrying that wait, and closes the shared
-:class:`~connector.dealcore.retry.RateGate`: every thread holds back, and a wait past
+:class:`~connector.retry.RateGate`: every thread holds back, and a wait past
 ``max_throttle_wait_s`` stops the run (:class:`~connector.errors.Throttled`).
 """
 
@@ -17,9 +17,8 @@ from typing import Any
 
 import requests
 
-from connector.dealcore.classify import retry_after_seconds
-from connector.dealcore.retry import RateGate, Sleep
 from connector.errors import CrmError
+from connector.retry import RateGate, Sleep, retry_after_seconds
 
 THROTTLE_STATUSES = frozenset({429, 503})
 

@@ -4,7 +4,7 @@ One class, :class:`ReferralsClient`, with the operations the sync needs. Every
 request carries the bearer token, JSON headers, a fresh ``client-request-id`` and
 the run's ``MS-CorrelationId``; waits at the shared :class:`RateGate`; is classified
 by :func:`connector.dealcore.classify.classify`; and is retried by
-:func:`connector.dealcore.retry.call_with_retry` when the error is transient.
+:func:`connector.retry.call_with_retry` when the error is transient.
 A 401 invalidates the token and tries once more with a fresh one. Listings follow
 ``@odata.nextLink`` through :mod:`connector.dealcore.paging` (same host, https, page
 cap, loop guard) and drop ``$select`` for good if the core refuses it.
@@ -31,10 +31,10 @@ from connector.dealcore.classify import Expect, classify
 from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
 from connector.dealcore.paging import PageGuard, next_page_url
 from connector.dealcore.parse import parse_referral
-from connector.dealcore.retry import RateGate, RetryPolicy, Sleep, call_with_retry
 from connector.dedupe import RecentKeys
 from connector.errors import CoreError
 from connector.model import ReferralState
+from connector.retry import RateGate, RetryPolicy, Sleep, call_with_retry
 
 log = logging.getLogger(__name__)
 

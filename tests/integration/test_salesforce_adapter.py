@@ -19,9 +19,9 @@ pytest.importorskip("connector.sandbox.salesforce", reason="the sandbox Salesfor
 from connector.crm.base import NewOpportunity
 from connector.crm.salesforce import SalesforceOpportunities
 from connector.crm.salesforce_auth import ClientCredentials, JwtBearer, SalesforceAuth
-from connector.dealcore.retry import RetryPolicy
 from connector.errors import CrmError, QuotaExhausted
 from connector.model import CrmStatusUpdate, Filter
+from connector.retry import RetryPolicy
 from connector.sandbox.server import SandboxServer
 
 SEEDED = 450

@@ -30,8 +30,8 @@ from connector.crm.salesforce import SalesforceOpportunities
 from connector.crm.salesforce_auth import ExistingToken, SalesforceAuth
 from connector.dealcore.auth import ClientCredentialsTokens
 from connector.dealcore.client import ReferralsClient
-from connector.dealcore.retry import RetryPolicy
 from connector.errors import CoreError, CrmError
+from connector.retry import RetryPolicy
 from connector.runtime import core_http
 from connector.settings import CoreSettings
 

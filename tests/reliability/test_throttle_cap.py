@@ -34,8 +34,8 @@ from connector.crm.salesforce import SalesforceOpportunities
 from connector.crm.salesforce_auth import ExistingToken, SalesforceAuth
 from connector.daemon import Daemon
 from connector.dealcore.client import ReferralsClient
-from connector.dealcore.retry import RateGate, RetryPolicy
 from connector.errors import Throttled
+from connector.retry import RateGate, RetryPolicy
 from connector.settings import Settings, load_config
 from connector.sync.report import Outcome
 

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from connector.crm.salesforce import SalesforceOpportunities
 from connector.crm.salesforce_auth import ClientCredentials, ExistingToken, SalesforceAuth
-from connector.dealcore.retry import RetryPolicy
+from connector.retry import RetryPolicy
 
 INSTANCE = "https://acme.my.salesforce.com"
 LOGIN = "https://login.salesforce.com"

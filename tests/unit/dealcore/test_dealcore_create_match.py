@@ -18,8 +18,8 @@ from dealcore_fakes import BASE, FakeClock, FakeTokens, sample_referral
 
 from connector.dealcore import client as client_module
 from connector.dealcore.client import ReferralsClient
-from connector.dealcore.retry import RateGate
 from connector.errors import CoreError
+from connector.retry import RateGate
 
 REFERRALS = f"{BASE}/referrals"
 

@@ -1,4 +1,8 @@
-"""The one retry module: tenacity backoff for transient errors, and the shared rate gate.
+"""The one retry module: tenacity backoff for transient errors, ``Retry-After``, and the
+shared rate gate. Every adapter (the core's client, Salesforce, Dataverse) retries
+through it: :func:`call_with_retry`, or :func:`retrying` for a caller that decides
+itself what to retry and how long to wait (the Dataverse transport, whose rate gate
+holds the ``Retry-After`` waits).
 
 Only :class:`~connector.errors.ConnectorError` instances whose ``transient`` is true
 are retried. The wait is exponential with jitter and never shorter than the error's
@@ -21,6 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from tenacity import (
@@ -72,17 +78,43 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectorError) and exc.transient
 
 
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or bad."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def exponential_backoff(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    """The policy's exponential backoff with jitter, ignoring any ``Retry-After``."""
+    # Composed rather than wait_exponential_jitter, whose arguments changed in tenacity 9.
+    backoff = wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait) + wait_random(
+        0, policy.jitter
+    )
+    return lambda state: float(backoff(state))
+
+
 class _WaitAtLeastRetryAfter:
     """Exponential backoff with jitter, raised to the error's ``retry_after`` if longer."""
 
     def __init__(self, policy: RetryPolicy) -> None:
-        # Composed rather than wait_exponential_jitter, whose arguments changed in tenacity 9.
-        self._backoff = wait_exponential(
-            multiplier=policy.initial_wait, max=policy.max_wait
-        ) + wait_random(0, policy.jitter)
+        self._backoff = exponential_backoff(policy)
 
     def __call__(self, state: RetryCallState) -> float:
-        backoff = float(self._backoff(state))
+        backoff = self._backoff(state)
         outcome = state.outcome
         exc = outcome.exception() if outcome is not None else None
         if isinstance(exc, RemoteError) and exc.retry_after is not None:
@@ -123,15 +155,29 @@ def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, sleep: Sleep = 
             raise failed
         return fn()
 
-    retrying = Retrying(
+    return retrying(policy, sleep=sleep)(attempt)
+
+
+def retrying(
+    policy: RetryPolicy,
+    *,
+    sleep: Sleep = time.sleep,
+    retry: Callable[[BaseException], bool] = is_transient,
+    wait: Callable[[RetryCallState], float] | None = None,
+    before_sleep: Callable[[RetryCallState], None] = _log_retry,
+) -> Retrying:
+    """The one place a tenacity ``Retrying`` is built: the policy's attempts and total
+    time bound it, ``retry`` picks the errors worth another attempt (transient ones by
+    default), ``wait`` the pause before each (the policy's backoff raised to the
+    error's ``Retry-After`` by default); the last error is re-raised unchanged."""
+    return Retrying(
         stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.max_total_seconds),
-        wait=_WaitAtLeastRetryAfter(policy),
-        retry=retry_if_exception(is_transient),
+        wait=wait if wait is not None else _WaitAtLeastRetryAfter(policy),
+        retry=retry_if_exception(retry),
         reraise=True,
         sleep=sleep,
-        before_sleep=_log_retry,
+        before_sleep=before_sleep,
     )
-    return retrying(attempt)
 
 
 class RateGate:
