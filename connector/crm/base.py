@@ -154,8 +154,8 @@ class CrmAdapter(Protocol):
 
     @property
     def related(self) -> RelatedRecords:
-        """Accounts, contacts, opportunity teams (connector.crm.salesforce_related,
-        connector.crm.dynamics_related)."""
+        """Accounts, contacts, opportunity teams (connector.crm.salesforce.related,
+        connector.crm.dynamics.related)."""
         ...
 
     def pull_changes(

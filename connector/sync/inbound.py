@@ -82,7 +82,7 @@ def refused(exc: CoreError) -> bool:
     return exc.status is not None and 400 <= exc.status < 500 and exc.status not in _NOT_A_REFUSAL
 
 
-#: names the Dataverse adapter derives from other columns (connector/crm/dynamics_rows.py)
+#: names the Dataverse adapter derives from other columns (connector/crm/dynamics/rows.py)
 _DERIVED = frozenset({"stage", "is_won", "is_closed"})
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from connector.crm.odata_filter import filter_fields, matches
+from connector.crm.dynamics.odata import filter_fields, matches
 from connector.errors import ConnectorError, NotFound, QuotaExhausted, Throttled
 from connector.model import CrmOpportunity, ReferralState, StageInfo
 from connector.sync.engine import SyncEngine

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from connector.crm.odata_filter import filter_fields, matches
+from connector.crm.dynamics.odata import filter_fields, matches
 from connector.model import TEAM_MEMBERS, CrmOpportunity, StageInfo
 from connector.sync.report import RunReport
 

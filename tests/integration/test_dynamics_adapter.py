@@ -13,7 +13,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from connector.crm.base import NewOpportunity
-from connector.crm.dynamics import DataverseOpportunities
+from connector.crm.dynamics.adapter import DataverseOpportunities
 from connector.errors import ConfigError, Throttled
 from connector.model import CrmStatusUpdate, Filter
 

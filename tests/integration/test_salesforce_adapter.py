@@ -17,8 +17,8 @@ from pydantic import SecretStr, TypeAdapter
 pytest.importorskip("connector.sandbox.salesforce", reason="the sandbox Salesforce part")
 
 from connector.crm.base import NewOpportunity
-from connector.crm.salesforce import SalesforceOpportunities
-from connector.crm.salesforce_auth import ClientCredentials, JwtBearer, SalesforceAuth
+from connector.crm.salesforce.adapter import SalesforceOpportunities
+from connector.crm.salesforce.auth import ClientCredentials, JwtBearer, SalesforceAuth
 from connector.errors import CrmError, QuotaExhausted
 from connector.model import CrmStatusUpdate, Filter
 from connector.retry import RetryPolicy

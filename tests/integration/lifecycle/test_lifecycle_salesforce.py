@@ -17,7 +17,7 @@ import pytest
 from lifecycle_world import LifecycleWorld
 
 import connector.sync.engine as engine_module
-from connector.crm.salesforce import SalesforceOpportunities
+from connector.crm.salesforce.adapter import SalesforceOpportunities
 
 ALLY = "9f1c2d3e-0000-4000-8000-00000000a11e"
 ALLY_2 = "9f1c2d3e-0000-4000-8000-00000000a12e"

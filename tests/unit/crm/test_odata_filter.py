@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from connector.crm.odata_filter import compile_filter, filter_fields, literal, matches
+from connector.crm.dynamics.odata import compile_filter, filter_fields, literal, matches
 from connector.errors import MappingError
 from connector.model import Filter
 

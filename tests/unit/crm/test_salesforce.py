@@ -34,8 +34,8 @@ from simple_salesforce.exceptions import (
 )
 
 from connector.crm.base import CrmPage, NewOpportunity
-from connector.crm.salesforce_errors import crm_error_from
-from connector.crm.salesforce_writes import COLLECTION_SIZE
+from connector.crm.salesforce.errors import crm_error_from
+from connector.crm.salesforce.writes import COLLECTION_SIZE
 from connector.errors import ConfigError, CrmError, QuotaExhausted
 from connector.model import CrmStatusUpdate, Filter
 

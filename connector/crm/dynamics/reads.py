@@ -1,10 +1,10 @@
 """Reading Dataverse opportunities: the two ways of pulling changes, and turning rows into
-:class:`~connector.model.CrmOpportunity` (see :mod:`connector.crm.dynamics` for the policy).
+:class:`~connector.model.CrmOpportunity` (see :mod:`connector.crm.dynamics.adapter` for the policy).
 
 :class:`DataverseReader` pulls with change tracking (a full read, then delta links) or
 by ``modifiedon``; reads the related rows a page needs (one query per lookup and 50
 ids, cached for the pull); asks a table's column types when one of its values needs
-them; and normalises rows with :func:`~connector.crm.dynamics_rows.normalise_row`.
+them; and normalises rows with :func:`~connector.crm.dynamics.rows.normalise_row`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 
 from connector.crm.base import CrmPage
-from connector.crm.dynamics_metadata import DataverseMetadata
-from connector.crm.dynamics_rows import (
+from connector.crm.dynamics.metadata import DataverseMetadata
+from connector.crm.dynamics.odata import compile_filter, is_guid, literal, matches
+from connector.crm.dynamics.rows import (
     FORMATTED,
     MODSTAMP_COLUMN,
     OPPORTUNITY,
@@ -31,8 +32,7 @@ from connector.crm.dynamics_rows import (
     normalise_row,
     related_key,
 )
-from connector.crm.dynamics_transport import DataverseTransport, error_of, page_of
-from connector.crm.odata_filter import compile_filter, is_guid, literal, matches
+from connector.crm.dynamics.transport import DataverseTransport, error_of, page_of
 from connector.dedupe import RecentCache, RecentKeys
 from connector.errors import CrmError
 from connector.model import CrmOpportunity, Filter

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from connector.crm.base import LostClosing, WriteResult
-from connector.crm.dynamics_rows import STATE_LOST
-from connector.crm.dynamics_transport import error_of
-from connector.crm.dynamics_writes import CLOSED_ROW_CODE
-from connector.crm.odata_filter import is_guid
+from connector.crm.dynamics.odata import is_guid
+from connector.crm.dynamics.rows import STATE_LOST
+from connector.crm.dynamics.transport import error_of
+from connector.crm.dynamics.writes import CLOSED_ROW_CODE
 from connector.errors import CrmError, QuotaExhausted
 
 if TYPE_CHECKING:
-    from connector.crm.dynamics import DataverseOpportunities
+    from connector.crm.dynamics.adapter import DataverseOpportunities
 
 _STATUS_METADATA = (
     "EntityDefinitions(LogicalName='opportunity')/Attributes(LogicalName='statuscode')"
@@ -30,7 +30,7 @@ _STATUS_METADATA = (
 
 
 class DataverseClosing:
-    """``close_lost`` for :class:`~connector.crm.dynamics.DataverseOpportunities`."""
+    """``close_lost`` for :class:`~connector.crm.dynamics.adapter.DataverseOpportunities`."""
 
     def __init__(self, adapter: DataverseOpportunities) -> None:
         self.adapter = adapter

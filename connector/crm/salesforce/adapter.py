@@ -1,11 +1,11 @@
 """Salesforce opportunities behind the :class:`~connector.crm.base.CrmAdapter` seam.
 
 Built on simple-salesforce 1.12 over one ``requests.Session`` (see
-:mod:`connector.crm.salesforce_auth`). Every HTTP call goes through
+:mod:`connector.crm.salesforce.auth`). Every HTTP call goes through
 :meth:`SalesforceOpportunities._call`, which in order: checks the quota guard, counts
 the call by kind, sends it with the configured timeout, signs in again once on 401,
 classifies failures into :class:`~connector.errors.CrmError`
-(:func:`~connector.crm.salesforce_errors.crm_error_from`),
+(:func:`~connector.crm.salesforce.errors.crm_error_from`),
 and records ``Sforce-Limit-Info``. Transient failures are retried through
 :mod:`connector.retry`, except creates, which are not idempotent.
 
@@ -42,9 +42,9 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSessi
 from simple_salesforce.format import format_soql
 
 from connector.crm.base import ApiUsage, CrmPage, LostClosing, NewOpportunity, WriteResult
-from connector.crm.field_metadata import salesforce_fields
-from connector.crm.salesforce_errors import crm_error_from
-from connector.crm.salesforce_records import (
+from connector.crm.salesforce.describe import FieldTypes, salesforce_fields
+from connector.crm.salesforce.errors import crm_error_from
+from connector.crm.salesforce.records import (
     RECORD_ID_RE,
     format_cursor,
     needs_type,
@@ -53,11 +53,10 @@ from connector.crm.salesforce_records import (
     query_records,
     select_fields,
 )
-from connector.crm.salesforce_related import SalesforceRelated
-from connector.crm.salesforce_throttle import SalesforceThrottle
-from connector.crm.salesforce_types import FieldTypes
-from connector.crm.salesforce_writes import SalesforceWriter
-from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
+from connector.crm.salesforce.related import SalesforceRelated
+from connector.crm.salesforce.soql import compile_soql, soql_field, soql_literal
+from connector.crm.salesforce.throttle import SalesforceThrottle
+from connector.crm.salesforce.writes import SalesforceWriter
 from connector.dedupe import RecentKeys
 from connector.errors import ConfigError, CrmError, QuotaExhausted
 from connector.model import CrmField, CrmOpportunity, CrmStatusUpdate, Filter, StageInfo
@@ -77,7 +76,7 @@ _STAGE_SOQL = (
 
 
 class SalesforceLogin(Protocol):
-    """What the adapter needs of :class:`~connector.crm.salesforce_auth.SalesforceAuth`."""
+    """What the adapter needs of :class:`~connector.crm.salesforce.auth.SalesforceAuth`."""
 
     session: requests.Session
 
@@ -151,7 +150,7 @@ class SalesforceOpportunities:
             auth.session, max_wait_s=max_throttle_wait_s, sleep=sleep
         )
         auth.session.hooks["response"].append(self._remember_server_time)
-        #: accounts, contacts and opportunity teams (connector.crm.salesforce_related)
+        #: accounts, contacts and opportunity teams (connector.crm.salesforce.related)
         self.related = SalesforceRelated(self)
 
     # ------------------------------------------------------------------ reading
@@ -241,7 +240,7 @@ class SalesforceOpportunities:
         return None
 
     def describe_fields(self, entity: str | None = None) -> list[CrmField]:
-        """An sObject's fields (see :func:`~connector.crm.field_metadata.salesforce_fields`)."""
+        """An sObject's fields (see :func:`~connector.crm.salesforce.describe.salesforce_fields`)."""
         name = entity or self.object_name
         if not _OBJECT_RE.fullmatch(name):
             raise CrmError(f"{name!r} is not an sObject name", code="invalid_id", transient=False)

@@ -1,6 +1,6 @@
 """What Dataverse says about its tables: change tracking, column types, stage options.
 
-Every call goes through the :class:`~connector.crm.dynamics_transport.DataverseTransport`
+Every call goes through the :class:`~connector.crm.dynamics.transport.DataverseTransport`
 (counted as ``metadata``). Queries follow Microsoft's "Query table definitions using
 the Web API": a table by its ``LogicalName`` key, its ``Attributes``, and an attribute
 cast to its metadata type for option sets.
@@ -9,12 +9,13 @@ cast to its metadata type for option sets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connector.crm.dynamics_transport import DataverseTransport, error_of, page_of
-from connector.crm.odata_filter import literal
-from connector.model import StageInfo
+from connector.crm.dynamics.odata import literal
+from connector.crm.dynamics.rows import DERIVED, LookupTarget
+from connector.crm.dynamics.transport import DataverseTransport, error_of, page_of
+from connector.model import CrmField, StageInfo
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +132,22 @@ def _option_label(option: Mapping[str, Any]) -> str:
         if localized.get("Label"):
             return str(localized["Label"])
     return str(option.get("Value"))
+
+
+def dataverse_fields(
+    body: Mapping[str, Any], entity: str, lookups: Mapping[str, LookupTarget]
+) -> list[CrmField]:
+    """The attributes of an ``Attributes`` answer as the adapter names them: for
+    ``opportunity`` also its derived ``stage``, ``is_won`` and ``is_closed``, and each
+    lookup the adapter reads leading to its entity (``parentaccountid`` → ``account``)."""
+    items: Iterable[Any] = body.get("value") or []
+    fields: list[CrmField] = []
+    for item in items:
+        logical = item.get("LogicalName") if isinstance(item, Mapping) else None
+        if not isinstance(logical, str):
+            continue
+        lookup = lookups.get(logical) if entity == "opportunity" else None
+        fields.append(CrmField(logical, lookup.key.removesuffix("id") if lookup else None))
+    if entity == "opportunity":
+        fields += [CrmField(name, None, False) for name in sorted(DERIVED)]
+    return fields

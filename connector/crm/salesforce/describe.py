@@ -6,7 +6,7 @@ relationship path (``CloseDate``, ``Account.CreatedDate``, ``Primary_Contact__r.
 by describing the object that holds it, following each relationship through the
 ``relationshipName`` and ``referenceTo`` of the describe before it. Each object is
 described once, when a value of it first needs its type (see
-:func:`~connector.crm.salesforce_records.needs_type`); a path through a polymorphic
+:func:`~connector.crm.salesforce.records.needs_type`); a path through a polymorphic
 or unknown relationship has no type, and its values stay as the JSON gives them.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.errors import CrmError
+from connector.model import CrmField
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +111,21 @@ class FieldTypes:
                 log.warning("salesforce: cannot describe %s (%s); its values stay text", name, exc)
                 self._objects[name] = None
         return self._objects[name]
+
+
+def salesforce_fields(answer: Any) -> list[CrmField]:
+    """The fields of a ``describe`` answer; a relationship name (``Account`` of
+    ``AccountId``, ``Owner`` of ``OwnerId``) is listed too, leading to what it references."""
+    fields: list[CrmField] = []
+    items = answer.get("fields") if isinstance(answer, Mapping) else None
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            continue
+        writable = item.get("updateable")
+        fields.append(
+            CrmField(item["name"], None, writable if isinstance(writable, bool) else None)
+        )
+        relationship, targets = item.get("relationshipName"), item.get("referenceTo") or []
+        if isinstance(relationship, str) and targets and isinstance(targets[0], str):
+            fields.append(CrmField(relationship, targets[0], False))
+    return fields

@@ -11,8 +11,8 @@ sign-in, error classification). What it relies on:
   ``TeamMemberRole``); a team change does not touch the opportunity's
   ``SystemModstamp``, so changes are found by the team rows' own stamps, read with
   ``queryAll`` (a deleted row is a change too, while Salesforce keeps it);
-- every name in a query is checked (:func:`~connector.crm.soql_filter.soql_field`) and
-  every value quoted (:func:`~connector.crm.soql_filter.soql_literal`).
+- every name in a query is checked (:func:`~connector.crm.salesforce.soql.soql_field`) and
+  every value quoted (:func:`~connector.crm.salesforce.soql.soql_literal`).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 from simple_salesforce.format import format_soql
 
 from connector.crm.base import NewRelated, RelatedRow, WriteResult
-from connector.crm.salesforce_records import RECORD_ID_RE, record_body, refused_write
-from connector.crm.soql_filter import soql_field, soql_literal
+from connector.crm.salesforce.records import RECORD_ID_RE, record_body, refused_write
+from connector.crm.salesforce.soql import soql_field, soql_literal
 from connector.errors import CrmError
 from connector.model import CrmOpportunity, TeamMember
 
 if TYPE_CHECKING:
-    from connector.crm.salesforce import SalesforceOpportunities
+    from connector.crm.salesforce.adapter import SalesforceOpportunities
 
 #: ids or values per ``IN (...)`` (far below SOQL's length limit)
 CHUNK = 200

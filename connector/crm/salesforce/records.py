@@ -4,7 +4,7 @@ Reading: :func:`normalise_record` turns one query row into a
 :class:`~connector.model.CrmOpportunity` (relationships flattened into dotted keys,
 ``attributes`` dropped, numbers as :class:`~decimal.Decimal`). Salesforce's JSON
 carries no types, so text is read by its field's type from ``describe`` (see
-:mod:`connector.crm.salesforce_types`), never by what it looks like: a ``date`` field
+:mod:`connector.crm.salesforce.describe`), never by what it looks like: a ``date`` field
 gives a :class:`~datetime.date`, a ``datetime`` field an aware datetime, and a text
 field holding ``2026-05-01T12:34:56Z`` stays that text. A value that does not read
 as its type is kept as the text it was and named in ``CrmOpportunity.problems``.

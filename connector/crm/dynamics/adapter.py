@@ -21,8 +21,8 @@ de-duplicate, and keep ``modifiedon:<iso>`` capped at the server's time minus a
 margin as the cursor. Deletions are invisible that way (the engine's periodic
 reconciliation finds them).
 
-Writing: see :mod:`connector.crm.dynamics_writes`. Every call goes through
-:class:`~connector.crm.dynamics_transport.DataverseTransport` (token, budget,
+Writing: see :mod:`connector.crm.dynamics.writes`. Every call goes through
+:class:`~connector.crm.dynamics.transport.DataverseTransport` (token, budget,
 retries, concurrency cap).
 """
 
@@ -40,12 +40,13 @@ import httpx
 from pydantic import SecretStr
 
 from connector.crm.base import ApiUsage, CrmPage, LostClosing, NewOpportunity, WriteResult
-from connector.crm.dynamics_auth import DEFAULT_AUTHORITY, DataverseTokens
-from connector.crm.dynamics_closing import DataverseClosing
-from connector.crm.dynamics_metadata import DataverseMetadata
-from connector.crm.dynamics_reads import DELTA_PREFIX, DataverseReader
-from connector.crm.dynamics_related import DataverseRelated
-from connector.crm.dynamics_rows import (
+from connector.crm.dynamics.auth import DEFAULT_AUTHORITY, DataverseTokens
+from connector.crm.dynamics.closing import DataverseClosing
+from connector.crm.dynamics.metadata import DataverseMetadata, dataverse_fields
+from connector.crm.dynamics.odata import column_of, filter_fields, is_guid, literal
+from connector.crm.dynamics.reads import DELTA_PREFIX, DataverseReader
+from connector.crm.dynamics.related import DataverseRelated
+from connector.crm.dynamics.rows import (
     DEFAULT_LOOKUPS,
     LOST_LABEL,
     MONEY_COLUMNS,
@@ -53,20 +54,8 @@ from connector.crm.dynamics_rows import (
     LookupTarget,
     plan_columns,
 )
-from connector.crm.dynamics_transport import (
-    DataverseTransport,
-    RequestBudget,
-    body_of,
-    error_of,
-)
-from connector.crm.dynamics_writes import DataverseWriter
-from connector.crm.field_metadata import dataverse_fields
-from connector.crm.odata_filter import (
-    column_of,
-    filter_fields,
-    is_guid,
-    literal,
-)
+from connector.crm.dynamics.transport import DataverseTransport, RequestBudget, body_of, error_of
+from connector.crm.dynamics.writes import DataverseWriter
 from connector.errors import ConfigError, CrmError
 from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S, deadline_client
 from connector.model import CrmField, CrmOpportunity, CrmStatusUpdate, Filter, StageInfo
@@ -176,7 +165,7 @@ class DataverseOpportunities:
             guard_closed=guard_closed,
         )
         self.closing = DataverseClosing(self)
-        #: accounts, contacts and sales teams (connector.crm.dynamics_related)
+        #: accounts, contacts and sales teams (connector.crm.dynamics.related)
         self.related = DataverseRelated(self)
 
     @classmethod
@@ -286,7 +275,7 @@ class DataverseOpportunities:
         return self.reader.normalise([body], plan, self.reader.related_cache(plan))[0]
 
     def describe_fields(self, entity: str | None = None) -> list[CrmField]:
-        """An entity's attributes (see :func:`~connector.crm.field_metadata.dataverse_fields`)."""
+        """An entity's attributes (see :func:`~connector.crm.dynamics.metadata.dataverse_fields`)."""
         name = entity or "opportunity"
         path = f"EntityDefinitions(LogicalName={literal(name)})/Attributes"
         params = {"$select": "LogicalName,AttributeType"}
@@ -313,7 +302,7 @@ class DataverseOpportunities:
     # -- writing ----------------------------------------------------------------
 
     def write_status(self, updates: Sequence[CrmStatusUpdate]) -> list[WriteResult]:
-        """PATCH status fields with ``If-Match: *``; see :mod:`connector.crm.dynamics_writes`."""
+        """PATCH status fields with ``If-Match: *``; see :mod:`connector.crm.dynamics.writes`."""
         return self.writer.write_status(updates)
 
     def create_opportunities(self, items: Sequence[NewOpportunity]) -> list[WriteResult]:
@@ -346,7 +335,7 @@ class DataverseOpportunities:
         return {original for key, original in ids.items() if key not in found}
 
     def close_lost(self, items: Sequence[LostClosing]) -> list[WriteResult]:
-        """Close rows as lost with ``LoseOpportunity``; see :mod:`connector.crm.dynamics_closing`."""
+        """Close rows as lost with ``LoseOpportunity``; see :mod:`connector.crm.dynamics.closing`."""
         return self.closing.close_lost(items)
 
     def find_by_referral_ids(self, field: str, referral_ids: Sequence[str]) -> dict[str, str]:

@@ -38,7 +38,7 @@ from tenacity import RetryCallState
 
 from connector.certificates import certificate_rejected, untrusted_message
 from connector.crm.base import ApiUsage
-from connector.crm.dynamics_auth import DataverseTokens
+from connector.crm.dynamics.auth import DataverseTokens
 from connector.errors import CrmError, QuotaExhausted, Throttled
 from connector.retry import (
     DEFAULT_MAX_THROTTLE_WAIT_S,

@@ -1,7 +1,7 @@
 """Writing Salesforce records through ``composite/sobjects`` collections of 200.
 
 Each record is checked before it is sent (its id, field names and values, see
-:mod:`connector.crm.salesforce_records`); a refused one gets its own result and the
+:mod:`connector.crm.salesforce.records`); a refused one gets its own result and the
 rest go out. Results come back one per record, in order. Creates are never retried
 (a retried POST after a lost answer would duplicate records); updates are.
 """
@@ -14,12 +14,7 @@ from typing import Any, Protocol, TypeVar
 from simple_salesforce.api import Salesforce
 
 from connector.crm.base import NewOpportunity, WriteResult
-from connector.crm.salesforce_records import (
-    RECORD_ID_RE,
-    record_body,
-    refused_write,
-    write_result,
-)
+from connector.crm.salesforce.records import RECORD_ID_RE, record_body, refused_write, write_result
 from connector.errors import CrmError, QuotaExhausted
 from connector.model import CrmStatusUpdate
 

@@ -27,16 +27,16 @@ from typing import Any, TypeVar
 import httpx
 
 from connector.crm.base import NewOpportunity, WriteResult
-from connector.crm.dynamics_batch import (
+from connector.crm.dynamics.batch import (
     BatchOperation,
     BatchResponse,
     build_batch,
     is_multipart,
     parse_batch,
 )
-from connector.crm.dynamics_rows import STATE_LOST, STATE_WON, LookupTarget
-from connector.crm.dynamics_transport import DataverseTransport, body_of, error_of, page_of
-from connector.crm.odata_filter import is_guid
+from connector.crm.dynamics.odata import is_guid
+from connector.crm.dynamics.rows import STATE_LOST, STATE_WON, LookupTarget
+from connector.crm.dynamics.transport import DataverseTransport, body_of, error_of, page_of
 from connector.errors import CrmError, QuotaExhausted
 from connector.model import CrmStatusUpdate
 

@@ -12,8 +12,8 @@ on (docs/dynamics.md):
   connection role (``record2roleid``, its name read as the lookup's formatted value);
   team changes are found by the connections' ``modifiedon`` (a deleted connection is
   seen when the opportunity itself changes next);
-- values in a ``$filter`` are quoted by :func:`~connector.crm.odata_filter.literal`,
-  names checked by :func:`~connector.crm.odata_filter.column_of`.
+- values in a ``$filter`` are quoted by :func:`~connector.crm.dynamics.odata.literal`,
+  names checked by :func:`~connector.crm.dynamics.odata.column_of`.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from connector.crm.base import NewRelated, RelatedRow, WriteResult
-from connector.crm.dynamics_rows import FORMATTED, LookupTarget, plan_columns
-from connector.crm.dynamics_transport import body_of, error_of
-from connector.crm.dynamics_writes import _json_value
-from connector.crm.odata_filter import column_of, is_guid, literal
+from connector.crm.dynamics.odata import column_of, is_guid, literal
+from connector.crm.dynamics.rows import FORMATTED, LookupTarget, plan_columns
+from connector.crm.dynamics.transport import body_of, error_of
+from connector.crm.dynamics.writes import _json_value
 from connector.errors import CrmError, QuotaExhausted
 from connector.model import CrmOpportunity, TeamMember
 
 if TYPE_CHECKING:
-    from connector.crm.dynamics import DataverseOpportunities
+    from connector.crm.dynamics.adapter import DataverseOpportunities
 
 #: values per ``$filter`` of "or"ed equalities (well within URL limits)
 CHUNK = 50
