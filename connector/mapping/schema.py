@@ -17,8 +17,8 @@ from connector.mapping.lifecycle_schema import (
     TeamSource,
 )
 from connector.mapping.schema_docs import document
-from connector.mapping.yaml_source import ModelProblems
 from connector.model import ASSISTANCE_CODES, FIELD_PATTERN, Filter, StandardStage
+from connector.yaml_source import ModelProblems
 
 CrmKind = Literal["salesforce", "dynamics"]
 

@@ -5,7 +5,7 @@ point at a key (unknown keys, missing keys below it); value positions point at t
 value (wrong types, bad choices), so an editor jumps to the exact spot.
 
 Hostile files are refused quickly and without being shown (the guards live in
-:mod:`connector.mapping.yaml_guards`); an unknown key that does not look like a key
+:mod:`connector.yaml_guards`); an unknown key that does not look like a key
 someone typed (a line of some other file) is not repeated in a message.
 """
 
@@ -23,7 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from connector.errors import ConnectorError, MappingError
-from connector.mapping.yaml_guards import MAX_ALIAS_NODES, YamlKind, alias_nodes
+from connector.yaml_guards import MAX_ALIAS_NODES, YamlKind, alias_nodes
 
 Path_ = tuple[str | int, ...]
 
