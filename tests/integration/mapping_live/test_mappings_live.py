@@ -20,7 +20,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from connector import cli, mapping_cli
+from connector import cli
+from connector.commands import mappings as mapping_cli
 from connector.sandbox.server import SandboxServer
 
 ROOT = Path(__file__).parents[3]

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connector.mapping.explain import explain_record
+from connector.commands.explain import explain_record
 from connector.mapping.load import parse_mapping
 from connector.model import CrmOpportunity, DealDraft, Rejection, StageInfo
 

@@ -2,7 +2,7 @@
 
 The I/O half of ``connector mappings check --against-crm`` and ``connector mappings
 explain``: it picks the connection, builds its CRM adapter, reads stages or a record,
-and renders :mod:`connector.mapping.stage_check` / :mod:`connector.mapping.explain`
+and renders :mod:`connector.mapping.stage_check` / :mod:`connector.commands.explain`
 results as Rich tables. Nothing is written anywhere.
 """
 
@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from connector.commands.explain import Explanation, explain_record
 from connector.crm.base import CrmAdapter
 from connector.crm.factory import build_crm
 from connector.errors import ConfigError, CrmError
 from connector.mapping.check import FileCheck, check_file
-from connector.mapping.explain import Explanation, explain_record
 from connector.mapping.schema import MappingFile
 from connector.mapping.stage_check import StageCheck
 from connector.model import TEAM_MEMBERS, DealDraft, StageInfo

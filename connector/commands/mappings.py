@@ -74,8 +74,8 @@ def mappings_check(
     ] = None,
 ) -> None:
     """Validate mapping files and report every problem at once, each as file:line:column."""
+    from connector.commands.live import check_against_crm, connection_for, print_file_check
     from connector.mapping.check import check_file
-    from connector.mapping.live import check_against_crm, connection_for, print_file_check
 
     settings = _settings(config)
     files = list(file or [])
@@ -155,7 +155,7 @@ def mappings_explain(
     config: ConfigOpt = None,
 ) -> None:
     """Fetch one CRM record and show, field by field, the deal it would become (read-only)."""
-    from connector.mapping.live import connection_for, explain_live, print_explanation
+    from connector.commands.live import connection_for, explain_live, print_explanation
     from connector.mapping.load import load_mapping
 
     settings = _settings(config)
