@@ -14,7 +14,6 @@ than failing every cycle.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -22,18 +21,18 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from connector.errors import ConfigError, ConnectorError, MappingError
+from connector.daemon.health import bind_health_server
+from connector.daemon.schedule import check_connection, schedule_trigger
+from connector.errors import ConnectorError, MappingError
 from connector.lease import LeaseKeeper, acquire, process_holder
-from connector.logs import redact
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
 from connector.metrics import Metrics
@@ -42,8 +41,6 @@ from connector.runtime import Runtime, open_runtime
 from connector.settings import (
     ConfigFile,
     ConnectionSettings,
-    SalesforceSettings,
-    SecretRef,
     Settings,
     state_url,
 )
@@ -113,7 +110,7 @@ class Daemon:
         self._started = False
         self._mappings = {c.name: self._watch(c) for c in self.connections}
         for conn in self.connections:
-            _check_connection(conn, self._mappings[conn.name].mapping, settings)
+            check_connection(conn, self._mappings[conn.name].mapping, settings)
         for c in self.connections:  # export the series at 0, so alerts can use increase()
             self.metrics.mapping_errors.labels(c.name)
         self.store = Store.open(state_url(settings, config))
@@ -374,40 +371,7 @@ class Daemon:
         return ok, detail
 
     def _bind_http(self, host: str, port: int) -> ThreadingHTTPServer:
-        daemon = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    alive = daemon.alive()
-                    self._send(200 if alive else 503, {"status": "ok" if alive else "stopping"})
-                elif self.path == "/readyz":
-                    ok, detail = daemon.ready()
-                    self._send(200 if ok else 503, {"ready": ok, **detail})
-                elif self.path == "/metrics":
-                    body = generate_latest(daemon.metrics.registry)
-                    self.send_response(200)
-                    self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                else:
-                    self._send(404, {"error": "not found"})
-
-            def _send(self, status: int, data: dict[str, Any]) -> None:
-                body = json.dumps(data, default=str).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
-        return server
+        return bind_health_server(host, port, self)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -482,38 +446,3 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-
-
-def _check_connection(conn: ConnectionSettings, mapping: MappingFile, settings: Settings) -> None:
-    """Start-up checks of what a cycle would otherwise only find out later."""
-    where = f"connections[{conn.name}]"
-    kind = "salesforce" if isinstance(conn.crm, SalesforceSettings) else "dynamics"
-    if mapping.crm != kind:
-        raise ConfigError(
-            f"{where}.mapping: {conn.mapping} is written for {mapping.crm} but the "
-            f"connection's CRM is {kind}; point `mapping:` at a {kind} mapping"
-        )
-    for part_name, part in (("crm", conn.crm), ("core", conn.core)):
-        for field_name in type(part).model_fields:
-            ref = getattr(part, field_name)
-            if isinstance(ref, SecretRef):
-                secret = ref.resolve(f"{where}.{part_name}.{field_name}", settings.secrets_dir)
-                redact(secret.get_secret_value())
-
-
-def schedule_trigger(conn: ConnectionSettings) -> IntervalTrigger | CronTrigger:
-    """The APScheduler trigger of a connection's schedule (cron wins over interval)."""
-    schedule = conn.schedule
-    if schedule.cron:
-        # from_crontab takes no jitter: split the (already validated) five fields ourselves
-        minute, hour, day, month, day_of_week = schedule.cron.split()
-        return CronTrigger(
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=day_of_week,
-            timezone=UTC,
-            jitter=schedule.jitter_s or None,
-        )
-    return IntervalTrigger(seconds=schedule.interval_s or 300, jitter=schedule.jitter_s or None)
