@@ -2,7 +2,7 @@
 
 Built on simple-salesforce 1.12 over one ``requests.Session`` (see
 :mod:`connector.crm.salesforce.auth`). Every HTTP call goes through
-:meth:`SalesforceOpportunities._call`, which in order: checks the quota guard, counts
+:meth:`~connector.crm.salesforce.calls.SalesforceCalls._call`, which in order: checks the quota guard, counts
 the call by kind, sends it with the configured timeout, signs in again once on 401,
 classifies failures into :class:`~connector.errors.CrmError`
 (:func:`~connector.crm.salesforce.errors.crm_error_from`),
@@ -27,23 +27,19 @@ changed in the overlap before that stamp, cycle after cycle. Without a readable
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-import requests
 from simple_salesforce.api import Salesforce
-from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 from simple_salesforce.format import format_soql
 
-from connector.crm.base import ApiUsage, CrmPage, LostClosing, NewOpportunity, WriteResult
+from connector.crm.base import CrmPage, LostClosing, NewOpportunity, WriteResult
+from connector.crm.salesforce.calls import SalesforceCalls, SalesforceLogin
 from connector.crm.salesforce.describe import FieldTypes, salesforce_fields
-from connector.crm.salesforce.errors import crm_error_from
 from connector.crm.salesforce.records import (
     RECORD_ID_RE,
     format_cursor,
@@ -55,16 +51,14 @@ from connector.crm.salesforce.records import (
 )
 from connector.crm.salesforce.related import SalesforceRelated
 from connector.crm.salesforce.soql import compile_soql, soql_field, soql_literal
-from connector.crm.salesforce.throttle import SalesforceThrottle
 from connector.crm.salesforce.writes import SalesforceWriter
 from connector.dedupe import RecentKeys
-from connector.errors import ConfigError, CrmError, QuotaExhausted
+from connector.errors import ConfigError, CrmError
 from connector.model import CrmField, CrmOpportunity, CrmStatusUpdate, Filter, StageInfo
-from connector.retry import DEFAULT_MAX_THROTTLE_WAIT_S, RetryPolicy, Sleep, call_with_retry
+from connector.retry import DEFAULT_MAX_THROTTLE_WAIT_S, RetryPolicy, Sleep
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 #: referral ids per lookup query (keeps the SOQL far below its 100,000-character limit)
 REFERRAL_LOOKUP_CHUNK = 200
@@ -75,20 +69,7 @@ _STAGE_SOQL = (
 )
 
 
-class SalesforceLogin(Protocol):
-    """What the adapter needs of :class:`~connector.crm.salesforce.auth.SalesforceAuth`."""
-
-    session: requests.Session
-
-    @property
-    def fetches_tokens(self) -> bool: ...
-
-    def login(self) -> Salesforce: ...
-
-    def close(self) -> None: ...
-
-
-class SalesforceOpportunities:
+class SalesforceOpportunities(SalesforceCalls):
     """Opportunities of one Salesforce org (see the module docstring for the guarantees).
 
     ``timeout`` applies to every call (seconds); ``batch_size`` is the query page size
@@ -124,32 +105,27 @@ class SalesforceOpportunities:
             raise ConfigError(f"{object_name!r} is not a Salesforce object API name")
         if max_quota_share is not None and not 0 < max_quota_share <= 1:
             raise ConfigError(f"Salesforce max_quota_share {max_quota_share} must be in (0, 1]")
-        self.auth = auth
+        super().__init__(
+            auth,
+            max_quota_share=max_quota_share,
+            retry=retry,
+            max_throttle_wait_s=max_throttle_wait_s,
+            sleep=sleep,
+        )
         self.timeout = timeout
         self.batch_size = batch_size
         self.overlap = timedelta(seconds=overlap_s)
         self.server_margin = timedelta(seconds=server_margin_s)
         self.object_name = object_name
-        self.max_quota_share = max_quota_share
         self.reconcile_every = reconcile_every
-        self.retry = retry or RetryPolicy()
-        self.usage = ApiUsage()
         #: rows dropped because their (Id, SystemModstamp) was already pulled
         self.duplicates_dropped = 0
         #: the record count of the last query (its first answer's ``totalSize``)
         self.query_total: int | None = None
-        self._sleep = sleep
         self._clock = clock
-        self._sf: Salesforce | None = None
         self.writer = SalesforceWriter(self._call, object_name=object_name, timeout=timeout)
         #: field types of the object and the objects its paths reach (described when needed)
         self.types = FieldTypes(object_name, self._describe)
-        self._server_time: datetime | None = None
-        #: after a throttled answer every thread holds back (writes run on two threads)
-        self.throttle = SalesforceThrottle(
-            auth.session, max_wait_s=max_throttle_wait_s, sleep=sleep
-        )
-        auth.session.hooks["response"].append(self._remember_server_time)
         #: accounts, contacts and opportunity teams (connector.crm.salesforce.related)
         self.related = SalesforceRelated(self)
 
@@ -445,84 +421,3 @@ class SalesforceOpportunities:
                     if isinstance(value, str) and isinstance(record_id, str):
                         found.setdefault(value, record_id)
         return found
-
-    # ------------------------------------------------------------------ calls
-
-    def quota_share(self) -> float | None:
-        """``used / limit`` of the org's daily API allowance as last reported, else None."""
-        if self.usage.used is None or not self.usage.limit:
-            return None
-        return self.usage.used / self.usage.limit
-
-    def close(self) -> None:
-        self.auth.close()
-
-    def _call(
-        self, kind: str, request: Callable[[Salesforce], T], *, what: str, retry: bool = True
-    ) -> T:
-        def once() -> T:
-            return self._call_once(kind, request, what)
-
-        if not retry:
-            # Creates are not idempotent: a retried POST after a lost answer would
-            # duplicate records, so a failure goes back to the engine instead.
-            return once()
-        return call_with_retry(once, self.retry, sleep=self._sleep)
-
-    def _call_once(self, kind: str, request: Callable[[Salesforce], T], what: str) -> T:
-        for renewed in (False, True):
-            self._guard_quota(what)
-            sf = self._client(what)
-            self.throttle.before_call()
-            self.usage.count(kind)
-            self._server_time = None
-            try:
-                return request(sf)
-            except SalesforceExpiredSession as exc:
-                if renewed or not self.auth.fetches_tokens:
-                    raise crm_error_from(exc, what) from None
-                log.info("salesforce session expired during %s; signing in again", what)
-                self._sf = None
-            except (SalesforceError, requests.RequestException) as exc:
-                raise self.throttle.classified(crm_error_from(exc, what), what) from None
-            finally:
-                self._record_usage(sf)
-        raise AssertionError("unreachable: the loop returns or raises")
-
-    def _client(self, what: str) -> Salesforce:
-        if self._sf is None:
-            if self.auth.fetches_tokens:
-                self._guard_quota(what)
-                self.usage.count("token")
-            self._sf = self.auth.login()
-        return self._sf
-
-    def _guard_quota(self, what: str) -> None:
-        share = self.quota_share()
-        if share is None or self.max_quota_share is None or share < self.max_quota_share:
-            return
-        raise QuotaExhausted(
-            f"Salesforce API usage is {self.usage.used}/{self.usage.limit} ({share:.1%}), at "
-            f"or above the configured share of {self.max_quota_share:.0%}; {what} was not "
-            "sent. The run stops and resumes next cycle (or raise the quota share setting)",
-            transient=False,
-        )
-
-    def _record_usage(self, sf: Salesforce) -> None:
-        usage = getattr(sf, "api_usage", {}).get("api-usage")
-        if usage is not None:
-            self.usage.used = int(usage.used)
-            self.usage.limit = int(usage.total)
-            if self.max_quota_share is not None:
-                self.usage.guard_at = math.ceil(self.max_quota_share * self.usage.limit)
-
-    def _remember_server_time(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        header = response.headers.get("Date")
-        if not header:
-            return
-        try:
-            stamp = parsedate_to_datetime(header)
-            stamp = stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-        except (TypeError, ValueError, OverflowError):
-            return
-        self._server_time = stamp
