@@ -9,9 +9,8 @@ from typing import Annotated
 
 import typer
 
-from connector import __version__, commands
-from connector.commands import auth, console, run, sandbox, status, sync
-from connector.commands.common import console as stdout
+from connector import __version__
+from connector.commands import auth, common, console, run, sandbox, status, sync
 from connector.commands.dead_letters import errors_app
 from connector.commands.help import HelpGroup
 from connector.commands.mappings import mappings_app
@@ -31,7 +30,7 @@ app.add_typer(webhooks_app, name="webhooks")
 
 def _print_version(value: bool) -> None:
     if value:
-        stdout.print(f"connector {__version__}", highlight=False)
+        common.console.print(f"connector {__version__}", highlight=False)
         raise typer.Exit()
 
 
@@ -58,7 +57,7 @@ app.command()(sandbox.sandbox)
 
 
 def main() -> None:
-    commands.common.own_process = True
+    common.own_process = True
     tune_malloc()  # before any thread starts (see connector.memory)
     quicken_thread_switches()  # the push pool's responses wait less for the GIL
     app()

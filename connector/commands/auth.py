@@ -8,10 +8,10 @@ import typer
 from rich.markup import escape
 
 from connector import logs
+from connector.commands import common
 from connector.commands.common import (
     ConfigOpt,
     ExitCode,
-    console,
     fail,
     settings_for,
 )
@@ -51,8 +51,12 @@ def auth_login(
                     core.token_cache,
                     http,
                     # the endpoint's own words: text (not markup), scrubbed like any output
-                    echo=lambda text: console.print(escape(logs.scrub(text)), highlight=False),
+                    echo=lambda text: common.console.print(
+                        escape(logs.scrub(text)), highlight=False
+                    ),
                 )
             except ConnectorError as exc:
                 raise fail(exc.message, ExitCode.FAILED) from None
-        console.print(f"{conn.name}: signed in; the refresh token is cached in {core.token_cache}")
+        common.console.print(
+            f"{conn.name}: signed in; the refresh token is cached in {core.token_cache}"
+        )

@@ -14,6 +14,8 @@ from connector.errors import ConnectorError
 from connector.memory import settle_heap
 from connector.settings import Settings
 
+#: where results go, and errors: read through this module (``common.console``), so a
+#: test or an embedding program that replaces them here replaces them for every command
 console = terminal.stdout
 err_console = terminal.stderr
 log = logging.getLogger("connector")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from connector.commands import common
 from connector.commands.common import (
     ConfigOpt,
     ExitCode,
-    console,
     fail,
     settings_for,
 )
@@ -46,7 +46,7 @@ def console_command(config: ConfigOpt = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server.start()
-    console.print(f"console on {server.url} (Ctrl-C stops it)", highlight=False)
+    common.console.print(f"console on {server.url} (Ctrl-C stops it)", highlight=False)
     try:
         while not stop.wait(1.0):
             pass

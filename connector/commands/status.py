@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
+from connector.commands import common
 from connector.commands.common import (
     ConfigOpt,
     ExitCode,
-    console,
     fail,
     settings_for,
     store_exit_code,
@@ -56,4 +56,4 @@ def status(
     if as_json:
         sys.stdout.write(json.dumps(status_json(report), indent=2, default=str) + "\n")
     else:
-        render(report, console)
+        render(report, common.console)

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
+from connector.commands import common
 from connector.commands.common import (
     ConfigOpt,
     ExitCode,
-    console,
     fail,
     settings_for,
     settle_heap_once,
@@ -92,7 +92,7 @@ def sync(
                 connections,
                 dry_run=dry_run,
                 full=full,
-                console=console,
+                console=common.console,
                 stop=stop,
                 quiet=as_json,
                 lease_wait_s=lease_wait_s,
