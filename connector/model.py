@@ -1,8 +1,11 @@
 """The canonical model: what a deal is, independent of any CRM or of the core's JSON.
 
-Pure data, no I/O. Adapters normalise CRM rows into :class:`CrmOpportunity`; the
-mapping turns those into :class:`DealDraft` or :class:`Rejection`; the planner
-compares drafts with what the store knows of the linked referral.
+Pure data, no I/O, and the ground floor: it imports nothing of the connector, and every
+layer above shares its types. Adapters normalise CRM rows into :class:`CrmOpportunity`
+(and describe a CRM's stages and fields as :class:`StageInfo` and :class:`CrmField`);
+the mapping turns those into :class:`DealDraft` or :class:`Rejection`, selecting
+records with a :data:`Filter` that each adapter compiles to its own query language;
+the planner compares drafts with what the store knows of the linked referral.
 """
 
 from __future__ import annotations

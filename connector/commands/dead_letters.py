@@ -20,9 +20,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from connector import logs, terminal
+from connector import logs
+from connector.commands import common
+from connector.commands.common import ConfigOpt, ExitCode, fail, settings_for, store_exit_code
 from connector.errors import ConfigError, ConnectorError
-from connector.settings import Settings, load_config, state_url
+from connector.settings import load_config, state_url
 from connector.state.store import DeadLetter, Store
 
 errors_app = typer.Typer(
@@ -30,53 +32,32 @@ errors_app = typer.Typer(
     no_args_is_help=True,
 )
 
-console = terminal.stdout
-err_console = terminal.stderr
-
-#: exit codes, as documented for the main commands
-_BAD_CONFIG = 4
-_FAILED = 2
+#: the exit code of a dead letter that is not there (documented for these commands)
 _NOT_FOUND = 1
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: $CONNECTOR_CONFIG or config/sandbox.yaml)."
-    ),
-]
 
 
 @contextmanager
 def _store(config: Path | None) -> Iterator[Store]:
-    settings = Settings()
-    if config is not None:
-        settings = settings.model_copy(update={"config": config})
-    logs.setup(settings.log_level, settings.log_format)
+    settings = settings_for(config)
     try:
         cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
     except ConfigError as exc:
-        raise _fail(exc.message, _BAD_CONFIG) from None
+        raise fail(exc.message, ExitCode.BAD_CONFIG) from None
     try:
         # only what a sync wrote is read or marked: a mistyped URL must not make a store
         store = Store.open(state_url(settings, cfg), existing=True)
     except ConnectorError as exc:
-        code = _BAD_CONFIG if exc.code in ("config", "state_missing") else _FAILED
-        raise _fail(exc.message, code) from None
+        raise fail(exc.message, store_exit_code(exc)) from None
     try:
         yield store
     finally:
         store.close()
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(logs.scrub(message))}", highlight=False)
-    return typer.Exit(code)
-
-
 def _short(text: str, width: int = 60) -> str:
     """One line of ``text``; cut at ``width`` on a terminal, whole when piped."""
     line = " ".join(logs.scrub(text).split())
-    if console.is_terminal and len(line) > width:
+    if common.console.is_terminal and len(line) > width:
         line = line[: width - 1] + "…"
     return escape(line)  # text, not markup
 
@@ -140,7 +121,7 @@ def errors_list(
             _when(d, "last_seen"),
             _short(d.message),
         )
-    console.print(table)
+    common.console.print(table)
 
 
 def _letter_json(letter: DeadLetter) -> dict[str, object]:
@@ -166,7 +147,7 @@ def errors_show(
     with _store(config) as store:
         letter = store.get_dead_letter(dead_letter_id)
     if letter is None:
-        raise _fail(f"no dead letter {dead_letter_id}; see `connector errors list`", _NOT_FOUND)
+        raise fail(f"no dead letter {dead_letter_id}; see `connector errors list`", _NOT_FOUND)
     for name in (
         "id",
         "connection",
@@ -178,8 +159,8 @@ def errors_show(
         "crm_modstamp",
         "resolved",
     ):
-        console.print(f"[bold]{name}:[/] {getattr(letter, name)}", highlight=False)
-    console.print(f"[bold]message:[/] {escape(logs.scrub(letter.message))}", highlight=False)
+        common.console.print(f"[bold]{name}:[/] {getattr(letter, name)}", highlight=False)
+    common.console.print(f"[bold]message:[/] {escape(logs.scrub(letter.message))}", highlight=False)
 
 
 @errors_app.command("retry")
@@ -192,14 +173,14 @@ def errors_retry(
 ) -> None:
     """Mark letters for retry: the next cycle re-fetches and re-processes their records."""
     if not dead_letter_ids and not retry_all:
-        raise _fail("name the letters to retry, or pass --all", _BAD_CONFIG)
+        raise fail("name the letters to retry, or pass --all", ExitCode.BAD_CONFIG)
     with _store(config) as store:
         marked = store.request_retry(None if retry_all else dead_letter_ids)
     found = {d.id for d in marked}
     missing = [i for i in dead_letter_ids or [] if i not in found]
-    console.print(f"{len(marked)} dead letter(s) marked for retry at the next cycle")
+    common.console.print(f"{len(marked)} dead letter(s) marked for retry at the next cycle")
     if missing:
-        raise _fail(
+        raise fail(
             f"no open dead letter with id {', '.join(map(str, missing))}; "
             "see `connector errors list`",
             _NOT_FOUND,
@@ -215,7 +196,5 @@ def errors_discard(
     with _store(config) as store:
         done = store.discard_dead_letter(dead_letter_id)
     if not done:
-        raise _fail(
-            f"no open dead letter {dead_letter_id}; see `connector errors list`", _NOT_FOUND
-        )
-    console.print(f"dead letter {dead_letter_id} discarded")
+        raise fail(f"no open dead letter {dead_letter_id}; see `connector errors list`", _NOT_FOUND)
+    common.console.print(f"dead letter {dead_letter_id} discarded")

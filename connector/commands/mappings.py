@@ -15,43 +15,12 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from connector import logs, terminal
+from connector.commands import common
+from connector.commands.common import ConfigOpt, ExitCode, fail, settings_for
 from connector.errors import ConfigError, ConnectorError, MappingError
-from connector.settings import Settings, load_config, state_url
+from connector.settings import load_config, state_url
 
 mappings_app = typer.Typer(help="Check and inspect mapping files.", no_args_is_help=True)
-
-console = terminal.stdout
-err_console = terminal.stderr
-
-
-class ExitCode:
-    """The documented exit codes these commands use (README, "Exit codes")."""
-
-    OK = 0
-    FAILED = 2  # a remote system unreachable
-    BAD_CONFIG = 4  # the config or a mapping file is invalid
-
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: $CONNECTOR_CONFIG or config/sandbox.yaml)."
-    ),
-]
-
-
-def _settings(config: Path | None) -> Settings:
-    settings = Settings()
-    if config is not None:
-        settings = settings.model_copy(update={"config": config})
-    logs.setup(settings.log_level, settings.log_format)
-    return settings
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(logs.scrub(message))}", highlight=False)
-    return typer.Exit(code)
 
 
 @mappings_app.command("check")
@@ -77,7 +46,7 @@ def mappings_check(
     from connector.commands.live import check_against_crm, connection_for, print_file_check
     from connector.mapping.check import check_file
 
-    settings = _settings(config)
+    settings = settings_for(config)
     files = list(file or [])
     try:
         cfg = (
@@ -88,7 +57,7 @@ def mappings_check(
         if not files and cfg is not None:
             files = [c.mapping for c in cfg.connection(connection)]
     except ConfigError as exc:
-        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+        raise fail(exc.message, ExitCode.BAD_CONFIG) from None
     bad = 0
     for path in files:
         conn = None
@@ -99,11 +68,13 @@ def mappings_check(
             else:
                 check = check_file(path, max_bytes=settings.max_yaml_bytes)
         except ConfigError as exc:
-            raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+            raise fail(exc.message, ExitCode.BAD_CONFIG) from None
         except ConnectorError as exc:
-            raise _fail(exc.message, ExitCode.FAILED) from None
+            raise fail(exc.message, ExitCode.FAILED) from None
         print_file_check(
-            err_console if check.problems else console, check, conn.name if conn else None
+            common.err_console if check.problems else common.console,
+            check,
+            conn.name if conn else None,
         )
         bad += bool(check.problems)
     raise typer.Exit(ExitCode.BAD_CONFIG if bad else ExitCode.OK)
@@ -137,10 +108,10 @@ def mappings_init(
     try:
         written = write_defaults(folder, kinds, relative_schema=relative_schema, force=force)
     except ConfigError as exc:
-        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+        raise fail(exc.message, ExitCode.BAD_CONFIG) from None
     for path in written:
-        console.print(f"wrote {escape(str(path))}", highlight=False)
-    console.print(
+        common.console.print(f"wrote {escape(str(path))}", highlight=False)
+    common.console.print(
         "edit the stages and fields, then run `connector mappings check --against-crm`",
         highlight=False,
     )
@@ -158,17 +129,17 @@ def mappings_explain(
     from connector.commands.live import connection_for, explain_live, print_explanation
     from connector.mapping.load import load_mapping
 
-    settings = _settings(config)
+    settings = settings_for(config)
     try:
         cfg = load_config(settings.config, max_bytes=settings.max_yaml_bytes)
         conn = connection_for(cfg, None, connection)
         mapping = load_mapping(conn.mapping, max_bytes=settings.max_yaml_bytes)
         explanation = explain_live(conn, settings, mapping, record_id, state_url(settings, cfg))
     except (ConfigError, MappingError) as exc:
-        raise _fail(exc.message, ExitCode.BAD_CONFIG) from None
+        raise fail(exc.message, ExitCode.BAD_CONFIG) from None
     except ConnectorError as exc:
-        raise _fail(exc.message, ExitCode.FAILED) from None
-    print_explanation(console, conn.name, explanation)
+        raise fail(exc.message, ExitCode.FAILED) from None
+    print_explanation(common.console, conn.name, explanation)
 
 
 @mappings_app.command("schema")

@@ -1,7 +1,7 @@
 """The deal core's client: Partner Center referrals over httpx.
 
-One class, :class:`ReferralsClient`, with the operations the sync needs. Every
-request carries the bearer token, JSON headers, a fresh ``client-request-id`` and
+One class, :class:`ReferralsClient`, with the operations the sync needs, sent through
+its :class:`~connector.dealcore.transport.CoreTransport`. Every request carries the bearer token, JSON headers, a fresh ``client-request-id`` and
 the run's ``MS-CorrelationId``; waits at the shared :class:`RateGate`; is classified
 by :func:`connector.dealcore.classify.classify`; and is retried by
 :func:`connector.retry.call_with_retry` when the error is transient.

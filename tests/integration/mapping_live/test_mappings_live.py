@@ -22,7 +22,6 @@ from typer.testing import CliRunner
 
 from connector import cli
 from connector.commands import common
-from connector.commands import mappings as mapping_cli
 from connector.sandbox.server import SandboxServer
 
 ROOT = Path(__file__).parents[3]
@@ -61,9 +60,8 @@ def run(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     """Run the CLI; returns the exit code and everything printed (wide, no colour)."""
     out = io.StringIO()
     wide = Console(file=out, width=250, no_color=True)
-    for module in (common, mapping_cli):
-        monkeypatch.setattr(module, "console", wide)
-        monkeypatch.setattr(module, "err_console", wide)
+    monkeypatch.setattr(common, "console", wide)  # every command prints through these
+    monkeypatch.setattr(common, "err_console", wide)
     result = CliRunner().invoke(cli.app, list(args))
     return result.exit_code, out.getvalue() + result.output
 
