@@ -13,6 +13,18 @@ from connector.commands.common import (
     fail,
 )
 
+#: what only the sandbox needs (the `sandbox` extra)
+SANDBOX_DEPENDENCIES = frozenset({"starlette", "uvicorn", "trustme"})
+
+
+def sandbox_missing(module: str) -> str:
+    """What to do when the sandbox, or one of its dependencies, is not installed."""
+    return (
+        f"the sandbox is not installed (no module {module!r}): it is not part of the "
+        "connector's package. From a clone of the repository, install it with "
+        "`pip install -e '.[sandbox]'` (scripts/demo does)"
+    )
+
 
 def sandbox(
     host: Annotated[
@@ -40,7 +52,15 @@ def sandbox(
     ] = False,
 ) -> None:
     """Start the local HTTPS sandbox imitating the referrals API, Salesforce and Dataverse."""
-    from connector.sandbox.server import serve
+    try:
+        from sandbox.server import serve
+    except ImportError as exc:
+        # the package itself missing, or one of the extra's dependencies (a module of
+        # the sandbox missing is a fault of the clone, not of the install)
+        if exc.name != "sandbox" and (exc.name or "").partition(".")[0] not in SANDBOX_DEPENDENCIES:
+            raise
+        missing = (exc.name or "sandbox").partition(".")[0]
+        raise fail(sandbox_missing(missing), ExitCode.BAD_CONFIG) from None
 
     logs.setup("INFO", "auto")
     try:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr, TypeAdapter
 
-pytest.importorskip("connector.sandbox.salesforce", reason="the sandbox Salesforce part")
+pytest.importorskip("sandbox.salesforce.part", reason="the sandbox Salesforce part")
 
 from connector.crm.base import NewOpportunity
 from connector.crm.salesforce.adapter import SalesforceOpportunities
@@ -22,7 +22,7 @@ from connector.crm.salesforce.auth import ClientCredentials, JwtBearer, Salesfor
 from connector.errors import CrmError, QuotaExhausted
 from connector.model import CrmStatusUpdate, Filter
 from connector.retry import RetryPolicy
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 SEEDED = 450
 SELECT = TypeAdapter(Filter).validate_python(
