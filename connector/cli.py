@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from connector import __version__
-from connector.commands import auth, common, console, run, sandbox, status, sync
+from connector.commands import auth, common, console, local_server, run, status, sync
 from connector.commands.dead_letters import errors_app
 from connector.commands.help import HelpGroup
 from connector.commands.mappings import mappings_app
@@ -53,7 +53,7 @@ app.command()(sync.sync)
 app.command()(run.run)
 app.command("console")(console.console_command)
 app.command()(status.status)
-app.command()(sandbox.sandbox)
+app.command()(local_server.sandbox)
 
 
 def main() -> None:

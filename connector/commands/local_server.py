@@ -1,4 +1,5 @@
-"""``connector sandbox``: the local HTTPS sandbox of the three remote APIs."""
+"""``connector sandbox``: start the local HTTPS server imitating the three remote APIs
+(the sandbox, a package of its own installed with the `sandbox` extra)."""
 
 from __future__ import annotations
 
