@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
+from connector.dealcore.auth import TokenProvider
+from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
 from connector.dealcore.parse import parse_referral
-from connector.dealcore.transport import CallState, CoreTransport
+from connector.dealcore.transport import DEFAULT_MATCH_MARGIN, CallState, CoreTransport
 from connector.dedupe import RecentKeys
 from connector.errors import CoreError
 from connector.model import ReferralState
-from connector.retry import RetryPolicy, call_with_retry
+from connector.retry import RateGate, RetryPolicy, Sleep, call_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,34 @@ class ReferralsClient(CoreTransport):
     it sends; ``calls`` counts them by method. Thread-safe: one client serves the whole
     pool of pushers, and they all respect the same ``gate``.
     """
+
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenProvider,
+        *,
+        http: httpx.Client,
+        correlation_id: str,
+        retry_policy: RetryPolicy | None = None,
+        gate: RateGate | None = None,
+        sleep: Sleep = time.sleep,
+        options: CoreOptions = DEFAULT_OPTIONS,
+        match_margin: timedelta = DEFAULT_MATCH_MARGIN,
+        recent_page_cap: int = RECENT_PAGE_CAP,
+    ) -> None:
+        #: pages of the recent listing read at most before ``listing_too_long``
+        self.recent_page_cap = recent_page_cap
+        super().__init__(
+            base_url,
+            tokens,
+            http=http,
+            correlation_id=correlation_id,
+            retry_policy=retry_policy,
+            gate=gate,
+            sleep=sleep,
+            options=options,
+            match_margin=match_margin,
+        )
 
     def __repr__(self) -> str:
         return f"ReferralsClient(base={self._referrals!r}, calls={dict(self.calls)})"
@@ -337,9 +370,9 @@ class ReferralsClient(CoreTransport):
 
         def on_page() -> None:
             pages[0] += 1
-            if pages[0] > RECENT_PAGE_CAP:
+            if pages[0] > self.recent_page_cap:
                 raise CoreError(
-                    f"{what}: more than {RECENT_PAGE_CAP} pages; stopping instead of reading "
+                    f"{what}: more than {self.recent_page_cap} pages; stopping instead of reading "
                     "an endless listing (report this to the core's operators)",
                     code="listing_too_long",
                 )

@@ -118,6 +118,8 @@ class SalesforceOpportunities(SalesforceCalls):
         self.server_margin = timedelta(seconds=server_margin_s)
         self.object_name = object_name
         self.reconcile_every = reconcile_every
+        #: Salesforce writes StageName itself: no derived stage column
+        self.stage_column: str | None = None
         #: rows dropped because their (Id, SystemModstamp) was already pulled
         self.duplicates_dropped = 0
         #: the record count of the last query (its first answer's ``totalSize``)
