@@ -1,8 +1,11 @@
 """The canonical model: what a deal is, independent of any CRM or of the core's JSON.
 
-Pure data, no I/O. Adapters normalise CRM rows into :class:`CrmOpportunity`; the
-mapping turns those into :class:`DealDraft` or :class:`Rejection`; the planner
-compares drafts with what the store knows of the linked referral.
+Pure data, no I/O, and the ground floor: it imports nothing of the connector, and every
+layer above shares its types. Adapters normalise CRM rows into :class:`CrmOpportunity`
+(and describe a CRM's stages and fields as :class:`StageInfo` and :class:`CrmField`);
+the mapping turns those into :class:`DealDraft` or :class:`Rejection`, selecting
+records with a :data:`Filter` that each adapter compiles to its own query language;
+the planner compares drafts with what the store knows of the linked referral.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from dataclasses import fields as dataclass_fields
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class StandardStage(StrEnum):
@@ -283,3 +288,146 @@ class CrmStatusUpdate:
 
     crm_id: str
     values: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CrmField:
+    """One field of a CRM object as the CRM describes it (``mappings check --against-crm``).
+
+    ``target`` is set for a relationship (Salesforce ``Account`` of ``AccountId``) or a
+    lookup (Dataverse ``parentaccountid``): the object it leads to, whose fields a
+    mapping reaches as ``Account.Name`` / ``parentaccountid.name``. ``writable`` is
+    None when the CRM does not say.
+    """
+
+    name: str
+    target: str | None = None
+    writable: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StageInfo:
+    """One sales stage as the CRM defines it."""
+
+    label: str
+    api_name: str
+    probability: Decimal | None
+    is_closed: bool
+    is_won: bool
+    active: bool = True
+    sort_order: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TeamMember:
+    """A person on an opportunity's team in the CRM (a user), with the role given there."""
+
+    first_name: str
+    last_name: str
+    email: str
+    phone: str = ""
+    role: str = ""
+
+
+# --- record filters: a mapping's ``select``, compiled by each adapter to SOQL or OData ---
+#
+# In YAML::
+#
+#     select:
+#       all:
+#         - {field: Sync_with_Partner_Center__c, op: eq, value: true}
+#         - any:
+#             - {field: Amount, op: ge, value: 1000}
+#             - not: {field: StageName, op: in, value: [Closed Lost]}
+
+#: model name → key → (description, example): the filters' hover texts in the mapping
+#: schema (joined into ``connector.mapping.schema_docs.DOCS``)
+FILTER_DOCS: dict[str, dict[str, tuple[str, Any]]] = {
+    "Condition": {
+        "field": ("The CRM field the condition tests.", "Sync_with_Partner_Center__c"),
+        "op": (
+            "How: eq, ne, gt, ge, lt, le, in, not_in, or like (% and _ as wildcards).",
+            "eq",
+        ),
+        "value": ("The value (a list for in / not_in).", True),
+    },
+    "AllOf": {"all": ("Every condition holds.", [{"field": "Amount", "op": "ge", "value": 1000}])},
+    "AnyOf": {"any": ("At least one condition holds.", [{"field": "IsWon", "value": True}])},
+    "Not": {
+        "not": ("The condition does not hold.", {"field": "StageName", "value": "Closed Lost"})
+    },
+}
+
+
+def _document(schema: dict[str, Any], model: type) -> None:
+    """pydantic's ``json_schema_extra`` hook: a description and an example for each key."""
+    docs = FILTER_DOCS.get(model.__name__, {})
+    for name, prop in schema.get("properties", {}).items():
+        if name in docs:
+            description, example = docs[name]
+            prop["description"] = description
+            prop["examples"] = [example]
+
+
+Scalar = Union[bool, int, float, str, date, datetime, None]  # noqa: UP007 - pydantic union order
+Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "like"]
+
+#: a field name or relationship path: ``Amount``, ``Account.BillingCountry``
+FIELD_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*){0,4}$"
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_document)
+
+    field: str = Field(pattern=FIELD_PATTERN)
+    op: Op = "eq"
+    value: Scalar | list[Scalar]
+
+
+class AllOf(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_document)
+
+    all: list[Filter] = Field(min_length=1)
+
+
+class AnyOf(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_document)
+
+    any: list[Filter] = Field(min_length=1)
+
+
+class Not(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_document)
+
+    not_: Filter = Field(alias="not")
+
+
+def _filter_kind(value: Any) -> str:
+    """Pick the filter form from its keys, so errors speak of one form only."""
+    if isinstance(value, dict):
+        for key in ("all", "any", "not"):
+            if key in value:
+                return key
+        return "condition"
+    if isinstance(value, AllOf):
+        return "all"
+    if isinstance(value, AnyOf):
+        return "any"
+    if isinstance(value, Not):
+        return "not"
+    return "condition"
+
+
+Filter = Annotated[
+    Union[  # noqa: UP007
+        Annotated[Condition, Tag("condition")],
+        Annotated[AllOf, Tag("all")],
+        Annotated[AnyOf, Tag("any")],
+        Annotated[Not, Tag("not")],
+    ],
+    Discriminator(_filter_kind),
+]
+
+AllOf.model_rebuild()
+AnyOf.model_rebuild()
+Not.model_rebuild()

@@ -18,12 +18,12 @@ from connector.dealcore.auth import ClientCredentialsTokens, RefreshTokenTokens,
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.options import CoreOptions, MicrosoftReferralRule
 from connector.dealcore.payload import referral_link
-from connector.dealcore.retry import RateGate, RetryPolicy
 from connector.errors import ConfigError
 from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S, deadline_client
 from connector.logs import redact
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
+from connector.retry import RateGate, RetryPolicy
 from connector.settings import (
     ConnectionSettings,
     CoreSettings,

@@ -427,8 +427,8 @@ CONFIG_KEYS = frozenset({"connections", "state_url"})
 
 def load_config(path: Path, *, max_bytes: int = DEFAULT_MAX_YAML_BYTES) -> ConfigFile:
     """Read and validate a config file; paths inside it are relative to the working folder."""
-    from connector.mapping.yaml_guards import YamlKind, read_yaml_text
-    from connector.mapping.yaml_source import format_validation_error, load_yaml
+    from connector.yaml_guards import YamlKind, read_yaml_text
+    from connector.yaml_source import format_validation_error, load_yaml
 
     kind = YamlKind("config file", CONFIG_KEYS, "start from config/sandbox.yaml")
     text = read_yaml_text(

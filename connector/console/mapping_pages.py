@@ -9,11 +9,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from connector.commands.explain import describe_action
+from connector.commands.live import check_against_crm, explain_live
 from connector.console.auth import Session
 from connector.console.web import Request, Response, Router
 from connector.errors import ConnectorError, MappingError
-from connector.mapping.explain import describe_action
-from connector.mapping.live import check_against_crm, explain_live
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import MappingFile
 from connector.mapping.stage_check import StageCheck

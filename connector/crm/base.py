@@ -6,11 +6,9 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any, Protocol
 
-from connector.mapping.filters import Filter
-from connector.model import CrmOpportunity, CrmStatusUpdate
+from connector.model import CrmField, CrmOpportunity, CrmStatusUpdate, Filter, StageInfo, TeamMember
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,34 +23,6 @@ class CrmPage:
     #: how many records the whole pull holds, when the CRM says (Salesforce's
     #: ``totalSize``); None when unknown. Only for showing progress.
     total: int | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class CrmField:
-    """One field of a CRM object as the CRM describes it (``mappings check --against-crm``).
-
-    ``target`` is set for a relationship (Salesforce ``Account`` of ``AccountId``) or a
-    lookup (Dataverse ``parentaccountid``): the object it leads to, whose fields a
-    mapping reaches as ``Account.Name`` / ``parentaccountid.name``. ``writable`` is
-    None when the CRM does not say.
-    """
-
-    name: str
-    target: str | None = None
-    writable: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StageInfo:
-    """One sales stage as the CRM defines it."""
-
-    label: str
-    api_name: str
-    probability: Decimal | None
-    is_closed: bool
-    is_won: bool
-    active: bool = True
-    sort_order: int = 0
 
 
 #: the error code of a write to a record that no longer exists (deleted, in Salesforce's
@@ -92,17 +62,6 @@ class LostClosing:
     stage_field: str
     values: Mapping[str, Any]
     reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TeamMember:
-    """A person on an opportunity's team in the CRM (a user), with the role given there."""
-
-    first_name: str
-    last_name: str
-    email: str
-    phone: str = ""
-    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +160,8 @@ class CrmAdapter(Protocol):
 
     @property
     def related(self) -> RelatedRecords:
-        """Accounts, contacts, opportunity teams (connector.crm.salesforce_related,
-        connector.crm.dynamics_related)."""
+        """Accounts, contacts, opportunity teams (connector.crm.salesforce.related,
+        connector.crm.dynamics.related)."""
         ...
 
     def pull_changes(

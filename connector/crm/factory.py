@@ -6,10 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from connector.crm.base import CrmAdapter
-from connector.dealcore.retry import DEFAULT_MAX_THROTTLE_WAIT_S
 from connector.errors import ConfigError
 from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S
 from connector.logs import redact
+from connector.retry import DEFAULT_MAX_THROTTLE_WAIT_S
 from connector.settings import DataverseSettings, SalesforceSettings
 
 
@@ -21,8 +21,8 @@ def build_salesforce(
     max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
     request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
 ) -> CrmAdapter:
-    from connector.crm.salesforce import SalesforceOpportunities
-    from connector.crm.salesforce_auth import (
+    from connector.crm.salesforce.adapter import SalesforceOpportunities
+    from connector.crm.salesforce.auth import (
         ClientCredentials,
         ExistingToken,
         Grant,
@@ -87,7 +87,7 @@ def build_dynamics(
     max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
     request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
 ) -> CrmAdapter:
-    from connector.crm.dynamics import DataverseOpportunities
+    from connector.crm.dynamics.adapter import DataverseOpportunities
 
     secret = crm.client_secret.resolve(f"{where}.crm.client_secret", secrets_dir)
     redact(secret.get_secret_value())

@@ -18,7 +18,7 @@ from connector.dealcore.payload import (
     referral_link,
     status_ops,
 )
-from connector.dealcore.retry import RateGate, RetryPolicy
+from connector.retry import RateGate, RetryPolicy
 
 __all__ = [
     "DEFAULT_BASE_URL",

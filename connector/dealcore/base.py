@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from connector.dealcore.options import CoreOptions
-from connector.dealcore.retry import RetryPolicy
 from connector.model import ReferralState
+from connector.retry import RetryPolicy
 
 
 class DealCore(Protocol):

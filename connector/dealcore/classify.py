@@ -27,14 +27,14 @@ the referral (see ``connector.sync.engine``).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import httpx
 
 from connector.certificates import certificate_rejected, untrusted_message
 from connector.errors import CoreError, NotFound, PreconditionFailed
+from connector.retry import retry_after_seconds
 
 #: what a successful answer must carry: a referral (or, for PATCH, possibly nothing),
 #: a list page, or nothing in particular
@@ -199,26 +199,6 @@ def _inner_code(error: dict[str, Any]) -> str | None:
             found = str(inner["code"])
         node = inner
     return found
-
-
-def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or bad."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 def classify_token_response(

@@ -1,10 +1,10 @@
 """The deal core's client: Partner Center referrals over httpx.
 
-One class, :class:`ReferralsClient`, with the operations the sync needs. Every
-request carries the bearer token, JSON headers, a fresh ``client-request-id`` and
+One class, :class:`ReferralsClient`, with the operations the sync needs, sent through
+its :class:`~connector.dealcore.transport.CoreTransport`. Every request carries the bearer token, JSON headers, a fresh ``client-request-id`` and
 the run's ``MS-CorrelationId``; waits at the shared :class:`RateGate`; is classified
 by :func:`connector.dealcore.classify.classify`; and is retried by
-:func:`connector.dealcore.retry.call_with_retry` when the error is transient.
+:func:`connector.retry.call_with_retry` when the error is transient.
 A 401 invalidates the token and tries once more with a fresh one. Listings follow
 ``@odata.nextLink`` through :mod:`connector.dealcore.paging` (same host, https, page
 cap, loop guard) and drop ``$select`` for good if the core refuses it.
@@ -12,13 +12,9 @@ cap, loop guard) and drop ``$select`` for good if the core refuses it.
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import logging
-import threading
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,14 +23,13 @@ from urllib.parse import quote
 import httpx
 
 from connector.dealcore.auth import TokenProvider
-from connector.dealcore.classify import Expect, classify
 from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
-from connector.dealcore.paging import PageGuard, next_page_url
 from connector.dealcore.parse import parse_referral
-from connector.dealcore.retry import RateGate, RetryPolicy, Sleep, call_with_retry
+from connector.dealcore.transport import DEFAULT_MATCH_MARGIN, CallState, CoreTransport
 from connector.dedupe import RecentKeys
 from connector.errors import CoreError
 from connector.model import ReferralState
+from connector.retry import RateGate, RetryPolicy, Sleep, call_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +37,8 @@ log = logging.getLogger(__name__)
 LISTING_MEMORY = 1000
 
 DEFAULT_BASE_URL = "https://api.partner.microsoft.com/v1.0/engagements"
-#: statuses after which a POST may or may not have been applied: look before re-posting
-_AMBIGUOUS_STATUSES = frozenset({None, 500, 502, 504})
-_THROTTLE_STATUSES = frozenset({429, 503})
 _SINGLE_ATTEMPT = RetryPolicy(attempts=1)
 _END = object()
-#: how far before a create began (on the core's clock) its referral is looked for when
-#: the POST's outcome is unknown: the core stamps ``updatedDateTime`` on servers other
-#: than the one answering ``Date``, and clocks drift (setting ``create_match_margin_s``)
-DEFAULT_MATCH_MARGIN = timedelta(seconds=60)
 #: a newest-first listing reads at most this many pages (100 referrals each today), then
 #: fails instead of walking an endless or looping listing
 RECENT_PAGE_CAP = 10_000
@@ -75,22 +63,12 @@ def odata_datetime(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _CallState:
-    """What one logical call remembers across its attempts."""
-
-    __slots__ = ("ambiguous", "refreshed")
-
-    def __init__(self) -> None:
-        self.refreshed = False
-        self.ambiguous = False
-
-
-class ReferralsClient:
+class ReferralsClient(CoreTransport):
     """Partner Center referrals: create, read, find, list changes, patch.
 
-    ``calls`` counts the HTTP requests sent, by method (retries included), for the
-    run's report. Thread-safe: one client serves the whole pool of pushers, and
-    they all respect the same ``gate``.
+    Built like a :class:`~connector.dealcore.transport.CoreTransport`, whose requests
+    it sends; ``calls`` counts them by method. Thread-safe: one client serves the whole
+    pool of pushers, and they all respect the same ``gate``.
     """
 
     def __init__(
@@ -109,28 +87,17 @@ class ReferralsClient:
     ) -> None:
         #: pages of the recent listing read at most before ``listing_too_long``
         self.recent_page_cap = recent_page_cap
-        #: the connector's choices where the API is not documented (read by the planner)
-        self.options = options
-        self._base = httpx.URL(base_url.rstrip("/") + "/")
-        self._referrals = base_url.rstrip("/") + "/referrals"
-        self._tokens = tokens
-        self._http = http
-        self._correlation_id = correlation_id
-        self._policy = retry_policy or RetryPolicy()
-        self._sleep = sleep
-        self.gate = gate or RateGate(sleep=sleep)
-        self.calls: Counter[str] = Counter()
-        #: referrals skipped while listing because they could not be parsed
-        self.malformed_skipped = 0
-        #: the core's clock, from the last response's ``Date`` header (cursor safety)
-        self.server_time: datetime | None = None
-        #: the core refused ``$select`` once: listings ask for whole referrals from then on
-        self.select_refused = False
-        #: the core's clock minus ours, at least (see :meth:`core_time`)
-        self._skew: timedelta | None = None
-        self._match_margin = match_margin
-        self._lock = threading.Lock()
-        self._lookups = threading.Lock()
+        super().__init__(
+            base_url,
+            tokens,
+            http=http,
+            correlation_id=correlation_id,
+            retry_policy=retry_policy,
+            gate=gate,
+            sleep=sleep,
+            options=options,
+            match_margin=match_margin,
+        )
 
     def __repr__(self) -> str:
         return f"ReferralsClient(base={self._referrals!r}, calls={dict(self.calls)})"
@@ -147,7 +114,7 @@ class ReferralsClient:
         """
         external_id = body.get("externalReferenceId")
         what = f"POST referral for {external_id or 'a record without externalReferenceId'}"
-        state = _CallState()
+        state = CallState()
         began = self.core_time(datetime.now(UTC))
 
         def attempt() -> ReferralState:
@@ -322,7 +289,7 @@ class ReferralsClient:
         if existing is not None:
             return existing
         what = f"POST Microsoft's referral in engagement {engagement_id}"
-        state = _CallState()
+        state = CallState()
 
         def attempt() -> ReferralState:
             if state.ambiguous:
@@ -354,7 +321,7 @@ class ReferralsClient:
         if found is not None:
             return found
         what = f"POST a referral in engagement {engagement_id}"
-        state = _CallState()
+        state = CallState()
 
         def attempt() -> ReferralState:
             if state.ambiguous:
@@ -388,8 +355,6 @@ class ReferralsClient:
         if not response.content.strip():
             return self.get(referral_id)
         return parse_referral(response.json())
-
-    # ── plumbing ────────────────────────────────────────────────────────────
 
     def _url_of(self, referral_id: str) -> str:
         return f"{self._referrals}/{quote(referral_id, safe='')}"
@@ -429,142 +394,3 @@ class ReferralsClient:
                 self.malformed_skipped += 1
             log.warning("skipping a listed referral: %s", exc)
             return None
-
-    def _items(
-        self,
-        params: dict[str, str],
-        what: str,
-        policy: RetryPolicy,
-        on_page: Callable[[], None] | None = None,
-    ) -> Iterator[Any]:
-        """The items of every page, following ``@odata.nextLink`` (see :mod:`.paging`).
-
-        ``on_page`` is called after each page is read (to count, or to stop a listing).
-        """
-        url: str | httpx.URL = self._referrals
-        query: dict[str, str] | None = params
-        guard = PageGuard(what, self.options.max_pages)
-        while True:
-            response = self._request(
-                "GET", url, what=what, expect="list", params=query, policy=policy
-            )
-            data = response.json()
-            if on_page is not None:
-                on_page()
-            yield from data["value"]
-            next_link = data.get("@odata.nextLink")
-            if not next_link:
-                return
-            url = next_page_url(str(next_link), self._base, what)
-            guard.check(url)
-            query = None
-
-    def _request(
-        self,
-        method: str,
-        url: str | httpx.URL,
-        *,
-        what: str,
-        expect: Expect,
-        params: dict[str, str] | None = None,
-        json_body: Any = None,
-        extra_headers: dict[str, str] | None = None,
-        policy: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        state = _CallState()
-
-        def attempt() -> httpx.Response:
-            return self._attempt(
-                method,
-                url,
-                state,
-                what=what,
-                expect=expect,
-                params=params,
-                json_body=json_body,
-                extra_headers=extra_headers,
-            )
-
-        return call_with_retry(attempt, policy or self._policy, sleep=self._sleep)
-
-    def _attempt(
-        self,
-        method: str,
-        url: str | httpx.URL,
-        state: _CallState,
-        *,
-        what: str,
-        expect: Expect,
-        params: dict[str, str] | None = None,
-        json_body: Any = None,
-        extra_headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        """One try (two when a 401 calls for a fresh token); raises the classified error."""
-        while True:
-            self.gate.wait()
-            headers = self._headers(extra_headers)
-            started = time.monotonic()
-            try:
-                response = self._http.request(
-                    method, url, params=params, json=json_body, headers=headers
-                )
-            except httpx.TransportError as exc:
-                self._count(method)
-                state.ambiguous = True
-                log.info("core %s %s failed: %s", method, httpx.URL(url).path, type(exc).__name__)
-                error = classify(exc, what=what)
-                assert error is not None
-                raise error from None
-            self._count(method)
-            server_time = self._note_server_time(response)
-            log.debug(
-                "core %s %s -> %d in %.0f ms (client-request-id %s)",
-                method,
-                response.request.url.path,
-                response.status_code,
-                (time.monotonic() - started) * 1000,
-                headers["client-request-id"],
-            )
-            # An HTTP-date Retry-After counts from the server's clock, not this host's.
-            error = classify(response, what=what, expect=expect, now=server_time)
-            if error is None:
-                return response
-            if error.code == "unauthenticated" and error.status == 401 and not state.refreshed:
-                state.refreshed = True
-                self._tokens.invalidate()
-                continue
-            if error.status in _THROTTLE_STATUSES and error.retry_after is not None:
-                self.gate.block_for(error.retry_after)
-            state.ambiguous = state.ambiguous or error.status in _AMBIGUOUS_STATUSES
-            raise error
-
-    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
-        headers = {
-            "Authorization": f"Bearer {self._tokens.token()}",
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-            "client-request-id": str(uuid.uuid4()),
-            "MS-CorrelationId": self._correlation_id,
-        }
-        if extra:
-            headers.update(extra)
-        return headers
-
-    def _note_server_time(self, response: httpx.Response) -> datetime | None:
-        """The response's ``Date`` (remembered as :attr:`server_time`), or None."""
-        date = response.headers.get("date")
-        if not date:
-            return None
-        try:
-            when = email.utils.parsedate_to_datetime(date)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            return None
-        self.server_time = when
-        self._skew = when - datetime.now(UTC)
-        return when
-
-    def _count(self, method: str) -> None:
-        with self._lock:
-            self.calls[method] += 1

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 
 from connector.dealcore.auth import TokenProvider
-from connector.dealcore.retry import RetryPolicy, call_with_retry
 from connector.errors import CoreError
+from connector.retry import RetryPolicy, call_with_retry
 
 
 class WebhookRegistration:

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from connector.crm.base import StageInfo
 from connector.errors import ConnectorError
 from connector.events.config import EventsSettings
 from connector.events.metrics import EventMetrics
 from connector.events.pending import Batch, PendingChanges
 from connector.events.salesforce_stream import REPLAY_CURSOR
 from connector.lease import LeaseKeeper
+from connector.model import StageInfo
 from connector.runtime import Runtime, open_runtime
 from connector.settings import ConnectionSettings
 from connector.sync.engine import SyncEngine

@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection
 import httpx
 
 from connector.crm.factory import build_salesforce
-from connector.crm.salesforce_auth import SalesforceAuth, check_instance_url
+from connector.crm.salesforce.auth import SalesforceAuth, check_instance_url
 from connector.errors import ConnectorError
 from connector.events.cometd import NEW_EVENTS, CometdSession, ReplayRefused, SessionLost
 from connector.events.metrics import EventMetrics

@@ -15,7 +15,6 @@ from typing import Any
 
 import pycountry
 
-from connector.crm.base import StageInfo
 from connector.mapping.apply_parts import (
     other_solutions,
     partner_details,
@@ -31,6 +30,7 @@ from connector.model import (
     DealDraft,
     DealType,
     Rejection,
+    StageInfo,
     StandardStage,
 )
 

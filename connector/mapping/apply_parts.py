@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from connector.crm.base import TeamMember
 from connector.mapping.schema import FieldSource, MappingFile
-from connector.model import TEAM_MEMBERS, Contact, PartnerDetails, SolutionRef
+from connector.model import TEAM_MEMBERS, Contact, PartnerDetails, SolutionRef, TeamMember
 
 if TYPE_CHECKING:
     from connector.mapping.apply import RecordReader

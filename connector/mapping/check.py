@@ -14,14 +14,14 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from connector.crm.base import CrmField, StageInfo
 from connector.errors import MappingError
 from connector.mapping.field_check import FieldChecker, field_uses
 from connector.mapping.load import MAPPING_KIND, merged, parse_mapping
 from connector.mapping.schema import InboundSettings, MappingFile, StageMap, StageTarget
 from connector.mapping.stage_check import StageCheck, check_stages
-from connector.mapping.yaml_guards import read_yaml_text
-from connector.mapping.yaml_source import Positions, format_problems, load_yaml
+from connector.model import CrmField, StageInfo
+from connector.yaml_guards import read_yaml_text
+from connector.yaml_source import Positions, format_problems, load_yaml
 
 
 class LiveCrm(Protocol):

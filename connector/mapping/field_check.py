@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from connector.crm.base import CrmField
+from connector.model import CrmField
 
 FilePath = tuple[str | int, ...]
 

@@ -13,10 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connector.mapping.filters import FIELD_PATTERN
 from connector.mapping.schema_docs import document
-from connector.mapping.yaml_source import ModelProblems
-from connector.model import ASSISTANCE_CODES
+from connector.model import ASSISTANCE_CODES, FIELD_PATTERN
+from connector.yaml_source import ModelProblems
 
 #: a field the mapping reads: a name or path, or a Dataverse choice's label (``x@label``)
 READ_FIELD_PATTERN = FIELD_PATTERN.removesuffix("$") + "(@label)?$"

@@ -9,9 +9,9 @@ from pydantic import ValidationError
 from connector.errors import MappingError
 from connector.mapping.cross_checks import cross_block_problems
 from connector.mapping.schema import MappingFile
-from connector.mapping.yaml_guards import YamlKind, read_yaml_text
-from connector.mapping.yaml_source import format_problems, format_validation_error, load_yaml
 from connector.settings import DEFAULT_MAX_YAML_BYTES
+from connector.yaml_guards import YamlKind, read_yaml_text
+from connector.yaml_source import format_problems, format_validation_error, load_yaml
 
 #: what a mapping file is: its top-level keys tell it apart from any other file
 MAPPING_KIND = YamlKind(

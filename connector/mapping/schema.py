@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from connector.mapping.filters import FIELD_PATTERN, Filter
 from connector.mapping.lifecycle_schema import (
     READ_FIELD_PATTERN,
     CloseSettings,
@@ -18,8 +17,8 @@ from connector.mapping.lifecycle_schema import (
     TeamSource,
 )
 from connector.mapping.schema_docs import document
-from connector.mapping.yaml_source import ModelProblems
-from connector.model import ASSISTANCE_CODES, StandardStage
+from connector.model import ASSISTANCE_CODES, FIELD_PATTERN, Filter, StandardStage
+from connector.yaml_source import ModelProblems
 
 CrmKind = Literal["salesforce", "dynamics"]
 

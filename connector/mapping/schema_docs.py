@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from connector.model import FILTER_DOCS
+
 #: model name → key → (description, example)
 DOCS: dict[str, dict[str, tuple[str, Any]]] = {
     "MappingFile": {
@@ -320,20 +322,8 @@ DOCS: dict[str, dict[str, tuple[str, Any]]] = {
             "CoSell_Close_Reason__c",
         ),
     },
-    "Condition": {
-        "field": ("The CRM field the condition tests.", "Sync_with_Partner_Center__c"),
-        "op": (
-            "How: eq, ne, gt, ge, lt, le, in, not_in, or like (% and _ as wildcards).",
-            "eq",
-        ),
-        "value": ("The value (a list for in / not_in).", True),
-    },
-    "AllOf": {"all": ("Every condition holds.", [{"field": "Amount", "op": "ge", "value": 1000}])},
-    "AnyOf": {"any": ("At least one condition holds.", [{"field": "IsWon", "value": True}])},
-    "Not": {
-        "not": ("The condition does not hold.", {"field": "StageName", "value": "Closed Lost"})
-    },
 }
+DOCS.update(FILTER_DOCS)
 
 
 def document(schema: dict[str, Any], model: type) -> None:

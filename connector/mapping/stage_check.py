@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from connector.crm.base import StageInfo
 from connector.mapping.apply import stage_by_probability
 from connector.mapping.schema import InboundSettings, StageMap
-from connector.model import StandardStage
+from connector.model import StageInfo, StandardStage
 
 #: where in the mapping file a problem is (keys from the top)
 FilePath = tuple[str | int, ...]

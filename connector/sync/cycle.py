@@ -13,9 +13,8 @@ import logging
 import time
 from collections.abc import Mapping
 
-from connector.crm.base import StageInfo
 from connector.errors import ConnectorError, CrmError, QuotaExhausted, Throttled
-from connector.model import CrmOpportunity
+from connector.model import CrmOpportunity, StageInfo
 from connector.state.store import RETRY_PREFIX, TRANSIENT_PREFIX
 from connector.sync.closing import Closing
 from connector.sync.context import SyncContext

@@ -22,10 +22,10 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from connector.crm.base import CrmAdapter, StageInfo
+from connector.crm.base import CrmAdapter
 from connector.dealcore.base import DealCore
 from connector.mapping.schema import MappingFile
-from connector.model import CrmOpportunity
+from connector.model import CrmOpportunity, StageInfo
 from connector.settings import HistorySettings
 from connector.state.store import Store
 from connector.sync.closing import Closing

@@ -20,10 +20,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connector.dealcore.options import DEFAULT_OPTIONS, MicrosoftReferralRule
-from connector.mapping.filters import AllOf, Condition, Filter
 from connector.mapping.schema import ContactFields, FieldSource, MappingFile
 from connector.model import (
+    AllOf,
+    Condition,
     CrmOpportunity,
+    Filter,
     ReferralState,
     Status,
 )

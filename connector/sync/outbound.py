@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from connector.crm.base import CrmAdapter, CrmPage, StageInfo
+from connector.crm.base import CrmAdapter, CrmPage
 from connector.dealcore.options import CoreOptions
 from connector.dedupe import RecentKeys
 from connector.errors import AUTHENTICATION_CODES, CoreError, Throttled
 from connector.logs import record_fields
 from connector.mapping.apply import apply_mapping
 from connector.mapping.schema import MappingFile
-from connector.model import CrmOpportunity
+from connector.model import CrmOpportunity, StageInfo
 from connector.state.store import Link, Store
 from connector.sync.dead_letters import (
     UNCHANGED_SINCE_FAILURE,

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from connector.crm.base import CrmAdapter, NewOpportunity, StageInfo
+from connector.crm.base import CrmAdapter, NewOpportunity
 from connector.dealcore.options import DEFAULT_OPTIONS, MicrosoftReferralRule
 from connector.errors import ConnectorError, CoreError
 from connector.logs import record_fields
@@ -28,6 +28,7 @@ from connector.model import (
     DealDraft,
     ReferralState,
     Rejection,
+    StageInfo,
     Status,
     Substatus,
 )

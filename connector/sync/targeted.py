@@ -23,10 +23,9 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from connector.crm.base import StageInfo
-from connector.crm.odata_filter import filter_fields, matches
+from connector.crm.dynamics.odata import filter_fields, matches
 from connector.errors import ConnectorError, NotFound, QuotaExhausted, Throttled
-from connector.model import CrmOpportunity, ReferralState
+from connector.model import CrmOpportunity, ReferralState, StageInfo
 from connector.sync.engine import SyncEngine
 from connector.sync.report import Outcome, RunReport
 

@@ -23,9 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from connector.crm.base import StageInfo
-from connector.crm.odata_filter import filter_fields, matches
-from connector.model import TEAM_MEMBERS, CrmOpportunity
+from connector.crm.dynamics.odata import filter_fields, matches
+from connector.model import TEAM_MEMBERS, CrmOpportunity, StageInfo
 from connector.sync.report import RunReport
 
 if TYPE_CHECKING:

@@ -24,9 +24,9 @@ from typing import Any
 
 from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
 from connector.dealcore.parse import parse_referral
-from connector.dealcore.retry import RetryPolicy
 from connector.errors import CoreError, NotFound, PreconditionFailed
 from connector.model import ReferralState
+from connector.retry import RetryPolicy
 
 
 class FakeCore:

@@ -21,16 +21,13 @@ from typing import Any
 
 from connector.crm.base import (
     ApiUsage,
-    CrmField,
     CrmPage,
     LostClosing,
     NewOpportunity,
     RelatedRecords,
-    StageInfo,
     WriteResult,
 )
-from connector.mapping.filters import Filter
-from connector.model import CrmOpportunity, CrmStatusUpdate
+from connector.model import CrmField, CrmOpportunity, CrmStatusUpdate, Filter, StageInfo
 
 SALESFORCE_STAGES = [
     StageInfo("Prospecting", "Prospecting", Decimal(10), False, False),

@@ -12,10 +12,9 @@ import pytest
 from pydantic import TypeAdapter
 
 from connector.crm.base import NewOpportunity
-from connector.crm.dynamics import DataverseOpportunities
+from connector.crm.dynamics.adapter import DataverseOpportunities
 from connector.errors import ConfigError, Throttled
-from connector.mapping.filters import Filter
-from connector.model import CrmStatusUpdate
+from connector.model import CrmStatusUpdate, Filter
 
 server = pytest.importorskip("sandbox.harness")
 pytest.importorskip("sandbox.dataverse.part")

@@ -17,12 +17,11 @@ from pydantic import SecretStr, TypeAdapter
 pytest.importorskip("sandbox.salesforce.part", reason="the sandbox Salesforce part")
 
 from connector.crm.base import NewOpportunity
-from connector.crm.salesforce import SalesforceOpportunities
-from connector.crm.salesforce_auth import ClientCredentials, JwtBearer, SalesforceAuth
-from connector.dealcore.retry import RetryPolicy
+from connector.crm.salesforce.adapter import SalesforceOpportunities
+from connector.crm.salesforce.auth import ClientCredentials, JwtBearer, SalesforceAuth
 from connector.errors import CrmError, QuotaExhausted
-from connector.mapping.filters import Filter
-from connector.model import CrmStatusUpdate
+from connector.model import CrmStatusUpdate, Filter
+from connector.retry import RetryPolicy
 from sandbox.harness import SandboxServer
 
 SEEDED = 450

@@ -25,13 +25,13 @@ import pytest
 import trustme
 from pydantic import SecretStr
 
-from connector.crm.dynamics import DataverseOpportunities
-from connector.crm.salesforce import SalesforceOpportunities
-from connector.crm.salesforce_auth import ExistingToken, SalesforceAuth
+from connector.crm.dynamics.adapter import DataverseOpportunities
+from connector.crm.salesforce.adapter import SalesforceOpportunities
+from connector.crm.salesforce.auth import ExistingToken, SalesforceAuth
 from connector.dealcore.auth import ClientCredentialsTokens
 from connector.dealcore.client import ReferralsClient
-from connector.dealcore.retry import RetryPolicy
 from connector.errors import CoreError, CrmError
+from connector.retry import RetryPolicy
 from connector.runtime import core_http
 from connector.settings import CoreSettings
 

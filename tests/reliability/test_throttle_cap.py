@@ -28,14 +28,14 @@ import yaml
 from guard_world import GuardWorld, guard_world
 from pydantic import SecretStr
 
-from connector.crm.dynamics import DataverseOpportunities
-from connector.crm.dynamics_auth import DataverseTokens
-from connector.crm.salesforce import SalesforceOpportunities
-from connector.crm.salesforce_auth import ExistingToken, SalesforceAuth
+from connector.crm.dynamics.adapter import DataverseOpportunities
+from connector.crm.dynamics.auth import DataverseTokens
+from connector.crm.salesforce.adapter import SalesforceOpportunities
+from connector.crm.salesforce.auth import ExistingToken, SalesforceAuth
 from connector.daemon import Daemon
 from connector.dealcore.client import ReferralsClient
-from connector.dealcore.retry import RateGate, RetryPolicy
 from connector.errors import Throttled
+from connector.retry import RateGate, RetryPolicy
 from connector.settings import Settings, load_config
 from connector.sync.report import Outcome
 

@@ -56,8 +56,8 @@ def client(**options: Any) -> Any:
     """A DataverseOpportunities for ``ENV`` that never sleeps (the caller closes it)."""
     import httpx
 
-    from connector.crm.dynamics import DataverseOpportunities
-    from connector.crm.dynamics_auth import DataverseTokens
+    from connector.crm.dynamics.adapter import DataverseOpportunities
+    from connector.crm.dynamics.auth import DataverseTokens
 
     http = httpx.Client()
     tokens = DataverseTokens(

@@ -45,7 +45,7 @@ def with_our_columns(link: str, crm: Any, fields: list[str]) -> str:
     """A published delta link selecting the columns this adapter reads (the example's
     select the account's; a link without them makes the adapter read everything again).
     The ``$deltatoken`` and the rest of the link are kept as published."""
-    from connector.crm.dynamics_rows import plan_columns
+    from connector.crm.dynamics.rows import plan_columns
 
     plan = plan_columns(fields, lookups=crm.lookups, stage_column=crm.stage_column)
     url = httpx.URL(link)

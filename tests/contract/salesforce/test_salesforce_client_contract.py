@@ -18,11 +18,11 @@ import responses
 from pydantic import SecretStr
 from salesforce_contract import published
 
-from connector.crm.salesforce import SalesforceOpportunities
-from connector.crm.salesforce_auth import ClientCredentials, ExistingToken, SalesforceAuth
-from connector.dealcore.retry import RetryPolicy
+from connector.crm.salesforce.adapter import SalesforceOpportunities
+from connector.crm.salesforce.auth import ClientCredentials, ExistingToken, SalesforceAuth
 from connector.errors import CrmError, QuotaExhausted
 from connector.model import CrmStatusUpdate
+from connector.retry import RetryPolicy
 
 INSTANCE = "https://acme.my.salesforce.com"
 API = f"{INSTANCE}/services/data/v59.0"

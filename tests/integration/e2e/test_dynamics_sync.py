@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from e2e_world import DataverseView, World
 
-from connector.crm.dynamics_transport import DataverseTransport
+from connector.crm.dynamics.transport import DataverseTransport
 from connector.state.store import Store
 
 pytestmark = pytest.mark.parametrize("world", ["dynamics"], indirect=True)

@@ -22,8 +22,8 @@ import yaml
 from e2e_world import SalesforceView, World
 
 from connector.crm.base import CrmPage
-from connector.crm.dynamics import DataverseOpportunities
-from connector.crm.salesforce import SalesforceOpportunities
+from connector.crm.dynamics.adapter import DataverseOpportunities
+from connector.crm.salesforce.adapter import SalesforceOpportunities
 from connector.dealcore.client import ReferralsClient
 from connector.sync.pullback import LISTED_FIELDS
 from connector.sync.status_writer import StatusWriter
@@ -244,7 +244,7 @@ def test_related_rows_evicted_from_a_small_cache_are_read_again_not_lost(
 ) -> None:
     """Accounts and currencies looked up for a page stay until the page is read, even
     when the run's cache is much smaller than the org's related rows."""
-    import connector.crm.dynamics_reads as dynamics_module
+    import connector.crm.dynamics.reads as dynamics_module
 
     data = yaml.safe_load(world.config_path.read_text(encoding="utf-8"))
     data["connections"][0]["crm"]["page_size"] = 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from seller import Seller, add_team_member, remove_team_member, team_users
 
-from connector.mapping.live import explain_live
+from connector.commands.live import explain_live
 from connector.mapping.load import load_mapping
 from connector.model import DealDraft
 from connector.settings import Settings, load_config

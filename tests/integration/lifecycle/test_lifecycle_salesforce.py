@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from lifecycle_world import LifecycleWorld
 
-from connector.crm.salesforce import SalesforceOpportunities
+from connector.crm.salesforce.adapter import SalesforceOpportunities
 from connector.sync.pullback import PullBack, is_microsoft
 from connector.sync.tuning import Tuning
 

@@ -19,7 +19,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from connector import cli, mapping_cli
+from connector import cli
+from connector.commands import common
 from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
@@ -55,9 +56,8 @@ def run(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     """Run the CLI; returns the exit code and everything printed (wide, no colour)."""
     out = io.StringIO()
     wide = Console(file=out, width=250, no_color=True)
-    for module in (cli, mapping_cli):
-        monkeypatch.setattr(module, "console", wide)
-        monkeypatch.setattr(module, "err_console", wide)
+    monkeypatch.setattr(common, "console", wide)  # every command prints through these
+    monkeypatch.setattr(common, "err_console", wide)
     result = CliRunner().invoke(cli.app, list(args))
     return result.exit_code, out.getvalue() + result.output
 
@@ -92,7 +92,7 @@ def test_check_against_crm_flags_a_stage_added_after_the_mapping_was_written(
         json={"MasterLabel": "Security Review", "DefaultProbability": 70},
     ).raise_for_status()
     code, out = run(monkeypatch, *args)
-    assert code == cli.ExitCode.BAD_CONFIG, out
+    assert code == common.ExitCode.BAD_CONFIG, out
     row = next(line for line in out.splitlines() if "Security Review" in line and "│" in line)
     assert "UNMAPPED" in row
     assert (
@@ -143,7 +143,7 @@ def test_check_against_crm_flags_a_won_stage_mapped_to_an_open_stage(
         "--config",
         str(live.config(mapping)),
     )
-    assert code == cli.ExitCode.BAD_CONFIG
+    assert code == common.ExitCode.BAD_CONFIG
     assert (
         "stage 'Closed Won' is a won stage in the CRM but the mapping sends it to Negotiated; "
         "a won stage may only map to Won" in out
@@ -266,7 +266,7 @@ def test_explain_an_unknown_record_fails_with_a_clear_message(
         "--config",
         str(live.config()),
     )
-    assert code == cli.ExitCode.FAILED
+    assert code == common.ExitCode.FAILED
     assert "no opportunity with id 006000000000000AAA" in out
 
 
@@ -304,7 +304,7 @@ def test_check_against_crm_reports_misspelt_fields_and_other_problems_in_one_pas
             str(live.config(mapping)),
         ),
     )
-    assert code == cli.ExitCode.BAD_CONFIG, out
+    assert code == common.ExitCode.BAD_CONFIG, out
     flat = " ".join(out.split())
     for needle, message in (
         (
@@ -346,7 +346,7 @@ def test_check_against_crm_knows_dataverse_attributes_lookups_and_derived_names(
     code, out = run(
         monkeypatch, "mappings", "check", str(broken), "--against-crm", "--config", str(config)
     )
-    assert code == cli.ExitCode.BAD_CONFIG, out
+    assert code == common.ExitCode.BAD_CONFIG, out
     flat = " ".join(out.split())
     assert (
         "'estimatedclosingdate' is not a field of opportunity in the CRM (did you mean 'estimatedclosedate'?)"
@@ -382,7 +382,7 @@ def test_piped_every_problem_is_one_line(live: Live) -> None:
         check=False,
         env={k: v for k, v in os.environ.items() if k != "COLUMNS"},
     )
-    assert done.returncode == cli.ExitCode.BAD_CONFIG, done.stdout + done.stderr
+    assert done.returncode == common.ExitCode.BAD_CONFIG, done.stdout + done.stderr
     (problem,) = [line for line in done.stderr.splitlines() if line.startswith(str(mapping))]
     assert len(problem) > 80 and problem.endswith("or create the field in the CRM")
 
@@ -402,6 +402,6 @@ def test_a_dry_run_that_fails_on_a_misspelt_field_names_its_line(
         *("sync", "--once", "--dry-run", "--connection", "sandbox-salesforce"),
         *("--config", str(live.config(mapping))),
     )
-    assert code == cli.ExitCode.BAD_CONFIG, out
+    assert code == common.ExitCode.BAD_CONFIG, out
     flat = " ".join(out.split())
     assert f"{mapping}:{line}:18: fields.notes.field: 'Descriptoin' is not a field" in flat

@@ -8,7 +8,8 @@ from importlib.abc import MetaPathFinder
 import pytest
 from typer.testing import CliRunner
 
-from connector.cli import ExitCode, app
+from connector.cli import app
+from connector.commands.common import ExitCode
 
 
 class _NoSandbox(MetaPathFinder):

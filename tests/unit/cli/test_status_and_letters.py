@@ -14,9 +14,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from connector.cli import app
+from connector.commands.status_view import as_json, gather, render
 from connector.settings import load_config
 from connector.state.store import Store
-from connector.status_view import as_json, gather, render
 
 ROOT = Path(__file__).parents[3]
 CONFIG = ROOT / "config" / "sandbox.yaml"

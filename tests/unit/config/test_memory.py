@@ -81,12 +81,13 @@ def test_the_cli_settles_the_heap_only_in_its_own_process() -> None:
     out = _in_own_process(
         """
         import gc
-        import connector.cli as cli
+        import connector.cli
+        from connector.commands import common
 
-        cli._settle_heap()  # a program or test runner calling the commands
+        common.settle_heap_once()  # a program or test runner calling the commands
         untouched = gc.get_freeze_count()
-        cli._own_process = True  # as main() sets it
-        cli._settle_heap()
+        common.own_process = True  # as connector.cli.main() sets it
+        common.settle_heap_once()
         print(untouched, gc.get_freeze_count() > 1000)
         """
     )

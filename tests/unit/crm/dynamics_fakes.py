@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import respx
 
-from connector.crm.dynamics import DataverseOpportunities
-from connector.crm.dynamics_auth import DataverseTokens
+from connector.crm.dynamics.adapter import DataverseOpportunities
+from connector.crm.dynamics.auth import DataverseTokens
 
 ENV = "https://org.crm.dynamics.com"
 API = f"{ENV}/api/data/v9.2"

@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from connector.crm.salesforce import SalesforceOpportunities
-from connector.crm.salesforce_auth import ClientCredentials, ExistingToken, SalesforceAuth
-from connector.dealcore.retry import RetryPolicy
+from connector.crm.salesforce.adapter import SalesforceOpportunities
+from connector.crm.salesforce.auth import ClientCredentials, ExistingToken, SalesforceAuth
+from connector.retry import RetryPolicy
 
 INSTANCE = "https://acme.my.salesforce.com"
 LOGIN = "https://login.salesforce.com"

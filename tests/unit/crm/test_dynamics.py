@@ -14,12 +14,11 @@ import respx
 from pydantic import TypeAdapter
 
 from connector.crm.base import NewOpportunity
-from connector.crm.dynamics import DataverseOpportunities
-from connector.crm.dynamics_auth import DataverseTokens
-from connector.crm.dynamics_batch import BatchOperation, build_batch, parse_batch
+from connector.crm.dynamics.adapter import DataverseOpportunities
+from connector.crm.dynamics.auth import DataverseTokens
+from connector.crm.dynamics.batch import BatchOperation, build_batch, parse_batch
 from connector.errors import CrmError, QuotaExhausted, Throttled
-from connector.mapping.filters import Filter
-from connector.model import CrmStatusUpdate
+from connector.model import CrmStatusUpdate, Filter
 
 ENV = "https://org.crm.dynamics.com"
 API = f"{ENV}/api/data/v9.2"

@@ -9,7 +9,7 @@ import pytest
 import respx
 from dynamics_fakes import API, OPP1, OPP2, adapter, mocked_dataverse, row
 
-from connector.crm.dynamics_transport import is_within
+from connector.crm.dynamics.transport import is_within
 from connector.errors import CrmError
 
 DELTA = f"{API}/opportunities?$deltatoken=919042%2108%2f22%2f2026"

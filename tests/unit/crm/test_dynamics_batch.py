@@ -25,7 +25,7 @@ from dynamics_fakes import (
     states,
 )
 
-from connector.crm.dynamics_batch import is_multipart, parse_batch
+from connector.crm.dynamics.batch import is_multipart, parse_batch
 from connector.model import CrmStatusUpdate
 
 IDS = (OPP1, OPP2, OPP3)

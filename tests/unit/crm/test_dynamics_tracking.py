@@ -6,7 +6,7 @@ import pytest
 import respx
 from dynamics_fakes import API, OPP1, TABLE_DEFINITIONS, adapter, mocked_dataverse, row
 
-from connector.crm.dynamics import change_tracking_policy
+from connector.crm.dynamics.adapter import change_tracking_policy
 from connector.errors import ConfigError, CrmError
 from connector.settings import DataverseSettings
 

@@ -20,7 +20,7 @@ from dynamics_fakes import (
     row,
 )
 
-from connector.crm.dynamics_rows import (
+from connector.crm.dynamics.rows import (
     DEFAULT_LOOKUPS,
     UNREADABLE_STAMP,
     ColumnTypes,

@@ -14,7 +14,7 @@ from dynamics_fakes import OPP1, OPP2, adapter, mocked_dataverse
 from salesforce_fakes import COMPOSITE, QUERY_ALL, existing_token_adapter, page, sf_id
 
 from connector.crm.base import RECORD_GONE
-from connector.crm.salesforce_records import write_result
+from connector.crm.salesforce.records import write_result
 from connector.model import CrmStatusUpdate
 
 

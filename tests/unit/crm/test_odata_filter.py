@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from connector.crm.odata_filter import compile_filter, filter_fields, literal, matches
+from connector.crm.dynamics.odata import compile_filter, filter_fields, literal, matches
 from connector.errors import MappingError
-from connector.mapping.filters import Filter
+from connector.model import Filter
 
 LOOKUPS = ("parentaccountid", "ownerid")
 GUID = "8f2c1a9e-0b7d-4e3f-9a21-5c6d7e8f9a0b"

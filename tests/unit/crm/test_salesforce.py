@@ -34,11 +34,10 @@ from simple_salesforce.exceptions import (
 )
 
 from connector.crm.base import CrmPage, NewOpportunity
-from connector.crm.salesforce_errors import crm_error_from
-from connector.crm.salesforce_writes import COLLECTION_SIZE
+from connector.crm.salesforce.errors import crm_error_from
+from connector.crm.salesforce.writes import COLLECTION_SIZE
 from connector.errors import ConfigError, CrmError, QuotaExhausted
-from connector.mapping.filters import Filter
-from connector.model import CrmStatusUpdate
+from connector.model import CrmStatusUpdate, Filter
 
 NEXT = "/services/data/v59.0/query/01gD0000000AbCdEF-2000"
 SERVER_DATE = "Fri, 01 May 2026 12:10:00 GMT"

@@ -26,8 +26,8 @@ from salesforce_fakes import (
 )
 
 from connector.crm.factory import build_salesforce
-from connector.crm.salesforce import SalesforceOpportunities
-from connector.crm.salesforce_auth import (
+from connector.crm.salesforce.adapter import SalesforceOpportunities
+from connector.crm.salesforce.auth import (
     ALLOWED_ORIGIN_SETTING,
     ClientCredentials,
     JwtBearer,

@@ -18,7 +18,7 @@ from salesforce_fakes import (
     sf_id,
 )
 
-from connector.crm.salesforce_records import UNREADABLE_STAMP
+from connector.crm.salesforce.records import UNREADABLE_STAMP
 from connector.model import CrmOpportunity
 
 STAMP = "2026-05-01T12:34:56.000+0000"

@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from pydantic import TypeAdapter
 
-from connector.crm.soql_filter import compile_soql, soql_field, soql_literal
+from connector.crm.salesforce.soql import compile_soql, soql_field, soql_literal
 from connector.errors import MappingError
-from connector.mapping.filters import Condition, Filter
+from connector.model import Condition, Filter
 
 FILTER = TypeAdapter(Filter)
 

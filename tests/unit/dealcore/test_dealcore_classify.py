@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.dealcore.classify import classify, classify_token_response, retry_after_seconds
+from connector.dealcore.classify import classify, classify_token_response
 from connector.errors import CoreError, NotFound, PreconditionFailed
+from connector.retry import retry_after_seconds
 
 WHAT = "GET referral r1"
 

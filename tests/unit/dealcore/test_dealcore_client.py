@@ -14,8 +14,8 @@ import respx
 from dealcore_fakes import BASE, FakeClock, FakeTokens, sample_referral
 
 from connector.dealcore.client import ReferralsClient, odata_string
-from connector.dealcore.retry import RateGate, RetryPolicy
 from connector.errors import CoreError, NotFound, PreconditionFailed
+from connector.retry import RateGate, RetryPolicy
 
 REFERRALS = f"{BASE}/referrals"
 RID = "4111fffc-0000-0000-0000-000000000001"

@@ -17,8 +17,8 @@ import respx
 from dealcore_fakes import BASE, FakeClock, FakeTokens, sample_referral
 
 from connector.dealcore.client import ReferralsClient
-from connector.dealcore.retry import RateGate
 from connector.errors import CoreError
+from connector.retry import RateGate
 
 REFERRALS = f"{BASE}/referrals"
 

@@ -16,8 +16,8 @@ from dealcore_fakes import BASE, FakeClock, FakeTokens, sample_referral
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.options import CoreOptions, MicrosoftReferralRule
 from connector.dealcore.paging import next_page_url
-from connector.dealcore.retry import RateGate, RetryPolicy
 from connector.errors import CoreError
+from connector.retry import RateGate, RetryPolicy
 
 REFERRALS = f"{BASE}/referrals"
 #: the host's own next-link path, as Microsoft publishes it (GL19, GL20)

@@ -8,8 +8,8 @@ import time
 import pytest
 from dealcore_fakes import FakeClock
 
-from connector.dealcore.retry import RateGate, RetryPolicy, call_with_retry
 from connector.errors import ConfigError, CoreError, Throttled
+from connector.retry import RateGate, RetryPolicy, call_with_retry
 
 
 class Flaky:

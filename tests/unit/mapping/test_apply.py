@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from connector.crm.base import StageInfo
 from connector.mapping.apply import apply_mapping, clean_text, stage_by_probability
 from connector.mapping.load import load_mapping
-from connector.model import CrmOpportunity, DealDraft, DealType, Rejection, StandardStage
+from connector.model import CrmOpportunity, DealDraft, DealType, Rejection, StageInfo, StandardStage
 
 MAPPING = load_mapping(Path(__file__).parents[3] / "mappings" / "salesforce.yaml")
 

@@ -8,10 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connector.crm.base import StageInfo
-from connector.mapping.explain import explain_record
+from connector.commands.explain import explain_record
 from connector.mapping.load import parse_mapping
-from connector.model import CrmOpportunity, DealDraft, Rejection
+from connector.model import CrmOpportunity, DealDraft, Rejection, StageInfo
 
 ROOT = Path(__file__).parents[3]
 TEXT = (ROOT / "mappings" / "salesforce.yaml").read_text(encoding="utf-8")

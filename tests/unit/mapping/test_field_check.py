@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from connector.crm.base import CrmField
 from connector.mapping.field_check import FieldChecker, field_uses
+from connector.model import CrmField
 
 ROOT = Path(__file__).parents[3]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from connector.crm.base import StageInfo
 from connector.mapping.load import load_mapping, parse_mapping
 from connector.mapping.stage_check import check_stages
+from connector.model import StageInfo
 
 ROOT = Path(__file__).parents[3]
 TEXT = (ROOT / "mappings" / "salesforce.yaml").read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ import ssl
 import pytest
 
 from connector.certificates import host_mismatch, tls_url_problem, untrusted_message
-from connector.crm.salesforce_auth import check_instance_url
+from connector.crm.salesforce.auth import check_instance_url
 from connector.errors import ConfigError
 from connector.settings import CoreSettings, DataverseSettings, SalesforceSettings
 

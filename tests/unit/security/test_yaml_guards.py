@@ -8,9 +8,9 @@ import pytest
 
 from connector.errors import ConfigError, MappingError
 from connector.mapping.load import load_mapping, parse_mapping
-from connector.mapping.yaml_guards import MAX_ALIAS_NODES
-from connector.mapping.yaml_source import load_yaml
 from connector.settings import load_config
+from connector.yaml_guards import MAX_ALIAS_NODES
+from connector.yaml_source import load_yaml
 
 ROOT = Path(__file__).parents[3]
 

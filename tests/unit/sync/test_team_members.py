@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connector.crm.base import StageInfo, TeamMember
 from connector.mapping.apply import apply_mapping
 from connector.mapping.load import load_mapping
-from connector.model import TEAM_MEMBERS, CrmOpportunity, DealDraft
+from connector.model import TEAM_MEMBERS, CrmOpportunity, DealDraft, StageInfo, TeamMember
 from connector.sync.team import partner_members, with_partner_team
 
 ROOT = Path(__file__).parents[3]

@@ -1,0 +1,1 @@
+"""The Salesforce adapter: REST queries and writes, OAuth, SOQL filters, describe types."""
