@@ -7,8 +7,12 @@
 It starts the sandbox in its own process (loopback only) with a fixed per-request
 latency, seeds it, runs `connector sync --once` as a child process, and measures:
 
-1. the first sync of N opportunities: wall time, referrals per second, and the ratio
-   of the bound (core writes x latency / concurrency) to the wall time;
+1. the first sync of N opportunities: wall time, referrals per second, the ratio
+   of the bound (core writes x latency / concurrency) to the wall time, the connector
+   process's CPU ms per referral, and - measured right after it against the same
+   sandbox, latency and concurrency - the bare-client ceiling (`benchmarks/ceiling.py`)
+   and the first sync's share of it (the time a bare httpx pool needs for the sync's
+   core calls, over the sync's wall time);
 2. a no-change cycle over M linked deals: wall time and API calls per system
    (token calls listed apart);
 3. an incremental cycle with 1 % of the records changed: calls and time;
@@ -183,6 +187,9 @@ class SyncRun:
     peak_rss_mb: float
     report: dict[str, Any]
     exit_code: int
+    #: CPU seconds (user + system) of the connector's process alone: the sandbox runs in
+    #: its own process and is not counted (the child's rusage from wait4)
+    cpu_s: float = 0.0
 
 
 def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
@@ -217,7 +224,7 @@ def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
         # the child's own peak (VmHWM): the rusage of a forked child also counts the
         # parent's pages it shared until exec, so a large benchmark process inflates it
         peak_kib = max(peak_kib, _vm_hwm_kib(proc.pid))
-        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if time.monotonic() > deadline:
@@ -230,7 +237,8 @@ def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
     proc.returncode = code
     if code not in (0, 1):
         raise RuntimeError(f"the sync failed with exit code {code}:\n{stderr[-3000:]}")
-    return SyncRun(wall, peak_kib / 1024, json.loads(report_file.read_text()), code)
+    cpu = rusage.ru_utime + rusage.ru_stime
+    return SyncRun(wall, peak_kib / 1024, json.loads(report_file.read_text()), code, cpu)
 
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -251,6 +259,8 @@ class Bench:
     latency_ms: float
     concurrency: int
     workdir: Path
+    #: requests per loop of the bare-client ceiling measured after the first sync (0: none)
+    ceiling_requests: int = 3200
     results: dict[str, Any] = field(default_factory=dict)
 
     def config(self, sb: Sandbox, name: str) -> Path:
@@ -276,6 +286,10 @@ class Bench:
             sb.reset_stats()
             run = run_sync(self.config(sb, "first"), self.state(f"first-{n}"), timeout_s=3600)
             calls = sb.calls()
+            # the machine's ceiling in the same run: a bare httpx pool against the same
+            # sandbox, latency and concurrency, right after the sync (after, so that its
+            # referrals are not in the core the sync lists first)
+            ceiling = self.ceiling(sb) if self.ceiling_requests else {}
         core = calls.get("core", Counter())
         writes = core["POST"] + core["PATCH"]
         created = run.report["created"]
@@ -304,9 +318,50 @@ class Bench:
                 crm_write_calls / max(status_writes, 1) * 1000, 2
             ),
             "peak_rss_mb": round(run.peak_rss_mb, 1),
+            "cpu_s": round(run.cpu_s, 2),
+            "cpu_ms_per_referral": round(run.cpu_s * 1000 / max(created, 1), 3),
             # where the run's time went, from the run report (outbound includes the
             # time spent waiting for the push pool)
             "phases_s": run.report.get("phases_s", {}),
+        }
+        if ceiling:
+            self.results["first_sync"].update(self.ceiling_shares(ceiling, calls, run.wall_s))
+
+    def ceiling(self, sb: Sandbox) -> dict[str, float]:
+        from ceiling import measure
+
+        core = connection_config(self.crm, sb, self.concurrency)["connections"][0]["core"]
+        return measure(
+            sb.url,
+            str(sb.ca_file),
+            core,
+            concurrency=self.concurrency,
+            requests=self.ceiling_requests,
+        )
+
+    def ceiling_shares(
+        self, rates: dict[str, float], calls: dict[str, Counter[str]], wall_s: float
+    ) -> dict[str, Any]:
+        """The first sync against the time a bare client needs for the same core calls.
+
+        ``core writes``: the sync's POSTs and PATCHes at the bare client's POST rate (the
+        figure comparable with the bound's); ``all core calls``: its GETs too, at the bare
+        GET rate. A share of 1.0 is the pipeline sending its core calls as fast as a bare
+        pool can on this machine at this hour.
+        """
+        core = calls.get("core", Counter())
+        writes = core["POST"] + core["PATCH"]
+        reads = sum(v for k, v in core.items() if k not in ("POST", "PATCH"))
+        bound = self.concurrency / (self.latency_ms / 1000)
+        ceiling_writes_s = writes / rates["bare POST"]
+        ceiling_all_s = ceiling_writes_s + reads / rates["bare GET"]
+        return {
+            "ceiling_requests_per_s": {k: round(v, 1) for k, v in rates.items()},
+            "ceiling_ratio_to_bound": {k: round(v / bound, 3) for k, v in rates.items()},
+            "ceiling_s_core_writes": round(ceiling_writes_s, 2),
+            "share_of_ceiling_core_writes": round(ceiling_writes_s / wall_s, 3),
+            "ceiling_s_all_core_calls": round(ceiling_all_s, 2),
+            "share_of_ceiling_all_core_calls": round(ceiling_all_s / wall_s, 3),
         }
 
     def steady_state(self, n: int, change_share: float) -> None:
@@ -400,6 +455,16 @@ def print_table(all_results: dict[str, Any]) -> None:
         ("first sync: N", ("first_sync", "n")),
         ("first sync: wall s", ("first_sync", "wall_s")),
         ("first sync: referrals/s", ("first_sync", "referrals_per_s")),
+        (
+            "first sync: share of bare-client ceiling (core writes)",
+            ("first_sync", "share_of_ceiling_core_writes"),
+        ),
+        (
+            "first sync: share of bare-client ceiling (all core calls)",
+            ("first_sync", "share_of_ceiling_all_core_calls"),
+        ),
+        ("bare-client ceiling, ratio to bound", ("first_sync", "ceiling_ratio_to_bound")),
+        ("first sync: connector CPU ms per referral", ("first_sync", "cpu_ms_per_referral")),
         ("first sync: core writes per referral", ("first_sync", "core_writes_per_referral")),
         ("first sync: ratio to bound (core writes)", ("first_sync", "ratio_to_bound_core_writes")),
         (
@@ -425,7 +490,9 @@ def print_table(all_results: dict[str, Any]) -> None:
             value = results.get(section, {}).get(key, "-")
             if isinstance(value, dict):
                 value = "; ".join(
-                    f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in value.items()
+                    f"{k.replace('connector ', 'conn ')} "
+                    f"{sum(v.values()) if isinstance(v, dict) else v}"
+                    for k, v in value.items()
                 )
             elif isinstance(value, list):
                 value = ", ".join(f"{r['n']}:{r['peak_rss_mb']}" for r in value)
@@ -443,6 +510,13 @@ def main() -> int:
     parser.add_argument("--first-n", type=int, default=20_000)
     parser.add_argument("--nochange-n", type=int, default=100_000)
     parser.add_argument("--rss-n", type=int, nargs="+", default=[10_000, 50_000, 100_000])
+    parser.add_argument(
+        "--ceiling-requests",
+        type=int,
+        default=3200,
+        help="requests per loop of the bare-client ceiling measured after the first sync "
+        "(0: skip it)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["first", "steady", "memory"])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -451,7 +525,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for crm in crms:
         with tempfile.TemporaryDirectory(prefix=f"bench-{crm}-") as tmp:
-            bench = Bench(crm, args.latency_ms, args.concurrency, Path(tmp))
+            bench = Bench(crm, args.latency_ms, args.concurrency, Path(tmp), args.ceiling_requests)
             if "first" not in args.skip:
                 bench.first_sync(args.first_n)
                 print(f"{crm}: first sync done", flush=True)

@@ -181,6 +181,10 @@ class DataverseSettings(BaseModel):
     change_tracking: Literal["auto", "required", "off"] = "auto"
     stage_source: str = "salesstage"
     max_requests_per_run: int | None = Field(None, ge=1)
+    #: Dataverse's service protection allowance per user and sliding 5 minutes: the
+    #: connector paces its requests to stay inside it (a large first sync slows down
+    #: instead of being throttled into a second cycle); null: no pacing
+    requests_per_5min: int | None = Field(6000, ge=1)
     #: as for Salesforce: deletions missed by the pull (read by modifiedon, or an expired
     #: delta token) are found this way; null: never
     reconcile_interval_s: int | None = Field(RECONCILE_INTERVAL_S, ge=0)

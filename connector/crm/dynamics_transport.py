@@ -13,6 +13,7 @@ One place decides what an answer means:
                                    ones), or 429s outlasting the attempts → Throttled
     5xx, 408, transport errors     exponential backoff with jitter, bounded attempts
     request budget spent           QuotaExhausted before the request is sent
+    5-minute allowance reached     the pacer waits until the window has room, then sends
 
 Concurrency is capped by a semaphore (Dataverse allows 52 concurrent requests per
 user; the connector stays well below). The request budget is the run's share of
@@ -101,6 +102,90 @@ class RequestBudget:
             self.spent += 1
 
 
+#: the pacer's window is this much longer than Dataverse's: it times a request when it
+#: is sent, Dataverse when it arrives (a little later, later still on a busy machine)
+PACING_MARGIN_S = 3.0
+
+
+class RequestPacer:
+    """Keeps one Dataverse user's requests under ``limit`` per sliding ``window_s``.
+
+    Dataverse's service protection allows 6000 requests per user in any 5 minutes; past
+    that it answers 429 with a Retry-After that can outlast ``max_throttle_wait_s`` and
+    stop the run (the rest spilling into the next cycle). The pacer waits before a send
+    that would exceed the window instead, so a large first sync (100,000 rows make about
+    7,400 requests) slows down inside one run rather than being throttled. It remembers
+    the send time of the last ``limit`` requests; thread-safe, ``clock`` and ``sleep``
+    injectable. One pacer is shared by every transport of the same user in the process
+    (:func:`shared_pacer`), as the limit is the user's and the runtime (and with it the
+    transport) is rebuilt every cycle.
+    """
+
+    def __init__(
+        self,
+        limit: int = WINDOW_REQUESTS,
+        window_s: float = WINDOW_S + PACING_MARGIN_S,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if limit < 1 or window_s <= 0:
+            raise ValueError("the pacer needs a limit of at least 1 and a positive window")
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._sent: deque[float] = deque()
+        #: seconds the callers waited in all, and how many waits (figures for reports)
+        self.waited_s = 0.0
+        self.waits = 0
+
+    def acquire(self) -> float:
+        """Count one request, first waiting until the window has room; the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._forget(now)
+                if len(self._sent) < self.limit:
+                    self._sent.append(now)
+                    if waited:
+                        self.waited_s += waited
+                        self.waits += 1
+                    return waited
+                # at least a millisecond: a float sum may land a hair short of the end
+                wait = max(self._sent[0] + self.window_s - now, 0.001)
+            log.debug("dataverse pacing: waiting %.1f s for the 5-minute window", wait)
+            self._sleep(wait)
+            waited += wait
+
+    def in_window(self) -> int:
+        """Requests counted in the current window."""
+        with self._lock:
+            self._forget(self._clock())
+            return len(self._sent)
+
+    def _forget(self, now: float) -> None:
+        """Drop the sends that left the window (the same sum as the wait's)."""
+        while self._sent and self._sent[0] + self.window_s <= now:
+            self._sent.popleft()
+
+
+_PACERS: dict[tuple[str, str, int], RequestPacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def shared_pacer(environment: str, user: str, limit: int) -> RequestPacer:
+    """The process's pacer for ``user`` (the application's client id) on ``environment``."""
+    key = (environment.rstrip("/").lower(), user, limit)
+    with _PACERS_LOCK:
+        pacer = _PACERS.get(key)
+        if pacer is None:
+            pacer = _PACERS[key] = RequestPacer(limit)
+        return pacer
+
+
 class _Throttled(CrmError):
     """A 429 inside the retry loop (never escapes the transport)."""
 
@@ -125,6 +210,7 @@ class DataverseTransport:
         max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        pacer: RequestPacer | None = None,
     ) -> None:
         if not 1 <= max_concurrency < SERVER_CONCURRENCY:
             raise ValueError(f"max_concurrency must be 1..{SERVER_CONCURRENCY - 1}")
@@ -133,6 +219,8 @@ class DataverseTransport:
         self.tokens = tokens
         self.usage = usage
         self.budget = budget
+        #: waits before a send that would pass the 5-minute allowance (None: no pacing)
+        self.pacer = pacer
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self.max_attempts = max_attempts
@@ -262,6 +350,10 @@ class DataverseTransport:
             **(headers or {}),
         }
         with self._gate:
+            if self.pacer is not None:
+                # inside the gate, right before the send: a request waiting for a free
+                # slot of the gate is not yet counted in the window
+                self.pacer.acquire()
             with self._lock:
                 self.usage.count(kind)
                 if self.budget.max_requests is not None:
