@@ -200,9 +200,21 @@ def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
         "CONNECTOR_LOG_LEVEL": "WARNING",
         "CONNECTOR_LOG_FORMAT": "json",
     }
+    # BENCH_PROFILE=DIR: the sync runs under py-spy (pip install py-spy into the venv;
+    # not a dependency), one collapsed-stack file per run in DIR, to read where the
+    # connector's CPU goes (py-spy samples from its own process: the figures above are
+    # the connector's own, a little slower)
+    profile = os.environ.get("BENCH_PROFILE")
+    prefix: list[str] = []
+    if profile:
+        Path(profile).mkdir(parents=True, exist_ok=True)
+        out = Path(profile) / f"{config.stem}-{time.strftime('%H%M%S')}.txt"
+        spy = str(Path(PYTHON).with_name("py-spy"))
+        prefix = [spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o", str(out), "--"]
     started = time.monotonic()
     proc = subprocess.Popen(
         [
+            *prefix,
             PYTHON,
             "-m",
             "connector",
