@@ -17,7 +17,10 @@ latency, seeds it, runs `connector sync --once` as a child process, and measures
    (token calls listed apart);
 3. an incremental cycle with 1 % of the records changed: calls and time;
 4. Salesforce calls per 1,000 status updates written back;
-5. the connector process's peak RSS for several N.
+5. the connector process's peak RSS for several N;
+6. (Dynamics) a first sync of --window-n rows under Dataverse's default limits (6000
+   requests per 5 minutes): the most requests in any 5-minute window, the 429s met,
+   and what a second run still had to create (0: one run did it all).
 
 Figures are printed as a table and written as JSON (benchmarks/results/*.json).
 Everything is bounded: each child process has a timeout.
@@ -190,6 +193,8 @@ class SyncRun:
     #: CPU seconds (user + system) of the connector's process alone: the sandbox runs in
     #: its own process and is not counted (the child's rusage from wait4)
     cpu_s: float = 0.0
+    #: Dataverse's 429 answers the connector logged (each retried after Retry-After)
+    throttled: int = 0
 
 
 def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
@@ -250,7 +255,9 @@ def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
     if code not in (0, 1):
         raise RuntimeError(f"the sync failed with exit code {code}:\n{stderr[-3000:]}")
     cpu = rusage.ru_utime + rusage.ru_stime
-    return SyncRun(wall, peak_kib / 1024, json.loads(report_file.read_text()), code, cpu)
+    throttled = stderr.count("throttled by Dataverse")
+    report = json.loads(report_file.read_text())
+    return SyncRun(wall, peak_kib / 1024, report, code, cpu, throttled)
 
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -376,6 +383,35 @@ class Bench:
             "share_of_ceiling_all_core_calls": round(ceiling_all_s / wall_s, 3),
         }
 
+    def dataverse_window(self, n: int) -> None:
+        """A Dynamics first sync of ``n`` rows against Dataverse's default limits (6000
+        requests per user and sliding 5 minutes): the most requests the sandbox received
+        in any 5 minutes, the 429s the connector met, and whether one run did it all."""
+        with sandbox(self.workdir / f"window-{n}", self.latency_ms) as sb:
+            self.seed(sb, n)  # the sandbox's limits as Dataverse documents them
+            sb.reset_stats()
+            run = run_sync(self.config(sb, "window"), self.state(f"window-{n}"), timeout_s=14400)
+            times = sorted(a["at"] for a in sb.get("/_sandbox/arrivals?api=dataverse")["arrivals"])
+            again = run_sync(self.config(sb, "window"), self.state(f"window-{n}"), timeout_s=3600)
+        peak, start = 0, 0
+        for end, t in enumerate(times):
+            while times[start] <= t - 300.0:
+                start += 1
+            peak = max(peak, end - start + 1)
+        self.results["dataverse_window"] = {
+            "n": n,
+            "wall_s": round(run.wall_s, 1),
+            "outcome": run.report.get("outcome"),
+            "exit_code": run.exit_code,
+            "created": run.report["created"],
+            "dataverse_requests": len(times),
+            "max_requests_per_5min_window": peak,
+            "limit_per_5min": 6000,
+            "throttled_responses": run.throttled,
+            "second_run_created": again.report["created"],
+            "second_run_outcome": again.report.get("outcome"),
+        }
+
     def steady_state(self, n: int, change_share: float) -> None:
         """No-change cycle and 1 % incremental cycle over n linked deals."""
         with sandbox(self.workdir / f"steady-{n}", 0) as sb:
@@ -487,6 +523,16 @@ def print_table(all_results: dict[str, Any]) -> None:
             "CRM write calls per 1,000 status updates",
             ("first_sync", "crm_calls_per_1000_status_updates"),
         ),
+        ("Dataverse window run: N", ("dataverse_window", "n")),
+        ("Dataverse window run: wall s", ("dataverse_window", "wall_s")),
+        ("Dataverse window run: outcome", ("dataverse_window", "outcome")),
+        ("Dataverse: requests in all", ("dataverse_window", "dataverse_requests")),
+        (
+            "Dataverse: max requests per 5 min (limit 6000)",
+            ("dataverse_window", "max_requests_per_5min_window"),
+        ),
+        ("Dataverse: throttled responses", ("dataverse_window", "throttled_responses")),
+        ("Dataverse: created by a second run", ("dataverse_window", "second_run_created")),
         ("no-change cycle: linked deals", ("no_change_cycle", "linked")),
         ("no-change cycle: wall s", ("no_change_cycle", "wall_s")),
         ("no-change cycle: calls", ("no_change_cycle", "calls")),
@@ -520,6 +566,12 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--first-n", type=int, default=20_000)
+    parser.add_argument(
+        "--window-n",
+        type=int,
+        default=100_000,
+        help="rows of the Dynamics first sync under Dataverse's 5-minute limit",
+    )
     parser.add_argument("--nochange-n", type=int, default=100_000)
     parser.add_argument("--rss-n", type=int, nargs="+", default=[10_000, 50_000, 100_000])
     parser.add_argument(
@@ -529,7 +581,9 @@ def main() -> int:
         help="requests per loop of the bare-client ceiling measured after the first sync "
         "(0: skip it)",
     )
-    parser.add_argument("--skip", nargs="*", default=[], choices=["first", "steady", "memory"])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["first", "window", "steady", "memory"]
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     crms = ["salesforce", "dynamics"] if args.crm == "both" else [args.crm]
@@ -541,6 +595,9 @@ def main() -> int:
             if "first" not in args.skip:
                 bench.first_sync(args.first_n)
                 print(f"{crm}: first sync done", flush=True)
+            if crm == "dynamics" and "window" not in args.skip:
+                bench.dataverse_window(args.window_n)
+                print(f"{crm}: Dataverse window run done", flush=True)
             if "steady" not in args.skip:
                 bench.steady_state(args.nochange_n, 0.01)
                 print(f"{crm}: steady-state cycles done", flush=True)
