@@ -129,7 +129,9 @@ def proc_status(pid: int) -> dict[str, int]:
 class Daemon:
     """The `connector run` process and what was sampled of it."""
 
-    def __init__(self, config: Path, state_url: str, workdir: Path) -> None:
+    def __init__(
+        self, config: Path, state_url: str, workdir: Path, parallel_cycles: int | None
+    ) -> None:
         self.port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"
         self.log = (workdir / "daemon.log").open("wb")
@@ -149,6 +151,7 @@ class Daemon:
                 str(config),
                 "--health-port",
                 str(self.port),
+                *(["--parallel-cycles", str(parallel_cycles)] if parallel_cycles else []),
             ],
             cwd=ROOT,
             env=env,
@@ -234,7 +237,7 @@ def run(k: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         names = [c["name"] for c in connections]
         state = f"sqlite:///{workdir / 'state.db'}"
         started = time.monotonic()
-        daemon = Daemon(config, state, workdir)
+        daemon = Daemon(config, state, workdir, args.parallel_cycles)
         try:
             first = daemon.wait_for(names, dict.fromkeys(names, 1), args.timeout_s)
             first_round = {n: t - started for n, t in first.items()}
@@ -302,6 +305,12 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=16, help="core.concurrency each")
     parser.add_argument("--interval-s", type=int, default=30, help="each connection's schedule")
+    parser.add_argument(
+        "--parallel-cycles",
+        type=int,
+        default=None,
+        help="the daemon's --parallel-cycles (default: the daemon's own)",
+    )
     parser.add_argument("--timeout-s", type=float, default=3600, help="bound on each phase")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -333,6 +342,7 @@ def main() -> int:
         "latency_ms": args.latency_ms,
         "concurrency": args.concurrency,
         "interval_s": args.interval_s,
+        "parallel_cycles": args.parallel_cycles,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "command": " ".join(sys.argv),

@@ -20,7 +20,7 @@ from connector.errors import ConfigError, ConnectorError, MappingError
 from connector.events.cli import webhooks_app
 from connector.mapping_cli import mappings_app
 from connector.memory import quicken_thread_switches, settle_heap, tune_malloc
-from connector.settings import Settings, load_config, state_url
+from connector.settings import PARALLEL_CYCLES, Settings, load_config, state_url
 from connector.signals import stop_on_signals
 
 app = typer.Typer(
@@ -275,6 +275,16 @@ def run(
             "every third of it): how soon survivors take over from a replica that died.",
         ),
     ] = 120.0,
+    parallel_cycles: Annotated[
+        int,
+        typer.Option(
+            "--parallel-cycles",
+            envvar="CONNECTOR_PARALLEL_CYCLES",
+            min=1,
+            help="How many connections' cycles run at the same time (the others queue, "
+            "oldest first); each running cycle holds its own pools and pages in memory.",
+        ),
+    ] = PARALLEL_CYCLES,
 ) -> None:
     """Run the daemon: every connection on its schedule, with health and metrics."""
     from connector.daemon import Daemon
@@ -291,6 +301,7 @@ def run(
             unready_after_s=unready_after_s,
             stalled_after_s=stalled_after_s,
             lease_ttl_s=lease_ttl_s,
+            parallel_cycles=parallel_cycles,
         )
     except (ConfigError, MappingError) as exc:
         raise _fail(exc.message, ExitCode.BAD_CONFIG) from None

@@ -49,6 +49,11 @@ MAX_SECRET_FILE_BYTES = 64 * 1024
 RECONCILE_INTERVAL_S = 6 * 3600
 
 
+#: the daemon's cycles running at the same time (``connector run --parallel-cycles``):
+#: memory grows with the cycles running, not with the connections configured
+PARALLEL_CYCLES = 10
+
+
 class Settings(BaseSettings):
     """Process-wide settings (``CONNECTOR_*`` variables, ``.env``, secret files)."""
 
