@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import argparse
 import io
-import ssl
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[1]
 CRMS = {
@@ -64,8 +62,7 @@ def measure(crm: str, opportunities: int) -> list[tuple[str, RunReport, dict[str
         config_path = config_for(crm, sb.url, sb.ca_file, workdir)
         cfg = load_config(config_path)
         settings = Settings(state_url=f"sqlite:///{workdir / 'state.db'}", config=config_path)
-        verify = ssl.create_default_context(cafile=str(sb.ca_file))
-        with httpx.Client(base_url=sb.url, verify=verify, timeout=30) as admin:
+        with sb.client() as admin:
             for run in RUNS:
                 admin.post("/_sandbox/stats/reset").raise_for_status()
                 (report,) = run_once(

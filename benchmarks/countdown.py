@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import ssl
 import sys
 import tempfile
 from pathlib import Path
 
-import httpx
 from calls_per_sync import CRMS, config_for
 from rich.console import Console
 from rich.table import Table
 
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[1]
 
@@ -54,9 +52,7 @@ def measure(crm: str, incoming: int, days: int, opportunities: int) -> list[tupl
     with (
         tempfile.TemporaryDirectory() as tmp,
         SandboxServer(opportunities=opportunities, seed=5) as sb,
-        httpx.Client(
-            base_url=sb.url, verify=ssl.create_default_context(cafile=str(sb.ca_file)), timeout=60
-        ) as admin,
+        sb.client(60) as admin,
     ):
         workdir = Path(tmp)
         config = config_for(crm, sb.url, sb.ca_file, workdir)

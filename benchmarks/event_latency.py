@@ -30,14 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import ssl
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -46,17 +44,13 @@ from typing import Any
 import httpx
 import yaml
 
+from sandbox.harness import SandboxProcess, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 SF, DV = "bench-salesforce", "bench-dynamics"
 DV_KEY_ENV = "BENCH_DATAVERSE_EVENT_KEY"
 DV_KEY = "bench-dataverse-key-2f7c"
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(condition: Any, what: str, timeout_s: float) -> None:
@@ -182,27 +176,9 @@ def percentile(values: list[float], p: float) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    ca = workdir / "sandbox-ca.pem"
-    sandbox_cmd = [
-        PYTHON,
-        "-m",
-        "connector",
-        "sandbox",
-        "--port",
-        str(port),
-        "--opportunities",
-        "0",
-        "--latency-ms",
-        str(args.latency_ms),
-        "--ca-file",
-        str(ca),
-    ]
-    with child(sandbox_cmd, workdir / "sandbox.log"):
-        wait_until(lambda: ca.exists() and _listening(port), "the sandbox", 60)
-        url = f"https://127.0.0.1:{port}"
-        verify = ssl.create_default_context(cafile=str(ca))
-        with httpx.Client(base_url=url, verify=verify, timeout=120) as admin:
+    with SandboxProcess(workdir, latency_ms=args.latency_ms) as sandbox:
+        url, ca = sandbox.url, sandbox.ca_file
+        with sandbox.client(120) as admin:
             admin.post(
                 "/_sandbox/seed", json={"opportunities": args.opportunities, "seed": 3}
             ).raise_for_status()
@@ -378,17 +354,9 @@ def summarise(
 
 
 def _is_microsofts(referral: dict[str, Any]) -> bool:
-    from connector.sandbox.partner_center_fields import is_microsofts
+    from sandbox.partner_center.fields import is_microsofts
 
     return bool(is_microsofts(referral))
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def _get(port: int, path: str) -> str:

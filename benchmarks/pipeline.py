@@ -32,30 +32,24 @@ import argparse
 import json
 import os
 import platform
-import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from sandbox.harness import SandboxProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 TOKEN_PATHS = ("/oauth2/",)
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -91,54 +85,10 @@ class Sandbox:
 
 @contextmanager
 def sandbox(workdir: Path, latency_ms: float) -> Iterator[Sandbox]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    ca = workdir / "sandbox-ca.pem"
-    log = (workdir / "sandbox.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "connector",
-            "sandbox",
-            "--port",
-            str(port),
-            "--opportunities",
-            "0",
-            "--latency-ms",
-            str(latency_ms),
-            "--ca-file",
-            str(ca),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the sandbox exited: see {workdir / 'sandbox.log'}")
-            try:
-                if ca.exists():
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the sandbox did not start within 60 s")
-            time.sleep(0.1)
-        url = f"https://127.0.0.1:{port}"
-        verify = ssl.create_default_context(cafile=str(ca))
-        with httpx.Client(base_url=url, verify=verify, timeout=600) as admin:
-            yield Sandbox(url, ca, proc, admin)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    """The sandbox in its own process (sandbox.harness), empty: each case seeds it."""
+    with SandboxProcess(workdir, latency_ms=latency_ms, admin_timeout=600) as sb:
+        assert sb.process is not None and sb.admin is not None
+        yield Sandbox(sb.url, sb.ca_file, sb.process, sb.admin)
 
 
 def connection_config(crm: str, sb: Sandbox, concurrency: int) -> dict[str, Any]:

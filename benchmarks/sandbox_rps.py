@@ -17,10 +17,7 @@ import argparse
 import http.client
 import json
 import multiprocessing as mp
-import os
 import ssl
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxProcess, SandboxServer
 
 REFERRALS = "/v1.0/engagements/referrals"
 #: a private deal as the connector creates it (connector.dealcore.payload.referral_body):
@@ -225,32 +222,9 @@ def main() -> None:
             print("sandbox in this process (client and server share the GIL)")
             run(sb.url, str(sb.ca_file), args)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        ca = Path(tmp) / "ca.pem"
-        port = 8791
-        code = (
-            "from pathlib import Path; from connector.sandbox.server import serve; "
-            f"serve(port={port}, ca_file=Path({str(ca)!r}))"
-        )
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        server = subprocess.Popen([sys.executable, "-c", code], env=env)
-        try:
-            for _ in range(200):
-                if ca.exists():
-                    try:
-                        httpx.get(
-                            f"https://127.0.0.1:{port}/_sandbox/stats",
-                            verify=ssl.create_default_context(cafile=str(ca)),
-                        )
-                        break
-                    except httpx.HTTPError:
-                        pass
-                time.sleep(0.1)
-            print("sandbox in a separate process (uvicorn)")
-            run(f"https://127.0.0.1:{port}", str(ca), args)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as tmp, SandboxProcess(Path(tmp)) as sb:
+        print("sandbox in a separate process (uvicorn)")
+        run(sb.url, str(sb.ca_file), args)
 
 
 if __name__ == "__main__":

@@ -409,6 +409,19 @@ def _store_exit_code(exc: ConnectorError) -> int:
     return ExitCode.BAD_CONFIG if exc.code in ("config", "state_missing") else ExitCode.FAILED
 
 
+#: what only the sandbox needs (the `sandbox` extra)
+SANDBOX_DEPENDENCIES = frozenset({"starlette", "uvicorn", "trustme"})
+
+
+def sandbox_missing(module: str) -> str:
+    """What to do when the sandbox, or one of its dependencies, is not installed."""
+    return (
+        f"the sandbox is not installed (no module {module!r}): it is not part of the "
+        "connector's package. From a clone of the repository, install it with "
+        "`pip install -e '.[sandbox]'` (scripts/demo does)"
+    )
+
+
 @app.command()
 def sandbox(
     host: Annotated[
@@ -436,7 +449,15 @@ def sandbox(
     ] = False,
 ) -> None:
     """Start the local HTTPS sandbox imitating the referrals API, Salesforce and Dataverse."""
-    from connector.sandbox.server import serve
+    try:
+        from sandbox.server import serve
+    except ImportError as exc:
+        # the package itself missing, or one of the extra's dependencies (a module of
+        # the sandbox missing is a fault of the clone, not of the install)
+        if exc.name != "sandbox" and (exc.name or "").partition(".")[0] not in SANDBOX_DEPENDENCIES:
+            raise
+        missing = (exc.name or "sandbox").partition(".")[0]
+        raise _fail(sandbox_missing(missing), ExitCode.BAD_CONFIG) from None
 
     logs.setup("INFO", "auto")
     try:

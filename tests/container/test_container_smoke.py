@@ -1,12 +1,15 @@
 """The image's install steps, without Docker: a wheel in a clean venv, run as a non-root user.
 
 Follows the Dockerfile: build the wheel from a copy of pyproject.toml, README.md,
-LICENSE, connector/ and mappings/ (`pip wheel --no-deps`), install it with the ``postgres`` extra into a fresh
-virtual environment, copy mappings/ and config/, then, as an unprivileged user, start
-the sandbox and `connector run` from that environment (config/compose-sandbox.yaml
-pointed at the sandbox, a 5 s interval), watch two cycles through /healthz, /readyz and
-/metrics, and stop it with SIGTERM (exit 0). A non-editable install is what catches
-package data missing from the wheel (the Alembic migrations).
+LICENSE, connector/ and mappings/ (`pip wheel --no-deps`), install it with the ``postgres``
+extra into a fresh virtual environment (which then holds none of the sandbox's
+dependencies, and whose `connector sandbox` says how to install it), copy mappings/ and
+config/; then, like the sandbox stage, the same wheel with the ``sandbox`` extra in a
+second environment, sandbox/ beside it. As an unprivileged user, start the sandbox from
+the second and `connector run` from the first (config/compose-sandbox.yaml pointed at
+the sandbox, a 5 s interval), watch two cycles through /healthz, /readyz and /metrics,
+and stop it with SIGTERM (exit 0). A non-editable install is what catches package data
+missing from the wheel (the Alembic migrations).
 """
 
 from __future__ import annotations
@@ -107,8 +110,9 @@ def image_root() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def build_image(root: Path, base: str) -> Path:
-    """The Dockerfile's build stage; returns the venv (root-owned, like /opt/venv)."""
+def build_image(root: Path, base: str) -> tuple[Path, Path]:
+    """The Dockerfile's build stage; returns the venv (root-owned, like /opt/venv) and
+    the wheel."""
     src = root / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
@@ -121,13 +125,55 @@ def build_image(root: Path, base: str) -> Path:
     run([*pip, "wheel", "--no-deps", "--wheel-dir", str(root / "wheels"), str(src)], cwd=src)
     (wheel,) = (root / "wheels").glob("*.whl")
     run([*pip, "install", "--no-compile", f"{wheel}[postgres]"])
-    return venv
+    return venv, wheel
+
+
+def build_sandbox_image(root: Path, base: str, wheel: Path) -> tuple[Path, Path]:
+    """The Dockerfile's sandbox stage: the wheel with the sandbox extra, sandbox/ beside
+    it; returns the venv and the folder to put on PYTHONPATH."""
+    venv = root / "sandbox-image" / "venv"
+    run([base, "-m", "venv", str(venv)])
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    run([*pip, "install", "--no-compile", f"{wheel}[sandbox]"])
+    app = root / "sandbox-image" / "app"
+    shutil.copytree(
+        ROOT / "sandbox",
+        app / "sandbox",
+        ignore=shutil.ignore_patterns("__pycache__", "tests"),
+    )
+    return venv, app
+
+
+def installed(venv: Path) -> set[str]:
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {str(p["name"]).lower() for p in json.loads(done.stdout)}
 
 
 def test_the_image_steps_install_and_run_the_daemon_as_a_non_root_user(image_root: Path) -> None:
     user = non_root_user()
-    venv = build_image(image_root, base_python(user))
+    base = base_python(user)
+    venv, wheel = build_image(image_root, base)
     python = str(venv / "bin" / "python")
+
+    # the product: none of the sandbox, which says how to install it when asked for
+    assert not {"starlette", "uvicorn", "trustme"} & installed(venv)
+    missing = subprocess.run(
+        [str(venv / "bin" / "connector"), "sandbox", "--port", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=image_root,
+    )
+    assert missing.returncode == 4, missing.stderr
+    assert "pip install -e '.[sandbox]'" in " ".join(missing.stderr.split())
+    assert "Traceback" not in missing.stderr
+    sandbox_venv, sandbox_app = build_sandbox_image(image_root, base, wheel)
+    assert {"starlette", "uvicorn", "trustme"} <= installed(sandbox_venv)
 
     migrations = subprocess.run(
         [
@@ -195,9 +241,11 @@ def test_the_image_steps_install_and_run_the_daemon_as_a_non_root_user(image_roo
     as_user: dict[str, Any] = {"cwd": app, "env": env, "text": True}
     if os.geteuid() == 0:
         as_user.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+    sandbox_env = {**env, "PATH": f"{sandbox_venv / 'bin'}:/usr/bin:/bin"}
+    sandbox_env["PYTHONPATH"] = str(sandbox_app)  # as the sandbox stage sets it
     sandbox = subprocess.Popen(
         [
-            str(venv / "bin" / "connector"),
+            str(sandbox_venv / "bin" / "connector"),
             "sandbox",
             "--port",
             str(sandbox_port),
@@ -208,7 +256,7 @@ def test_the_image_steps_install_and_run_the_daemon_as_a_non_root_user(image_roo
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        **as_user,
+        **{**as_user, "env": sandbox_env},
     )
     daemon: subprocess.Popen[str] | None = None
     try:

@@ -38,9 +38,9 @@ from connector.model import (
     Substatus,
 )
 
-pytest.importorskip("connector.sandbox.partner_center")
+pytest.importorskip("sandbox.partner_center.part")
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 SCOPE = "https://api.partner.microsoft.com/.default"
 TENANT = "sandbox-tenant"

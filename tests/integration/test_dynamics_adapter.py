@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -18,8 +17,8 @@ from connector.errors import ConfigError, Throttled
 from connector.mapping.filters import Filter
 from connector.model import CrmStatusUpdate
 
-server = pytest.importorskip("connector.sandbox.server")
-pytest.importorskip("connector.sandbox.dataverse")
+server = pytest.importorskip("sandbox.harness")
+pytest.importorskip("sandbox.dataverse.part")
 
 N = 60
 FIELDS = [
@@ -47,11 +46,7 @@ def sandbox() -> Iterator[Any]:
 
 @pytest.fixture
 def admin(sandbox: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=sandbox.url,
-        verify=ssl.create_default_context(cafile=str(sandbox.ca_file)),
-        timeout=10,
-    ) as client:
+    with sandbox.client(10) as client:
         client.post(
             "/_sandbox/dataverse/reset", json={"opportunities": N, "seed": 7}
         ).raise_for_status()

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr, TypeAdapter
 
-pytest.importorskip("connector.sandbox.salesforce", reason="the sandbox Salesforce part")
+pytest.importorskip("sandbox.salesforce.part", reason="the sandbox Salesforce part")
 
 from connector.crm.base import NewOpportunity
 from connector.crm.salesforce import SalesforceOpportunities
@@ -23,7 +23,7 @@ from connector.dealcore.retry import RetryPolicy
 from connector.errors import CrmError, QuotaExhausted
 from connector.mapping.filters import Filter
 from connector.model import CrmStatusUpdate
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 SEEDED = 450
 SELECT = TypeAdapter(Filter).validate_python(

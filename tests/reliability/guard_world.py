@@ -8,7 +8,6 @@ put in, plus whatever crm/core settings a test overrides.
 from __future__ import annotations
 
 import io
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,11 +18,11 @@ import httpx
 import yaml
 from rich.console import Console
 
-from connector.sandbox.partner_center_fields import is_partners
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_partners
 
 ROOT = Path(__file__).parents[2]
 CONNECTION = {"salesforce": "sandbox-salesforce", "dynamics": "sandbox-dynamics"}
@@ -58,8 +57,7 @@ class GuardWorld:
         conn, data = {}, {}
         for source in ("sandbox.yaml", "sandbox-dynamics.yaml"):
             text = (ROOT / "config" / source).read_text(encoding="utf-8")
-            text = text.replace("https://127.0.0.1:8700", self.sb.url)
-            text = text.replace(".connector/sandbox-ca.pem", str(self.sb.ca_file))
+            text = self.sb.localize(text)
             data = yaml.safe_load(text)
             found = [c for c in data["connections"] if c["name"] == CONNECTION[kind]]
             if found:
@@ -108,7 +106,5 @@ class GuardWorld:
 
 @contextmanager
 def guard_world(folder: Path, opportunities: int = 60, seed: int = 11) -> Iterator[GuardWorld]:
-    with SandboxServer(opportunities=opportunities, seed=seed) as sb:
-        verify = ssl.create_default_context(cafile=str(sb.ca_file))
-        with httpx.Client(base_url=sb.url, verify=verify, timeout=30) as admin:
-            yield GuardWorld(sb, admin, folder)
+    with SandboxServer(opportunities=opportunities, seed=seed) as sb, sb.client() as admin:
+        yield GuardWorld(sb, admin, folder)

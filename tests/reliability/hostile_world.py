@@ -31,7 +31,7 @@ import httpx
 import trustme
 from guard_world import GuardWorld
 
-from connector.sandbox.server import SandboxServer, TlsFiles
+from sandbox.harness import SandboxServer, TlsFiles
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,4 +1,5 @@
-"""Shared by the reliability tests: a sandbox in its own process, configs, and the checks.
+"""Shared by the reliability tests: configs and the checks (the sandbox in its own
+process is sandbox.harness.SandboxProcess).
 
 The checks read all three systems through the sandbox's admin API and compare them
 with the co-sell rules (not with the connector's code): every eligible opportunity
@@ -8,20 +9,15 @@ has exactly one referral, nothing else has one, and Salesforce mirrors the core.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import ssl
-import subprocess
 import sys
-import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from connector.sandbox.partner_center_fields import is_partners
+from sandbox.partner_center.fields import is_partners
 
 ROOT = Path(__file__).parents[2]
 PYTHON = sys.executable
@@ -43,12 +39,6 @@ STAGE_PERCENT = {
     "Verbal Commit": "80",
     "Closed Won": "100",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 _CONNECTION = """\
@@ -95,88 +85,6 @@ def write_config(
     ]
     path.write_text(f"state_url: {state_url}\nconnections:\n" + "".join(blocks), "utf-8")
     return path
-
-
-@dataclass
-class SandboxProcess:
-    """``connector sandbox`` in its own process (so killing a client never touches it)."""
-
-    workdir: Path
-    opportunities: int
-    latency_ms: float = 1.0
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    admin: httpx.Client | None = None
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def ca_file(self) -> Path:
-        return self.workdir / "ca.pem"
-
-    def start(self) -> SandboxProcess:
-        log = (self.workdir / "sandbox.log").open("wb")
-        self.process = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "connector",
-                "sandbox",
-                "--port",
-                str(self.port),
-                "--opportunities",
-                str(self.opportunities),
-                "--ca-file",
-                str(self.ca_file),
-                "--latency-ms",
-                str(self.latency_ms),
-            ],
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    "the sandbox exited: " + (self.workdir / "sandbox.log").read_text()[-2000:]
-                )
-            if self.ca_file.exists():
-                try:
-                    client = httpx.Client(
-                        base_url=self.url,
-                        verify=ssl.create_default_context(cafile=str(self.ca_file)),
-                        timeout=60,
-                    )
-                    client.get("/_sandbox/stats").raise_for_status()
-                except (httpx.HTTPError, ssl.SSLError, OSError):
-                    client.close()
-                else:
-                    self.admin = client
-                    return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("the sandbox did not answer within 60 s")
-
-    def stop(self) -> None:
-        if self.admin is not None:
-            self.admin.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-    def __enter__(self) -> SandboxProcess:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
 
 def connector_env() -> dict[str, str]:

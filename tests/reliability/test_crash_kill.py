@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_world import PYTHON, SandboxProcess, check_world, connector_env, write_config
+from reliability_world import PYTHON, check_world, connector_env, write_config
+
+from sandbox.harness import SandboxProcess
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +48,7 @@ def _wait_for_line(log: Path, needle: str, process: subprocess.Popen[bytes], lim
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     rng = random.Random(20250801)
-    with SandboxProcess(tmp_path, OPPORTUNITIES, latency_ms=LATENCY_MS) as sandbox:
+    with SandboxProcess(tmp_path, opportunities=OPPORTUNITIES, latency_ms=LATENCY_MS) as sandbox:
         assert sandbox.admin is not None
         config = write_config(
             tmp_path / "config.yaml",
@@ -111,7 +113,7 @@ STOP_CORE_LATENCY_MS = 50
 
 def test_sigterm_at_random_points_exits_in_time_and_loses_nothing(tmp_path: Path) -> None:
     rng = random.Random(20261203)
-    with SandboxProcess(tmp_path, OPPORTUNITIES, latency_ms=LATENCY_MS) as sandbox:
+    with SandboxProcess(tmp_path, opportunities=OPPORTUNITIES, latency_ms=LATENCY_MS) as sandbox:
         assert sandbox.admin is not None
         config = write_config(
             tmp_path / "config.yaml",

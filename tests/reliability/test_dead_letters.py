@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import ssl
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,12 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from connector.cli import app
-from connector.sandbox.partner_center_fields import is_partners
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.state.store import DeadLetter, Store
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_partners
 
 
 class LetterWorld:
@@ -78,10 +77,8 @@ class LetterWorld:
 
 @pytest.fixture
 def letter_world(tmp_path: Path) -> Iterator[LetterWorld]:
-    with SandboxServer(opportunities=150, seed=5) as sb:
-        context = ssl.create_default_context(cafile=str(sb.ca_file))
-        with httpx.Client(base_url=sb.url, verify=context, timeout=30) as admin:
-            yield LetterWorld(sb, admin, tmp_path)
+    with SandboxServer(opportunities=150, seed=5) as sb, sb.client() as admin:
+        yield LetterWorld(sb, admin, tmp_path)
 
 
 def test_list_and_show_name_each_rejected_record_with_its_reason(letter_world: LetterWorld) -> None:

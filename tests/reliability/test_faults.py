@@ -9,7 +9,6 @@ and no request may reach the sandbox before a ``Retry-After`` it was given has p
 from __future__ import annotations
 
 import io
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,11 @@ import pytest
 from reliability_world import check_world, write_config
 from rich.console import Console
 
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.state.store import Store
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
 
 pytestmark = pytest.mark.slow
 
@@ -70,10 +69,8 @@ class FaultWorld:
 
 @pytest.fixture
 def fault_world(tmp_path: Path) -> Iterator[FaultWorld]:
-    with SandboxServer(opportunities=OPPORTUNITIES, seed=11) as sb:
-        context = ssl.create_default_context(cafile=str(sb.ca_file))
-        with httpx.Client(base_url=sb.url, verify=context, timeout=30) as admin:
-            yield FaultWorld(sb, admin, tmp_path)
+    with SandboxServer(opportunities=OPPORTUNITIES, seed=11) as sb, sb.client() as admin:
+        yield FaultWorld(sb, admin, tmp_path)
 
 
 def test_the_sync_converges_under_faults_without_loss_or_duplicates(

@@ -22,13 +22,12 @@ from reliability_world import (
 )
 from reliability_world import (
     PYTHON,
-    SandboxProcess,
     connector_env,
-    free_port,
     write_config,
 )
 
 from connector.state.store import Run, Store
+from sandbox.harness import SandboxProcess, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -53,7 +52,7 @@ def _wait(predicate: object, limit: float, what: str) -> None:
 def test_no_connection_is_run_by_two_daemons_at_once_and_survivors_carry_on(
     tmp_path: Path, pg_state: str
 ) -> None:
-    with SandboxProcess(tmp_path, 300, latency_ms=2.0) as sandbox:
+    with SandboxProcess(tmp_path, opportunities=300, latency_ms=2.0) as sandbox:
         config = write_config(
             tmp_path / "config.yaml",
             sandbox.url,

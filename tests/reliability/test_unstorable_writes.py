@@ -10,7 +10,6 @@ table answered 500).
 from __future__ import annotations
 
 import json
-import ssl
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 SF_API = "/services/data/v59.0"
 DV_API = "/api/data/v9.2"
@@ -60,8 +59,7 @@ def sb() -> Iterator[SandboxServer]:
 
 @pytest.fixture(scope="module")
 def http(sb: SandboxServer) -> Iterator[httpx.Client]:
-    verify = ssl.create_default_context(cafile=str(sb.ca_file))
-    with httpx.Client(base_url=sb.url, verify=verify, timeout=30) as client:
+    with sb.client() as client:
         yield client
 
 

@@ -8,7 +8,6 @@ published status, headers and envelope: the same keys with the same kinds of val
 from __future__ import annotations
 
 import re
-import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from dataverse_contract import published, shape
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 API = "/api/data/v9.2/"
 ADMIN = "/_sandbox/dataverse/"
@@ -30,8 +29,7 @@ def sandbox() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def web(sandbox: SandboxServer) -> Iterator[httpx.Client]:
-    verify = ssl.create_default_context(cafile=str(sandbox.ca_file))
-    with httpx.Client(base_url=sandbox.url, verify=verify, timeout=20) as client:
+    with sandbox.client(20) as client:
         client.post(ADMIN + "reset", json={"opportunities": 8, "seed": 5}).raise_for_status()
         token = client.post(
             "/tenant-1/oauth2/v2.0/token",

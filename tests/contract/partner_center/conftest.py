@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from contract_world import SandboxCore
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 
 @pytest.fixture(scope="module")

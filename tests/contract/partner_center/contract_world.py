@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from connector.dealcore.client import ReferralsClient
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -50,9 +50,7 @@ class SandboxCore:
     def __init__(self, sb: SandboxServer) -> None:
         self.sb = sb
         self.url = sb.url
-        self.http = httpx.Client(
-            base_url=sb.url, verify=ssl.create_default_context(cafile=str(sb.ca_file)), timeout=30
-        )
+        self.http = sb.client()
         token = self.http.post(
             "/sandbox-tenant/oauth2/v2.0/token",
             data={

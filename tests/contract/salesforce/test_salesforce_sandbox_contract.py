@@ -15,7 +15,7 @@ import pytest
 import requests
 from salesforce_contract import published, shape
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 VERSION = "v59.0"
 LIMIT_INFO = re.compile(r"^api-usage=\d+/\d+$")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from console_browser import SyncedWorld, console_section, sandbox_config
 
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings
+from sandbox.harness import SandboxServer
 
 
 @pytest.fixture

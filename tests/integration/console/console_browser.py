@@ -27,11 +27,11 @@ from rich.console import Console as RichConsole
 from ruamel.yaml import YAML
 
 from connector.console import ConsoleServer, open_console
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, Settings
 from connector.state.store import Store
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 SCREENSHOTS = ROOT / ".connector" / "screenshots"
@@ -54,8 +54,7 @@ SF = "sandbox-salesforce"
 def sandbox_config(sb: SandboxServer, console: dict[str, Any]) -> ConfigFile:
     """config/sandbox.yaml's Salesforce connection pointed at ``sb``, with ``console``."""
     text = (ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8")
-    text = text.replace("https://127.0.0.1:8700", sb.url)
-    text = text.replace(".connector/sandbox-ca.pem", str(sb.ca_file))
+    text = sb.localize(text)
     data: dict[str, Any] = YAML(typ="safe").load(text)
     data["connections"] = [c for c in data["connections"] if c["name"] == SF]
     for conn in data["connections"]:

@@ -11,9 +11,9 @@ import pytest
 from console_browser import form_token
 
 from connector.console import open_console
-from connector.sandbox.server import make_tls
 from connector.settings import ConfigFile, Settings
 from connector.state.store import Store
+from sandbox.harness import make_tls
 
 ROOT = Path(__file__).parents[3]
 

@@ -4,9 +4,6 @@ entries per record than the ``history`` settings keep."""
 
 from __future__ import annotations
 
-import ssl
-
-import httpx
 from console_browser import SF, SyncedWorld
 
 from connector.mapping.load import load_mapping
@@ -17,8 +14,7 @@ from connector.sync.history import crm_values_of
 
 
 def edit_amount(world: SyncedWorld, crm_id: str, amount: int) -> None:
-    verify = ssl.create_default_context(cafile=str(world.sb.ca_file))
-    with httpx.Client(base_url=world.sb.url, verify=verify, timeout=30) as admin:
+    with world.sb.client() as admin:
         admin.post(
             f"/_sandbox/salesforce/opportunities/{crm_id}", json={"Amount": amount}
         ).raise_for_status()

@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 WAIT_S = 90.0
@@ -45,8 +45,7 @@ def sandbox_config_data(
 ) -> dict[str, Any]:
     """config/sandbox.yaml pointed at ``sb``, with only ``names`` and the given overrides."""
     text = (ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8")
-    text = text.replace("https://127.0.0.1:8700", sb.url)
-    text = text.replace(".connector/sandbox-ca.pem", str(sb.ca_file))
+    text = sb.localize(text)
     data: dict[str, Any] = YAML(typ="safe").load(text)
     wanted = list(names)
     data["connections"] = [c for c in data["connections"] if c["name"] in wanted]

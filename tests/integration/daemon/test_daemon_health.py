@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from daemon_world import get_json, sandbox_config_data, scrape, total, wait_for
 
 from connector.daemon import Daemon
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, ConnectionSettings, Settings
 from connector.state.store import Store
+from sandbox.harness import SandboxServer
 
 SF = "sandbox-salesforce"
 
@@ -36,8 +35,7 @@ def sandbox() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def admin(sandbox: SandboxServer) -> Iterator[httpx.Client]:
-    verify = ssl.create_default_context(cafile=str(sandbox.ca_file))
-    with httpx.Client(base_url=sandbox.url, verify=verify, timeout=30) as client:
+    with sandbox.client() as client:
         yield client
 
 

@@ -17,9 +17,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from daemon_world import sandbox_config_data, wait_for
 
 from connector.daemon import Daemon, schedule_trigger
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, ConnectionSettings, Schedule, Settings
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
 
 SF = "sandbox-salesforce"
 DV = "sandbox-dynamics"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from connector.daemon import Daemon
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, Schedule, Settings, load_config
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 CONN = "sandbox-salesforce"
@@ -36,8 +36,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 def config_for(sb: SandboxServer, tmp: Path, mapping: Path) -> ConfigFile:
     text = (ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8")
-    text = text.replace("https://127.0.0.1:8700", sb.url)
-    text = text.replace(".connector/sandbox-ca.pem", str(sb.ca_file))
+    text = sb.localize(text)
     text = text.replace("mappings/salesforce.yaml", str(mapping))
     path = tmp / "config.yaml"
     path.write_text(text, encoding="utf-8")

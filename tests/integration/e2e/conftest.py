@@ -7,15 +7,13 @@ CRM only says so with ``@pytest.mark.parametrize("world", ["dynamics"], indirect
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from e2e_world import CRMS, World, view_for, write_config
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 
 @pytest.fixture(params=CRMS)
@@ -25,9 +23,7 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
     n = marker.args[0] if marker else 500
     with SandboxServer(opportunities=n, seed=7) as sb:
         config = write_config(tmp_path / "config.yaml", sb.url, sb.ca_file, crm)
-        with httpx.Client(
-            base_url=sb.url, verify=ssl.create_default_context(cafile=str(sb.ca_file)), timeout=30
-        ) as admin:
+        with sb.client() as admin:
             # strict: the core refuses any PATCH path or target type Microsoft does not document
             admin.put("/_sandbox/core/settings", json={"strict": True}).raise_for_status()
             yield World(

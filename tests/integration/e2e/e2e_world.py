@@ -21,11 +21,11 @@ from rich.console import Console
 
 from connector.mapping.load import load_mapping
 from connector.mapping.schema import StatusFields
-from connector.sandbox.partner_center_fields import is_partners
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, Settings, load_config
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_partners
 
 ROOT = Path(__file__).parents[3]
 CRMS = ("salesforce", "dynamics")

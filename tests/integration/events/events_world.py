@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
 from connector.daemon import Daemon
-from connector.sandbox.server import SandboxServer
 from connector.settings import ConfigFile, Settings
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 SF = "sandbox-salesforce"
@@ -51,8 +50,7 @@ def config_data(
     connection_events: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     text = (ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8")
-    text = text.replace("https://127.0.0.1:8700", sb.url)
-    text = text.replace(".connector/sandbox-ca.pem", str(sb.ca_file))
+    text = sb.localize(text)
     data: dict[str, Any] = YAML(typ="safe").load(text)
     data.pop("state_url", None)
     data["connections"] = [c for c in data["connections"] if c["name"] in names]
@@ -88,8 +86,7 @@ def config_data(
 
 
 def admin_client(sb: SandboxServer) -> httpx.Client:
-    context = ssl.create_default_context(cafile=str(sb.ca_file))
-    return httpx.Client(base_url=sb.url, verify=context, timeout=30)
+    return sb.client()
 
 
 def point_sandbox_at(admin: httpx.Client, daemon: Daemon, **faults: dict[str, float]) -> None:
@@ -146,7 +143,7 @@ def referrals(admin: httpx.Client) -> list[dict[str, Any]]:
 
 
 def referral_of(admin: httpx.Client, crm_id: str) -> dict[str, Any] | None:
-    from connector.sandbox.partner_center_fields import is_partners
+    from sandbox.partner_center.fields import is_partners
 
     found = [
         r for r in referrals(admin) if is_partners(r) and r.get("externalReferenceId") == crm_id

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from events_world import DV, DV_KEY, admin_client, config_data, running, total, wait_for
 
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 FLOOD = 10_000
 CAP = 500

@@ -14,8 +14,8 @@ from pathlib import Path
 from events_world import SF, admin_client, config_data, deal_value, referral_of, running, wait_for
 
 from connector.events.salesforce_stream import REPLAY_CURSOR
-from connector.sandbox.server import SandboxServer
 from connector.state.store import Store
+from sandbox.harness import SandboxServer
 
 
 def _stored(state: Path) -> int | None:

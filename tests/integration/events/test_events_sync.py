@@ -32,8 +32,8 @@ from events_world import (
 )
 
 from connector.daemon import Daemon
-from connector.sandbox.partner_center_fields import is_microsofts, is_partners
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_microsofts, is_partners
 
 
 @pytest.fixture

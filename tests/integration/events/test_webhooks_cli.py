@@ -16,8 +16,8 @@ from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from connector.cli import app
-from connector.sandbox.partner_center_fields import is_microsofts, is_partners
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_microsofts, is_partners
 
 
 def _write(path: Path, data: dict[str, object]) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import re
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from connector.sandbox.partner_center_fields import is_microsofts, is_partners
-from connector.sandbox.server import SandboxServer
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from sandbox.harness import SandboxServer
+from sandbox.partner_center.fields import is_microsofts, is_partners
 
 ROOT = Path(__file__).parents[3]
 
@@ -218,20 +217,18 @@ class LifecycleWorld:
 @contextmanager
 def salesforce_world(tmp_path: Path, *, opportunities: int = 40) -> Iterator[LifecycleWorld]:
     """The sandbox with a Salesforce connection whose mapping creates incoming deals."""
-    with SandboxServer(opportunities=opportunities, seed=11) as sb:
-        context = ssl.create_default_context(cafile=str(sb.ca_file))
-        with httpx.Client(base_url=sb.url, verify=context, timeout=30) as admin:
-            world = LifecycleWorld(
-                sb, tmp_path / "config.yaml", f"sqlite:///{tmp_path / 'state.db'}", admin
-            )
-            mapping = mapping_copy(
-                ROOT / "mappings" / "salesforce.yaml",
-                tmp_path / "salesforce.yaml",
-                owner_id=world.template()["OwnerId"],
-            )
-            write_config(world.config_path, sb.url, sb.ca_file, "salesforce", mapping)
-            world.core_settings(strict=True)  # only the documented PATCH paths and targets
-            yield world
+    with SandboxServer(opportunities=opportunities, seed=11) as sb, sb.client() as admin:
+        world = LifecycleWorld(
+            sb, tmp_path / "config.yaml", f"sqlite:///{tmp_path / 'state.db'}", admin
+        )
+        mapping = mapping_copy(
+            ROOT / "mappings" / "salesforce.yaml",
+            tmp_path / "salesforce.yaml",
+            owner_id=world.template()["OwnerId"],
+        )
+        write_config(world.config_path, sb.url, sb.ca_file, "salesforce", mapping)
+        world.core_settings(strict=True)  # only the documented PATCH paths and targets
+        yield world
 
 
 DATAVERSE_ADMIN = "/_sandbox/dataverse/opportunities"
@@ -255,21 +252,19 @@ class DynamicsWorld(LifecycleWorld):
 @contextmanager
 def dynamics_world(tmp_path: Path, *, opportunities: int = 40) -> Iterator[DynamicsWorld]:
     """The sandbox with a Dynamics connection: the default mapping, incoming deals on."""
-    with SandboxServer(opportunities=opportunities, seed=11) as sb:
-        context = ssl.create_default_context(cafile=str(sb.ca_file))
-        with httpx.Client(base_url=sb.url, verify=context, timeout=30) as admin:
-            world = DynamicsWorld(
-                sb, tmp_path / "config.yaml", f"sqlite:///{tmp_path / 'state.db'}", admin
-            )
-            defects = admin.get("/_sandbox/dataverse/defects").raise_for_status().json()
-            owner = next(
-                r["_ownerid_value"]
-                for r in world.rows()
-                if r["opportunityid"] not in defects and r.get("_ownerid_value")
-            )
-            mapping = mapping_copy(
-                ROOT / "mappings" / "dynamics.yaml", tmp_path / "dynamics.yaml", owner_id=owner
-            )
-            write_config(world.config_path, sb.url, sb.ca_file, "dynamics", mapping)
-            world.core_settings(strict=True)  # only the documented PATCH paths and targets
-            yield world
+    with SandboxServer(opportunities=opportunities, seed=11) as sb, sb.client() as admin:
+        world = DynamicsWorld(
+            sb, tmp_path / "config.yaml", f"sqlite:///{tmp_path / 'state.db'}", admin
+        )
+        defects = admin.get("/_sandbox/dataverse/defects").raise_for_status().json()
+        owner = next(
+            r["_ownerid_value"]
+            for r in world.rows()
+            if r["opportunityid"] not in defects and r.get("_ownerid_value")
+        )
+        mapping = mapping_copy(
+            ROOT / "mappings" / "dynamics.yaml", tmp_path / "dynamics.yaml", owner_id=owner
+        )
+        write_config(world.config_path, sb.url, sb.ca_file, "dynamics", mapping)
+        world.core_settings(strict=True)  # only the documented PATCH paths and targets
+        yield world

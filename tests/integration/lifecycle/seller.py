@@ -16,7 +16,7 @@ from typing import Any
 
 from lifecycle_world import DynamicsWorld, LifecycleWorld, dynamics_world, salesforce_world
 
-from connector.sandbox import dataverse_schema
+from sandbox.dataverse import schema as dataverse_schema
 
 SALESFORCE = {
     "name": "Name",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from connector import cli, mapping_cli
-from connector.sandbox.server import SandboxServer
+from sandbox.harness import SandboxServer
 
 ROOT = Path(__file__).parents[3]
 SALESFORCE = ROOT / "mappings" / "salesforce.yaml"
@@ -37,8 +36,7 @@ class Live:
     def config(self, salesforce_mapping: Path = SALESFORCE) -> Path:
         """A config for the sandbox whose Salesforce connection uses ``salesforce_mapping``."""
         text = (ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8")
-        text = text.replace("https://127.0.0.1:8700", self.sb.url)
-        text = text.replace(".connector/sandbox-ca.pem", str(self.sb.ca_file))
+        text = self.sb.localize(text)
         text = text.replace("sqlite:///.connector/state.db", f"sqlite:///{self.tmp / 's.db'}")
         text = text.replace("mappings/salesforce.yaml", str(salesforce_mapping))
         text = text.replace("mappings/dynamics.yaml", str(DYNAMICS))
@@ -49,10 +47,8 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    with SandboxServer(opportunities=30, seed=11) as sb:
-        verify = ssl.create_default_context(cafile=str(sb.ca_file))
-        with httpx.Client(base_url=sb.url, verify=verify, timeout=30) as admin:
-            yield Live(sb, admin, tmp_path_factory.mktemp("mapping_live"))
+    with SandboxServer(opportunities=30, seed=11) as sb, sb.client() as admin:
+        yield Live(sb, admin, tmp_path_factory.mktemp("mapping_live"))
 
 
 def run(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:

@@ -1,0 +1,1 @@
+"""The imitated Dynamics 365 / Dataverse Web API."""

@@ -1,0 +1,1 @@
+"""The sandbox's change events: webhooks, Dataverse posts, Salesforce CDC."""

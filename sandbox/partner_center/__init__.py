@@ -1,0 +1,1 @@
+"""The imitated Partner Center referrals API (the core)."""

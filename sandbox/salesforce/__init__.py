@@ -1,0 +1,1 @@
+"""The imitated Salesforce REST API subset (with SOQL)."""
