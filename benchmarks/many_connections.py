@@ -53,7 +53,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import PYTHON, ROOT, Sandbox, connection_config, free_port, sandbox
+from pipeline import PYTHON, ROOT, Sandbox, connection_config, sandbox
+
+from sandbox.harness import free_port
 
 VALUE_FIELD = {"salesforce": "Amount", "dynamics": "estimatedvalue"}
 METRIC = re.compile(r"^(connector_[a-z_]+)\{([^}]*)\} ([0-9.e+-]+)$")
