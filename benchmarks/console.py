@@ -109,11 +109,11 @@ def batches(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 def seed(store: Store, deals: int, runs: int, letters: int) -> dict[str, Any]:
     """Direct inserts; returns what the measured URLs need (ids that exist)."""
     rng = random.Random(7)
-    engine = store._engine
+    engine = store.database.engine
     per_conn = deals // len(CONNECTIONS)
     with engine.begin() as db:
         for name in CONNECTIONS:
-            store._register(db, name)
+            store.database.register(db, name)
 
         def link_rows() -> Iterator[dict[str, Any]]:
             for c, name in enumerate(CONNECTIONS):
@@ -257,7 +257,7 @@ def history_page_cost(store: Store, pages: int = 5, size: int = 2000) -> float:
     thread at each page boundary.
     """
     recorder = HistoryRecorder(store, CONNECTIONS[0])
-    recorder.run_id = store.start_run(CONNECTIONS[0])
+    recorder.run_id = store.connection(CONNECTIONS[0]).runs.start()
     samples = []
     for page in range(pages):
         outcomes = []

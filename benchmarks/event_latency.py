@@ -9,8 +9,9 @@ The sandbox runs in its own process with ``--latency-ms`` (50) on every API call
 with ``--opportunities`` per CRM; ``connector run`` runs as a child process with both
 sandbox connections (Salesforce and Dataverse) polling every ``--poll-s`` seconds and,
 in ``events`` mode, its event receiver on (Partner Center webhooks, Dataverse webhook
-posts, Salesforce Change Data Capture). After the first cycles, changes are made one
-by one, ``--every-ms`` apart:
+posts, Salesforce Change Data Capture). After the first cycles, once the daemon is
+quiet (the first cycles' own writes come back as Salesforce change events), changes
+are made one by one, ``--every-ms`` apart:
 
 - ``salesforce``: a linked opportunity's Amount; done when the referral carries it;
 - ``dataverse``: a linked row's estimatedvalue; done when the referral carries it;
@@ -22,7 +23,11 @@ its time): latency = the other side's write - the moment before the change was m
 ``--faults S`` drops, duplicates and reorders a share S of the events each: the poll
 must still catch every change (``lost`` is the changes never written on the other
 side before ``2 × poll + 60`` seconds after the last change). Reports p50/p95/max per
-kind and overall, as a table and as JSON (``--json FILE``).
+kind and overall, and the API calls made from the first change until the last one was
+written on the other side (per API, and per change), as a table and as JSON
+(``--json FILE``); every write of the three systems in that window goes to
+``changes.jsonl`` in ``--workdir``. Fewer linked records than ``--changes`` of a kind
+stops the run before any change is made (seed more with ``--opportunities``).
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,12 +142,15 @@ class ChangeLog:
     seq: int = 0
     entries: list[dict[str, Any]] = field(default_factory=list)
 
-    def read(self) -> None:
+    def read(self) -> list[dict[str, Any]]:
+        """The entries written since the last read (also kept in ``entries``)."""
+        new: list[dict[str, Any]] = []
         while True:
             rows = self.admin.get("/_sandbox/changes", params={"after": self.seq}).json()["changes"]
             if not rows:
-                return
-            self.entries.extend(rows)
+                self.entries.extend(new)
+                return new
+            new.extend(rows)
             self.seq = rows[-1]["seq"]
 
 
@@ -240,16 +250,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     admin.put("/_sandbox/events", json={"log_changes": True}).raise_for_status()
                 time.sleep(1.0)  # the CDC subscription is made
-                changes = make_changes(admin, args)
+                wait_quiet(admin)
+                before = admin.get("/_sandbox/events").json()["stats"]
                 log = ChangeLog(admin)
+                log.read()
+                log.entries.clear()
+                admin.post("/_sandbox/stats/reset").raise_for_status()
+                started = time.time()
+                changes = make_changes(admin, args)
+                pending = Pending(changes)
                 deadline = time.time() + 2 * args.poll_s + 60
-                while time.time() < deadline and any(c.done_at is None for c in changes):
-                    log.read()
-                    settle(changes, log.entries)
+                while time.time() < deadline and pending:
+                    pending.settle(log.read())
                     time.sleep(0.5)
+                window_s = time.time() - started
+                log.read()
+                with (workdir / "changes.jsonl").open("w", encoding="utf-8") as out:
+                    for entry in log.entries:  # every write in the window, for a closer look
+                        out.write(json.dumps(entry) + "\n")
+                calls = admin.get("/_sandbox/stats").json()
+                calls["by_path"] = by_path(admin.get("/_sandbox/arrivals").json()["arrivals"])
                 metrics = _get(health, "/metrics")
-                stats = admin.get("/_sandbox/events").json()["stats"]
-    return summarise(changes, args, metrics, stats)
+                after = admin.get("/_sandbox/events").json()["stats"]
+                stats = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k)}
+    return summarise(changes, args, metrics, stats, calls, window_s)
+
+
+def wait_quiet(admin: httpx.Client, timeout_s: float = 300.0) -> None:
+    """Wait until the daemon is done with the first cycles' aftermath (Salesforce
+    publishes change events from the daemon's first handshake on, so the first cycles'
+    own writes come back as events): at most 3 API calls in 3 seconds (the Streaming
+    API's held connects), so the measured window has only the changes' work."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        admin.post("/_sandbox/stats/reset").raise_for_status()
+        time.sleep(3.0)
+        totals = admin.get("/_sandbox/stats").json().get("totals", {})
+        if sum(n for api, n in totals.items() if api != "entra") <= 3:
+            return
+    print(f"the daemon was still busy after {timeout_s:.0f} s: measuring anyway", file=sys.stderr)
 
 
 def make_changes(admin: httpx.Client, args: argparse.Namespace) -> list[Change]:
@@ -274,6 +313,16 @@ def make_changes(admin: httpx.Client, args: argparse.Namespace) -> list[Change]:
         and r["engagementId"] in waiting
         and r.get("externalReferenceId") in linked
     ]
+    short = {
+        kind: n
+        for kind, n in (("salesforce", len(sf)), ("dataverse", len(dv)), ("core", len(cosell)))
+        if n < args.changes
+    }
+    if short:
+        raise SystemExit(
+            f"too few linked records for {args.changes} changes of each kind: {short}; "
+            "seed more with --opportunities"
+        )
     plan: list[tuple[str, Any]] = []
     for i in range(args.changes):
         if i < len(sf):
@@ -308,25 +357,55 @@ def make_changes(admin: httpx.Client, args: argparse.Namespace) -> list[Change]:
     return changes
 
 
-def settle(changes: list[Change], entries: list[dict[str, Any]]) -> None:
-    for change in changes:
-        if change.done_at is not None:
-            continue
+class Pending:
+    """The changes not yet seen on the other side, by the record id the write carries
+    (each log entry is looked at once: a full-size run logs thousands of writes)."""
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.by_key: dict[str, list[Change]] = {}
+        for change in changes:
+            self.by_key.setdefault(change.record_id, []).append(change)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_key)
+
+    def settle(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:
-            if entry["at"] >= change.made_at and match(change, entry):
-                change.done_at = entry["at"]
-                break
+            key = entry["record"].get("externalReferenceId") if entry["system"] == "core" else None
+            waiting = self.by_key.get(str(key if key is not None else entry["id"]))
+            if not waiting:
+                continue
+            for change in list(waiting):
+                if entry["at"] >= change.made_at and match(change, entry):
+                    change.done_at = entry["at"]
+                    waiting.remove(change)
+            if not waiting:
+                self.by_key.pop(str(key if key is not None else entry["id"]), None)
 
 
 def summarise(
-    changes: list[Change], args: argparse.Namespace, metrics: str, stats: dict[str, int]
+    changes: list[Change],
+    args: argparse.Namespace,
+    metrics: str,
+    stats: dict[str, int],
+    calls: dict[str, Any],
+    window_s: float,
 ) -> dict[str, Any]:
+    totals = {api: n for api, n in calls.get("totals", {}).items() if api != "entra"}
     out: dict[str, Any] = {
         "mode": args.mode,
         "poll_s": args.poll_s,
         "latency_ms": args.latency_ms,
         "faults": args.faults,
         "sandbox_events": stats,
+        # API calls the daemon made from the first change until the last one was seen
+        # on the other side (or the deadline): per API, and per change made
+        "window_s": round(window_s, 1),
+        "calls": totals,
+        "calls_per_change": round(sum(totals.values()) / max(1, len(changes)), 2),
+        "calls_by_method": {api: m for api, m in calls.get("calls", {}).items() if api in totals},
+        "calls_by_path": calls.get("by_path", {}),
+        "token_calls": calls.get("totals", {}).get("entra", 0),
         "kinds": {},
     }
     for kind in ("salesforce", "dataverse", "core", "all"):
@@ -351,6 +430,20 @@ def summarise(
         if line.startswith("connector_cycles_total{")
     )
     return out
+
+
+def by_path(arrivals: list[dict[str, Any]]) -> dict[str, int]:
+    """The window's calls by API, method and path with its ids left out, most first."""
+    shapes: Counter[str] = Counter()
+    for a in arrivals:
+        if a["api"] == "entra":
+            continue
+        path = re.sub(r"\([^)]*\)", "(…)", a["path"].split("?", 1)[0])
+        path = "/".join(
+            "…" if re.search(r"\d", seg) and len(seg) >= 8 else seg for seg in path.split("/")
+        )
+        shapes[f"{a['api']} {a['method']} {path}"] += 1
+    return dict(shapes.most_common())
 
 
 def _is_microsofts(referral: dict[str, Any]) -> bool:
@@ -405,6 +498,12 @@ def main() -> int:
     print(
         f"targeted cycles {result['targeted_cycles']:.0f}, scheduled cycles {result['scheduled_cycles']:.0f}"
     )
+    print(
+        f"API calls in {result['window_s']} s: {json.dumps(result['calls'], sort_keys=True)}"
+        f" ({result['calls_per_change']} per change; {result['token_calls']} token calls)"
+    )
+    for shape, n in list(result["calls_by_path"].items())[:10]:
+        print(f"{n:>8}  {shape}")
     print(f"sandbox events: {json.dumps(result['sandbox_events'], sort_keys=True)}")
     if args.json_file:
         Path(args.json_file).write_text(json.dumps(result, indent=2), encoding="utf-8")

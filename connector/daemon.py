@@ -287,7 +287,7 @@ class Daemon:
                 return
             self._leases.discard(name)
         try:
-            self.store.release_lease(name, self.holder)
+            self.store.connection(name).lease.release(self.holder)
         except ConnectorError as exc:  # it expires by itself after lease_ttl_s
             log.warning("%s: cannot release the lease: %s", name, exc.message)
 
@@ -337,7 +337,7 @@ class Daemon:
         try:
             wall = datetime.now(UTC)
             for cursor in ("crm", "core"):
-                value = self.store.get_cursor(conn.name, cursor)
+                value = self.store.connection(conn.name).cursors.get(cursor)
                 self.metrics.set_lag(conn.name, cursor, value, wall)
             self.metrics.dead_letters.labels(conn.name).set(
                 len(self.store.list_dead_letters(conn.name))

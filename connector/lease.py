@@ -1,7 +1,7 @@
 """Keeping a connection's lease alive while its cycle runs (several daemon replicas).
 
 Replicas share connections through expiring leases in the state database
-(:meth:`~connector.state.store.Store.acquire_lease`). A cycle can outlast the lease's
+(:class:`~connector.state.leases.Lease`). A cycle can outlast the lease's
 time to live, and it can stall (a long backoff, a slow query) without reporting
 progress, so a :class:`LeaseKeeper` renews the lease on its own thread every third
 of the TTL. When a renewal fails (another replica took the lease over after it
@@ -54,12 +54,13 @@ def holder_gone(holder: str) -> bool:
 def acquire(store: Store, connection: str, holder: str, ttl_s: float) -> bool:
     """Take the lease on ``connection``; a lease left by a dead process of this host is
     taken over at once."""
-    if store.acquire_lease(connection, holder, ttl_s):
+    lease = store.connection(connection).lease
+    if lease.acquire(holder, ttl_s):
         return True
-    current = store.current_lease(connection)
+    current = lease.current()
     if current is None:  # expired or released between the two reads
-        return store.acquire_lease(connection, holder, ttl_s)
-    if holder_gone(current[0]) and store.take_over_lease(connection, current[0], holder, ttl_s):
+        return lease.acquire(holder, ttl_s)
+    if holder_gone(current[0]) and lease.take_over(current[0], holder, ttl_s):
         log.info(
             "%s: took over the lease of %s, a process of this host that is gone",
             connection,
@@ -93,6 +94,7 @@ class LeaseKeeper:
     ) -> None:
         self.store = store
         self.connection = connection
+        self._lease = store.connection(connection).lease
         self.holder = holder
         self.ttl_s = ttl_s
         self.stop = CycleStop(parent_stop)
@@ -122,7 +124,7 @@ class LeaseKeeper:
         held_until = time.monotonic() + self.ttl_s
         while not self._done.wait(interval):
             try:
-                renewed = self.store.renew_lease(self.connection, self.holder, self.ttl_s)
+                renewed = self._lease.renew(self.holder, self.ttl_s)
             except ConnectorError as exc:
                 if time.monotonic() + interval < held_until:
                     log.warning(

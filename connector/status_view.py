@@ -56,17 +56,18 @@ def gather(
     """Read the store for ``connections`` and their ``limit`` latest cycles."""
     report = StatusReport(now)
     for conn in connections:
-        last = store.last_run(conn.name)
-        success = store.last_run(conn.name, SUCCESS)
+        state = store.connection(conn.name)
+        last = state.runs.last()
+        success = state.runs.last(SUCCESS)
         report.connections.append(
             ConnectionStatus(
                 name=conn.name,
                 enabled=conn.enabled,
                 schedule=describe_schedule(conn.schedule),
-                crm_cursor=store.get_cursor(conn.name, "crm"),
-                core_cursor=store.get_cursor(conn.name, "core"),
-                links={str(k): v for k, v in store.count_links(conn.name).items()},
-                dead_letters=store.count_dead_letters(conn.name),
+                crm_cursor=state.cursors.get("crm"),
+                core_cursor=state.cursors.get("core"),
+                links={str(k): v for k, v in state.links.count().items()},
+                dead_letters=state.dead_letters.count(),
                 last_outcome=(last.outcome or "running") if last else None,
                 last_started=last.started if last else None,
                 last_success=(success.finished or success.started) if success else None,

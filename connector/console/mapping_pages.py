@@ -156,7 +156,7 @@ def explain_page(app: Console, request: Request, session: Session | None, conn: 
         raise
     app.audit(request, session, "explain", target=f"{conn} {record_id}")
     # the action against the store's own link (explain_live would open another store)
-    link = app.store.get_link(conn, explanation.record_id)
+    link = app.store.connection(conn).links.get(explanation.record_id)
     explanation = replace(explanation, action=describe_action(explanation.result, link))
     draft = explanation.result if isinstance(explanation.result, DealDraft) else None
     return app.page(

@@ -208,8 +208,9 @@ def record_page(
     if len(entries) > size:
         entries = entries[:size]
         older = url(f"/records/{conn}/{crm_id}", before=entries[-1].id)
-    link = app.store.get_link(conn, crm_id)
-    letter = app.store.open_dead_letters(conn, [crm_id]).get(crm_id)
+    state = app.store.connection(conn)
+    link = state.links.get(crm_id)
+    letter = state.dead_letters.open_of([crm_id]).get(crm_id)
     facts = dict(link.core_facts or {}) if link else {}
     mapping = app.mappings.load(settings).mapping
     crm_values = {

@@ -194,6 +194,12 @@ class CrmAdapter(Protocol):
     reconcile_every: timedelta | None
 
     @property
+    def stage_column(self) -> str | None:
+        """The column a derived stage is read from and written to (Dataverse's choice
+        column, e.g. salesstage); None where the stage field is a plain column."""
+        ...
+
+    @property
     def related(self) -> RelatedRecords:
         """Accounts, contacts, opportunity teams (connector.crm.salesforce_related,
         connector.crm.dynamics_related)."""

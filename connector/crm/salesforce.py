@@ -147,6 +147,8 @@ class SalesforceOpportunities:
         self.object_name = object_name
         self.max_quota_share = max_quota_share
         self.reconcile_every = reconcile_every
+        #: Salesforce writes StageName itself: no derived stage column
+        self.stage_column: str | None = None
         self.retry = retry or RetryPolicy()
         self.usage = ApiUsage()
         #: rows dropped because their (Id, SystemModstamp) was already pulled

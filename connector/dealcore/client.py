@@ -105,7 +105,10 @@ class ReferralsClient:
         sleep: Sleep = time.sleep,
         options: CoreOptions = DEFAULT_OPTIONS,
         match_margin: timedelta = DEFAULT_MATCH_MARGIN,
+        recent_page_cap: int = RECENT_PAGE_CAP,
     ) -> None:
+        #: pages of the recent listing read at most before ``listing_too_long``
+        self.recent_page_cap = recent_page_cap
         #: the connector's choices where the API is not documented (read by the planner)
         self.options = options
         self._base = httpx.URL(base_url.rstrip("/") + "/")
@@ -402,9 +405,9 @@ class ReferralsClient:
 
         def on_page() -> None:
             pages[0] += 1
-            if pages[0] > RECENT_PAGE_CAP:
+            if pages[0] > self.recent_page_cap:
                 raise CoreError(
-                    f"{what}: more than {RECENT_PAGE_CAP} pages; stopping instead of reading "
+                    f"{what}: more than {self.recent_page_cap} pages; stopping instead of reading "
                     "an endless listing (report this to the core's operators)",
                     code="listing_too_long",
                 )

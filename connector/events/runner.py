@@ -309,7 +309,7 @@ class EventRunner:
             self.metrics.latency.labels(name, source).observe(max(0.0, now - arrived))
         if batch.replay_id is not None:
             try:
-                self.daemon.store.set_cursor(name, REPLAY_CURSOR, str(batch.replay_id))
+                self.daemon.store.connection(name).cursors.set(REPLAY_CURSOR, str(batch.replay_id))
             except ConnectorError as exc:  # replayed again after a restart: harmless
                 log.warning("%s: cannot store the replay id: %s", name, exc.message)
 
@@ -320,7 +320,8 @@ class EventRunner:
     ) -> RunReport | None:
         daemon = self.daemon
         try:
-            if not daemon.store.acquire_lease(conn.name, daemon.holder, daemon.lease_ttl_s):
+            lease = daemon.store.connection(conn.name).lease
+            if not lease.acquire(daemon.holder, daemon.lease_ttl_s):
                 return None
         except ConnectorError as exc:
             return RunReport(conn.name, outcome=Outcome.FAILED, error=exc.message)
@@ -342,7 +343,7 @@ class EventRunner:
                     history=daemon.config.history,
                 )
                 if clients.stages is None or time.monotonic() - clients.stages_at > STAGES_TTL_S:
-                    clients.stages = engine._stages()
+                    clients.stages = engine.stages()
                     clients.stages_at = time.monotonic()
                 report = run_targeted(
                     engine,
@@ -360,7 +361,7 @@ class EventRunner:
             )
         finally:
             try:
-                daemon.store.release_lease(conn.name, daemon.holder)
+                lease.release(daemon.holder)
             except ConnectorError as exc:
                 log.warning("%s: cannot release the lease: %s", conn.name, exc.message)
         if report.outcome == Outcome.FAILED:

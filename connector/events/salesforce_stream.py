@@ -122,7 +122,7 @@ class SalesforceSubscriber:
             self.stop.wait(self.options.reconnect_s)
 
     def _stored_replay(self) -> int | None:
-        value = self.store.get_cursor(self.conn.name, REPLAY_CURSOR)
+        value = self.store.connection(self.conn.name).cursors.get(REPLAY_CURSOR)
         try:
             return int(value) if value is not None else None
         except ValueError:

@@ -153,7 +153,7 @@ def _link(state_url: str, conn: str, crm_id: str) -> Link | None:
         return None  # never synced here: no store to read (and do not create one)
     store = Store.open(state_url)
     try:
-        return store.get_link(conn, crm_id)
+        return store.connection(conn).links.get(crm_id)
     finally:
         store.close()
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from connector.state.dead_letters import letter_of
 from connector.state.records import DeadLetter, LinkState, Run
+from connector.state.runs import run_of
 from connector.state.schema import console_audit, cursors, dead_letters, leases, links, runs
-from connector.state.store import Store, _dead_letter, _run
+from connector.state.store import Store
 
 #: runs shown in a connection's sparkline
 SPARKLINE_RUNS = 30
@@ -68,7 +70,7 @@ class ConsoleReads:
     """Read-only queries of the console (and its audit trail), over one :class:`Store`."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        self._db = store.database
 
     # -- connections -------------------------------------------------------------------
 
@@ -97,8 +99,8 @@ class ConsoleReads:
             .select_from(dead_letters)
             .where(dead_letters.c.connection == conn, dead_letters.c.resolved == sa.false())
         )
-        with self._store._read(f"read the overview of connection {conn!r}") as db:
-            out.recent = [_run(row) for row in db.execute(recent)][::-1]
+        with self._db.read(f"read the overview of connection {conn!r}") as db:
+            out.recent = [run_of(row) for row in db.execute(recent)][::-1]
             out.last_run = out.recent[-1] if out.recent else None
             out.polls_24h = _recent_count(db, conn, day_ago, out.recent, polls)
             out.links = dict.fromkeys(LinkState, 0)
@@ -121,13 +123,13 @@ class ConsoleReads:
             query = query.where(runs.c.connection == conn)
         if before is not None:
             query = query.where(runs.c.id < before)
-        with self._store._read("list runs") as db:
-            return [_run(row) for row in db.execute(query)]
+        with self._db.read("list runs") as db:
+            return [run_of(row) for row in db.execute(query)]
 
     def run(self, run_id: int) -> Run | None:
-        with self._store._read(f"read run {run_id}") as db:
+        with self._db.read(f"read run {run_id}") as db:
             row = db.execute(sa.select(runs).where(runs.c.id == run_id)).first()
-        return None if row is None else _run(row)
+        return None if row is None else run_of(row)
 
     # -- dead letters ------------------------------------------------------------------
 
@@ -153,8 +155,8 @@ class ConsoleReads:
             query = query.where(dead_letters.c.reason_code == reason)
         if before is not None:
             query = query.where(dead_letters.c.id < before)
-        with self._store._read("list dead letters") as db:
-            return [_dead_letter(row) for row in db.execute(query)]
+        with self._db.read("list dead letters") as db:
+            return [letter_of(row) for row in db.execute(query)]
 
     def dead_letter_reasons(self, conn: str | None) -> list[tuple[str, int]]:
         """The reason codes of open letters, with how many of each (the filter's choices)."""
@@ -166,7 +168,7 @@ class ConsoleReads:
         )
         if conn is not None:
             query = query.where(dead_letters.c.connection == conn)
-        with self._store._read("count dead letters by reason") as db:
+        with self._db.read("count dead letters by reason") as db:
             return [(str(code), int(n)) for code, n in db.execute(query)]
 
     # -- audit -------------------------------------------------------------------------
@@ -194,14 +196,14 @@ class ConsoleReads:
             "outcome": outcome[:16],
             "detail": detail,
         }
-        with self._store._write(f"audit the console action {action!r}") as db:
+        with self._db.write(f"audit the console action {action!r}") as db:
             db.execute(sa.insert(console_audit).values(**row))
 
     def audit_entries(self, *, before: int | None = None, limit: int = 50) -> list[AuditEntry]:
         query = sa.select(console_audit).order_by(console_audit.c.id.desc()).limit(limit)
         if before is not None:
             query = query.where(console_audit.c.id < before)
-        with self._store._read("read the console's audit trail") as db:
+        with self._db.read("read the console's audit trail") as db:
             return [AuditEntry(**row._asdict()) for row in db.execute(query)]
 
 

@@ -1,4 +1,5 @@
-"""Engines for the state store and the code that migrates them.
+"""The state database: its engine, the code that migrates it, and :class:`Database`,
+the shared object every table module works through (transactions, errors, chunks).
 
 SQLite (the embedded default) gets WAL journaling, ``synchronous=NORMAL``,
 foreign keys and a busy timeout on every connection; PostgreSQL goes through
@@ -11,17 +12,24 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import NullPool, StaticPool
 
+from connector.errors import StateError
 from connector.state.migrations import alembic_config
+from connector.state.schema import connections
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,8 @@ POOL_SIZE = 10
 PG_MIGRATION_LOCK = 0x636F736C
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+T = TypeVar("T")
 
 
 def parse_url(url: str) -> URL:
@@ -171,3 +181,149 @@ def upgrade_schema(engine: Engine, url: URL) -> str | None:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+#: ids per ``IN (...)`` query: far below SQLite's 32766 bound parameters
+LOOKUP_CHUNK = 5000
+#: rows per page when streaming links
+ITER_PAGE = 1000
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    """``items`` in chunks of at most ``size`` for ``IN (...)``, each padded to a bucket.
+
+    Every length of an ``IN`` list is a statement of its own, and the driver keeps the
+    last 128 statements it prepared (about 200 KB each at 1,000 ids in SQLite): a long
+    run meeting every length from 1 to 1,000 grew by 25 MB. A chunk is padded with its
+    last id up to the next power of two (or ``size``), so a lookup has at most
+    ``log2(size) + 1`` statements; the repeated id changes nothing in an ``IN``.
+    """
+    for start in range(0, len(items), size):
+        chunk = list(items[start : start + size])
+        bucket = min(size, 1 << (len(chunk) - 1).bit_length())
+        yield chunk + chunk[-1:] * (bucket - len(chunk))
+
+
+class Database:
+    """The engine every table module shares, with its transactions and error handling.
+
+    Every read and write is its own short transaction on its own pooled connection
+    and has committed when the block ends; database failures surface as
+    :class:`~connector.errors.StateError` (``transient`` when retrying may help), their
+    messages without the URL's password. ``clock`` is injectable (lease expiry in tests);
+    ``lookup_chunk`` (ids per ``IN`` list) and ``iter_page`` (rows per streamed page)
+    are the table modules' batch sizes.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        url: URL,
+        *,
+        clock: Clock = utc_now,
+        lookup_chunk: int = LOOKUP_CHUNK,
+        iter_page: int = ITER_PAGE,
+    ) -> None:
+        if lookup_chunk < 1 or iter_page < 1:
+            raise ValueError("lookup_chunk and iter_page must be at least 1")
+        self.engine = engine
+        self.url = url
+        self.clock = clock
+        self.lookup_chunk = lookup_chunk
+        self.iter_page = iter_page
+        self._known_connections: set[str] = set()
+        self._lock = threading.Lock()
+        self._prepared: dict[str, Any] = {}
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    def prepared(self, key: str, build: Callable[[Database], T]) -> T:
+        """A statement built once per database (building an upsert's ``excluded``
+        columns costs more than running it), shared by every handle."""
+        found = self._prepared.get(key)
+        if found is None:
+            with self._lock:
+                found = self._prepared.get(key)
+                if found is None:
+                    found = self._prepared[key] = build(self)
+        return cast(T, found)
+
+    def insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+        """The dialect's ``INSERT`` (with ``ON CONFLICT``) of ``table``."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def chunks(self, items: Sequence[str]) -> Iterator[Sequence[str]]:
+        """:func:`chunks` of ``lookup_chunk`` ids."""
+        return chunks(items, self.lookup_chunk)
+
+    @contextmanager
+    def read(self, what: str) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as db:
+                yield db
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.error(what, exc) from exc
+
+    @contextmanager
+    def write(self, what: str, conn: str | None = None) -> Iterator[Connection]:
+        """One committed transaction; registers ``conn`` in ``connections`` first."""
+        registered = False
+        try:
+            with self.engine.begin() as db:
+                if conn is not None and conn not in self._known_connections:
+                    self.register(db, conn)
+                    registered = True
+                yield db
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.error(what, exc) from exc
+        if registered:  # only once committed: a rollback would have undone the row
+            with self._lock:
+                self._known_connections.add(conn)  # type: ignore[arg-type]
+
+    def register(self, db: Connection, conn: str) -> None:
+        """Add ``conn`` to the ``connections`` table (if new) in ``db``'s transaction."""
+        insert = self.insert(connections).values(name=conn, created=self.clock())
+        db.execute(insert.on_conflict_do_nothing(index_elements=[connections.c.name]))
+
+    def ping(self) -> None:
+        """Raise :class:`StateError` when the database does not answer."""
+        with self.read("reach the state store") as db:
+            db.execute(sa.text("SELECT 1"))
+
+    def error(self, what: str, exc: sa.exc.SQLAlchemyError) -> StateError:
+        if isinstance(exc, sa.exc.IntegrityError):
+            return StateError(
+                f"could not {what}: it conflicts with what the store holds ({self.reason(exc)})",
+                code="state_conflict",
+            )
+        transient = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        advice = "it will be retried" if transient else "check the database and the logs"
+        return StateError(
+            f"could not {what} in the state store {masked(self.url)}: {self.reason(exc)}; {advice}",
+            transient=transient,
+        )
+
+    def reason(self, exc: BaseException) -> str:
+        """The driver's own words, one line, without the password."""
+        origin = getattr(exc, "orig", None) or exc
+        text = " ".join(line.strip() for line in str(origin).splitlines() if line.strip())
+        text = text or type(origin).__name__
+        if self.url.password:
+            text = text.replace(str(self.url.password), "***")
+        return text[:500]
+
+    def dispose(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()

@@ -3,7 +3,8 @@
 The sync engine writes one :class:`HistoryEntry` per record outcome (through
 :class:`connector.sync.history.HistoryRecorder`); the console reads a record's
 entries and a run's. Every method is its own short transaction on the
-:class:`~connector.state.store.Store`'s engine, with its error handling.
+:class:`~connector.state.database.Database` of a :class:`~connector.state.store.Store`,
+with its error handling.
 
 The table is bounded: :meth:`RecordHistory.trim_records` keeps the newest entries of
 the records a page touched, :meth:`RecordHistory.drop_runs_before` deletes the entries
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 
 from connector.state.schema import record_history, run_details, runs
-from connector.state.store import LOOKUP_CHUNK, Store, _chunks
+from connector.state.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +88,8 @@ class RecordHistory:
     """The ``record_history`` and ``run_details`` tables, over one :class:`Store`."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
-        self._insert = _BulkInsert(store._engine.dialect)
+        self._db = store.database
+        self._insert = _BulkInsert(store.database.engine.dialect)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -96,21 +97,21 @@ class RecordHistory:
         """Insert entries in one transaction: one compiled statement fed the driver's rows.
 
         Written at every page boundary of a sync, on its main thread: SQLAlchemy's per-row
-        parameter handling cost as much as SQLite's own work (see ``_BulkLinkUpsert``).
+        parameter handling cost as much as SQLite's own work (see ``connector.state.link_rows.BulkLinkUpsert``).
         """
         if not entries:
             return
         conn = entries[0].connection
         what = f"record the history of {len(entries)} records ({conn})"
-        with self._store._write(what, conn) as db:
+        with self._db.write(what, conn) as db:
             db.exec_driver_sql(self._insert.sql, self._insert.parameters(entries))
 
     def trim_records(self, conn: str, crm_ids: Sequence[str], keep: int) -> int:
         """Delete all but the newest ``keep`` entries of these records; returns how many."""
         deleted = 0
         unique = list(dict.fromkeys(crm_ids))
-        with self._store._write(f"trim the history of {len(unique)} records ({conn})") as db:
-            for chunk in _chunks(unique, LOOKUP_CHUNK):
+        with self._db.write(f"trim the history of {len(unique)} records ({conn})") as db:
+            for chunk in self._db.chunks(unique):
                 over = db.execute(
                     sa.select(record_history.c.crm_id)
                     .where(record_history.c.connection == conn, record_history.c.crm_id.in_(chunk))
@@ -145,7 +146,7 @@ class RecordHistory:
             .where(runs.c.connection == conn, runs.c.started >= before)
             .scalar_subquery()
         )
-        with self._store._write(f"delete the old history of connection {conn!r}") as db:
+        with self._db.write(f"delete the old history of connection {conn!r}") as db:
             newest_old = db.execute(
                 sa.select(sa.func.max(runs.c.id)).where(
                     runs.c.connection == conn, runs.c.started < before
@@ -166,14 +167,14 @@ class RecordHistory:
     def save_run_details(
         self, run_id: int, phases: Mapping[str, float], quota: Mapping[str, float]
     ) -> None:
-        insert = self._store._insert(run_details).values(
+        insert = self._db.insert(run_details).values(
             run_id=run_id, phases=dict(phases), quota=dict(quota)
         )
         upsert = insert.on_conflict_do_update(
             index_elements=[run_details.c.run_id],
             set_={"phases": insert.excluded.phases, "quota": insert.excluded.quota},
         )
-        with self._store._write(f"record the details of run {run_id}") as db:
+        with self._db.write(f"record the details of run {run_id}") as db:
             db.execute(upsert)
 
     # -- reads -------------------------------------------------------------------------
@@ -190,7 +191,7 @@ class RecordHistory:
         )
         if before is not None:
             query = query.where(record_history.c.id < before)
-        with self._store._read(f"read the history of CRM record {crm_id} ({conn})") as db:
+        with self._db.read(f"read the history of CRM record {crm_id} ({conn})") as db:
             return [_entry(row) for row in db.execute(query)]
 
     def of_run(
@@ -207,14 +208,14 @@ class RecordHistory:
             query = query.where(record_history.c.id > after)
         if kind is not None:
             query = query.where(record_history.c.kind == kind)
-        with self._store._read(f"read the records of run {run_id}") as db:
+        with self._db.read(f"read the records of run {run_id}") as db:
             return [_entry(row) for row in db.execute(query)]
 
     def run_details(self, run_ids: Sequence[int]) -> dict[int, RunDetails]:
         if not run_ids:
             return {}
         query = sa.select(run_details).where(run_details.c.run_id.in_(list(run_ids)))
-        with self._store._read(f"read the details of {len(run_ids)} runs") as db:
+        with self._db.read(f"read the details of {len(run_ids)} runs") as db:
             return {
                 row.run_id: RunDetails(row.run_id, row.phases or {}, row.quota or {})
                 for row in db.execute(query)

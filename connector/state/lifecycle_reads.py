@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from connector.state.records import Link, LinkState
 from connector.state.schema import links
-from connector.state.store import _LINK_COLUMNS, ITER_PAGE, Store, _link
+from connector.state.store import Store
 
 #: the stored facts (sorted, compact JSON: connector.state.schema.JsonText) of a deal whose
 #: Microsoft referral is New (invited, not answered yet)
@@ -59,19 +59,4 @@ def links_to_close(store: Store, conn: str) -> Iterator[Link]:
 def _links(
     store: Store, conn: str, what: str, *conditions: sa.ColumnElement[bool]
 ) -> Iterator[Link]:
-    after: str | None = None
-    while True:
-        query = (
-            sa.select(*_LINK_COLUMNS)
-            .where(links.c.connection == conn, *conditions)
-            .order_by(links.c.crm_id)
-            .limit(ITER_PAGE)
-        )
-        if after is not None:
-            query = query.where(links.c.crm_id > after)
-        with store._read(f"list {what} ({conn})") as db:
-            page = [_link(row) for row in db.execute(query)]
-        yield from page
-        if len(page) < ITER_PAGE:
-            return
-        after = page[-1].crm_id
+    return store.connection(conn).links.stream(f"list {what} ({conn})", *conditions)

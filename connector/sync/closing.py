@@ -26,7 +26,7 @@ from connector.sync.mirror import CoreFacts
 from connector.sync.report import RunReport
 
 if TYPE_CHECKING:
-    from connector.sync.engine import SyncEngine
+    from connector.sync.context import SyncContext
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _DONE = frozenset({"read_only_closed"})
 class Closing:
     """Closes the CRM records of declined and expired incoming deals (module docstring)."""
 
-    def __init__(self, engine: SyncEngine) -> None:
+    def __init__(self, engine: SyncContext) -> None:
         self.engine = engine
         self._todo: dict[str, Link] = {}
 

@@ -22,14 +22,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from connector.errors import StateError
-from connector.model import CrmStatusUpdate
 from connector.state.lifecycle_reads import links_with_countdown
 from connector.state.store import Link, Store
-from connector.sync.mirror import CoreFacts, status_values, values_fingerprint
+from connector.sync.mirror import CoreFacts
 from connector.sync.report import RunReport
 
 if TYPE_CHECKING:
-    from connector.sync.engine import SyncEngine
+    from connector.mapping.schema import StatusFields
+    from connector.sync.status_writer import Pending, StatusWriter
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ DAY_CURSOR = "countdown_day"
 SKEW_CURSOR = "core_clock_skew"
 #: the dead-letter message suffix of an error not yet written (connector.sync.engine)
 _NOT_WRITTEN = " [not yet written"
-
-Pending = tuple[CrmStatusUpdate, Link | None, str]
 
 
 class CoreClock:
@@ -74,22 +72,35 @@ class CoreClock:
 class Countdown:
     """The daily refresh of the days left (see the module docstring)."""
 
-    def __init__(self, engine: SyncEngine) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        connection: str,
+        *,
+        store: Store,
+        fields: StatusFields,
+        core_clock: CoreClock,
+        clock: Callable[[], datetime],
+        writer: StatusWriter,
+    ) -> None:
+        self.connection = connection
+        self.store = store
+        self.fields = fields
+        self.core_clock = core_clock
+        self.clock = clock
+        self.writer = writer
 
     def refresh(self, report: RunReport) -> int:
         """Queue the day's new values; returns how many records get one (0 most cycles)."""
-        engine = self.engine
-        fields = engine.mapping.status_fields
+        fields = self.fields
         if fields.days_to_expiry is None:
             return 0
-        now = engine.core_clock.now()
+        now = self.core_clock.now()
         day = now.date().isoformat()
-        store, conn = engine.store, engine.connection
+        store, conn = self.store, self.connection
         if store.get_cursor(conn, DAY_CURSOR) == day:
             return 0
         failed_before = _write_failures(report)
-        local = engine.clock()
+        local = self.clock()
         page: list[Link] = []
         queued = 0
         for link in links_with_countdown(store, conn):
@@ -98,28 +109,25 @@ class Countdown:
                 queued += self._queue(page, now, local, report)
                 page = []
         queued += self._queue(page, now, local, report)
-        engine._flush_status(report, everything=True)
+        self.writer.flush(report, everything=True)
         if _write_failures(report) == failed_before:
             store.set_cursor(conn, DAY_CURSOR, day)
         log.info("%s: countdown for %s: %d record(s) written", conn, day, queued)
         return queued
 
     def _queue(self, links: list[Link], now: datetime, local: datetime, report: RunReport) -> int:
-        engine = self.engine
-        fields = engine.mapping.status_fields
-        letters = engine.store.open_dead_letters(engine.connection, [k.crm_id for k in links])
+        letters = self.store.open_dead_letters(self.connection, [k.crm_id for k in links])
         updates: list[Pending] = []
         for link in links:
-            if link.crm_id in engine._pending or link.core_facts is None:
+            if self.writer.is_pending(link.crm_id) or link.core_facts is None:
                 continue  # written this cycle already, with today's values
             facts = CoreFacts.from_json(link.core_facts)
             letter = letters.get(link.crm_id)
             error = letter.message.split(_NOT_WRITTEN)[0] if letter is not None else facts.notice
-            values = status_values(facts, fields, now, error)
-            fingerprint = values_fingerprint(values)
-            if fingerprint != link.mirrored_fingerprint:
-                updates.append((engine._with_stamp(link.crm_id, values, local), link, fingerprint))
-        engine._write_status(updates, report)
+            write = self.writer.for_link(link, facts, local, error=error, core_now=now)
+            if write is not None:
+                updates.append(write)
+        self.writer.queue(updates, report)
         return len(updates)
 
 

@@ -34,7 +34,7 @@ from connector.mapping.schema import FieldSource, MappingFile
 from connector.model import ReferralState
 
 if TYPE_CHECKING:
-    from connector.sync.engine import SyncEngine
+    from connector.sync.context import SyncContext
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _key(values: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 class CustomerLinks:
     """Ties the opportunities of new incoming deals to their account and contact."""
 
-    def __init__(self, engine: SyncEngine) -> None:
+    def __init__(self, engine: SyncContext) -> None:
         self.engine = engine
 
     def for_referrals(

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from connector.dealcore.client import ReferralsClient
+from connector.dealcore.base import DealCore
 from connector.errors import CoreError, NotFound
 from connector.model import CrmOpportunity, ReferralState
 from connector.state.store import Link, LinkState, Store
@@ -87,7 +87,7 @@ class ExistingReferrals:
         connection: str,
         *,
         store: Store,
-        core: ReferralsClient,
+        core: DealCore,
         holder: str,
         link_field: str | None,
         linked: LinkReferral,

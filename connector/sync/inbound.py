@@ -1,66 +1,38 @@
-"""Incoming deals and the lifecycle steps the engine runs around its outbound push.
+"""Incoming deals as CRM values (pure); the steps with I/O are in connector.sync.steps.
 
 - :func:`opportunity_values` (pure): an incoming referral as the values of a new CRM
   opportunity (the mapping's plain fields, the "on hold" stage, the status fields).
 - :func:`with_referral_customer` (pure): a record of an incoming deal with the
   customer the core holds filled in where the CRM cannot hold it (relationship
   fields such as ``Account.Name``): the sender owns the customer profile.
-- :class:`LifecycleSteps`: the steps with I/O. Creating opportunities for new
-  incoming referrals (idempotent: the CRM is searched by referral id before any
-  create, so a crash between the create and the link never duplicates a record),
-  answering incoming deals (accept/decline), and submitting deal registrations.
+
+:class:`connector.sync.steps.LifecycleSteps` creates the opportunities, answers the
+deals and submits registrations.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from connector.crm.base import NewOpportunity, StageInfo
 from connector.dealcore.options import DEFAULT_OPTIONS, MicrosoftReferralRule
-from connector.errors import ConnectorError, CoreError, PreconditionFailed
-from connector.logs import record_fields
-from connector.mapping.apply import resolve_stage
 from connector.mapping.filters import AllOf, Condition, Filter
 from connector.mapping.schema import ContactFields, FieldSource, MappingFile
 from connector.model import (
     CrmOpportunity,
-    CrmStatusUpdate,
-    DealDraft,
     ReferralState,
-    Rejection,
     Status,
-    Substatus,
 )
-from connector.state.store import Link, LinkState
-from connector.sync.lifecycle import (
-    ACCEPT,
-    answer_of,
-    incentive_solutions,
-    registration_blockers,
-    registration_of,
-    wants_registration,
-)
-from connector.sync.mirror import CoreFacts, facts_of, status_values, values_fingerprint
-from connector.sync.outcome import RecordOutcome
-from connector.sync.report import RunReport
-from connector.sync.team import partner_members
-
-if TYPE_CHECKING:
-    from connector.sync.engine import SyncEngine
+from connector.state.store import Link
 
 log = logging.getLogger(__name__)
 
 #: Salesforce's Opportunity.Name holds 120 characters; a referral name may be longer
 _SALESFORCE_NAME = 120
-
-
-#: 4xx answers to a write that say nothing about the referral's state
-_NOT_A_REFUSAL = frozenset({401, 404, 408, 429})
 
 
 def is_new_incoming(
@@ -74,16 +46,11 @@ def is_new_incoming(
     )
 
 
-def refused(exc: CoreError) -> bool:
-    """A write the core refused for a reason of the referral's own (judged by reading it)."""
-    return exc.status is not None and 400 <= exc.status < 500 and exc.status not in _NOT_A_REFUSAL
-
-
 #: names the Dataverse adapter derives from other columns (connector/crm/dynamics_rows.py)
 _DERIVED = frozenset({"stage", "is_won", "is_closed"})
 
 
-def _writable(field: str | None) -> bool:
+def writable(field: str | None) -> bool:
     """A plain column of the opportunity itself (not a relationship path, a label view or
     a value the adapter derives)."""
     return bool(field) and "." not in str(field) and "@" not in str(field) and field not in _DERIVED
@@ -100,7 +67,7 @@ def _reverse(source: FieldSource, value: Any) -> Any:
 
 
 def _put(values: dict[str, Any], source: FieldSource | None, value: Any) -> None:
-    if source is None or value is None or value == "" or not _writable(source.field):
+    if source is None or value is None or value == "" or not writable(source.field):
         return
     assert source.field is not None
     crm_value = _reverse(source, value)
@@ -111,7 +78,7 @@ def _put(values: dict[str, Any], source: FieldSource | None, value: Any) -> None
 def _select_values(select: Filter | None) -> dict[str, Any]:
     """Field values that make a new record part of the mapping's selection (``eq`` terms)."""
     if isinstance(select, Condition):
-        if select.op == "eq" and _writable(select.field):
+        if select.op == "eq" and writable(select.field):
             return {select.field: select.value}
         return {}
     if isinstance(select, AllOf):
@@ -217,13 +184,13 @@ def opportunity_values(
     invite = raw.get("inviteContext")
     code = invite.get("assistanceRequestCode") if isinstance(invite, Mapping) else None
     help_field = mapping.deal_type.help_field
-    if code and _writable(help_field):
+    if code and writable(help_field):
         assert help_field is not None
         labels = [k for k, v in mapping.deal_type.help_values.items() if v == code]
         if labels:
             values.setdefault(help_field, labels[0])
     inbound = mapping.inbound
-    if inbound.stage and _writable(mapping.stages.field):
+    if inbound.stage and writable(mapping.stages.field):
         values.setdefault(mapping.stages.field, inbound.stage)
     if inbound.owner_id:
         values.setdefault("OwnerId" if mapping.crm == "salesforce" else "ownerid", inbound.owner_id)
@@ -278,374 +245,15 @@ def with_referral_customer(
             _fill(fields, contact.phone, person.get("phoneNumber"))
     # values the CRM cannot hold on the opportunity itself (a related row, a label view)
     details = link.sent_body.get("details")
-    if isinstance(details, Mapping) and not _writable(f.currency.field):
+    if isinstance(details, Mapping) and not writable(f.currency.field):
         _fill(fields, f.currency, details.get("currency"))
     invite = link.sent_body.get("inviteContext")
     code = invite.get("assistanceRequestCode") if isinstance(invite, Mapping) else None
     help_field = mapping.deal_type.help_field
-    if code and help_field and not _writable(help_field) and fields.get(help_field) in (None, ""):
+    if code and help_field and not writable(help_field) and fields.get(help_field) in (None, ""):
         labels = [k for k, v in mapping.deal_type.help_values.items() if v == code]
         if labels:
             fields[help_field] = labels[0]
     if fields == dict(record.fields):
         return record
     return replace(record, fields=fields)
-
-
-class LifecycleSteps:
-    """The engine's lifecycle steps: inbound creates, accept/decline, registration."""
-
-    def __init__(self, engine: SyncEngine) -> None:
-        self.engine = engine
-
-    @property
-    def mapping(self) -> MappingFile:
-        return self.engine.mapping
-
-    # ------------------------------------------------------------------ inbound create
-
-    def create_opportunities(
-        self,
-        referrals: Sequence[ReferralState],
-        links: MutableMapping[str, Link],
-        microsoft: Mapping[str, ReferralState],
-        report: RunReport,
-        rule: MicrosoftReferralRule = DEFAULT_OPTIONS.microsoft,
-    ) -> datetime | None:
-        """CRM opportunities for new incoming referrals that have none yet.
-
-        The CRM is searched by the referral-id field first: a referral whose record
-        exists (created before a crash, or by hand) is linked, not created again.
-        Returns the oldest ``updatedDateTime`` among referrals whose create failed, so
-        the caller keeps its cursor before them and they are tried again next cycle.
-        """
-        engine = self.engine
-        fields = self.mapping.status_fields
-        todo = [r for r in referrals if r.id not in links and is_new_incoming(r, rule)]
-        if not todo:
-            return None
-        existing = engine.crm.find_by_referral_ids(fields.referral_id, [r.id for r in todo])
-        now = engine.clock()
-        saved: list[Link] = []
-        creates: list[tuple[ReferralState, CoreFacts, dict[str, Any], str]] = []
-        for referral in todo:
-            facts = facts_of(
-                referral, engine.link_for(referral.id), microsoft.get(referral.engagement_id or "")
-            )
-            crm_id = existing.get(referral.id)
-            if crm_id is not None:
-                log.info(
-                    "%s: referral %s already has CRM record %s; linked, not created again",
-                    engine.connection,
-                    referral.id,
-                    crm_id,
-                    extra=record_fields(engine.connection, crm_id, referral_id=referral.id),
-                )
-                saved.append(self._incoming_link(crm_id, referral, facts, None))
-                continue
-            status = status_values(facts, fields, engine.core_clock.now())
-            fingerprint = values_fingerprint(status)
-            if fields.last_sync:
-                status[fields.last_sync] = now
-            creates.append(
-                (referral, facts, opportunity_values(referral, self.mapping, status), fingerprint)
-            )
-        floor: datetime | None = None
-        stage_value = self._on_hold_stage_value() if creates else {}
-        # the customer's account and contact (inbound.customer): found or created first
-        tied, untied = engine.customers.for_referrals([r for r, _, _, _ in creates])
-        for referral_id, why in untied.items():
-            report.failed["inbound_create:customer"] += 1
-            log.warning("%s: referral %s: %s", engine.connection, referral_id, why)
-        waiting = [r for r, _, _, _ in creates if r.id in untied and r.updated is not None]
-        floor = min((r.updated for r in waiting if r.updated is not None), default=None)
-        creates = [
-            (r, f, {**stage_value, **v, **tied.get(r.id, {})}, fp)
-            for r, f, v, fp in creates
-            if r.id not in untied
-        ]
-        if creates:
-            results = engine.crm.create_opportunities(
-                [NewOpportunity(r.id, values) for r, _, values, _ in creates]
-            )
-            for (referral, facts, _, fingerprint), result in zip(creates, results, strict=True):
-                if result.ok and result.crm_id:
-                    report.created += 1
-                    saved.append(self._incoming_link(result.crm_id, referral, facts, fingerprint))
-                    continue
-                report.failed[f"inbound_create:{result.error_code}"] += 1
-                log.warning(
-                    "%s: referral %s: creating its CRM opportunity failed: %s %s",
-                    engine.connection,
-                    referral.id,
-                    result.error_code,
-                    result.message,
-                    extra={"connection": engine.connection, "referral_id": referral.id},
-                )
-                if referral.updated is not None and (floor is None or referral.updated < floor):
-                    floor = referral.updated
-        if saved:
-            engine.store.save_links(engine.connection, saved)
-            for link in saved:
-                assert link.referral_id is not None
-                links[link.referral_id] = link
-        return floor
-
-    def _on_hold_stage_value(self) -> dict[str, Any]:
-        """The stage column's value for the "on hold" stage when the mapping reads a stage
-        the adapter derives (Dataverse's ``stage``, from a choice column such as salesstage)."""
-        inbound, crm = self.mapping.inbound, self.engine.crm
-        column = getattr(crm, "stage_column", None)
-        if not inbound.stage or _writable(self.mapping.stages.field) or not column:
-            return {}
-        for info in crm.stage_metadata():
-            if info.label == inbound.stage:
-                value = info.api_name
-                return {str(column): int(value) if value.isdigit() else value}
-        return {}
-
-    def _incoming_link(
-        self, crm_id: str, referral: ReferralState, facts: CoreFacts, mirrored: str | None
-    ) -> Link:
-        return Link(
-            connection=self.engine.connection,
-            crm_id=crm_id,
-            state=LinkState.TERMINAL if referral.is_terminal else LinkState.LINKED,
-            referral_id=referral.id,
-            engagement_id=referral.engagement_id,
-            etag=referral.etag,
-            fingerprint=None,
-            # the core's body is the base of later patches: only what the CRM changes is sent
-            sent_body=dict(referral.raw),
-            status=referral.status.value,
-            substatus=referral.substatus.value if referral.substatus else None,
-            direction="Incoming",
-            mirrored_fingerprint=mirrored,
-            # the team as it came is the sender's: kept beside the partner's own
-            core_facts=replace(facts, partner_team=partner_members(referral.raw)).as_json(),
-        )
-
-    # ------------------------------------------------------------------ answers
-
-    def answer(
-        self,
-        records: Sequence[CrmOpportunity],
-        drafts: Mapping[str, DealDraft | Rejection],
-        links: MutableMapping[str, Link],
-        stages: Mapping[str, StageInfo],
-        report: RunReport,
-    ) -> list[RecordOutcome]:
-        """Accept or decline incoming deals as their records say; hold the others.
-
-        Returns outcomes for records settled here (held, declined, refused). An
-        accepted record gets no outcome: its link moves to Active and the normal plan
-        sends the record's content in the same cycle.
-        """
-        engine = self.engine
-        outcomes: list[RecordOutcome] = []
-        for record in records:
-            link = links.get(record.id)
-            if link is None or link.direction != "Incoming" or link.referral_id is None:
-                continue
-            draft = drafts.get(record.id)
-            fingerprint = draft.fingerprint() if isinstance(draft, DealDraft) else None
-            stage = (
-                draft.stage
-                if isinstance(draft, DealDraft)
-                else resolve_stage(record, self.mapping, stages)[0]
-            )
-            answer = answer_of(record, self.mapping, link.status, link.substatus, stage)
-            if answer.kind == "wait":
-                if link.status == Status.NEW.value:
-                    if fingerprint is not None and fingerprint != link.fingerprint:
-                        link = replace(link, fingerprint=fingerprint)
-                        engine.store.save_link(engine.connection, link)
-                        links[record.id] = link
-                    outcomes.append(
-                        RecordOutcome(
-                            record.id,
-                            "skipped",
-                            "incoming_not_answered",
-                            link=link,
-                            fingerprint=fingerprint,
-                        )
-                    )
-                continue
-            if answer.kind == "refuse":
-                outcomes.append(
-                    RecordOutcome(
-                        record.id,
-                        "skipped",
-                        "answer_refused",
-                        link=link,
-                        notice=answer.notice,
-                        fingerprint=fingerprint,
-                    )
-                )
-                continue
-            try:
-                referral = self._patch_new(link, list(answer.ops))
-            except ConnectorError as exc:
-                log.warning(
-                    "%s: %s: %s",
-                    engine.connection,
-                    record.id,
-                    exc.message,
-                    extra=record_fields(engine.connection, record.id, reason=exc.code),
-                )
-                outcomes.append(
-                    RecordOutcome(
-                        record.id, "failed", exc.code, exc.message, transient=exc.transient
-                    )
-                )
-                continue
-            expected = (
-                (Status.ACTIVE, Substatus.ACCEPTED)
-                if answer.kind == ACCEPT
-                else (Status.CLOSED, Substatus.DECLINED)
-            )
-            if (referral.status, referral.substatus) != expected:
-                # the deal closed meanwhile (expired): say so instead of answering
-                link = engine._linked(link, referral, link.fingerprint, dict(referral.raw))
-                engine.store.save_link(engine.connection, link)
-                links[record.id] = link
-                outcomes.append(
-                    RecordOutcome(
-                        record.id,
-                        "skipped",
-                        "terminal",
-                        link=link,
-                        notice=(
-                            f"Not sent: the referral is {link.status}/{link.substatus} in "
-                            "Partner Center; it can no longer be answered."
-                        ),
-                        fingerprint=fingerprint,
-                    )
-                )
-                continue
-            if answer.kind == ACCEPT:
-                # fingerprint None: the plan compares the record with the core's body now
-                link = engine._linked(link, referral, None, dict(referral.raw))
-                engine.store.save_link(engine.connection, link)
-                links[record.id] = link
-                report.updated += 1
-                log.info(
-                    "%s: %s: accepted referral %s",
-                    engine.connection,
-                    record.id,
-                    referral.id,
-                    extra=record_fields(engine.connection, record.id, referral_id=referral.id),
-                )
-                continue
-            link = engine._linked(link, referral, fingerprint, dict(referral.raw))
-            engine.store.save_link(engine.connection, link)
-            links[record.id] = link
-            log.info(
-                "%s: %s: declined referral %s",
-                engine.connection,
-                record.id,
-                referral.id,
-                extra=record_fields(engine.connection, record.id, referral_id=referral.id),
-            )
-            outcomes.append(RecordOutcome(record.id, "closed", link=link, fingerprint=fingerprint))
-        return outcomes
-
-    def _patch_new(self, link: Link, ops: list[dict[str, Any]]) -> ReferralState:
-        """Patch an incoming deal that is New; the fresh referral when it is not New anymore."""
-        core = self.engine.core
-        assert link.referral_id is not None
-        try:
-            return core.patch(link.referral_id, ops, link.etag)
-        except PreconditionFailed:
-            fresh = core.get(link.referral_id)
-            if fresh.status != Status.NEW:
-                return fresh
-            return core.patch(link.referral_id, ops, fresh.etag)
-        except CoreError as exc:
-            if not refused(exc):
-                raise
-            # No error code says "no longer New": the referral itself does.
-            fresh = core.get(link.referral_id)
-            if fresh.status != Status.NEW:
-                return fresh
-            raise
-
-    # ------------------------------------------------------------------ registration
-
-    def register(
-        self,
-        outcomes: Sequence[RecordOutcome],
-        records: Mapping[str, CrmOpportunity],
-        links: Mapping[str, Link],
-    ) -> None:
-        """Submit deal registrations that won, eligible deals ask for (the mapped checkbox).
-
-        The outcome's link gets the result (registration status, or the reason it was
-        not sent, which the mirror writes into the sync-error field). After a
-        submission the checkbox is cleared, so a failed review is retried only when
-        the seller asks again.
-        """
-        engine = self.engine
-        field = self.mapping.deal_type.register_field
-        if field is None:
-            return
-        cleared: list[CrmStatusUpdate] = []
-        for outcome in outcomes:
-            record = records.get(outcome.crm_id)
-            if record is None or outcome.kind in {"rejected", "failed"}:
-                continue
-            if not wants_registration(record, self.mapping):
-                continue
-            link = outcome.link or links.get(outcome.crm_id)
-            if link is None or link.core_facts is None or link.referral_id is None:
-                continue
-            facts = CoreFacts.from_json(link.core_facts)
-            body = link.sent_body or {}
-            decision = registration_of(
-                record,
-                self.mapping,
-                status=link.status,
-                substatus=link.substatus,
-                registration_status=facts.registration_status,
-                blockers=registration_blockers(body, facts.microsoft_status),
-                solutions=incentive_solutions(body),
-            )
-            if decision.kind == "none":
-                continue
-            notice = decision.notice
-            if decision.kind == "submit":
-                try:
-                    referral = engine.core.patch(link.referral_id, list(decision.ops), link.etag)
-                except PreconditionFailed:
-                    fresh = engine.core.get(link.referral_id)
-                    referral = engine.core.patch(link.referral_id, list(decision.ops), fresh.etag)
-                except CoreError as exc:
-                    if not refused(exc):
-                        raise
-                    notice = f"Registration not sent: Partner Center refused it ({exc.message})."
-                else:
-                    link = engine._linked(link, referral, link.fingerprint, link.sent_body)
-                    facts = CoreFacts.from_json(link.core_facts or {})
-                    cleared.append(CrmStatusUpdate(record.id, {field: False}))
-                    log.info(
-                        "%s: %s: deal registration submitted (%s)",
-                        engine.connection,
-                        record.id,
-                        referral.registration_status,
-                        extra=record_fields(engine.connection, record.id),
-                    )
-            link = replace(link, core_facts=replace(facts, notice=notice).as_json())
-            engine.store.save_link(engine.connection, link)
-            outcome.link = link
-            outcome.notice = notice
-        if cleared:
-            for update, result in zip(cleared, engine.crm.write_status(cleared), strict=True):
-                if not result.ok:
-                    log.warning(
-                        "%s: %s: clearing %s failed: %s",
-                        engine.connection,
-                        update.crm_id,
-                        field,
-                        result.message,
-                        extra=record_fields(engine.connection, update.crm_id),
-                    )

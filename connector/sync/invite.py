@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from connector.dealcore.client import ReferralsClient
+from connector.dealcore.base import DealCore
 from connector.dealcore.payload import microsoft_referral_body
 from connector.errors import ConnectorError, CoreError
 from connector.state.store import Link
@@ -28,7 +28,7 @@ _NOT_THE_RECORDS_FAULT = frozenset({"unauthenticated"})
 
 
 def invite_microsoft(
-    core: ReferralsClient, link: Link, body: Mapping[str, Any], kind: str, notice: str | None
+    core: DealCore, link: Link, body: Mapping[str, Any], kind: str, notice: str | None
 ) -> RecordOutcome:
     """Microsoft's referral in ``link``'s engagement; the record's outcome ``kind`` on success.
 

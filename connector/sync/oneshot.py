@@ -40,6 +40,7 @@ from connector.sync.engine import SyncEngine
 from connector.sync.plan_view import ordered, print_plan
 from connector.sync.progress import SyncProgress
 from connector.sync.report import Outcome, RunReport
+from connector.sync.tuning import DEFAULT_TUNING, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def run_once(
     quiet: bool = False,
     lease_wait_s: float = 60.0,
     lease_ttl_s: float = 120.0,
+    tuning: Tuning = DEFAULT_TUNING,
 ) -> list[RunReport]:
     """One cycle of each connection; after ``stop`` is set, the rest are not started."""
     stop = stop or threading.Event()
@@ -85,6 +87,7 @@ def run_once(
                         stop=cycle_stop,
                         holder=holder,
                         cfg=cfg,
+                        tuning=tuning,
                     )
                     if report.crm_refused_request:
                         report.mapping_problems = _mapping_causes(conn, rt, settings)
@@ -167,6 +170,7 @@ def _run_with_progress(
     stop: threading.Event,
     holder: str,
     cfg: ConfigFile,
+    tuning: Tuning,
 ) -> RunReport:
     with SyncProgress(terminal.stderr, conn.name, dry_run=dry_run) as progress:
         engine = SyncEngine(
@@ -181,6 +185,7 @@ def _run_with_progress(
             stop=stop,
             holder=holder,
             history=cfg.history,
+            tuning=tuning,
         )
         return engine.run(dry_run=dry_run, full=full)
 

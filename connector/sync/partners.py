@@ -37,7 +37,7 @@ from connector.sync.mirror import CoreFacts
 from connector.sync.outcome import RecordOutcome
 
 if TYPE_CHECKING:
-    from connector.sync.engine import SyncEngine
+    from connector.sync.context import SyncContext
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _inviting(partner: str) -> Callable[[ReferralState], bool]:
 class PartnerInvitations:
     """Sends invitations in ``engagement_referral`` mode (see the module docstring)."""
 
-    def __init__(self, engine: SyncEngine) -> None:
+    def __init__(self, engine: SyncContext) -> None:
         self.engine = engine
 
     def invite(
@@ -191,7 +191,7 @@ class PartnerInvitations:
         for partner in partners:
             body = invitation_body(link.sent_body, partner, details, link.engagement_id)
             try:
-                engine.core.create_in_engagement(link.engagement_id, body, _inviting(partner))
+                engine.pusher.invite_partner(link.engagement_id, body, _inviting(partner))
             except ConnectorError as exc:
                 log.warning(
                     "%s: %s: inviting partner %s failed: %s",

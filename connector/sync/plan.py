@@ -241,9 +241,7 @@ def plan_outbound(
     elif draft.stage is StandardStage.LOST:
         closes = Substatus.LOST
     if closes is not None:
-        closing = status_ops(Status.CLOSED, closes, stage_format=options.sales_stage_format)
-        paths = {op["path"] for op in closing}
-        ops = [op for op in ops if op["path"] not in paths] + closing
+        ops = with_close_ops(ops, closes, options)
         body = {**body, "status": Status.CLOSED.value, "substatus": closes.value}
     if not ops and not invite:
         return Skip(draft.crm_id, SkipReason.UNCHANGED, notice=warning, fingerprint=fingerprint)
@@ -321,3 +319,24 @@ def consents_left_out(previous: Mapping[str, Any], wanted: Mapping[str, Any]) ->
         for key, label in _CUSTOMER_CONSENTS.items()
         if after.get(key) is True and before.get(key) is not True
     ]
+
+
+def with_close_ops(
+    ops: list[dict[str, Any]], closes: Substatus, options: CoreOptions = DEFAULT_OPTIONS
+) -> list[dict[str, Any]]:
+    """``ops`` closing the referral (won or lost): the status ops replace any op on the
+    same paths. The one place the close ops are spliced in."""
+    closing = status_ops(Status.CLOSED, closes, stage_format=options.sales_stage_format)
+    paths = {op["path"] for op in closing}
+    return [op for op in ops if op["path"] not in paths] + closing
+
+
+def replan_update(
+    fresh: Mapping[str, Any], action: Update, options: CoreOptions = DEFAULT_OPTIONS
+) -> list[dict[str, Any]]:
+    """After a 412: the ops that bring the referral as read again (``fresh``) to what
+    ``action`` sends, closing it when the action closes."""
+    ops = patch_ops(dict(fresh), action.body)
+    if action.closes is not None:
+        ops = with_close_ops(ops, action.closes, options)
+    return ops

@@ -30,13 +30,12 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from connector.dealcore.payload import status_ops
-from connector.errors import ConnectorError, CoreError, PreconditionFailed
-from connector.model import ReferralState, Status, Substatus
+from connector.errors import ConnectorError, CoreError
+from connector.model import ReferralState
 from connector.state.store import Link, LinkState
 
 if TYPE_CHECKING:
-    from connector.sync.engine import SyncEngine
+    from connector.sync.context import SyncContext
     from connector.sync.report import RunReport
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,9 @@ LINK_BATCH = 1000
 NOTHING_TO_MIRROR = "record_gone"
 
 
-def reconcile_deleted_records(engine: SyncEngine, report: RunReport) -> None:
+def reconcile_deleted_records(engine: SyncContext, report: RunReport) -> None:
     """Check the linked records when the interval has passed; handle those that are gone."""
-    every = getattr(engine.crm, "reconcile_every", None)
+    every = engine.crm.reconcile_every
     if not isinstance(every, timedelta):
         return
     now = engine.clock()
@@ -93,7 +92,7 @@ def _batches(links: Iterable[Link]) -> Iterator[list[Link]]:
 class _Check:
     """One reconciliation: what it found, and whether it may be recorded as done."""
 
-    def __init__(self, engine: SyncEngine, report: RunReport) -> None:
+    def __init__(self, engine: SyncContext, report: RunReport) -> None:
         self.engine = engine
         self.report = report
         self.checked = self.gone = 0
@@ -123,14 +122,8 @@ class _Check:
     def _close_lost(self, link: Link) -> str | None:
         """Close the referral as Lost; None when done, else why it was not."""
         engine, referral_id = self.engine, str(link.referral_id)
-        ops = status_ops(Status.CLOSED, Substatus.LOST)
         try:
-            try:
-                referral = engine.core.patch(referral_id, ops, link.etag)
-            except PreconditionFailed:
-                referral = engine.core.get(referral_id)  # someone changed it: read again
-                if not referral.is_terminal:
-                    referral = engine.core.patch(referral_id, ops, referral.etag)
+            referral = engine.pusher.close_lost(link)
         except CoreError as exc:
             if exc.transient:
                 self.complete = False  # the core is unwell: try again next cycle
@@ -148,7 +141,7 @@ class _Check:
 
     def _closed(self, link: Link, referral: ReferralState) -> None:
         engine = self.engine
-        closed = engine._linked(link, referral, link.fingerprint, link.sent_body)
+        closed = engine.linker(link, referral, link.fingerprint, link.sent_body)
         # the record is gone: there is nowhere to write its status (a restored record that
         # changes is read again, found terminal, and written then)
         engine.store.save_link(

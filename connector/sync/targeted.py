@@ -45,23 +45,23 @@ def run_targeted(
     started = time.monotonic()
     run_id = engine.store.start_run(engine.connection)
     engine.history.begin(run_id, engine.clock())
-    calls_before = engine._api_calls()
+    calls_before = engine.api_calls()
     try:
         engine.existing.start(engine.clock())  # bounds the look into the core before creates
         if crm_ids:
             with report.phase("targeted_crm"):
                 records = selected_records(engine, crm_ids)
                 report.pulled += len(records)
-                records = engine._changed_since_letter(records, report)
+                records = engine.outbound.changed_since_letter(records, report)
                 if records:
-                    engine.process_records(records, stages or engine._stages(), report)
+                    engine.process_records(records, stages or engine.stages(), report)
         if referral_ids and not engine.stop.is_set():
             with report.phase("targeted_core"):
                 referrals = read_referrals(engine, referral_ids)
                 if referrals:
-                    engine._mirror_referrals(referrals, report, {})
+                    engine.pullback.mirror(referrals, report, {})
         with report.phase("status_writes"):
-            engine._flush_status(report, everything=True)
+            engine.writer.flush(report, everything=True)
         if engine.stop.is_set():
             report.outcome = Outcome.INTERRUPTED
     except QuotaExhausted as exc:
@@ -72,14 +72,14 @@ def run_targeted(
         report.error = exc.message
     except ConnectorError as exc:
         # a refused credential is named once, as the scheduled cycle names it
-        error = engine._run_stop(exc) or exc
+        error = engine.pusher.run_stop(exc) or exc
         report.outcome = Outcome.FAILED
         report.error = error.message
         log.error("%s: the targeted cycle failed: %s", engine.connection, error.message)
     finally:
         report.duration_s = time.monotonic() - started
         report.api_calls = {
-            system: n - calls_before.get(system, 0) for system, n in engine._api_calls().items()
+            system: n - calls_before.get(system, 0) for system, n in engine.api_calls().items()
         }
         report.finish_outcome()
         engine.store.finish_run(
@@ -111,7 +111,7 @@ def run_targeted(
 def selected_records(engine: SyncEngine, crm_ids: Sequence[str]) -> list[CrmOpportunity]:
     """The named records that exist and that the mapping's ``select`` filter selects."""
     select = engine.mapping.select
-    fields = engine._pulled_fields()  # the referral id the record carries too
+    fields = engine.outbound.pulled_fields()  # the referral id the record carries too
     if select is not None:
         fields = [*fields, *sorted(filter_fields(select) - set(fields))]
     found = []

@@ -19,7 +19,7 @@ connections to users): several members, edited in the CRM like any deal field.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from connector.model import TEAM_MEMBERS, CrmOpportunity
 from connector.sync.report import RunReport
 
 if TYPE_CHECKING:
-    from connector.sync.engine import SyncEngine
+    from connector.sync.context import SyncContext
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def with_partner_team(
 class TeamStep:
     """Reads opportunity teams for the engine (see the module docstring)."""
 
-    def __init__(self, engine: SyncEngine) -> None:
+    def __init__(self, engine: SyncContext) -> None:
         self.engine = engine
 
     @property
@@ -89,8 +89,14 @@ class TeamStep:
             out.append(replace(record, fields={**record.fields, TEAM_MEMBERS: tuple(members)}))
         return out
 
-    def process_changes(self, stages: Mapping[str, StageInfo], report: RunReport) -> int:
-        """Process the opportunities whose team changed since the last cycle."""
+    def process_changes(
+        self,
+        stages: Mapping[str, StageInfo],
+        report: RunReport,
+        process: Callable[[Sequence[CrmOpportunity], Mapping[str, StageInfo], RunReport], None],
+    ) -> int:
+        """Process (with ``process``, the outbound stage's) the opportunities whose team
+        changed since the last cycle; the team cursor moves after them."""
         if not self.enabled:
             return 0
         engine = self.engine
@@ -111,7 +117,7 @@ class TeamStep:
                 len(records),
             )
             if records:
-                engine.process_records(records, stages, report)
+                process(records, stages, report)
         if new_cursor is not None and new_cursor != cursor:
             engine.store.set_cursor(engine.connection, TEAM_CURSOR, new_cursor)
         return len(records)

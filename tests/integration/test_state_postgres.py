@@ -1,7 +1,7 @@
 """The state store's contract on PostgreSQL (127.0.0.1:5432, database ``test``).
 
-The test functions are the ``@contract`` ones of ``tests/unit/state/test_store.py``,
-collected here a second time; only the ``make_store`` fixture differs: each test
+The test functions are the ``@contract`` ones of ``tests/unit/state/test_store.py`` and
+of its ``test_state_*.py`` neighbours (one per table), collected here a second time; only the ``make_store`` fixture differs: each test
 gets its own schema (``search_path`` set through the URL), dropped afterwards.
 Skipped, with the reason, when no server answers.
 """
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import psycopg
 import pytest
@@ -29,21 +31,28 @@ SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 STORE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
 
 
-def _load_contract() -> ModuleType:
-    path = Path(__file__).parents[1] / "unit" / "state" / "test_store.py"
-    spec = importlib.util.spec_from_file_location("state_store_contract", path)
+_STATE_TESTS = Path(__file__).parents[1] / "unit" / "state"
+if str(_STATE_TESTS) not in sys.path:  # where the contract's modules import their helpers
+    sys.path.insert(0, str(_STATE_TESTS))
+
+import state_contract  # noqa: E402  (needs the path above)
+
+
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"state_contract_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-_contract = _load_contract()
-# the shared fixtures and every backend-independent test, under their own names
-for _name in ("clock", "store"):
-    globals()[_name] = getattr(_contract, _name)
-for _test in _contract.CONTRACT:
-    globals()[_test.__name__] = _test
+# the shared fixtures and every backend-independent test of the store and of each table
+for _name in ("clock", "store", "sf"):
+    globals()[_name] = getattr(state_contract, _name)
+for _path in [_STATE_TESTS / "test_store.py", *sorted(_STATE_TESTS.glob("test_state_*.py"))]:
+    for _test_name, _test in vars(_load(_path)).items():
+        if _test_name.startswith("test_") and state_contract.is_contract(_test):
+            globals()[_test_name] = _test
 
 
 @cache
@@ -77,12 +86,14 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[Callable[..., Store]]
     _admin(f"CREATE SCHEMA {schema}")
     opened: list[Store] = []
 
-    def factory(clock: Callable[[], datetime] | None = None, migrate: bool = True) -> Store:
+    def factory(
+        clock: Callable[[], datetime] | None = None, migrate: bool = True, **options: Any
+    ) -> Store:
         url = STORE_URL.format(schema=schema)
         store = (
-            Store.open(url, clock=clock, migrate=migrate)
+            Store.open(url, clock=clock, migrate=migrate, **options)
             if clock
-            else Store.open(url, migrate=migrate)
+            else Store.open(url, migrate=migrate, **options)
         )
         opened.append(store)
         return store

@@ -137,7 +137,7 @@ def test_close_lost_closes_the_referral_of_a_record_deleted_mid_sync(world: Guar
     assert (referral["status"], referral["substatus"]) == ("Closed", "Lost")
     store = Store.open(world.state_url)
     try:
-        link = store.get_link("sandbox-salesforce", victim)
+        link = store.connection("sandbox-salesforce").links.get(victim)
     finally:
         store.close()
     assert link is not None and link.state == LinkState.TERMINAL

@@ -186,7 +186,7 @@ def test_sync_once_beside_a_run_holding_the_lease_waits_then_stops(
 ) -> None:
     config = world.config("salesforce", name="held.yaml")
     with Store.open(world.state_url) as store:
-        assert store.acquire_lease(CONNECTION["salesforce"], "daemon-host:4242", 300)
+        assert store.connection(CONNECTION["salesforce"]).lease.acquire("daemon-host:4242", 300)
     run = cli_sync(config, tmp_path, "--lease-wait-s", "1")
     code = run.wait(timeout=120)
     output = "".join(p.read_text(errors="replace") for p in tmp_path.glob("sync-*.log"))
@@ -304,9 +304,9 @@ def test_a_crash_between_post_and_bookkeeping_is_resolved_in_the_core(world: Gua
     before = ledger(world, "salesforce")
     crashed = sorted(before.referrals)[:15]
     with Store.open(world.state_url) as store:
-        links = store.get_links(CONNECTION["salesforce"], crashed)
-        store.save_links(
-            CONNECTION["salesforce"],
+        sf_links = store.connection(CONNECTION["salesforce"]).links
+        links = sf_links.get_many(crashed)
+        sf_links.save_many(
             [pending_as_a_dead_run_left_it(links[crm_id], started) for crm_id in crashed],
         )
     for crm_id in crashed:
@@ -318,7 +318,7 @@ def test_a_crash_between_post_and_bookkeeping_is_resolved_in_the_core(world: Gua
     assert after.referrals == before.referrals
     assert again.created == 0 and not again.failed
     with Store.open(world.state_url) as store:
-        resolved = store.get_links(CONNECTION["salesforce"], crashed)
+        resolved = store.connection(CONNECTION["salesforce"]).links.get_many(crashed)
     assert {crm_id: [link.referral_id] for crm_id, link in resolved.items()} == {
         crm_id: before.referrals[crm_id] for crm_id in crashed
     }
@@ -337,8 +337,7 @@ def test_a_crash_before_the_post_creates_once(world: GuardWorld) -> None:
     set_selected(world, "salesforce", never_sent, False)
     world.sync(config)
     with Store.open(world.state_url) as store:
-        store.mark_pending_many(
-            CONNECTION["salesforce"],
+        store.connection(CONNECTION["salesforce"]).links.mark_pending_many(
             [(crm_id, "fp", {}) for crm_id in never_sent],
             holder="host-gone:1",
         )
@@ -363,9 +362,9 @@ def test_records_another_live_run_is_creating_are_left_to_it(world: GuardWorld) 
     ]
     theirs = selected[:10]
     with Store.open(world.state_url) as store:
-        assert store.acquire_lease(conn, "host-live:2", 300)
-        store.mark_pending_many(
-            conn, [(crm_id, "fp", {}) for crm_id in theirs], holder="host-live:2"
+        assert store.connection(conn).lease.acquire("host-live:2", 300)
+        store.connection(conn).links.mark_pending_many(
+            [(crm_id, "fp", {}) for crm_id in theirs], holder="host-live:2"
         )
         cfg = load_config(config)
         with open_runtime(cfg.connections[0], Settings(config=config)) as rt:

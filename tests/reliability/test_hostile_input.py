@@ -43,7 +43,7 @@ def assert_consistent(world: GuardWorld, connection: str) -> None:
     referrals = referrals_by_record(world)
     store = Store.open(world.state_url)
     try:
-        links = store.get_links(connection, list(referrals))
+        links = store.connection(connection).links.get_many(list(referrals))
     finally:
         store.close()
     assert {c: links[c].referral_id if c in links else None for c in referrals} == {

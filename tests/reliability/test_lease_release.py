@@ -58,18 +58,18 @@ def test_a_cycle_abandoned_at_the_grace_limit_releases_its_lease(world: GuardWor
         )
         assert daemon.running() == {SF}
         # the daemon holds the lease now: another holder is refused
-        assert other.acquire_lease(SF, "restarted-replica", LEASE_TTL_S) is False
+        assert other.connection(SF).lease.acquire("restarted-replica", LEASE_TTL_S) is False
 
         daemon.request_stop()
         code = daemon.wait()
 
         assert code == 130 and daemon.abandoned
         # a restart (another holder) takes the connection at once, not in 120 s
-        assert other.acquire_lease(SF, "restarted-replica", LEASE_TTL_S) is True
+        assert other.connection(SF).lease.acquire("restarted-replica", LEASE_TTL_S) is True
     finally:
         world.put("/_sandbox/latency", {"core": 0})
         wait_until(lambda: not daemon.running(), "the abandoned cycle to end")
         # the abandoned cycle's own release must not take the new holder's lease
-        assert other.acquire_lease(SF, "third-replica", LEASE_TTL_S) is False
+        assert other.connection(SF).lease.acquire("third-replica", LEASE_TTL_S) is False
         other.close()
         daemon.store.close()

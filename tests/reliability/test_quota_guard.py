@@ -37,7 +37,7 @@ def assert_nothing_half_written(world: GuardWorld, connection: str, status_ids: 
     assert all(n == 1 for n in per_record.values()), per_record.most_common(3)
     store = Store.open(world.state_url)
     try:
-        links = store.get_links(connection, list(per_record))
+        links = store.connection(connection).links.get_many(list(per_record))
     finally:
         store.close()
     by_id = {r["id"] for r in referrals}
@@ -77,7 +77,9 @@ def test_salesforce_run_stops_at_the_share_and_resumes_next_cycle(world: GuardWo
     assert first.created > 0
     store = Store.open(world.state_url)
     try:
-        assert store.get_cursor("sandbox-salesforce", "crm") is not None  # page 1 is safe
+        assert (
+            store.connection("sandbox-salesforce").cursors.get("crm") is not None
+        )  # page 1 is safe
     finally:
         store.close()
     assert_nothing_half_written(world, "sandbox-salesforce", sf_status_ids(world))

@@ -64,7 +64,7 @@ def test_an_admin_reads_runs_and_histories_and_acts_on_dead_letters(world: Synce
         assert crm_id in driver.find_element(By.TAG_NAME, "h1").text
         entry = driver.find_element(By.CSS_SELECTOR, "article.entry").text
         assert "created" in entry and "Referral_Identifier__c" in entry
-        link = store.get_link(SF, crm_id)
+        link = store.connection(SF).links.get(crm_id)
         assert link is not None and link.referral_id in entry
         pc = driver.find_element(By.LINK_TEXT, "Open in Partner Center").get_attribute("href")
         assert pc.endswith(link.referral_id)

@@ -79,8 +79,8 @@ def test_sigterm_mid_cycle_loses_nothing_and_the_next_start_resumes(tmp_path: Pa
 
         at_stop = partner_referrals(admin)
         with Store.open(state_url) as store:
-            cursor = store.get_cursor(SF, "crm")
-            links = list(store.iter_links(SF))
+            cursor = store.connection(SF).cursors.get("crm")
+            links = list(store.connection(SF).links.iterate())
             runs = store.recent_runs(SF)
         assert cursor is None  # the first page was not finished: read again next time
         assert runs[0].outcome == "interrupted"
@@ -109,7 +109,7 @@ def test_sigterm_mid_cycle_loses_nothing_and_the_next_start_resumes(tmp_path: Pa
         report = json.loads(report_file.read_text(encoding="utf-8"))
         final = partner_referrals(admin)
         with Store.open(state_url) as store:
-            links = list(store.iter_links(SF))
+            links = list(store.connection(SF).links.iterate())
         opportunities = admin.get("/_sandbox/salesforce/opportunities").json()["records"]
 
     assert len(final) > len(at_stop)  # the stop really left work for the next start

@@ -24,6 +24,7 @@ from connector.mapping.schema import StatusFields
 from connector.settings import ConfigFile, Settings, load_config
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from connector.sync.tuning import DEFAULT_TUNING, Tuning
 from sandbox.harness import SandboxServer
 from sandbox.partner_center.fields import is_partners
 
@@ -286,17 +287,27 @@ class World:
     state_url: str
     admin: httpx.Client
     crm: CrmView
+    #: the sync's tuning knobs (a test sets small ones to reach the paths of large runs)
+    tuning: Tuning = DEFAULT_TUNING
 
     @property
     def config(self) -> ConfigFile:
         return load_config(self.config_path)
 
-    def sync(self, *, dry_run: bool = False, full: bool = False) -> RunReport:
+    def sync(
+        self, *, dry_run: bool = False, full: bool = False, tuning: Tuning | None = None
+    ) -> RunReport:
         cfg = self.config
         settings = Settings(state_url=self.state_url, config=self.config_path)
         out = Console(file=io.StringIO(), width=200)
         (report,) = run_once(
-            settings, cfg, cfg.connections, dry_run=dry_run, full=full, console=out
+            settings,
+            cfg,
+            cfg.connections,
+            dry_run=dry_run,
+            full=full,
+            console=out,
+            tuning=tuning or self.tuning,
         )
         return report
 

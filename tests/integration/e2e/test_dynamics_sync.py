@@ -44,7 +44,7 @@ def open_linked(world: World, n: int) -> list[str]:
 def crm_cursor(world: World) -> str | None:
     store = Store.open(world.state_url)
     try:
-        return store.get_cursor(CONNECTION, "crm")
+        return store.connection(CONNECTION).cursors.get("crm")
     finally:
         store.close()
 
@@ -84,7 +84,7 @@ def test_a_deleted_row_is_reported_and_never_written_to_the_core(world: World) -
     assert (after["status"], after["substatus"]) == (referral["status"], referral["substatus"])
     store = Store.open(world.state_url)
     try:
-        link = store.get_link(CONNECTION, crm_id)
+        link = store.connection(CONNECTION).links.get(crm_id)
     finally:
         store.close()
     assert link is not None and link.referral_id == referral["id"]  # the link is kept

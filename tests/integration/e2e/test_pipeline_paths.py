@@ -21,11 +21,13 @@ import pytest
 import yaml
 from e2e_world import SalesforceView, World
 
-import connector.sync.engine as engine_module
 from connector.crm.base import CrmPage
 from connector.crm.dynamics import DataverseOpportunities
 from connector.crm.salesforce import SalesforceOpportunities
 from connector.dealcore.client import ReferralsClient
+from connector.sync.pullback import LISTED_FIELDS
+from connector.sync.status_writer import StatusWriter
+from connector.sync.tuning import Tuning
 
 
 def small_pages(world: World) -> None:
@@ -65,7 +67,7 @@ def test_overlapping_pages_and_sliced_pull_back_sync_everything_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     small_pages(world)
-    monkeypatch.setattr(engine_module, "PULL_SLICE", 40)
+    world.tuning = Tuning(pull_slice=40)
     bounds = slices_listed(monkeypatch)
     first = world.sync()
     # the pull-back was cut into slices that cover everything: the first one open at
@@ -100,7 +102,7 @@ def test_a_sliced_pull_back_lists_few_fields_and_reads_changed_referrals_whole(
     """The slices ask for the listed fields only; a referral changed after this run
     wrote it (a field outside those) is read whole and mirrored; the others are not read."""
     small_pages(world)
-    monkeypatch.setattr(engine_module, "PULL_SLICE", 40)
+    world.tuning = Tuning(pull_slice=40)
     store = world.sb.part("core").store
     selects: list[Any] = []
     changed: dict[str, str] = {}  # referral id -> external id
@@ -131,7 +133,7 @@ def test_a_sliced_pull_back_lists_few_fields_and_reads_changed_referrals_whole(
     monkeypatch.setattr(ReferralsClient, "list_changed", list_after_a_change)
     monkeypatch.setattr(ReferralsClient, "get", get_spy)
     world.sync()
-    assert len(selects) >= 3 and all(sel == engine_module.LISTED_FIELDS for sel in selects)
+    assert len(selects) >= 3 and all(sel == LISTED_FIELDS for sel in selects)
     assert len(read) == len(set(read))  # each once
     assert set(changed) <= set(read)
     incoming = {r["id"] for r in world.all_referrals() if r.get("direction") == "Incoming"}
@@ -154,8 +156,7 @@ def test_pull_back_status_writes_run_beside_the_listing_and_keep_each_records_or
     in two batches at once, and every write is recorded (the next cycle writes nothing)."""
     small_pages(world)
     consent_only(world)
-    monkeypatch.setattr(engine_module, "PULL_SLICE", 40)
-    monkeypatch.setattr(engine_module, "WRITE_BATCH", 5)  # many small batches
+    world.tuning = Tuning(pull_slice=40, write_batch=5)  # many small batches
     adapter_class: Any = (
         SalesforceOpportunities if isinstance(world.crm, SalesforceView) else DataverseOpportunities
     )
@@ -181,14 +182,14 @@ def test_pull_back_status_writes_run_beside_the_listing_and_keep_each_records_or
                 in_flight.subtract(ids)
 
     monkeypatch.setattr(adapter_class, "write_status", write_spy)
-    real_queue = engine_module.SyncEngine._write_status
+    real_queue = StatusWriter.queue
 
     def queue_twice(self: Any, updates: Any, report: Any) -> None:
         # every status written twice: the second batch holds the records of one in flight
         real_queue(self, updates, report)
         real_queue(self, updates, report)
 
-    monkeypatch.setattr(engine_module.SyncEngine, "_write_status", queue_twice)
+    monkeypatch.setattr(StatusWriter, "queue", queue_twice)
     first = world.sync()
     assert first.created > 0
     assert "crm-write" in threads  # the pull-back's writes left the main thread

@@ -20,7 +20,7 @@ from sandbox.harness import SandboxServer
 
 def _stored(state: Path) -> int | None:
     with Store.open(f"sqlite:///{state}") as store:
-        value = store.get_cursor(SF, REPLAY_CURSOR)
+        value = store.connection(SF).cursors.get(REPLAY_CURSOR)
     return None if value is None else int(value)
 
 

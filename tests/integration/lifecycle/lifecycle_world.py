@@ -20,6 +20,7 @@ from rich.console import Console
 from connector.settings import Settings, load_config
 from connector.sync.oneshot import run_once
 from connector.sync.report import RunReport
+from connector.sync.tuning import DEFAULT_TUNING, Tuning
 from sandbox.harness import SandboxServer
 from sandbox.partner_center.fields import is_microsofts, is_partners
 
@@ -98,6 +99,8 @@ class LifecycleWorld:
     config_path: Path
     state_url: str
     admin: httpx.Client
+    #: the sync's tuning knobs (a test sets small ones to reach the paths of large runs)
+    tuning: Tuning = DEFAULT_TUNING
 
     # -- running -----------------------------------------------------------------------
 
@@ -105,7 +108,15 @@ class LifecycleWorld:
         cfg = load_config(self.config_path)
         settings = Settings(state_url=self.state_url, config=self.config_path)
         out = Console(file=io.StringIO(), width=200)
-        (report,) = run_once(settings, cfg, cfg.connections, dry_run=False, full=False, console=out)
+        (report,) = run_once(
+            settings,
+            cfg,
+            cfg.connections,
+            dry_run=False,
+            full=False,
+            console=out,
+            tuning=self.tuning,
+        )
         assert report.outcome in ("ok", "partial"), report.error
         return report
 

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from lifecycle_world import LifecycleWorld
 
-import connector.sync.engine as engine_module
 from connector.crm.salesforce import SalesforceOpportunities
+from connector.sync.pullback import PullBack, is_microsoft
+from connector.sync.tuning import Tuning
 
 ALLY = "9f1c2d3e-0000-4000-8000-00000000a11e"
 ALLY_2 = "9f1c2d3e-0000-4000-8000-00000000a12e"
@@ -247,13 +248,13 @@ def test_microsofts_side_listed_apart_from_its_deal_still_reaches_the_record(
 ) -> None:
     """One referral per mirrored batch, Microsoft's sides listed first: an incoming deal
     comes in a later batch than Microsoft's side of it, as does a linked deal."""
-    monkeypatch.setattr(engine_module, "MIRROR_BATCH", 1)
-    listed = engine_module.SyncEngine._changed_referrals
+    world.tuning = Tuning(mirror_batch=1)
+    listed = PullBack._changed_referrals
 
     def microsoft_first(self: Any, *args: Any) -> Iterator[Any]:
-        return iter(sorted(listed(self, *args), key=lambda r: not engine_module._is_microsoft(r)))
+        return iter(sorted(listed(self, *args), key=lambda r: not is_microsoft(r)))
 
-    monkeypatch.setattr(engine_module.SyncEngine, "_changed_referrals", microsoft_first)
+    monkeypatch.setattr(PullBack, "_changed_referrals", microsoft_first)
     outgoing, referral = synced(world, **CO_SELL)
     incoming = world.send_incoming("Microsoft")
     world.microsoft(referral["id"], "accept")

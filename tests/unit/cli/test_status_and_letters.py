@@ -37,16 +37,17 @@ def state(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     clock = Clock()
     with Store.open(url, clock=clock) as store:
-        ok = store.start_run(SF)
+        sf = store.connection(SF)
+        ok = sf.runs.start()
         clock.now += timedelta(seconds=30)
-        store.finish_run(ok, "partial", {"created": 5, "skipped": {"unchanged": 2}}, {}, 30.0)
+        sf.runs.finish(ok, "partial", {"created": 5, "skipped": {"unchanged": 2}}, {}, 30.0)
         clock.now += timedelta(minutes=4)
-        failed = store.start_run(SF)
-        store.finish_run(failed, "failed", {"created": 0}, {}, 1.0, "core down")
-        store.set_cursor(SF, "crm", "2026-03-02T11:50:00.000Z")
+        failed = sf.runs.start()
+        sf.runs.finish(failed, "failed", {"created": 0}, {}, 1.0, "core down")
+        sf.cursors.set("crm", "2026-03-02T11:50:00.000Z")
         for i in range(3):
-            store.add_dead_letter(SF, f"006{i}", "invalid_record", f"no close date {'x' * 90}")
-        store.add_dead_letter(SF, "0069", "transient:ServiceUnavailable", "core down")
+            sf.dead_letters.add(f"006{i}", "invalid_record", f"no close date {'x' * 90}")
+        sf.dead_letters.add("0069", "transient:ServiceUnavailable", "core down")
     return url
 
 

@@ -84,8 +84,9 @@ def config_data(console: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def seed(store: Store) -> tuple[int, list[int]]:
-    run_id = store.start_run("sf")
-    store.finish_run(
+    sf = store.connection("sf")
+    run_id = sf.runs.start()
+    sf.runs.finish(
         run_id,
         "partial",
         {"pulled": 3, "created": 1, "rejected": {"invalid_record": 1}},
@@ -125,8 +126,7 @@ def seed(store: Store) -> tuple[int, list[int]]:
         ]
     )
     history.save_run_details(run_id, {"outbound": 1.2}, {"salesforce": 0.004})
-    store.add_dead_letters(
-        "sf",
+    sf.dead_letters.add_many(
         [
             ("006B", "invalid_record", "the close date is empty", None, None),
             ("006C", "transient:ServerError", "the core answered 503", None, None),

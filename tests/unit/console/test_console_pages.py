@@ -49,7 +49,8 @@ def test_a_records_history_shows_what_was_sent_the_answer_and_both_sides(
 
 def test_runs_are_paged_newest_first(world: ConsoleWorld) -> None:
     for _ in range(3):
-        world.store.finish_run(world.store.start_run("sf"), "ok", {}, {}, 0.1)
+        runs = world.store.connection("sf").runs
+        runs.finish(runs.start(), "ok", {}, {}, 0.1)
     world.app.options = world.app.options.model_copy(update={"page_size": 2})
     with world.client() as client:
         sign_in(client, world.secrets.viewer)

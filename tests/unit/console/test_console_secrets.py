@@ -35,7 +35,7 @@ def test_no_page_header_or_stored_row_holds_a_secret(world: ConsoleWorld) -> Non
         )
         seen.extend(f"{k}: {v}" for k, v in action.headers.multi_items())
         seen.append(client.get("/audit").text)
-    database = world.store._url.database
+    database = world.store.database.url.database
     with sqlite3.connect(str(database)) as db:
         seen.extend(db.iterdump())
     text = "\n".join(seen)

@@ -16,7 +16,6 @@ import pytest
 import respx
 from dealcore_fakes import BASE, FakeClock, FakeTokens, sample_referral
 
-from connector.dealcore import client as client_module
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.retry import RateGate
 from connector.errors import CoreError
@@ -133,9 +132,8 @@ def test_one_page_is_not_read_again(http: httpx.Client, tokens: FakeTokens, now:
 
 
 def test_an_endless_listing_is_cut_at_the_page_cap(
-    http: httpx.Client, tokens: FakeTokens, monkeypatch: pytest.MonkeyPatch, now: datetime
+    http: httpx.Client, tokens: FakeTokens, now: datetime
 ) -> None:
-    monkeypatch.setattr(client_module, "RECENT_PAGE_CAP", 3)
     pages = [
         page([referral(f"r{n}", "a", now - timedelta(seconds=n))], f"{REFERRALS}?$skiptoken={n}")
         for n in range(10)
@@ -143,7 +141,7 @@ def test_an_endless_listing_is_cut_at_the_page_cap(
     with respx.mock() as mock:
         mock.get(url__startswith=REFERRALS).mock(side_effect=pages)
         with pytest.raises(CoreError) as caught:
-            make_client(http, tokens).find_created("crm-9", None)
+            make_client(http, tokens, recent_page_cap=3).find_created("crm-9", None)
     assert caught.value.code == "listing_too_long"
 
 

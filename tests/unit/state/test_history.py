@@ -64,9 +64,9 @@ def test_trimming_keeps_the_newest_entries_of_each_record(store: Store) -> None:
 
 def test_old_runs_lose_their_entries(store: Store, clock: Clock) -> None:
     history = RecordHistory(store)
-    old = store.start_run("sf")
+    old = store.connection("sf").runs.start()
     clock.now = T0 + timedelta(days=100)
-    new = store.start_run("sf")
+    new = store.connection("sf").runs.start()
     history.add([entry("A", old), entry("A", new)])
     assert history.drop_runs_before("sf", T0 + timedelta(days=10)) == 1
     assert [e.run_id for e in history.of_record("sf", "A")] == [new]
@@ -75,7 +75,7 @@ def test_old_runs_lose_their_entries(store: Store, clock: Clock) -> None:
 
 def test_run_details_are_saved_once_per_run(store: Store) -> None:
     history = RecordHistory(store)
-    run = store.start_run("sf")
+    run = store.connection("sf").runs.start()
     history.save_run_details(run, {"outbound": 1.5}, {"salesforce": 0.1})
     history.save_run_details(run, {"outbound": 2.0}, {})
     details = history.run_details([run, 999])
@@ -92,15 +92,15 @@ def test_a_disabled_history_writes_nothing_but_still_drops_old_runs(
     from connector.sync.outcome import RecordOutcome
 
     history = RecordHistory(store)
-    old = store.start_run("sf")
+    old = store.connection("sf").runs.start()
     history.add([entry("A", old)])
     clock.now = T0 + timedelta(days=200)
     recorder = HistoryRecorder(store, "sf", HistorySettings(enabled=False))
-    recorder.begin(store.start_run("sf"), clock.now)
+    recorder.begin(store.connection("sf").runs.start(), clock.now)
     link = Link("sf", "B", LinkState.LINKED, referral_id="R-B", core_facts={"status": "Active"})
     recorder.record([RecordOutcome("B", "created", link=link)], {}, clock.now)
     assert history.of_record("sf", "A") == [] and history.of_record("sf", "B") == []
     enabled = HistoryRecorder(store, "sf")
-    enabled.begin(store.start_run("sf"), clock.now)
+    enabled.begin(store.connection("sf").runs.start(), clock.now)
     enabled.record([RecordOutcome("B", "created", link=link)], {}, clock.now)
     assert [e.kind for e in history.of_record("sf", "B")] == ["created"]

@@ -11,7 +11,7 @@ import pytest
 
 from connector.errors import CoreError
 from connector.model import ReferralState, Status, Substatus
-from connector.sync.engine import _merged
+from connector.sync.pullback import merged as _merged
 
 
 def referral(i: int, etag: str = "e1") -> ReferralState:

@@ -124,7 +124,7 @@ def test_flag_opens_one_letter_naming_the_referral_and_writes_nothing_to_the_cor
     engine, crm, core = world(store)
     crm.gone = {"crm-1"}
     report = RunReport(CONN)
-    reconcile_deleted_records(engine, report)
+    reconcile_deleted_records(engine.context, report)
     assert crm.asked == [["crm-0", "crm-1", "crm-2"]]
     assert report.failed == {"record_deleted": 1} and core.patches == []
     (letter,) = store.list_dead_letters(CONN)
@@ -137,11 +137,11 @@ def test_a_discarded_flag_stays_discarded(store: Store) -> None:
     engine, crm, _ = world(store)
     crm.gone = {"crm-1"}
     crm.reconcile_every = timedelta(0)
-    reconcile_deleted_records(engine, RunReport(CONN))
+    reconcile_deleted_records(engine.context, RunReport(CONN))
     (letter,) = store.list_dead_letters(CONN)
     store.discard_dead_letter(letter.id)
     again = RunReport(CONN)
-    reconcile_deleted_records(engine, again)
+    reconcile_deleted_records(engine.context, again)
     assert again.failed == {} and again.skipped["record_deleted"] == 1
     assert store.list_dead_letters(CONN) == []
 
@@ -150,7 +150,7 @@ def test_close_lost_closes_the_referral_and_leaves_nothing_to_mirror(store: Stor
     engine, crm, core = world(store, "close_lost")
     crm.gone = {"crm-0", "crm-2"}
     report = RunReport(CONN)
-    reconcile_deleted_records(engine, report)
+    reconcile_deleted_records(engine.context, report)
     assert report.closed == 2 and report.failed == {}
     assert core.patches == [("ref-0", "e0"), ("ref-2", "e2")]
     link = store.get_link(CONN, "crm-0")
@@ -166,7 +166,7 @@ def test_close_lost_reads_again_after_a_412(store: Store) -> None:
     core.referrals["ref-0"] = replace(core.referrals["ref-0"], etag="newer")
     core.fail = [PreconditionFailed("stale", status=412)]
     report = RunReport(CONN)
-    reconcile_deleted_records(engine, report)
+    reconcile_deleted_records(engine.context, report)
     assert core.patches == [("ref-0", "e0"), ("ref-0", "newer")]
     assert report.closed == 1
 
@@ -176,7 +176,7 @@ def test_a_referral_the_core_will_not_close_is_flagged_with_its_reason(store: St
     crm.gone = {"crm-0"}
     core.fail = [CoreError("only an active referral closes", code="InvalidTransition")]
     report = RunReport(CONN)
-    reconcile_deleted_records(engine, report)
+    reconcile_deleted_records(engine.context, report)
     (letter,) = store.list_dead_letters(CONN)
     assert "InvalidTransition" in letter.message and report.failed == {"record_deleted": 1}
 
@@ -185,29 +185,29 @@ def test_a_transient_core_failure_leaves_the_check_to_be_done_again(store: Store
     engine, crm, core = world(store, "close_lost", links=1)
     crm.gone = {"crm-0"}
     core.fail = [CoreError("busy", code="http_503", transient=True)]
-    reconcile_deleted_records(engine, RunReport(CONN))
+    reconcile_deleted_records(engine.context, RunReport(CONN))
     assert store.get_cursor(CONN, RECONCILE_CURSOR) is None
     assert store.list_dead_letters(CONN) == []
-    reconcile_deleted_records(engine, report := RunReport(CONN))
+    reconcile_deleted_records(engine.context, report := RunReport(CONN))
     assert report.closed == 1
 
 
 def test_the_interval_decides_and_none_turns_it_off(store: Store) -> None:
     engine, crm, _ = world(store)
     store.set_cursor(CONN, RECONCILE_CURSOR, (NOW - timedelta(hours=5)).isoformat())
-    reconcile_deleted_records(engine, RunReport(CONN))
+    reconcile_deleted_records(engine.context, RunReport(CONN))
     assert crm.asked == []  # checked five hours ago: not due
     store.set_cursor(CONN, RECONCILE_CURSOR, (NOW - timedelta(hours=6)).isoformat())
-    reconcile_deleted_records(engine, RunReport(CONN))
+    reconcile_deleted_records(engine.context, RunReport(CONN))
     assert len(crm.asked) == 1
     crm.reconcile_every = None
     store.set_cursor(CONN, RECONCILE_CURSOR, "not a time")
-    reconcile_deleted_records(engine, RunReport(CONN))
+    reconcile_deleted_records(engine.context, RunReport(CONN))
     assert len(crm.asked) == 1
 
 
 def test_a_stop_leaves_the_check_for_next_cycle(store: Store) -> None:
     engine, crm, _ = world(store)
     engine.stop.set()
-    reconcile_deleted_records(engine, RunReport(CONN))
+    reconcile_deleted_records(engine.context, RunReport(CONN))
     assert crm.asked == [] and store.get_cursor(CONN, RECONCILE_CURSOR) is None

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from datetime import UTC, datetime
+from typing import cast
 
-from connector.crm.base import WriteResult
+from connector.crm.base import CrmAdapter, WriteResult
+from connector.mapping.schema import StatusFields
 from connector.model import CrmStatusUpdate
-from connector.state.store import Link, LinkState
-from connector.sync.engine import SyncEngine
+from connector.state.store import Link, LinkState, Store
 from connector.sync.report import RunReport
+from connector.sync.status_writer import StatusWriter
 
 
 class SlowCrm:
@@ -41,15 +41,16 @@ class FakeStore:
         self.mirrored.update(fingerprints)
 
 
-def engine_with_writer(crm: SlowCrm, store: FakeStore) -> Any:
-    engine: Any = SyncEngine.__new__(SyncEngine)  # only what the status writes use
-    engine.crm = crm
-    engine.store = store
-    engine.connection = "c"
-    engine.progress = lambda kind, n: None
-    engine._writer = ThreadPoolExecutor(max_workers=2)
-    engine._writes = collections.deque()
-    return engine
+def status_writer(crm: SlowCrm, store: FakeStore) -> StatusWriter:
+    return StatusWriter(
+        "c",
+        crm=cast(CrmAdapter, crm),
+        store=cast(Store, store),
+        fields=StatusFields(referral_id="Referral__c"),
+        core_now=lambda: datetime.now(UTC),
+        progress=lambda kind, n: None,
+        stop=threading.Event(),
+    )
 
 
 def update(crm_id: str) -> tuple[CrmStatusUpdate, Link, str]:
@@ -59,14 +60,13 @@ def update(crm_id: str) -> tuple[CrmStatusUpdate, Link, str]:
 
 def test_a_batch_waits_for_the_batch_in_flight_that_holds_one_of_its_records() -> None:
     crm, store = SlowCrm(), FakeStore()
-    engine = engine_with_writer(crm, store)
+    writer = status_writer(crm, store)
     report = RunReport(connection="c")
-    engine._write_now([update("a"), update("b")], report)  # held by the CRM
-    threading.Timer(0.2, crm.release.set).start()
-    engine._write_now([update("c")], report)  # no shared record: goes at once
-    engine._write_now([update("b"), update("d")], report)  # "b" is in flight: waits
-    engine._drain_writes(report)
-    engine._writer.shutdown()
+    with writer.in_background(report):
+        writer.write_now([update("a"), update("b")], report)  # held by the CRM
+        threading.Timer(0.2, crm.release.set).start()
+        writer.write_now([update("c")], report)  # no shared record: goes at once
+        writer.write_now([update("b"), update("d")], report)  # "b" is in flight: waits
     by_first = {ids[0]: (start, end) for ids, start, end in crm.ran}
     assert by_first["c"][0] < by_first["a"][1]  # ran beside the held batch
     assert by_first["b"][0] >= by_first["a"][1]  # only after the batch holding "b"
