@@ -7,13 +7,20 @@
 It starts the sandbox in its own process (loopback only) with a fixed per-request
 latency, seeds it, runs `connector sync --once` as a child process, and measures:
 
-1. the first sync of N opportunities: wall time, referrals per second, and the ratio
-   of the bound (core writes x latency / concurrency) to the wall time;
+1. the first sync of N opportunities: wall time, referrals per second, the ratio
+   of the bound (core writes x latency / concurrency) to the wall time, the connector
+   process's CPU ms per referral, and - measured right after it against the same
+   sandbox, latency and concurrency - the bare-client ceiling (`benchmarks/ceiling.py`)
+   and the first sync's share of it (the time a bare httpx pool needs for the sync's
+   core calls, over the sync's wall time);
 2. a no-change cycle over M linked deals: wall time and API calls per system
    (token calls listed apart);
 3. an incremental cycle with 1 % of the records changed: calls and time;
 4. Salesforce calls per 1,000 status updates written back;
-5. the connector process's peak RSS for several N.
+5. the connector process's peak RSS for several N;
+6. (Dynamics, with --window-n) a first sync of that many rows under Dataverse's default limits (6000
+   requests per 5 minutes): the most requests in any 5-minute window, the 429s met,
+   and what a second run still had to create (0: one run did it all).
 
 Figures are printed as a table and written as JSON (benchmarks/results/*.json).
 Everything is bounded: each child process has a timeout.
@@ -133,6 +140,11 @@ class SyncRun:
     peak_rss_mb: float
     report: dict[str, Any]
     exit_code: int
+    #: CPU seconds (user + system) of the connector's process alone: the sandbox runs in
+    #: its own process and is not counted (the child's rusage from wait4)
+    cpu_s: float = 0.0
+    #: Dataverse's 429 answers the connector logged (each retried after Retry-After)
+    throttled: int = 0
 
 
 def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
@@ -143,9 +155,21 @@ def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
         "CONNECTOR_LOG_LEVEL": "WARNING",
         "CONNECTOR_LOG_FORMAT": "json",
     }
+    # BENCH_PROFILE=DIR: the sync runs under py-spy (pip install py-spy into the venv;
+    # not a dependency), one collapsed-stack file per run in DIR, to read where the
+    # connector's CPU goes (py-spy samples from its own process: the figures above are
+    # the connector's own, a little slower)
+    profile = os.environ.get("BENCH_PROFILE")
+    prefix: list[str] = []
+    if profile:
+        Path(profile).mkdir(parents=True, exist_ok=True)
+        out = Path(profile) / f"{config.stem}-{time.strftime('%H%M%S')}.txt"
+        spy = str(Path(PYTHON).with_name("py-spy"))
+        prefix = [spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o", str(out), "--"]
     started = time.monotonic()
     proc = subprocess.Popen(
         [
+            *prefix,
             PYTHON,
             "-m",
             "connector",
@@ -167,7 +191,7 @@ def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
         # the child's own peak (VmHWM): the rusage of a forked child also counts the
         # parent's pages it shared until exec, so a large benchmark process inflates it
         peak_kib = max(peak_kib, _vm_hwm_kib(proc.pid))
-        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if time.monotonic() > deadline:
@@ -180,7 +204,10 @@ def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
     proc.returncode = code
     if code not in (0, 1):
         raise RuntimeError(f"the sync failed with exit code {code}:\n{stderr[-3000:]}")
-    return SyncRun(wall, peak_kib / 1024, json.loads(report_file.read_text()), code)
+    cpu = rusage.ru_utime + rusage.ru_stime
+    throttled = stderr.count("throttled by Dataverse")
+    report = json.loads(report_file.read_text())
+    return SyncRun(wall, peak_kib / 1024, report, code, cpu, throttled)
 
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -201,6 +228,8 @@ class Bench:
     latency_ms: float
     concurrency: int
     workdir: Path
+    #: requests per loop of the bare-client ceiling measured after the first sync (0: none)
+    ceiling_requests: int = 3200
     results: dict[str, Any] = field(default_factory=dict)
 
     def config(self, sb: Sandbox, name: str) -> Path:
@@ -226,6 +255,10 @@ class Bench:
             sb.reset_stats()
             run = run_sync(self.config(sb, "first"), self.state(f"first-{n}"), timeout_s=3600)
             calls = sb.calls()
+            # the machine's ceiling in the same run: a bare httpx pool against the same
+            # sandbox, latency and concurrency, right after the sync (after, so that its
+            # referrals are not in the core the sync lists first)
+            ceiling = self.ceiling(sb) if self.ceiling_requests else {}
         core = calls.get("core", Counter())
         writes = core["POST"] + core["PATCH"]
         created = run.report["created"]
@@ -254,9 +287,79 @@ class Bench:
                 crm_write_calls / max(status_writes, 1) * 1000, 2
             ),
             "peak_rss_mb": round(run.peak_rss_mb, 1),
+            "cpu_s": round(run.cpu_s, 2),
+            "cpu_ms_per_referral": round(run.cpu_s * 1000 / max(created, 1), 3),
             # where the run's time went, from the run report (outbound includes the
             # time spent waiting for the push pool)
             "phases_s": run.report.get("phases_s", {}),
+        }
+        if ceiling:
+            self.results["first_sync"].update(self.ceiling_shares(ceiling, calls, run.wall_s))
+
+    def ceiling(self, sb: Sandbox) -> dict[str, float]:
+        from ceiling import measure
+
+        core = connection_config(self.crm, sb, self.concurrency)["connections"][0]["core"]
+        return measure(
+            sb.url,
+            str(sb.ca_file),
+            core,
+            concurrency=self.concurrency,
+            requests=self.ceiling_requests,
+        )
+
+    def ceiling_shares(
+        self, rates: dict[str, float], calls: dict[str, Counter[str]], wall_s: float
+    ) -> dict[str, Any]:
+        """The first sync against the time a bare client needs for the same core calls.
+
+        ``core writes``: the sync's POSTs and PATCHes at the bare client's POST rate (the
+        figure comparable with the bound's); ``all core calls``: its GETs too, at the bare
+        GET rate. A share of 1.0 is the pipeline sending its core calls as fast as a bare
+        pool can on this machine at this hour.
+        """
+        core = calls.get("core", Counter())
+        writes = core["POST"] + core["PATCH"]
+        reads = sum(v for k, v in core.items() if k not in ("POST", "PATCH"))
+        bound = self.concurrency / (self.latency_ms / 1000)
+        ceiling_writes_s = writes / rates["bare POST"]
+        ceiling_all_s = ceiling_writes_s + reads / rates["bare GET"]
+        return {
+            "ceiling_requests_per_s": {k: round(v, 1) for k, v in rates.items()},
+            "ceiling_ratio_to_bound": {k: round(v / bound, 3) for k, v in rates.items()},
+            "ceiling_s_core_writes": round(ceiling_writes_s, 2),
+            "share_of_ceiling_core_writes": round(ceiling_writes_s / wall_s, 3),
+            "ceiling_s_all_core_calls": round(ceiling_all_s, 2),
+            "share_of_ceiling_all_core_calls": round(ceiling_all_s / wall_s, 3),
+        }
+
+    def dataverse_window(self, n: int) -> None:
+        """A Dynamics first sync of ``n`` rows against Dataverse's default limits (6000
+        requests per user and sliding 5 minutes): the most requests the sandbox received
+        in any 5 minutes, the 429s the connector met, and whether one run did it all."""
+        with sandbox(self.workdir / f"window-{n}", self.latency_ms) as sb:
+            self.seed(sb, n)  # the sandbox's limits as Dataverse documents them
+            sb.reset_stats()
+            run = run_sync(self.config(sb, "window"), self.state(f"window-{n}"), timeout_s=14400)
+            times = sorted(a["at"] for a in sb.get("/_sandbox/arrivals?api=dataverse")["arrivals"])
+            again = run_sync(self.config(sb, "window"), self.state(f"window-{n}"), timeout_s=3600)
+        peak, start = 0, 0
+        for end, t in enumerate(times):
+            while times[start] <= t - 300.0:
+                start += 1
+            peak = max(peak, end - start + 1)
+        self.results["dataverse_window"] = {
+            "n": n,
+            "wall_s": round(run.wall_s, 1),
+            "outcome": run.report.get("outcome"),
+            "exit_code": run.exit_code,
+            "created": run.report["created"],
+            "dataverse_requests": len(times),
+            "max_requests_per_5min_window": peak,
+            "limit_per_5min": 6000,
+            "throttled_responses": run.throttled,
+            "second_run_created": again.report["created"],
+            "second_run_outcome": again.report.get("outcome"),
         }
 
     def steady_state(self, n: int, change_share: float) -> None:
@@ -350,6 +453,16 @@ def print_table(all_results: dict[str, Any]) -> None:
         ("first sync: N", ("first_sync", "n")),
         ("first sync: wall s", ("first_sync", "wall_s")),
         ("first sync: referrals/s", ("first_sync", "referrals_per_s")),
+        (
+            "first sync: share of bare-client ceiling (core writes)",
+            ("first_sync", "share_of_ceiling_core_writes"),
+        ),
+        (
+            "first sync: share of bare-client ceiling (all core calls)",
+            ("first_sync", "share_of_ceiling_all_core_calls"),
+        ),
+        ("bare-client ceiling, ratio to bound", ("first_sync", "ceiling_ratio_to_bound")),
+        ("first sync: connector CPU ms per referral", ("first_sync", "cpu_ms_per_referral")),
         ("first sync: core writes per referral", ("first_sync", "core_writes_per_referral")),
         ("first sync: ratio to bound (core writes)", ("first_sync", "ratio_to_bound_core_writes")),
         (
@@ -360,6 +473,16 @@ def print_table(all_results: dict[str, Any]) -> None:
             "CRM write calls per 1,000 status updates",
             ("first_sync", "crm_calls_per_1000_status_updates"),
         ),
+        ("Dataverse window run: N", ("dataverse_window", "n")),
+        ("Dataverse window run: wall s", ("dataverse_window", "wall_s")),
+        ("Dataverse window run: outcome", ("dataverse_window", "outcome")),
+        ("Dataverse: requests in all", ("dataverse_window", "dataverse_requests")),
+        (
+            "Dataverse: max requests per 5 min (limit 6000)",
+            ("dataverse_window", "max_requests_per_5min_window"),
+        ),
+        ("Dataverse: throttled responses", ("dataverse_window", "throttled_responses")),
+        ("Dataverse: created by a second run", ("dataverse_window", "second_run_created")),
         ("no-change cycle: linked deals", ("no_change_cycle", "linked")),
         ("no-change cycle: wall s", ("no_change_cycle", "wall_s")),
         ("no-change cycle: calls", ("no_change_cycle", "calls")),
@@ -375,7 +498,9 @@ def print_table(all_results: dict[str, Any]) -> None:
             value = results.get(section, {}).get(key, "-")
             if isinstance(value, dict):
                 value = "; ".join(
-                    f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in value.items()
+                    f"{k.replace('connector ', 'conn ')} "
+                    f"{sum(v.values()) if isinstance(v, dict) else v}"
+                    for k, v in value.items()
                 )
             elif isinstance(value, list):
                 value = ", ".join(f"{r['n']}:{r['peak_rss_mb']}" for r in value)
@@ -391,9 +516,25 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--first-n", type=int, default=20_000)
+    parser.add_argument(
+        "--window-n",
+        type=int,
+        default=0,
+        help="rows of the Dynamics first sync under Dataverse's 5-minute limit (0: no such "
+        "run; the README's figure is 100000)",
+    )
     parser.add_argument("--nochange-n", type=int, default=100_000)
     parser.add_argument("--rss-n", type=int, nargs="+", default=[10_000, 50_000, 100_000])
-    parser.add_argument("--skip", nargs="*", default=[], choices=["first", "steady", "memory"])
+    parser.add_argument(
+        "--ceiling-requests",
+        type=int,
+        default=3200,
+        help="requests per loop of the bare-client ceiling measured after the first sync "
+        "(0: skip it)",
+    )
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["first", "window", "steady", "memory"]
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     crms = ["salesforce", "dynamics"] if args.crm == "both" else [args.crm]
@@ -401,10 +542,13 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for crm in crms:
         with tempfile.TemporaryDirectory(prefix=f"bench-{crm}-") as tmp:
-            bench = Bench(crm, args.latency_ms, args.concurrency, Path(tmp))
+            bench = Bench(crm, args.latency_ms, args.concurrency, Path(tmp), args.ceiling_requests)
             if "first" not in args.skip:
                 bench.first_sync(args.first_n)
                 print(f"{crm}: first sync done", flush=True)
+            if crm == "dynamics" and args.window_n and "window" not in args.skip:
+                bench.dataverse_window(args.window_n)
+                print(f"{crm}: Dataverse window run done", flush=True)
             if "steady" not in args.skip:
                 bench.steady_state(args.nochange_n, 0.01)
                 print(f"{crm}: steady-state cycles done", flush=True)

@@ -29,10 +29,25 @@ import httpx
 from sandbox.harness import SandboxProcess, SandboxServer
 
 REFERRALS = "/v1.0/engagements/referrals"
+#: a private deal as the connector creates it (connector.dealcore.payload.referral_body):
+#: the sandbox core requires the consent object and keeps status and stage
 BODY: dict[str, Any] = {
     "name": "Bench deal",
+    "externalReferenceId": "006BENCH",
+    "status": "Active",
+    "substatus": "Accepted",
     "type": "Independent",
-    "customerProfile": {"name": "Contoso", "address": {"country": "US"}},
+    "qualification": "SalesQualified",
+    "customerProfile": {
+        "name": "Contoso",
+        "address": {"city": "Seattle", "country": "US"},
+        "team": [],
+    },
+    "consent": {
+        "consentToToShareInfoWithOthers": False,
+        "consentToContact": False,
+        "consentToShareReferralWithMicrosoftSellers": False,
+    },
     "details": {
         "dealValue": 1000,
         "currency": "USD",
@@ -40,6 +55,8 @@ BODY: dict[str, Any] = {
         "requirements": {"solutions": [{"id": "SOL-IP-1"}]},
     },
     "team": [{"firstName": "A", "lastName": "B", "phoneNumber": "1", "email": "a@b.example"}],
+    "target": [],
+    "salesStage": "30",
 }
 
 

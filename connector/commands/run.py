@@ -16,7 +16,7 @@ from connector.commands.common import (
     settle_heap_once,
 )
 from connector.errors import ConfigError, ConnectorError, MappingError
-from connector.settings import load_config
+from connector.settings import PARALLEL_CYCLES, load_config
 
 
 def run(
@@ -65,6 +65,16 @@ def run(
             "every third of it): how soon survivors take over from a replica that died.",
         ),
     ] = 120.0,
+    parallel_cycles: Annotated[
+        int,
+        typer.Option(
+            "--parallel-cycles",
+            envvar="CONNECTOR_PARALLEL_CYCLES",
+            min=1,
+            help="How many connections' cycles run at the same time (the others queue, "
+            "oldest first); each running cycle holds its own pools and pages in memory.",
+        ),
+    ] = PARALLEL_CYCLES,
 ) -> None:
     """Run the daemon: every connection on its schedule, with health and metrics."""
     from connector.daemon import Daemon
@@ -81,6 +91,7 @@ def run(
             unready_after_s=unready_after_s,
             stalled_after_s=stalled_after_s,
             lease_ttl_s=lease_ttl_s,
+            parallel_cycles=parallel_cycles,
         )
     except (ConfigError, MappingError) as exc:
         raise fail(exc.message, ExitCode.BAD_CONFIG) from None

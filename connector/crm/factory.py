@@ -109,6 +109,7 @@ def build_dynamics(
         change_tracking=crm.change_tracking,
         stage_source=crm.stage_source,
         max_requests=crm.max_requests_per_run,
+        requests_per_5min=crm.requests_per_5min,
         reconcile_every=_interval(crm.reconcile_interval_s),
         max_throttle_wait_s=max_throttle_wait_s,
         request_deadline_s=request_deadline_s,

@@ -25,6 +25,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -39,6 +40,7 @@ from connector.metrics import Metrics
 from connector.readiness import DEFAULT_STALLED_AFTER_S, ConnectionHealth
 from connector.runtime import Runtime, open_runtime
 from connector.settings import (
+    PARALLEL_CYCLES,
     ConfigFile,
     ConnectionSettings,
     Settings,
@@ -81,6 +83,7 @@ class Daemon:
         stalled_after_s: float = DEFAULT_STALLED_AFTER_S,
         lease_ttl_s: float = 120.0,
         report_history: int = REPORT_HISTORY,
+        parallel_cycles: int = PARALLEL_CYCLES,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -114,7 +117,12 @@ class Daemon:
         for c in self.connections:  # export the series at 0, so alerts can use increase()
             self.metrics.mapping_errors.labels(c.name)
         self.store = Store.open(state_url(settings, config))
-        self.scheduler = BackgroundScheduler(timezone=UTC)
+        # One worker per cycle running at once: the cap on the cycles (and so on the push
+        # pools, CRM pages and clients) held in memory together, whatever the number of
+        # connections; a due cycle past it queues for the first free worker.
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC, executors={"default": ThreadPoolExecutor(parallel_cycles)}
+        )
         try:  # bound now: a port in use is a start-up error (OSError), not a dead daemon
             self._http: ThreadingHTTPServer | None = self._bind_http(health_host, health_port)
         except OSError:

@@ -48,7 +48,7 @@ def is_new_incoming(
     )
 
 
-#: names the Dataverse adapter derives from other columns (connector/crm/dynamics_rows.py)
+#: names the Dataverse adapter derives from other columns (connector/crm/dynamics/rows.py)
 _DERIVED = frozenset({"stage", "is_won", "is_closed"})
 
 

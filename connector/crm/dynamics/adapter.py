@@ -44,6 +44,12 @@ from connector.crm.dynamics.auth import DEFAULT_AUTHORITY, DataverseTokens
 from connector.crm.dynamics.closing import DataverseClosing
 from connector.crm.dynamics.metadata import DataverseMetadata, dataverse_fields
 from connector.crm.dynamics.odata import column_of, filter_fields, is_guid, literal
+from connector.crm.dynamics.pacing import (
+    WINDOW_REQUESTS,
+    RequestBudget,
+    RequestPacer,
+    shared_pacer,
+)
 from connector.crm.dynamics.reads import DELTA_PREFIX, DataverseReader
 from connector.crm.dynamics.related import DataverseRelated
 from connector.crm.dynamics.rows import (
@@ -54,7 +60,7 @@ from connector.crm.dynamics.rows import (
     LookupTarget,
     plan_columns,
 )
-from connector.crm.dynamics.transport import DataverseTransport, RequestBudget, body_of, error_of
+from connector.crm.dynamics.transport import DataverseTransport, body_of, error_of
 from connector.crm.dynamics.writes import DataverseWriter
 from connector.errors import ConfigError, CrmError
 from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S, deadline_client
@@ -112,6 +118,7 @@ class DataverseOpportunities:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         owns_http: bool = False,
+        pacer: RequestPacer | None = None,
     ) -> None:
         if not 1 <= page_size <= 5000:
             raise ValueError("page_size must be 1..5000 (Dataverse's odata.maxpagesize limit)")
@@ -141,6 +148,7 @@ class DataverseOpportunities:
             max_throttle_wait_s=max_throttle_wait_s,
             sleep=sleep,
             monotonic=monotonic,
+            pacer=pacer,
         )
         self.metadata = DataverseMetadata(self.transport)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="dataverse")
@@ -180,10 +188,15 @@ class DataverseOpportunities:
         ca_file: Path | None = None,
         timeout_s: float = 60.0,
         request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
+        requests_per_5min: int | None = WINDOW_REQUESTS,
         **options: Any,
     ) -> DataverseOpportunities:
         """An adapter with its own HTTP client (``ca_file`` for the sandbox's certificate;
-        ``timeout_s`` per socket step, ``request_deadline_s`` per request in all)."""
+        ``timeout_s`` per socket step, ``request_deadline_s`` per request in all).
+
+        ``requests_per_5min`` paces the requests of this application user (shared with
+        every adapter of the same user in the process, as Dataverse's limit is per user);
+        None sends without pacing."""
         http = deadline_client(
             deadline_s=request_deadline_s,
             ca_file=ca_file,
@@ -205,6 +218,11 @@ class DataverseOpportunities:
             tokens=tokens,
             timeout_s=timeout_s,
             owns_http=True,
+            pacer=(
+                shared_pacer(environment_url, client_id, requests_per_5min)
+                if requests_per_5min
+                else None
+            ),
             **options,
         )
 

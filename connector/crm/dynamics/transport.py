@@ -13,6 +13,7 @@ One place decides what an answer means:
                                    ones), or 429s outlasting the attempts → Throttled
     5xx, 408, transport errors     exponential backoff with jitter, bounded attempts
     request budget spent           QuotaExhausted before the request is sent
+    5-minute allowance reached     the pacer waits until the window has room, then sends
 
 Concurrency is capped by a semaphore (Dataverse allows 52 concurrent requests per
 user; the connector stays well below). The request budget is the run's share of
@@ -27,7 +28,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -39,6 +39,10 @@ from tenacity import RetryCallState
 from connector.certificates import certificate_rejected, untrusted_message
 from connector.crm.base import ApiUsage
 from connector.crm.dynamics.auth import DataverseTokens
+from connector.crm.dynamics.pacing import (
+    RequestBudget,
+    RequestPacer,
+)
 from connector.errors import CrmError, QuotaExhausted, Throttled
 from connector.retry import (
     DEFAULT_MAX_THROTTLE_WAIT_S,
@@ -51,60 +55,12 @@ from connector.retry import (
 
 log = logging.getLogger(__name__)
 
-#: Dataverse's service protection limits, per user and 5-minute sliding window
-WINDOW_S = 300.0
-WINDOW_REQUESTS = 6000
+#: Dataverse's concurrent requests per user (service protection)
 SERVER_CONCURRENCY = 52
 
 _TRANSIENT = frozenset({408, 500, 502, 503, 504})
 _DEFAULT_RETRY_AFTER_S = 5.0
 _MAX_SERVER_TEXT = 300
-
-
-class RequestBudget:
-    """How many requests this run may still send; raises QuotaExhausted when spent."""
-
-    def __init__(
-        self,
-        *,
-        max_requests: int | None = None,
-        window_share: float | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if window_share is not None and not 0 < window_share <= 1:
-            raise ValueError("window_share is a fraction of Dataverse's allowance, in (0, 1]")
-        self.max_requests = max_requests
-        self.window_limit = int(WINDOW_REQUESTS * window_share) if window_share else None
-        self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._sent: deque[float] = deque()
-        self.spent = 0
-
-    def reset(self) -> None:
-        """Start a new run (the 5-minute window keeps its history)."""
-        with self._lock:
-            self.spent = 0
-
-    def spend(self) -> None:
-        with self._lock:
-            if self.max_requests is not None and self.spent >= self.max_requests:
-                raise QuotaExhausted(
-                    f"Dataverse: this run used its budget of {self.max_requests} requests; "
-                    "the rest waits for the next cycle (raise the budget to do more per run)",
-                    transient=True,
-                )
-            now = self._monotonic()
-            if self.window_limit is not None:
-                while self._sent and self._sent[0] <= now - WINDOW_S:
-                    self._sent.popleft()
-                if len(self._sent) >= self.window_limit:
-                    raise QuotaExhausted(
-                        f"Dataverse: {self.window_limit} requests in 5 minutes is this "
-                        "connection's share of the allowance; the rest waits for the next cycle",
-                        transient=True,
-                    )
-                self._sent.append(now)
-            self.spent += 1
 
 
 class _Throttled(CrmError):
@@ -131,6 +87,7 @@ class DataverseTransport:
         max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        pacer: RequestPacer | None = None,
     ) -> None:
         if not 1 <= max_concurrency < SERVER_CONCURRENCY:
             raise ValueError(f"max_concurrency must be 1..{SERVER_CONCURRENCY - 1}")
@@ -139,6 +96,8 @@ class DataverseTransport:
         self.tokens = tokens
         self.usage = usage
         self.budget = budget
+        #: waits before a send that would pass the 5-minute allowance (None: no pacing)
+        self.pacer = pacer
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self.max_attempts = max_attempts
@@ -271,6 +230,10 @@ class DataverseTransport:
             **(headers or {}),
         }
         with self._gate:
+            if self.pacer is not None:
+                # inside the gate, right before the send: a request waiting for a free
+                # slot of the gate is not yet counted in the window
+                self.pacer.acquire()
             with self._lock:
                 self.usage.count(kind)
                 if self.budget.max_requests is not None:

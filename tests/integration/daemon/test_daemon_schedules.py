@@ -140,3 +140,43 @@ def test_a_cron_schedule_becomes_a_cron_trigger_with_jitter() -> None:
     assert isinstance(interval, IntervalTrigger)
     assert interval.interval.total_seconds() == 45
     assert interval.jitter is None
+
+
+def test_parallel_cycles_caps_the_cycles_running_at_once(
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker: two connections due at once run one after the other, both in turn."""
+    data = sandbox_config_data(
+        sandbox,
+        names=(SF, DV),
+        schedules={SF: {"interval_s": 5, "jitter_s": 0}, DV: {"interval_s": 5, "jitter_s": 0}},
+    )
+    settings = Settings(state_url=f"sqlite:///{tmp_path / 'state.db'}")
+    d = Daemon(
+        settings, ConfigFile.model_validate(data), health_port=0, grace_s=30, parallel_cycles=1
+    )
+    lock = threading.Lock()
+    running: list[str] = []
+    most = 0
+    order: list[str] = []
+
+    def cycle(conn: ConnectionSettings) -> RunReport:
+        nonlocal most
+        with lock:
+            running.append(conn.name)
+            most = max(most, len(running))
+            order.append(conn.name)
+        time.sleep(0.3)
+        with lock:
+            running.remove(conn.name)
+        return RunReport(conn.name)
+
+    monkeypatch.setattr(d, "run_cycle", cycle)
+    d.start()
+    try:
+        wait_for(lambda: d.health[SF].cycles >= 1 and d.health[DV].cycles >= 1, "a cycle each")
+    finally:
+        d.request_stop()
+        assert d.wait() == 0
+    assert most == 1
+    assert sorted(order[:2]) == [DV, SF]
