@@ -28,11 +28,15 @@ pytestmark = pytest.mark.slow
 
 OPPORTUNITIES = 2000
 MIN_KILLS = 22
+#: the kills a run must survive at least; a run that completes the work after these ends
+#: the loop (on a fast machine the work may run out before MIN_KILLS)
+ENOUGH_KILLS = 20
 #: per API call: enough that the work outlasts MIN_KILLS kills on a fast machine (each
 #: run keeps what it finished, so too quick a sync completes before the kills are done).
 #: The sandbox's own handling falls inside this latency, so it is the whole time of a
-#: call: 4 ms gave only 19 kills once the sandbox stopped adding its handling on top.
-LATENCY_MS = 10.0
+#: call: 4 ms gave only 19 kills once the sandbox stopped adding its handling on top, and
+#: on a quiet machine 10 ms ran out of work after 20-21 kills (2026-12-03).
+LATENCY_MS = 15.0
 MAX_RESTARTS = 60
 #: the whole kill loop must end within this (a run that never completes fails the test)
 DEADLINE_S = 160.0
@@ -91,7 +95,13 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
                 kills += 1
             else:
                 assert code in (0, 1), log.read_text()[-3000:]  # finished before the kill
-        assert kills >= 20, f"only {kills} kills: the sync finished too soon (raise LATENCY_MS)"
+                if kills >= ENOUGH_KILLS:
+                    # the work ran out before MIN_KILLS (a fast machine): this run completed it
+                    completed_exit = code
+                    break
+        assert kills >= ENOUGH_KILLS, (
+            f"only {kills} kills: the sync finished too soon (raise LATENCY_MS)"
+        )
         assert completed_exit in (0, 1), "the last run did not complete cleanly"
         report = json.loads(report_file.read_text(encoding="utf-8"))
         assert report["outcome"] in ("ok", "partial"), report
