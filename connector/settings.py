@@ -185,6 +185,9 @@ class DataverseSettings(BaseModel):
     ca_file: Path | None = None
     timeout_s: float = 30.0
     page_size: int = Field(1000, ge=1, le=5000)
+    #: related rows (accounts, contacts, currencies, users) a pull keeps looked up; at
+    #: least what one page can need is always kept
+    related_cache: int = Field(10_000, ge=1)
     max_concurrency: int = Field(8, ge=1, le=50)
     #: auto: change tracking when the opportunity table has it, else modifiedon with a
     #: warning; required: refuse to run without it (``true`` means this); off: modifiedon

@@ -105,6 +105,7 @@ def build_dynamics(
         ca_file=crm.ca_file,
         timeout_s=crm.timeout_s,
         page_size=crm.page_size,
+        related_cache=crm.related_cache,
         max_concurrency=crm.max_concurrency,
         change_tracking=crm.change_tracking,
         stage_source=crm.stage_source,

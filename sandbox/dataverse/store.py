@@ -35,8 +35,10 @@ def stamp(moment: datetime) -> str:
 class DataverseStore:
     """Rows of every table, keyed by lower-case GUID; tombstones of deleted rows."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, *, journal_limit: int = JOURNAL_LIMIT) -> None:
         self.clock = clock
+        #: changes the journal keeps before dropping its older half
+        self.journal_limit = journal_limit
         self.lock = threading.RLock()
         self.rows: dict[str, dict[str, Row]] = {name: {} for name in s.TABLES}
         #: entity set → [(versionnumber at deletion, id, deleted on)]
@@ -93,8 +95,8 @@ class DataverseStore:
 
     def _journal(self, entity_set: str, row_id: str) -> None:
         self.journal.append((entity_set, row_id))
-        if len(self.journal) > JOURNAL_LIMIT:
-            drop = len(self.journal) - JOURNAL_LIMIT // 2
+        if len(self.journal) > self.journal_limit:
+            drop = len(self.journal) - self.journal_limit // 2
             del self.journal[:drop]
             self._journal_start += drop
 

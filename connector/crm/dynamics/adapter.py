@@ -50,7 +50,7 @@ from connector.crm.dynamics.pacing import (
     RequestPacer,
     shared_pacer,
 )
-from connector.crm.dynamics.reads import DELTA_PREFIX, DataverseReader
+from connector.crm.dynamics.reads import DELTA_PREFIX, RELATED_CACHE, DataverseReader
 from connector.crm.dynamics.related import DataverseRelated
 from connector.crm.dynamics.rows import (
     DEFAULT_LOOKUPS,
@@ -119,6 +119,7 @@ class DataverseOpportunities:
         monotonic: Callable[[], float] = time.monotonic,
         owns_http: bool = False,
         pacer: RequestPacer | None = None,
+        related_cache: int = RELATED_CACHE,
     ) -> None:
         if not 1 <= page_size <= 5000:
             raise ValueError("page_size must be 1..5000 (Dataverse's odata.maxpagesize limit)")
@@ -162,6 +163,7 @@ class DataverseOpportunities:
             money_columns=money_columns,
             overlap=overlap,
             cursor_margin=cursor_margin,
+            related_cache=related_cache,
         )
         self.writer = DataverseWriter(
             self.transport,

@@ -66,8 +66,11 @@ class DataverseReader:
         money_columns: frozenset[str],
         overlap: timedelta,
         cursor_margin: timedelta,
+        related_cache: int = RELATED_CACHE,
     ) -> None:
         self.transport = transport
+        #: related rows (accounts, currencies, ...) a pull keeps at least
+        self.related_cache_size = related_cache
         self.metadata = metadata
         self.lookups = lookups
         self.page_size = page_size
@@ -81,7 +84,7 @@ class DataverseReader:
 
     def related_cache(self, plan: ColumnPlan) -> Related:
         """A pull's cache of related rows, bounded: room for what one page can need."""
-        return RecentCache(max(RELATED_CACHE, len(plan.related) * self.page_size))
+        return RecentCache(max(self.related_cache_size, len(plan.related) * self.page_size))
 
     def prefer(self, *, track: bool) -> str:
         parts = [f"odata.maxpagesize={self.page_size}", f'odata.include-annotations="{FORMATTED}"']

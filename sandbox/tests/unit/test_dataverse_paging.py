@@ -22,9 +22,6 @@ from sandbox.dataverse import schema as s
 from sandbox.dataverse import (
     seed as dataverse_seed,
 )
-from sandbox.dataverse import (
-    store as dataverse_store,
-)
 from sandbox.dataverse.api import DataverseApi, DvRequest
 from sandbox.dataverse.limits import Limits
 from sandbox.dataverse.query import (
@@ -236,8 +233,8 @@ def test_indexes_catch_up_on_a_few_writes_and_rebuild_when_far_behind(
             super().__init__(*args)
 
     monkeypatch.setattr(dataverse_index, "SortedIndex", Counted)
-    monkeypatch.setattr(dataverse_store, "JOURNAL_LIMIT", 500)
     api = make_api(1000)
+    api.store.journal_limit = 500
     rng = random.Random(3)
     one = sorted(api.store.rows["opportunities"])[500]
 

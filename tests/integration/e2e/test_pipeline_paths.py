@@ -240,16 +240,14 @@ def test_a_record_read_again_in_the_next_page_waits_for_its_first_push(
 
 @pytest.mark.parametrize("world", ["dynamics"], indirect=True)
 def test_related_rows_evicted_from_a_small_cache_are_read_again_not_lost(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World,
 ) -> None:
     """Accounts and currencies looked up for a page stay until the page is read, even
     when the run's cache is much smaller than the org's related rows."""
-    import connector.crm.dynamics.reads as dynamics_module
-
     data = yaml.safe_load(world.config_path.read_text(encoding="utf-8"))
     data["connections"][0]["crm"]["page_size"] = 20
+    data["connections"][0]["crm"]["related_cache"] = 1
     world.config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    monkeypatch.setattr(dynamics_module, "RELATED_CACHE", 1)
     world.sync()
     eligible = world.expected_eligible()
     referrals = world.by_external_id()
