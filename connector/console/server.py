@@ -8,8 +8,6 @@ console`` at start-up with a message naming the setting.
 from __future__ import annotations
 
 import logging
-import ssl
-import threading
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -18,6 +16,7 @@ from connector.console.app import Console
 from connector.console.auth import Credentials
 from connector.console.live import LiveState
 from connector.errors import ConfigError
+from connector.serving import BackgroundServer, server_tls
 from connector.settings import ConfigFile, ConsoleSettings, Settings
 from connector.state.store import Store
 
@@ -57,7 +56,7 @@ class _LogStream:
         return None
 
 
-class ConsoleServer:
+class ConsoleServer(BackgroundServer):
     """The console on its own port, served from a background thread."""
 
     def __init__(self, app: Console, options: ConsoleSettings) -> None:
@@ -73,50 +72,12 @@ class ConsoleServer:
         self._server.set_app(app)
         if options.tls:
             # the handshake happens on the request's own thread, at its first read
-            self._server.socket = _tls(options).wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
+            self._server.socket = server_tls(
+                options.tls_cert_file, options.tls_key_file, "console"
+            ).wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
             self._server.base_environ["HTTPS"] = "on"  # wsgi.url_scheme: Secure cookies
         app.port = self.address[1]
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        scheme = "https" if self.options.tls else "http"
-        return f"{scheme}://{host}:{port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="console", daemon=True
-        )
-        self._thread.start()
-        log.info("console on %s", self.url)
-
-    def stop(self) -> None:
-        """Stop serving (requests in progress finish on their own threads) and close."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=10)
-            self._thread = None
-        self._server.server_close()
-
-
-def _tls(options: ConsoleSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(str(options.tls_cert_file), str(options.tls_key_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"console.tls_cert_file / tls_key_file: cannot load the certificate and key: {exc}"
-        ) from None
-    return context
+        self._name, self._label, self._tls = "console", "console", options.tls
 
 
 def open_console(

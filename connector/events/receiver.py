@@ -10,7 +10,6 @@ never logged. TLS is served when configured (``tls_cert_file``/``tls_key_file``)
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +19,7 @@ from connector.errors import ConfigError
 from connector.events.callbacks import Answer, Callbacks
 from connector.events.config import EventsSettings
 from connector.events.verify import Refused
+from connector.serving import BackgroundServer, server_tls
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 10.0
 
 
-class EventReceiver:
+class EventReceiver(BackgroundServer):
     """Serves :class:`Callbacks` on ``options.host:options.port``."""
 
     def __init__(self, options: EventsSettings, callbacks: Callbacks) -> None:
@@ -43,34 +43,10 @@ class EventReceiver:
             ) from None
         self._server.daemon_threads = True
         if options.tls:
-            self._server.socket = _tls(options).wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        return f"{'https' if self.options.tls else 'http'}://{host}:{port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="events", daemon=True
-        )
-        self._thread.start()
-        log.info("event receiver on %s", self.url)
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=10)
-            self._thread = None
-        self._server.server_close()
+            self._server.socket = server_tls(
+                options.tls_cert_file, options.tls_key_file, "events"
+            ).wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
+        self._name, self._label, self._tls = "events", "event receiver", options.tls
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -150,15 +126,3 @@ class EventReceiver:
                 return None  # the request line can carry a key in its query string
 
         return Handler
-
-
-def _tls(options: EventsSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(str(options.tls_cert_file), str(options.tls_key_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"events.tls_cert_file / tls_key_file: cannot load the certificate and key: {exc}"
-        ) from None
-    return context
