@@ -1,9 +1,11 @@
 """The pull-back: the core's changed referrals -> mirror (pure map-back) -> status writer.
 
 Lists the referrals changed since the core cursor (in parallel time slices when this
-run wrote many), reads whole those listed partially, turns each into the new link of
-its record (:func:`connector.sync.links.link_after`), hands new incoming referrals to
-the inbound step, queues the status writes and moves the core cursor.
+run wrote many), leaves out the sent referrals of other connections on a shared core
+tenant, reads whole those listed partially that it uses (those of a link, new incoming
+ones), turns each into the new link of its record
+(:func:`connector.sync.links.link_after`), hands new incoming referrals to the inbound
+step, queues the status writes and moves the core cursor.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,7 @@ from connector.model import ReferralState
 from connector.state.store import Link, Store
 from connector.sync.countdown import CoreClock
 from connector.sync.history import HistoryRecorder
+from connector.sync.inbound import is_new_incoming
 from connector.sync.links import Linker
 from connector.sync.mirror import CoreFacts, with_microsoft
 from connector.sync.report import RunReport
@@ -54,6 +57,10 @@ LISTED_FIELDS = (
     "organizationName",
     "target",
 )
+
+
+#: the skipped reason of a listed referral another connection sent (a shared core tenant)
+NOT_THIS_CONNECTION = "not_this_connection"
 
 
 class IncomingStep(Protocol):
@@ -222,9 +229,13 @@ class PullBack:
         # the referral as this connector last wrote or read it: nothing new, no work
         etags = self.state.links.etags_by_referral([r.id for r in own])
         own = [r for r in own if not (r.etag and etags.get(r.id) == r.etag)]
-        own, retry_from = self._read_whole(own)
         links = self.state.links.by_referrals([r.id for r in own])
-        if self.mapping.inbound.create_opportunities:
+        own = self._ours(own, links, report)
+        creates = self.mapping.inbound.create_opportunities
+        own, retry_from = self._read_whole(
+            own, lambda r: r.id in links or (creates and is_new_incoming(r, rule))
+        )
+        if creates:
             floor = self.incoming.create_opportunities(own, links, seen, report, rule)
             if floor is not None:
                 retry_from.append(floor)
@@ -261,16 +272,33 @@ class PullBack:
         self.writer.queue(updates, report)
         return retry_from
 
+    def _ours(
+        self, referrals: list[ReferralState], links: Mapping[str, Link], report: RunReport
+    ) -> list[ReferralState]:
+        """``referrals`` without the sent ones no link of this connection names.
+
+        Connections that share a core tenant list each other's referrals: a sent referral
+        this connection holds no link for is another connection's (or one it no longer
+        knows), and nothing here would use it. Each one left out counts as skipped
+        ``not_this_connection``; incoming referrals stay (the inbound step may create
+        their records).
+        """
+        kept = [r for r in referrals if r.id in links or r.direction == "Incoming"]
+        report.skipped[NOT_THIS_CONNECTION] += len(referrals) - len(kept)
+        return kept
+
     def _read_whole(
-        self, referrals: list[ReferralState]
+        self, referrals: list[ReferralState], wanted: Callable[[ReferralState], bool]
     ) -> tuple[list[ReferralState], list[datetime]]:
-        """Referrals listed partially (``$select``) read whole, in parallel; others as given.
+        """Referrals listed partially (``$select``) read whole, in parallel, when ``wanted``
+        (a referral of a link, or a new incoming one to create a record for); others as
+        given: an incoming referral that is neither is only counted, from its listed fields.
 
         A referral gone since it was listed (404) is left out and its ``updatedDateTime``
         returned, so that the cursor stays before it: the core never deletes a referral,
         so this is a server that lies, and the next cycle lists it again.
         """
-        partial = [r for r in referrals if r.partial]
+        partial = [r for r in referrals if r.partial and wanted(r)]
         if not partial:
             return referrals, []
 
@@ -293,7 +321,7 @@ class PullBack:
         result = []
         again: list[datetime] = []
         for referral in referrals:
-            if not referral.partial:
+            if referral.id not in whole:
                 result.append(referral)
             elif (found := whole[referral.id]) is not None:
                 result.append(found)
