@@ -22,9 +22,9 @@ daemon's /metrics every half second and reports:
 - the no-change round: after two rounds the sandbox clock moves 20 minutes (every
   overlap window has passed), every connection runs two more cycles and the last one is
   measured: its API calls per connection by system (``connector_api_calls``: the
-  Salesforce adapter counts its login among its calls, one a cycle as each cycle opens
-  its own clients; Dataverse's and the core's token calls are not counted) and the
-  time the round took;
+  Salesforce adapter counts a sign-in among its calls, which the daemon makes once per
+  connection and again only when the session expires, not once a cycle; Dataverse's and
+  the core's token calls are not counted) and the time the round took;
 - the daemon's peak RSS (VmHWM), its thread count at the peak of the first round;
 - and how time and memory grow from the smallest K to the largest.
 

@@ -14,6 +14,7 @@ import httpx
 
 from connector.crm.base import CrmAdapter
 from connector.crm.factory import build_crm
+from connector.crm.salesforce.sessions import SessionCache
 from connector.dealcore.auth import ClientCredentialsTokens, RefreshTokenTokens, TokenProvider
 from connector.dealcore.client import ReferralsClient
 from connector.dealcore.options import CoreOptions, MicrosoftReferralRule
@@ -121,9 +122,14 @@ def core_options(core: CoreSettings) -> CoreOptions:
 
 @contextmanager
 def open_runtime(
-    conn: ConnectionSettings, settings: Settings, *, mapping: MappingFile | None = None
+    conn: ConnectionSettings,
+    settings: Settings,
+    *,
+    mapping: MappingFile | None = None,
+    sessions: SessionCache | None = None,
 ) -> Iterator[Runtime]:
-    """The connection's clients, closed on exit; ``mapping`` overrides reading the file."""
+    """The connection's clients, closed on exit; ``mapping`` overrides reading the file;
+    ``sessions``: the daemon's Salesforce sessions, so a cycle does not sign in again."""
     where = f"connections[{conn.name}]"
     mapping = mapping or load_mapping(conn.mapping, max_bytes=settings.max_yaml_bytes)
     expected = "salesforce" if isinstance(conn.crm, SalesforceSettings) else "dynamics"
@@ -143,6 +149,7 @@ def open_runtime(
             settings.secrets_dir,
             max_throttle_wait_s=conn.max_throttle_wait_s,
             request_deadline_s=conn.request_deadline_s,
+            sessions=sessions,
         )
     except BaseException:
         http.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connector.crm.base import CrmAdapter
 from connector.errors import ConfigError
@@ -11,6 +12,9 @@ from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S
 from connector.logs import redact
 from connector.retry import DEFAULT_MAX_THROTTLE_WAIT_S
 from connector.settings import DataverseSettings, SalesforceSettings
+
+if TYPE_CHECKING:
+    from connector.crm.salesforce.sessions import SessionCache
 
 
 def build_salesforce(
@@ -20,7 +24,10 @@ def build_salesforce(
     *,
     max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
     request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
+    sessions: SessionCache | None = None,
 ) -> CrmAdapter:
+    """The Salesforce adapter; with ``sessions`` (a daemon's) it starts with the session
+    the connection (``where``) last signed in with, if any."""
     from connector.crm.salesforce.adapter import SalesforceOpportunities
     from connector.crm.salesforce.auth import (
         ClientCredentials,
@@ -67,6 +74,8 @@ def build_salesforce(
         api_version=crm.api_version,
         timeout=crm.timeout_s,
         request_deadline_s=request_deadline_s,
+        sessions=sessions,
+        connection=where,
     )
     return SalesforceOpportunities(
         auth,
@@ -124,11 +133,16 @@ def build_crm(
     *,
     max_throttle_wait_s: float = DEFAULT_MAX_THROTTLE_WAIT_S,
     request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
+    sessions: SessionCache | None = None,
 ) -> CrmAdapter:
-    """The connection's CRM adapter; the caps are the connection's (see ConnectionSettings)."""
+    """The connection's CRM adapter; the caps are the connection's (see ConnectionSettings).
+
+    ``sessions``: the daemon's Salesforce sessions, reused across its cycles (a one-shot
+    run passes none and signs in once).
+    """
     caps = {"max_throttle_wait_s": max_throttle_wait_s, "request_deadline_s": request_deadline_s}
     if isinstance(crm, SalesforceSettings):
-        return build_salesforce(crm, where, secrets_dir, **caps)
+        return build_salesforce(crm, where, secrets_dir, **caps, sessions=sessions)
     return build_dynamics(crm, where, secrets_dir, **caps)
 
 

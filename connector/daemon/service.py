@@ -30,6 +30,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from connector.crm.salesforce.sessions import SessionCache
 from connector.daemon.health import bind_health_server
 from connector.daemon.schedule import check_connection, schedule_trigger
 from connector.errors import ConnectorError, MappingError
@@ -112,6 +113,8 @@ class Daemon:
         self._leases: set[str] = set()
         self._started = False
         self._mappings = {c.name: self._watch(c) for c in self.connections}
+        #: each connection's Salesforce session, kept across its cycles (memory only)
+        self.salesforce_sessions = SessionCache()
         for conn in self.connections:
             check_connection(conn, self._mappings[conn.name].mapping, settings)
         for c in self.connections:  # export the series at 0, so alerts can use increase()
@@ -300,7 +303,9 @@ class Daemon:
         mapping = self.current_mapping(conn)
         stop = self._cycle_stops.get(conn.name, self.stop_event)
         try:
-            with open_runtime(conn, self.settings, mapping=mapping) as rt:
+            with open_runtime(
+                conn, self.settings, mapping=mapping, sessions=self.salesforce_sessions
+            ) as rt:
                 return self._engine(conn, rt, stop).run()
         except ConnectorError as exc:
             log.error("%s: the cycle could not start: %s", conn.name, exc.message)

@@ -377,7 +377,14 @@ class EventRunner:
                 return clients
             self._close_clients(conn.name)
         stack = contextlib.ExitStack()
-        runtime = stack.enter_context(open_runtime(conn, self.daemon.settings, mapping=mapping))
+        runtime = stack.enter_context(
+            open_runtime(
+                conn,
+                self.daemon.settings,
+                mapping=mapping,
+                sessions=self.daemon.salesforce_sessions,
+            )
+        )
         clients = _Clients(stack, runtime)
         with self._clients_lock:
             self._clients[conn.name] = clients

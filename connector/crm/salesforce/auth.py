@@ -31,6 +31,7 @@ from pydantic import SecretStr
 from simple_salesforce.api import Salesforce
 
 from connector.certificates import tls_url_problem, untrusted_message
+from connector.crm.salesforce.sessions import SalesforceToken, SessionCache, SessionKey
 from connector.errors import ConfigError, CrmError
 from connector.http_deadline import DEFAULT_REQUEST_DEADLINE_S, DeadlineAdapter
 from connector.redaction import register_token
@@ -118,12 +119,6 @@ class ExistingToken:
 Grant = ClientCredentials | JwtBearer | ExistingToken
 
 
-@dataclass(frozen=True, slots=True)
-class SalesforceToken:
-    access_token: SecretStr
-    instance_url: str
-
-
 def default_audience(login_url: str) -> str:
     """The JWT audience for a login URL: the test login host for a sandbox org's URLs
     (``test.salesforce.com``, ``<org>--<sandbox>.sandbox.my.salesforce.com``), else the
@@ -192,7 +187,8 @@ class SalesforceAuth:
     ``allowed_origin`` the one non-Salesforce instance origin accepted. ``timeout``
     bounds one socket read (simple-salesforce passes it per call); a session made here
     also ends each request after ``request_deadline_s`` in all, however slowly the
-    answer trickles in.
+    answer trickles in. With ``sessions`` (the daemon's), every token fetched is kept
+    there under ``connection`` and who signs in, for :meth:`reuse` by the next cycle.
     """
 
     def __init__(
@@ -206,8 +202,12 @@ class SalesforceAuth:
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
         request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
+        sessions: SessionCache | None = None,
+        connection: str = "",
     ) -> None:
         self.grant = grant
+        self.sessions = sessions
+        self.connection = connection
         self.allowed_origin = allowed_origin
         self.api_version = api_version
         self.timeout = timeout
@@ -254,6 +254,33 @@ class SalesforceAuth:
     def login(self) -> Salesforce:
         """Sign in and build a client on the shared session (instance URL checked first)."""
         token = self.token()
+        client = self._client(token)
+        if self.sessions is not None and self.fetches_tokens:
+            self.sessions.put(self._session_key(), token)
+        return client
+
+    def reuse(self) -> Salesforce | None:
+        """A client on the session the connection last signed in with (``sessions``),
+        without a call; None when there is none to reuse."""
+        if self.sessions is None or not self.fetches_tokens:
+            return None
+        token = self.sessions.get(self._session_key())
+        return None if token is None else self._client(token)
+
+    def forget(self, client: Salesforce) -> None:
+        """Salesforce said ``client``'s session expired: the next cycle does not reuse it."""
+        if self.sessions is not None:
+            self.sessions.drop(self._session_key(), str(client.session_id))
+
+    def _session_key(self) -> SessionKey:
+        grant = self.grant
+        if isinstance(grant, ExistingToken):  # never kept: nothing to sign in with
+            return (self.connection, "token", origin_of(grant.instance_url), "", "")
+        user = grant.username if isinstance(grant, JwtBearer) else ""
+        kind = type(grant).__name__
+        return (self.connection, kind, origin_of(grant.login_url), grant.client_id, user)
+
+    def _client(self, token: SalesforceToken) -> Salesforce:
         origin = check_instance_url(token.instance_url, self.allowed_origin)
         return Salesforce(
             instance_url=origin,

@@ -1,8 +1,9 @@
 """Every Salesforce call of the adapter: sign-in, the daily API allowance, throttling, retries.
 
 :class:`SalesforceCalls` is what :class:`~connector.crm.salesforce.adapter.SalesforceOpportunities`
-is built on: ``_call`` runs one request against the signed-in client, signs in again
-once when the session expired, counts it (``usage``), stops before the org's allowance
+is built on: ``_call`` runs one request against the signed-in client (the session an
+earlier cycle of the daemon signed in with, when it keeps one), signs in again once
+when the session expired, counts it (``usage``), stops before the org's allowance
 share is passed (:class:`~connector.errors.QuotaExhausted`), classifies failures into
 :class:`~connector.errors.CrmError`, and retries transient ones through
 :mod:`connector.retry` (creates excepted: they are not idempotent).
@@ -43,6 +44,10 @@ class SalesforceLogin(Protocol):
 
     def login(self) -> Salesforce: ...
 
+    def reuse(self) -> Salesforce | None: ...
+
+    def forget(self, client: Salesforce) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -64,6 +69,8 @@ class SalesforceCalls:
         self.usage = ApiUsage()
         self._sleep = sleep
         self._sf: Salesforce | None = None
+        #: the first client may be the session an earlier cycle signed in with
+        self._reuse = True
         self._server_time: datetime | None = None
         #: after a throttled answer every thread holds back (writes run on two threads)
         self.throttle = SalesforceThrottle(
@@ -105,6 +112,7 @@ class SalesforceCalls:
                 if renewed or not self.auth.fetches_tokens:
                     raise crm_error_from(exc, what) from None
                 log.info("salesforce session expired during %s; signing in again", what)
+                self.auth.forget(sf)
                 self._sf = None
             except (SalesforceError, requests.RequestException) as exc:
                 raise self.throttle.classified(crm_error_from(exc, what), what) from None
@@ -113,6 +121,9 @@ class SalesforceCalls:
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _client(self, what: str) -> Salesforce:
+        if self._sf is None and self._reuse:
+            self._reuse = False  # once: a session that expires is not taken again
+            self._sf = self.auth.reuse()
         if self._sf is None:
             if self.auth.fetches_tokens:
                 self._guard_quota(what)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 from responses import matchers
 from salesforce_fakes import (
+    FAST_RETRY,
     INSTANCE,
     LOGIN,
     QUERY_ALL,
@@ -34,6 +36,7 @@ from connector.crm.salesforce.auth import (
     SalesforceAuth,
     check_instance_url,
 )
+from connector.crm.salesforce.sessions import SessionCache
 from connector.errors import ConfigError, CrmError
 from connector.settings import SalesforceSettings
 
@@ -319,3 +322,82 @@ def test_the_factory_passes_the_audience_setting_and_checks_its_form(tmp_path: P
         adapter.close()
     with pytest.raises(ValueError, match="jwt_audience"):
         SalesforceSettings(jwt_audience="login.salesforce.com")
+
+
+def cached_adapter(sessions: SessionCache, connection: str = "connections[c]") -> Any:
+    grant = ClientCredentials(LOGIN, "the-client", SecretStr(SECRET))
+    auth = SalesforceAuth(grant, sessions=sessions, connection=connection)
+    return SalesforceOpportunities(auth, retry=FAST_RETRY, sleep=lambda seconds: None)
+
+
+def test_cycles_sharing_the_daemons_sessions_sign_in_once(
+    rsps: responses.RequestsMock,
+) -> None:
+    """Each cycle builds its adapter afresh; the second starts with the first's session."""
+    token = rsps.post(TOKEN_URL, json=token_answer("tok-1"))
+    rsps.get(QUERY_ALL, json=page([]))
+    sessions = SessionCache()
+    first, second = cached_adapter(sessions), cached_adapter(sessions)
+    for adapter in (first, second):
+        assert len(list(adapter.pull_changes(None, fields=[], select=None))) == 1
+        adapter.close()
+    assert token.call_count == 1
+    auths = [c.request.headers.get("Authorization") for c in rsps.calls]
+    assert auths == [None, "Bearer tok-1", "Bearer tok-1"]
+    assert first.usage.by_kind == {"token": 1, "query": 1}
+    assert second.usage.by_kind == {"query": 1}  # no sign-in counted among its calls
+    assert "tok-1" not in repr(sessions)
+
+
+def test_a_kept_session_that_expired_signs_in_again_and_the_new_one_is_kept(
+    rsps: responses.RequestsMock,
+) -> None:
+    rsps.post(TOKEN_URL, json=token_answer("tok-1"))
+    rsps.post(TOKEN_URL, json=token_answer("tok-2"))
+    rsps.get(QUERY_ALL, json=page([]))
+    rsps.get(QUERY_ALL, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired"))
+    rsps.get(QUERY_ALL, json=page([]))
+    rsps.get(QUERY_ALL, json=page([]))
+    sessions = SessionCache()
+    for _ in range(3):
+        adapter = cached_adapter(sessions)
+        assert len(list(adapter.pull_changes(None, fields=[], select=None))) == 1
+        adapter.close()
+    auths = [c.request.headers.get("Authorization") for c in rsps.calls]
+    # cycle 1 signs in; cycle 2 meets the expiry with the kept session, signs in again
+    # and succeeds; cycle 3 starts with the renewed session
+    assert auths == [None, "Bearer tok-1", "Bearer tok-1", None, "Bearer tok-2", "Bearer tok-2"]
+    assert adapter.usage.by_kind == {"query": 1}
+
+
+def test_sessions_are_kept_per_connection_and_per_sign_in(rsps: responses.RequestsMock) -> None:
+    rsps.post(TOKEN_URL, json=token_answer("tok-1"))
+    rsps.post(TOKEN_URL, json=token_answer("tok-2"))
+    rsps.post(TOKEN_URL, json=token_answer("tok-3"))
+    rsps.get(QUERY_ALL, json=page([]))
+    sessions = SessionCache()
+    one, other = cached_adapter(sessions, "connections[a]"), cached_adapter(sessions, "b")
+    grant = ClientCredentials(LOGIN, "another-client", SecretStr(SECRET))
+    renamed = SalesforceOpportunities(
+        SalesforceAuth(grant, sessions=sessions, connection="connections[a]"),
+        retry=FAST_RETRY,
+        sleep=lambda seconds: None,
+    )
+    for adapter in (one, other, renamed):
+        list(adapter.pull_changes(None, fields=[], select=None))
+    auths = [c.request.headers.get("Authorization") for c in rsps.calls]
+    assert auths == [None, "Bearer tok-1", None, "Bearer tok-2", None, "Bearer tok-3"]
+    assert len(sessions) == 3
+
+
+def test_without_the_daemons_sessions_every_adapter_signs_in(
+    rsps: responses.RequestsMock,
+) -> None:
+    """A one-shot run (``connector sync --once``) keeps nothing: it signs in as before."""
+    token = rsps.post(TOKEN_URL, json=token_answer("tok-1"))
+    rsps.get(QUERY_ALL, json=page([]))
+    for _ in range(2):
+        adapter = client_credentials_adapter()
+        list(adapter.pull_changes(None, fields=[], select=None))
+        assert adapter.usage.by_kind == {"token": 1, "query": 1}
+    assert token.call_count == 2
