@@ -24,12 +24,13 @@ from prometheus_client import (
 from connector import __version__
 from connector.sync.dead_letters import UNCHANGED_SINCE_FAILURE
 from connector.sync.plan import SkipReason
+from connector.sync.pullback import NOT_THIS_CONNECTION
 from connector.sync.report import RunReport
 
 SKIP_REASONS = frozenset(
     {r.value for r in SkipReason}
     | {"deleted", "incoming_not_linked", "read_only_closed", "answer_refused", "skipped"}
-    | {UNCHANGED_SINCE_FAILURE}
+    | {UNCHANGED_SINCE_FAILURE, NOT_THIS_CONNECTION}
 )
 REJECT_REASONS = frozenset({"invalid_record"})
 #: failure codes the connector itself gives (classification, transport, state)

@@ -9,7 +9,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connector import __version__
-from connector.metrics import Metrics
+from connector.metrics import Metrics, reason_label
+from connector.sync.pullback import NOT_THIS_CONNECTION
 from connector.sync.report import RunReport
 
 
@@ -42,3 +43,19 @@ def test_no_created_series_is_exported() -> None:
     series = _exported(metrics)
     assert "connector_records_total" in series
     assert not [name for name in series if name.endswith("_created")]
+
+
+def test_another_connections_referrals_are_counted_under_their_own_reason() -> None:
+    """A pull-back on a shared core tenant skips the others' referrals by the thousand:
+    the reason has a series of its own, not "other"."""
+    metrics = Metrics()
+    report = RunReport("c")
+    report.skipped[NOT_THIS_CONNECTION] += 7
+    metrics.observe(report)
+    skipped = {
+        labels["reason"]: value
+        for labels, value in _exported(metrics)["connector_records_total"]
+        if labels["action"] == "skipped"
+    }
+    assert reason_label("skipped", NOT_THIS_CONNECTION) == NOT_THIS_CONNECTION
+    assert skipped == {NOT_THIS_CONNECTION: 7}
