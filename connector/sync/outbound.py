@@ -10,6 +10,7 @@ dead-lettered, so a crash replays at most one page.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -141,6 +142,7 @@ class Outbound:
         #: True while the oldest page is being finished: if that fails, a newer page's
         #: cursor must not be committed over the records the failed one left undone
         finishing_oldest = False
+        first_page = True
 
         def finish_oldest() -> None:
             nonlocal finishing_oldest
@@ -177,11 +179,14 @@ class Outbound:
                     if page.deleted_ids:
                         self._deleted(page.deleted_ids, report, dry_run=True)
                     continue
-                if begun and begun[0][0].ids & {r.id for r in records}:
-                    finish_oldest()
-                begun.append((self.begin(records, stages, report), page))
-                if len(begun) > 1:
-                    finish_oldest()
+                parts = self._parts(page, records) if first_page else [(records, page)]
+                first_page = False
+                for part, part_page in parts:
+                    if begun and begun[0][0].ids & {r.id for r in part}:
+                        finish_oldest()
+                    begun.append((self.begin(part, stages, report), part_page))
+                    if len(begun) > 1:
+                        finish_oldest()
             while begun:
                 finish_oldest()
         except Exception as exc:
@@ -213,6 +218,27 @@ class Outbound:
                 self.connection,
                 extra={"event": "stop", "connection": self.connection},
             )
+
+    def _parts(
+        self, page: CrmPage, records: list[CrmOpportunity]
+    ) -> list[tuple[list[CrmOpportunity], CrmPage]]:
+        """The run's first page in parts: :attr:`Tuning.first_part` records, four times
+        as many, then the rest.
+
+        Until the first page is mapped and planned the push pool has nothing to do; in
+        parts, it starts after the first few records and is fed while the rest are
+        mapped. Only the last part carries the page's cursor and deleted rows, so the
+        cursor is committed once every part is finished, as for a whole page.
+        """
+        size = self.tuning.first_part
+        if size <= 0 or len(records) <= size:
+            return [(records, page)]
+        cuts = [0, size, size * 5, len(records)]
+        cuts = sorted({min(c, len(records)) for c in cuts})
+        chunks = [records[a:b] for a, b in itertools.pairwise(cuts)]
+        parts = [(chunk, CrmPage(chunk, None, total=page.total)) for chunk in chunks[:-1]]
+        parts.append((chunks[-1], page))
+        return parts
 
     def _near_guard(self, work: PageWork) -> bool:
         """Whether the CRM's guard could stop the run before ``work`` is mirrored."""

@@ -27,6 +27,10 @@ class Tuning:
     pull_slice: int = 1000
     #: (id, stamp) keys of pulled records remembered to drop a repeat (two large pages)
     page_memory: int = 10_000
+    #: the first page of a run is handed to the push pool in parts of this many records
+    #: and then the rest: the pool starts after mapping a few records, not a whole page
+    #: (0: no parts)
+    first_part: int = 100
     #: how far before the stored core cursor the next pull-back starts (ties, late commits)
     core_overlap: timedelta = timedelta(seconds=60)
 

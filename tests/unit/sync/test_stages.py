@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes.core import FakeCore
 from fakes.crm import FakeCrm
 
-from connector.errors import CoreError, Throttled
+from connector.errors import CoreError, CrmError, Throttled
 from connector.mapping.load import load_mapping
 from connector.state.store import TRANSIENT_PREFIX, Store
 from connector.sync.engine import SyncEngine
@@ -143,3 +144,49 @@ def test_status_writes_go_in_batches_of_the_tunings_size(store: Store, clock: Cl
     engine(store, crm, core, clock, Tuning(write_batch=2)).run()
     assert crm.usage.by_kind["write"] >= 3  # 5 records, 2 a batch
     assert len({u.crm_id for u in crm.written}) == 5
+
+
+def test_the_first_page_goes_to_the_pool_in_parts_and_its_cursor_after_the_last(
+    store: Store, clock: Clock
+) -> None:
+    crm, core = world(clock, records=40)
+    crm.page_size = 30
+    sync = engine(store, crm, core, clock, Tuning(first_part=2))
+    handed: list[int] = []
+    start = sync.pusher.start
+
+    def counting(actions: Any, links: Any) -> Any:
+        handed.append(len(actions))
+        return start(actions, links)
+
+    sync.pusher.start = counting  # type: ignore[method-assign]
+    last_stamp = max(crm.stamps.values())  # status writes move the stamps afterwards
+    report = sync.run()
+    assert report.outcome == Outcome.OK, report.error
+    # the first page: 2 records, 4 times as many, the rest; the next page whole
+    assert handed == [2, 8, 20, 10]
+    assert report.created == 40 and core.calls["POST"] == 40
+    assert store.connection(CONN).cursors.get("crm") == last_stamp.isoformat()
+
+
+def test_a_pull_failing_after_a_first_page_in_parts_commits_that_pages_cursor(
+    store: Store, clock: Clock
+) -> None:
+    crm, core = world(clock, records=40)
+    crm.page_size = 30
+    pages = crm.pull_changes
+
+    def failing_second(cursor: str | None, **kwargs: Any) -> Iterator[Any]:
+        listed = pages(cursor, **kwargs)
+        yield next(listed)
+        raise CrmError("503 Service Unavailable", status=503, transient=True)
+
+    crm.pull_changes = failing_second  # type: ignore[method-assign]
+    first_page_end = sorted(crm.stamps.values())[29]
+    report = engine(store, crm, core, clock, Tuning(first_part=2)).run()
+    assert report.outcome == Outcome.FAILED
+    assert report.created == 30 and len(core.referrals) == 30  # every part of page one
+    assert store.connection(CONN).cursors.get("crm") == first_page_end.isoformat()
+    crm.pull_changes = pages  # type: ignore[method-assign]
+    again = engine(store, crm, core, clock, Tuning(first_part=2)).run()
+    assert again.created == 10 and len(core.referrals) == 40
