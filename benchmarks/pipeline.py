@@ -192,7 +192,9 @@ def run_sync(config: Path, state_url: str, timeout_s: float) -> SyncRun:
         prefix = [
             spy,
             "record",
-            "--nonblocking",
+            # BENCH_PROFILE_FLAGS="--gil": only the thread holding the GIL (where the
+            # process's one core of Python goes)
+            *os.environ.get("BENCH_PROFILE_FLAGS", "--nonblocking").split(),
             "-r",
             os.environ.get("BENCH_PROFILE_RATE", "50"),
             "-f",

@@ -91,6 +91,8 @@ class Cycle:
         connection, state, stop = ctx.connection, ctx.state, ctx.stop
         report = RunReport(connection, dry_run=dry_run)
         self.pusher.halted = None
+        if self.pusher.seen is not None:
+            self.pusher.seen.clear()  # a hit is trusted for the cycle that saw it only
         started = time.monotonic()
         run_id = None if dry_run else state.runs.start()
         self.history.begin(run_id, ctx.clock())
@@ -147,6 +149,8 @@ class Cycle:
             report.error = error.message
             log.error("%s: the run failed: %s", connection, error.message)
         finally:
+            if self.pusher.seen is not None:
+                self.pusher.seen.clear()
             report.duration_s = time.monotonic() - started
             report.api_calls = {
                 system: n - calls_before.get(system, 0) for system, n in api_calls(ctx).items()

@@ -42,6 +42,7 @@ from connector.sync.partners import PartnerInvitations
 from connector.sync.pullback import PullBack
 from connector.sync.pusher import Pusher
 from connector.sync.report import RunReport
+from connector.sync.seen import SeenEtags
 from connector.sync.settle import Settler
 from connector.sync.status_writer import StatusWriter
 from connector.sync.steps import LifecycleSteps
@@ -91,6 +92,8 @@ class SyncEngine:
         linker = Linker(connection, link_for)
         #: the core's clock (expiry is the core's), and the daily refresh of days left
         self.core_clock = CoreClock(store, connection, clock)
+        #: the referrals a cycle wrote or read, for its pull-back (connector.sync.seen)
+        self.seen = SeenEtags(tuning.seen_etags)
         self.pusher = Pusher(
             connection,
             core=core,
@@ -99,6 +102,7 @@ class SyncEngine:
             crm_system=crm.system,
             concurrency=concurrency,
             holder=self.holder,
+            seen=self.seen,
         )
         ctx = SyncContext(
             connection=connection,
@@ -204,6 +208,7 @@ class SyncEngine:
             stop=self.stop,
             concurrency=concurrency,
             tuning=tuning,
+            seen=self.seen,
         )
         self.cycle = Cycle(
             ctx,

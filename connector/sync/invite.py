@@ -20,6 +20,7 @@ from connector.errors import ConnectorError, CoreError
 from connector.state.store import Link
 from connector.sync.mirror import CoreFacts, with_eligibility, with_microsoft
 from connector.sync.outcome import RecordOutcome
+from connector.sync.seen import SeenEtags
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,12 @@ _NOT_THE_RECORDS_FAULT = frozenset({"unauthenticated"})
 
 
 def invite_microsoft(
-    core: DealCore, link: Link, body: Mapping[str, Any], kind: str, notice: str | None
+    core: DealCore,
+    link: Link,
+    body: Mapping[str, Any],
+    kind: str,
+    notice: str | None,
+    seen: SeenEtags | None = None,
 ) -> RecordOutcome:
     """Microsoft's referral in ``link``'s engagement; the record's outcome ``kind`` on success.
 
@@ -59,6 +65,8 @@ def invite_microsoft(
             transient=exc.transient or exc.code in _NOT_THE_RECORDS_FAULT,
         )
     assert link.core_facts is not None
+    if seen is not None:
+        seen.add(microsoft.id, microsoft.etag)  # its facts are in the link returned
     facts = with_microsoft(CoreFacts.from_json(link.core_facts), microsoft, link.sent_body or {})
     return RecordOutcome(
         link.crm_id, kind, link=replace(link, core_facts=facts.as_json()), notice=notice

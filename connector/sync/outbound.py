@@ -413,6 +413,8 @@ class Outbound:
                 outcomes.append(outcome)
                 if outcome.link is not None:
                     unsaved.append(outcome.link)
+                    if outcome.link.core_facts is not None and self.pusher.seen is not None:
+                        self.pusher.seen.add(outcome.link.referral_id, outcome.link.etag)
                 if len(unsaved) >= self.tuning.link_batch:
                     self.state.links.save_many(unsaved)
                     unsaved = []

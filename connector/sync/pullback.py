@@ -32,6 +32,7 @@ from connector.sync.inbound import is_new_incoming
 from connector.sync.links import Linker
 from connector.sync.mirror import CoreFacts, with_microsoft
 from connector.sync.report import RunReport
+from connector.sync.seen import SeenEtags
 from connector.sync.status_writer import Pending, StatusWriter
 from connector.sync.tuning import DEFAULT_TUNING, Tuning
 
@@ -100,9 +101,12 @@ class PullBack:
         stop: threading.Event,
         concurrency: int,
         tuning: Tuning = DEFAULT_TUNING,
+        seen: SeenEtags | None = None,
     ) -> None:
         self.connection = connection
         self.core = core
+        #: the referrals this run wrote or read, by eTag (connector.sync.seen)
+        self.core_seen = seen
         self.store = store
         self.state = store.connection(connection)
         self.mapping = mapping
@@ -207,6 +211,10 @@ class PullBack:
         Returns the ``updatedDateTime`` of incoming referrals whose CRM record could not
         be created (the cursor stays before them).
         """
+        known = self.core_seen
+        if known is not None and len(known):
+            # as this run wrote or read them: their links hold what they say
+            referrals = [r for r in referrals if not known.unchanged(r.id, r.etag)]
         rule = self.core.options.microsoft
         own = [r for r in referrals if not is_microsoft(r, rule)]
         microsoft = [r for r in referrals if is_microsoft(r, rule)]

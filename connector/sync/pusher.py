@@ -27,6 +27,7 @@ from connector.sync.invite import invite_microsoft, relinked
 from connector.sync.links import Linker
 from connector.sync.outcome import RecordOutcome
 from connector.sync.plan import Action, Create, Reject, Skip, Update, replan_update
+from connector.sync.seen import SeenEtags
 from connector.sync.stops import run_stop
 
 #: the logger name these lines had before the stages were split out of the engine
@@ -80,6 +81,7 @@ class Pusher:
         crm_system: str,
         concurrency: int,
         holder: str,
+        seen: SeenEtags | None = None,
     ) -> None:
         self.connection = connection
         self.core = core
@@ -89,6 +91,8 @@ class Pusher:
         self.crm_system = crm_system
         self.concurrency = concurrency
         self.holder = holder
+        #: Microsoft's referrals this run looked up or created (connector.sync.seen)
+        self.seen = seen
         self._pool: ThreadPoolExecutor | None = None
         #: set by the first push that met a run-stopping failure: the other pushes of
         #: the run are not sent (see connector.sync.stops)
@@ -201,7 +205,9 @@ class Pusher:
                 fingerprint, body = None, dict(referral.raw)
         link = self.linker(None, referral, fingerprint, body, crm_id=draft.crm_id)
         if action.invite_microsoft:
-            return invite_microsoft(self.core, link, action.body, "created", action.notice)
+            return invite_microsoft(
+                self.core, link, action.body, "created", action.notice, self.seen
+            )
         return RecordOutcome(draft.crm_id, "created", link=link, notice=action.notice)
 
     def _update(self, action: Update, link: Link) -> RecordOutcome:
@@ -210,7 +216,9 @@ class Pusher:
         kind = "closed" if action.closes is not None else "updated"
         if not action.ops:  # only Microsoft's referral is missing
             new_link = relinked(link, action.fingerprint, action.body)
-            return invite_microsoft(self.core, new_link, action.body, kind, action.warning)
+            return invite_microsoft(
+                self.core, new_link, action.body, kind, action.warning, self.seen
+            )
         try:
             referral = self.core.patch(referral_id, action.ops, link.etag)
         except PreconditionFailed:
@@ -232,7 +240,9 @@ class Pusher:
             return RecordOutcome(link.crm_id, "skipped", "terminal", link=link)
         new_link = self.linker(link, referral, action.fingerprint, action.body)
         if action.invite_microsoft:
-            return invite_microsoft(self.core, new_link, action.body, kind, action.warning)
+            return invite_microsoft(
+                self.core, new_link, action.body, kind, action.warning, self.seen
+            )
         return RecordOutcome(link.crm_id, kind, link=new_link, notice=action.warning)
 
     # ------------------------------------------------------------------ lifecycle pushes

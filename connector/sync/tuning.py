@@ -31,6 +31,9 @@ class Tuning:
     #: and then the rest: the pool starts after mapping a few records, not a whole page
     #: (0: no parts)
     first_part: int = 100
+    #: referrals whose eTag a run remembers for its pull-back (connector.sync.seen;
+    #: about 200 bytes each)
+    seen_etags: int = 50_000
     #: how far before the stored core cursor the next pull-back starts (ties, late commits)
     core_overlap: timedelta = timedelta(seconds=60)
 

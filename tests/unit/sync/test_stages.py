@@ -15,9 +15,11 @@ from fakes.crm import FakeCrm
 
 from connector.errors import CoreError, CrmError, Throttled
 from connector.mapping.load import load_mapping
+from connector.state.links import Links
 from connector.state.store import TRANSIENT_PREFIX, Store
 from connector.sync.engine import SyncEngine
 from connector.sync.report import Outcome
+from connector.sync.seen import SeenEtags
 from connector.sync.tuning import Tuning
 
 ROOT = Path(__file__).parents[3]
@@ -190,3 +192,49 @@ def test_a_pull_failing_after_a_first_page_in_parts_commits_that_pages_cursor(
     crm.pull_changes = pages  # type: ignore[method-assign]
     again = engine(store, crm, core, clock, Tuning(first_part=2)).run()
     assert again.created == 10 and len(core.referrals) == 40
+
+
+def test_the_pull_back_asks_the_store_nothing_of_what_the_run_wrote_and_mirrors_a_change(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crm, core = world(clock, records=5)
+    asked: list[str] = []
+    etags_of = Links.etags_by_referral
+
+    def spying(self: Links, referral_ids: Any) -> dict[str, str]:
+        asked.extend(referral_ids)
+        return etags_of(self, referral_ids)
+
+    monkeypatch.setattr(Links, "etags_by_referral", spying)
+    listing = core.list_changed
+
+    def changed_meanwhile(since: Any, **kwargs: Any) -> Iterator[Any]:
+        # someone closes one deal in the core between the pushes and the pull-back
+        raw = core.referrals["ref-2"]
+        raw["status"], raw["substatus"] = "Closed", "Won"
+        core._touch(raw)
+        return listing(since, **kwargs)
+
+    monkeypatch.setattr(core, "list_changed", changed_meanwhile)
+    report = engine(store, crm, core, clock).run()
+    assert report.outcome == Outcome.OK, report.error
+    # the four unchanged referrals were not looked up: only the changed one
+    assert asked == ["ref-2"]
+    links = store.connection(CONN).links.by_referrals(["ref-2"])
+    assert links["ref-2"].status == "Closed"
+    assert report.mirrored >= 1
+
+
+def test_seen_etags_hold_a_bounded_number_and_trust_only_the_same_etag() -> None:
+    seen = SeenEtags(limit=2)
+    seen.add("a", "1")
+    seen.add("b", "1")
+    seen.add("c", "1")  # over the bound: the store answers for it
+    seen.add("a", "2")  # a known referral's newer eTag still replaces the old one
+    seen.add(None, "1")
+    seen.add("d", None)
+    assert len(seen) == 2
+    assert seen.unchanged("a", "2") and not seen.unchanged("a", "1")
+    assert not seen.unchanged("c", "1") and not seen.unchanged("b", None)
+    seen.clear()
+    assert not seen.unchanged("a", "2") and len(seen) == 0
