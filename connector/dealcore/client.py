@@ -28,6 +28,7 @@ from connector.dealcore.parse import parse_referral
 from connector.dealcore.transport import DEFAULT_MATCH_MARGIN, CallState, CoreTransport
 from connector.dedupe import RecentKeys
 from connector.errors import CoreError
+from connector.fastjson import loads
 from connector.model import ReferralState
 from connector.retry import RateGate, RetryPolicy, Sleep, call_with_retry
 
@@ -131,7 +132,7 @@ class ReferralsClient(CoreTransport):
             response = self._attempt(
                 "POST", self._referrals, state, what=what, expect="referral", json_body=body
             )
-            return parse_referral(response.json())
+            return parse_referral(loads(response.content))
 
         return call_with_retry(attempt, self._policy, sleep=self._sleep)
 
@@ -140,7 +141,7 @@ class ReferralsClient(CoreTransport):
         response = self._request(
             "GET", self._url_of(referral_id), what=f"GET referral {referral_id}", expect="referral"
         )
-        return parse_referral(response.json())
+        return parse_referral(loads(response.content))
 
     def find_created(
         self, external_id: str, since: datetime | None, *, policy: RetryPolicy | None = None
@@ -299,7 +300,7 @@ class ReferralsClient(CoreTransport):
             response = self._attempt(
                 "POST", self._referrals, state, what=what, expect="referral", json_body=body
             )
-            return parse_referral(response.json())
+            return parse_referral(loads(response.content))
 
         return call_with_retry(attempt, self._policy, sleep=self._sleep)
 
@@ -331,7 +332,7 @@ class ReferralsClient(CoreTransport):
             response = self._attempt(
                 "POST", self._referrals, state, what=what, expect="referral", json_body=body
             )
-            return parse_referral(response.json())
+            return parse_referral(loads(response.content))
 
         return call_with_retry(attempt, self._policy, sleep=self._sleep)
 
@@ -354,7 +355,7 @@ class ReferralsClient(CoreTransport):
         )
         if not response.content.strip():
             return self.get(referral_id)
-        return parse_referral(response.json())
+        return parse_referral(loads(response.content))
 
     def _url_of(self, referral_id: str) -> str:
         return f"{self._referrals}/{quote(referral_id, safe='')}"

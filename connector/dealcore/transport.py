@@ -27,6 +27,7 @@ from connector.dealcore.auth import TokenProvider
 from connector.dealcore.classify import Expect, classify
 from connector.dealcore.options import DEFAULT_OPTIONS, CoreOptions
 from connector.dealcore.paging import PageGuard, next_page_url
+from connector.fastjson import dumps_body, loads
 from connector.retry import RateGate, RetryPolicy, Sleep, call_with_retry
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class CoreTransport:
             response = self._request(
                 "GET", url, what=what, expect="list", params=query, policy=policy
             )
-            data = response.json()
+            data = loads(response.content)
             if on_page is not None:
                 on_page()
             yield from data["value"]
@@ -170,7 +171,11 @@ class CoreTransport:
             started = time.monotonic()
             try:
                 response = self._http.request(
-                    method, url, params=params, json=json_body, headers=headers
+                    method,
+                    url,
+                    params=params,
+                    content=None if json_body is None else dumps_body(json_body),
+                    headers=headers,
                 )
             except httpx.TransportError as exc:
                 self._count(method)

@@ -11,13 +11,14 @@ timestamps always stored in UTC (:class:`UtcDateTime`).
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
+
+from connector.fastjson import dumps_sorted, loads
 
 #: constraint names are stable so that later migrations can refer to them
 NAMING_CONVENTION = {
@@ -80,9 +81,6 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         return when.astimezone(UTC)
 
 
-_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 class JsonText(sa.types.TypeDecorator[Any]):
     """JSON kept as text (sorted keys), identical on both backends."""
 
@@ -90,10 +88,10 @@ class JsonText(sa.types.TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return None if value is None else _JSON.encode(value)
+        return None if value is None else dumps_sorted(value)
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
-        return None if value is None else json.loads(value)
+        return None if value is None else loads(value)
 
 
 LINK_STATES = ("pending_create", "linked", "terminal")

@@ -34,6 +34,8 @@ _UI = ("connector.cli", "connector.commands", "connector.console", "connector.da
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the shared types: pure, the ground floor
     "connector.model": ("connector",),
+    # JSON on the hot path: a leaf every floor may use
+    "connector.fastjson": ("connector",),
     # the one retry module serves every adapter; it knows none of them
     "connector.retry": (
         "connector.crm",
