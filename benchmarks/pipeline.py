@@ -83,6 +83,22 @@ class Sandbox:
         self.post("/_sandbox/stats/reset")
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process so far (Linux /proc), 0 once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine spent busy so far (Linux /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def sandbox(workdir: Path, latency_ms: float) -> Iterator[Sandbox]:
     """The sandbox in its own process (sandbox.harness), empty: each case seeds it."""
@@ -296,7 +312,10 @@ class Bench:
         with sandbox(self.workdir / f"first-{n}", self.latency_ms) as sb:
             self.seed(sb, n)
             sb.reset_stats()
+            sandbox_cpu, busy = process_cpu_s(sb.proc.pid), machine_busy_s()
             run = run_sync(self.config(sb, "first"), self.state(f"first-{n}"), timeout_s=3600)
+            sandbox_cpu = process_cpu_s(sb.proc.pid) - sandbox_cpu
+            busy = machine_busy_s() - busy
             calls = sb.calls()
             # the machine's ceiling in the same run: a bare httpx pool against the same
             # sandbox, latency and concurrency, right after the sync (after, so that its
@@ -332,6 +351,13 @@ class Bench:
             "peak_rss_mb": round(run.peak_rss_mb, 1),
             "cpu_s": round(run.cpu_s, 2),
             "cpu_ms_per_referral": round(run.cpu_s * 1000 / max(created, 1), 3),
+            # Whether the machine had CPU to spare: the connector's share of one core
+            # (its threads share one interpreter lock), the sandbox's, and the busy share
+            # of all the machine's cores over the sync's wall time (1.0: every core busy)
+            "connector_cpu_share_of_one_core": round(run.cpu_s / run.wall_s, 3),
+            "sandbox_cpu_s": round(sandbox_cpu, 2),
+            "sandbox_cpu_share_of_one_core": round(sandbox_cpu / run.wall_s, 3),
+            "machine_busy_share": round(busy / run.wall_s / (os.cpu_count() or 1), 3),
             # where the run's time went, from the run report (outbound includes the
             # time spent waiting for the push pool)
             "phases_s": run.report.get("phases_s", {}),
@@ -535,6 +561,15 @@ def print_table(all_results: dict[str, Any]) -> None:
         ("first sync: co_sell_mode", ("first_sync", "co_sell_mode")),
         ("bare-client ceiling, ratio to bound", ("first_sync", "ceiling_ratio_to_bound")),
         ("first sync: connector CPU ms per referral", ("first_sync", "cpu_ms_per_referral")),
+        (
+            "first sync: connector CPU share of one core",
+            ("first_sync", "connector_cpu_share_of_one_core"),
+        ),
+        (
+            "first sync: sandbox CPU share of one core",
+            ("first_sync", "sandbox_cpu_share_of_one_core"),
+        ),
+        ("first sync: machine busy share (all cores)", ("first_sync", "machine_busy_share")),
         ("first sync: core writes per referral", ("first_sync", "core_writes_per_referral")),
         ("first sync: ratio to bound (core writes)", ("first_sync", "ratio_to_bound_core_writes")),
         (

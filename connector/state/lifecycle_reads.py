@@ -31,14 +31,16 @@ def _facts_text() -> sa.ColumnElement[str]:
 
 
 def links_with_countdown(store: Store, conn: str) -> Iterator[Link]:
-    """Open links of ``conn`` with an expiry pending: their own referral New, or Microsoft's."""
-    return _links(
-        store,
-        conn,
-        "the links with an expiry pending",
+    """Open links of ``conn`` with an expiry pending: their own referral New, or Microsoft's.
+
+    Without their sent bodies: the countdown only writes status fields.
+    """
+    return store.connection(conn).links.stream(
+        f"list the links with an expiry pending ({conn})",
         links.c.state != LinkState.TERMINAL.value,
         links.c.core_facts.is_not(None),
         sa.or_(links.c.status == "New", _facts_text().like(_MICROSOFT_PENDING)),
+        bodies=False,
     )
 
 

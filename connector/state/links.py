@@ -30,6 +30,10 @@ from connector.state.schema import links
 #: ``(crm_id, fingerprint, body)`` of a create intent
 PendingItem = tuple[str, str, Mapping[str, Any]]
 
+#: the sent body's column, and what stands for it when a reader leaves bodies out
+_BODY = links.c.sent_body
+_NO_BODY = sa.null().label("sent_body")
+
 
 class Links:
     """One connection's links."""
@@ -100,13 +104,20 @@ class Links:
         conditions = [] if state is None else [links.c.state == state.value]
         return self.stream(f"list the links of connection {self.connection!r}", *conditions)
 
-    def stream(self, what: str, *conditions: sa.ColumnElement[bool]) -> Iterator[Link]:
-        """The links meeting ``conditions``, ordered by CRM id, read a page at a time."""
+    def stream(
+        self, what: str, *conditions: sa.ColumnElement[bool], bodies: bool = True
+    ) -> Iterator[Link]:
+        """The links meeting ``conditions``, ordered by CRM id, read a page at a time.
+
+        ``bodies=False`` leaves every link's ``sent_body`` out (None): for readers that
+        only write status fields, never for a link that is saved again.
+        """
         page_size = self._db.iter_page
         after: str | None = None
+        columns = LINK_COLUMNS if bodies else [_NO_BODY if c is _BODY else c for c in LINK_COLUMNS]
         while True:
             query = (
-                sa.select(*LINK_COLUMNS)
+                sa.select(*columns)
                 .where(links.c.connection == self.connection, *conditions)
                 .order_by(links.c.crm_id)
                 .limit(page_size)

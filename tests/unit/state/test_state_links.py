@@ -4,6 +4,7 @@ listings, mirroring (``@contract``: SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -162,6 +163,19 @@ def test_iter_links_streams_pages_and_filters(make_store: MakeStore, clock: Fake
         LinkState.LINKED: 7,
         LinkState.TERMINAL: 1,
     }
+
+
+def test_a_stream_without_bodies_reads_every_field_but_the_sent_body(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    store = make_store(clock, iter_page=2)
+    sf = store.connection("sf")
+    sf.links.save_many([linked(f"006{i:02}", f"R-{i}") for i in range(3)])
+    whole = list(sf.links.stream("test"))
+    light = list(sf.links.stream("test", bodies=False))
+    assert all(link.sent_body is not None for link in whole)
+    assert [link.sent_body for link in light] == [None, None, None]
+    assert [replace(link, sent_body=None) for link in whole] == light
 
 
 @contract
