@@ -68,6 +68,8 @@ class PageWork:
     pushed: list[str] = field(default_factory=list)
     #: pushes a stop cancelled before they started: nothing of them was sent
     cancelled: list[str] = field(default_factory=list)
+    #: a part of a page that is not its last (see Outbound._parts): no cursor of its own
+    part: bool = False
 
 
 class Outbound:
@@ -184,7 +186,9 @@ class Outbound:
                 for part, part_page in parts:
                     if begun and begun[0][0].ids & {r.id for r in part}:
                         finish_oldest()
-                    begun.append((self.begin(part, stages, report), part_page))
+                    work = self.begin(part, stages, report)
+                    work.part = part_page is not page
+                    begun.append((work, part_page))
                     if len(begun) > 1:
                         finish_oldest()
             while begun:
@@ -252,6 +256,8 @@ class Outbound:
         self.finish(work, report)
         if page.deleted_ids:
             self._deleted(page.deleted_ids, report, dry_run=False)
+        if work.part:
+            return  # the page's last part writes its errors and commits its cursor
         self.writer.flush_unlinked(report)
         if page.cursor is not None and not self.cursor_held:
             self.state.cursors.set("crm", page.cursor)
